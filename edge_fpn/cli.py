@@ -1,0 +1,137 @@
+"""The `edge-fpn` command: subcommands that map one-to-one to API functions.
+
+Bad input is an EdgeFpnError: printed as one line, exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Dict, List, Optional
+
+from .errors import EdgeFpnError
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export.onnx_export import export_bundle, parse_input_size
+    from .model.architectures import build_architecture, load_checkpoint, read_class_names
+
+    if args.model:
+        if args.arch or args.checkpoint:
+            raise EdgeFpnError("give either --model or --arch/--checkpoint, not both")
+        from .model.shapes_assets import load_shipped_model
+        model, meta = load_shipped_model(args.model)
+        class_names = meta["class_names"]
+        input_size = parse_input_size(args.input_size) if args.input_size else tuple(meta["input_size"])
+        arch = meta["architecture"]
+        provenance = {"source_checkpoint": meta["checkpoint"], "source_checkpoint_sha256": meta["checkpoint_sha256"]}
+    else:
+        if not (args.arch and args.checkpoint and args.num_classes):
+            raise EdgeFpnError("export needs --arch, --checkpoint and --num-classes (or --model shapes for the shipped model)")
+        if not args.input_size:
+            raise EdgeFpnError("export needs --input-size HxW (a multiple of 32, e.g. 800x800)")
+        input_size = parse_input_size(args.input_size)
+        class_names = read_class_names(args.classes, args.num_classes)
+        model = load_checkpoint(build_architecture(args.arch, args.num_classes), args.checkpoint, args.arch)
+        arch = args.arch
+        from .bundle import file_sha256
+        provenance = {"source_checkpoint": args.checkpoint, "source_checkpoint_sha256": file_sha256(args.checkpoint)}
+    manifest = export_bundle(model, arch, class_names, input_size, args.output, force=args.force,
+                             provenance=provenance, progress=not args.quiet)
+    print(f"wrote {args.output}: {arch} at {input_size[0]}x{input_size[1]}, {manifest.num_classes - 1} classes, "
+          f"stage1.onnx + stage2.onnx (check: clean)")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .export.check import check_path
+
+    findings = check_path(args.path, args.target)
+    for finding in findings:
+        print(finding)
+    if not findings:
+        print(f"{args.path}: clean for {args.target}")
+    return 1 if findings else 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from .runtime.app import detect
+
+    detect(args.bundle, args.source, args.sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
+           classes=_split(args.classes), quiet=args.quiet)
+    return 0
+
+
+def _split(text: Optional[str]) -> Optional[List[str]]:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="edge-fpn", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"edge-fpn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("export", help="torch checkpoint -> bundle of two static ONNX stages + manifest")
+    p.add_argument("--model", help="a model shipped with edge-fpn instead of --arch/--checkpoint: 'shapes'")
+    p.add_argument("--arch", help="fasterrcnn_resnet50_fpn | fasterrcnn_resnet50_fpn_v2 | fasterrcnn_mobilenet_v3_large_fpn | fasterrcnn_mobilenet_v3_large_320_fpn")
+    p.add_argument("--checkpoint", help="state-dict file (torch.save(model.state_dict(), path))")
+    p.add_argument("--num-classes", type=int, help="number of classes including the background")
+    p.add_argument("--classes", help="text file with one class name a line (background optional)")
+    p.add_argument("--input-size", help="engine input HxW, multiples of 32 (default for --model: its training size)")
+    p.add_argument("--output", required=True, help="bundle directory to write")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("check", help="TensorRT lint of an ONNX file or a bundle (no GPU needed)")
+    p.add_argument("path", help="an .onnx file or a bundle directory")
+    p.add_argument("--target", default="jetpack6.1", choices=["jetpack5", "jetpack6.0", "jetpack6.1", "jetpack7"],
+                   help="JetPack release whose TensorRT must import the graphs (default jetpack6.1)")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("detect", help="run a bundle on a source (images, directory, video, camera URI) into sinks")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("source", help="image, directory, glob, video file, test://, /dev/videoN, csi://N, rtsp://...")
+    p.add_argument("sinks", nargs="*", help="out.jsonl, out.mp4/.avi, a directory, display://0, http://HOST:PORT")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--score-threshold", type=float, default=None, help="drop detections scoring below T")
+    p.add_argument("--classes", default=None, help="comma-separated class names to keep")
+    p.add_argument("--quiet", action="store_true", help="no periodic statistics")
+    p.set_defaults(func=_detect)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> List[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands defined next to the code they run (kept out of this file to keep it short)."""
+    registrars = []
+    for module_name in ("edge_fpn.build.commands", "edge_fpn.runtime.commands", "edge_fpn.model.commands"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ImportError:
+            continue
+        registrars.append(module.register)
+    return registrars
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeFpnError as exc:
+        print(f"edge-fpn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edge-fpn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""torch -> ONNX export of the two stages, and the TensorRT lint (host only)."""

@@ -1,0 +1,224 @@
+"""torch -> two static ONNX stages + manifest: the bundle `edge-fpn export` writes."""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..bundle import (FORMAT_VERSION, LevelSpec, Manifest, PreprocessSpec, RoiSpec, RpnSpec, StageSpec,
+                      TensorSpec, atomic_directory, check_output_dir, file_sha256, write_manifest)
+from ..errors import EdgeFpnError
+
+OPSET = 17
+LARGEST_STRIDE = 32  # the backbone's; torchvision pads its batches to a multiple of it
+PROPOSALS_AXIS = "num_proposals"
+
+
+def parse_input_size(text: str) -> Tuple[int, int]:
+    """'HxW' or 'S' -> (H, W), both multiples of the largest backbone stride."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise EdgeFpnError(f"input size {text!r} is not HxW (e.g. 320x320) or a single number") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise EdgeFpnError(f"input size {text!r} is not HxW (e.g. 320x320) or a single number")
+    height, width = parts
+    if height % LARGEST_STRIDE or width % LARGEST_STRIDE:
+        raise EdgeFpnError(f"input size {height}x{width} is not a multiple of the largest stride ({LARGEST_STRIDE}); "
+                           f"use e.g. {_round_up(height)}x{_round_up(width)}")
+    return height, width
+
+
+def _round_up(value: int) -> int:
+    return max(LARGEST_STRIDE, (value + LARGEST_STRIDE - 1) // LARGEST_STRIDE * LARGEST_STRIDE)
+
+
+def configure_transform(model: Any, input_size: Tuple[int, int]) -> None:
+    """Make torchvision's own transform resize to the engine size (the reference for fidelity)."""
+    model.transform.min_size = (min(input_size),)
+    model.transform.max_size = max(input_size)
+
+
+def describe_levels(model: Any, input_size: Tuple[int, int]) -> Tuple[List[str], List[LevelSpec]]:
+    import torch
+
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, *input_size))
+    pooled_names = set(model.roi_heads.box_roi_pool.featmap_names)
+    generator = model.rpn.anchor_generator
+    if len(generator.sizes) != len(features):
+        raise EdgeFpnError(f"the anchor generator has {len(generator.sizes)} levels but the backbone returns {len(features)}; the model is not a standard FPN Faster R-CNN")
+    levels = []
+    for (name, feature), sizes, ratios in zip(features.items(), generator.sizes, generator.aspect_ratios):
+        _, channels, height, width = feature.shape
+        levels.append(LevelSpec(
+            name=str(name), stride=[input_size[0] // height, input_size[1] // width],
+            feature_shape=[int(channels), int(height), int(width)],
+            anchor_sizes=[float(s) for s in sizes], aspect_ratios=[float(r) for r in ratios],
+            pooled=name in pooled_names))
+    return list(features.keys()), levels
+
+
+def _rpn_spec(model: Any) -> RpnSpec:
+    rpn = model.rpn
+    return RpnSpec(pre_nms_top_n=int(rpn._pre_nms_top_n["testing"]), post_nms_top_n=int(rpn._post_nms_top_n["testing"]),
+                   nms_thresh=float(rpn.nms_thresh), score_thresh=float(rpn.score_thresh), min_size=float(rpn.min_size),
+                   box_coder_weights=[float(w) for w in rpn.box_coder.weights])
+
+
+def _roi_spec(model: Any) -> RoiSpec:
+    heads = model.roi_heads
+    pooler = heads.box_roi_pool
+    return RoiSpec(score_thresh=float(heads.score_thresh), nms_thresh=float(heads.nms_thresh),
+                   detections_per_img=int(heads.detections_per_img),
+                   box_coder_weights=[float(w) for w in heads.box_coder.weights],
+                   pooler_output_size=[int(s) for s in pooler.output_size], sampling_ratio=int(pooler.sampling_ratio),
+                   canonical_scale=float(pooler.canonical_scale), canonical_level=float(pooler.canonical_level))
+
+
+def _quiet_export(module: Any, args: Tuple[Any, ...], path: str, **kwargs: Any) -> None:
+    import torch
+
+    # the TorchScript exporter handles torchvision's roi_align symbolic (opset 16+) directly;
+    # its deprecation and tracer warnings say nothing to our users
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, path, dynamo=False, opset_version=OPSET, do_constant_folding=True, **kwargs)
+
+
+def _slim(path: str) -> None:
+    import onnx
+    import onnxslim
+
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        slimmed = onnxslim.slim(onnx.load(path))
+    onnx.save(slimmed, path)
+
+
+def export_bundle(model: Any, architecture: str, class_names: Sequence[str], input_size: Tuple[int, int],
+                  output: str, force: bool = False, name: Optional[str] = None,
+                  provenance: Optional[Dict[str, Any]] = None, check: bool = True,
+                  progress: bool = True) -> Manifest:
+    """Cut `model` into stage1/stage2 ONNX, simplify them, lint them, and write a bundle atomically."""
+    import torch
+    from ..model.stages import Stage1, Stage2
+
+    check_output_dir(output, force)
+    model = model.eval()
+    configure_transform(model, input_size)
+    if len(class_names) != model.roi_heads.box_predictor.cls_score.out_features:
+        raise EdgeFpnError(f"{len(class_names)} class names for a model with {model.roi_heads.box_predictor.cls_score.out_features} classes")
+    feature_names, levels = describe_levels(model, input_size)
+    pooled = [i for i, level in enumerate(levels) if level.pooled]
+    stage1 = Stage1(model).eval()
+    stage2 = Stage2(model, input_size, [tuple(levels[i].feature_shape[1:]) for i in pooled]).eval()
+
+    images = torch.zeros(1, 3, *input_size)
+    stage1_outputs: List[TensorSpec] = []
+    for i, level in enumerate(levels):
+        a = len(level.anchor_sizes) * len(level.aspect_ratios)
+        h, w = level.feature_shape[1:]
+        stage1_outputs += [TensorSpec(f"features_{i}", [1] + list(level.feature_shape)),
+                           TensorSpec(f"objectness_{i}", [a, h, w]), TensorSpec(f"deltas_{i}", [4 * a, h, w])]
+    num_classes = len(class_names)
+    post_nms = _rpn_spec(model).post_nms_top_n
+    stage2_inputs = [TensorSpec("proposals", [PROPOSALS_AXIS, 4])] + [stage1_outputs[3 * i] for i in pooled]
+    stage2_outputs = [TensorSpec("class_logits", [PROPOSALS_AXIS, num_classes]),
+                      TensorSpec("box_regression", [PROPOSALS_AXIS, 4 * num_classes])]
+
+    steps = ["stage 1", "stage 2", "simplify", "check"]
+    bar = _progress(steps, progress)
+    with atomic_directory(output, force) as tmp:
+        stage1_path = os.path.join(tmp, "stage1.onnx")
+        stage2_path = os.path.join(tmp, "stage2.onnx")
+        bar.set_description("export stage 1")
+        _quiet_export(stage1, (images,), stage1_path, input_names=["images"],
+                      output_names=[t.name for t in stage1_outputs])
+        bar.update(1)
+        bar.set_description("export stage 2")
+        with torch.no_grad():
+            features = stage1(images)
+        proposals = torch.tensor([[0.0, 0.0, input_size[1] / 2.0, input_size[0] / 2.0]] * 2)
+        _quiet_export(stage2, (proposals,) + tuple(features[3 * i] for i in pooled), stage2_path,
+                      input_names=[t.name for t in stage2_inputs], output_names=[t.name for t in stage2_outputs],
+                      dynamic_axes={"proposals": {0: PROPOSALS_AXIS}, "class_logits": {0: PROPOSALS_AXIS},
+                                    "box_regression": {0: PROPOSALS_AXIS}})
+        bar.update(1)
+        bar.set_description("simplify (onnxslim)")
+        _slim(stage1_path)
+        _slim(stage2_path)
+        bar.update(1)
+        _drop_unused_stage1_outputs(stage1_path, keep=[t.name for t in stage1_outputs if _is_needed(t.name, pooled)])
+        stage1_outputs = [t for t in stage1_outputs if _is_needed(t.name, pooled)]
+        dynamic = {PROPOSALS_AXIS: [1, post_nms]}
+        manifest = Manifest(
+            format_version=FORMAT_VERSION, name=name or os.path.basename(os.path.abspath(output)),
+            architecture=architecture, class_names=list(class_names),
+            preprocess=PreprocessSpec(input_size=list(input_size), mean=[float(m) for m in model.transform.image_mean],
+                                      std=[float(s) for s in model.transform.image_std]),
+            levels=levels, rpn=_rpn_spec(model), roi=_roi_spec(model),
+            stages={"stage1": StageSpec("stage1.onnx", "onnxruntime", "fp32", [TensorSpec("images", [1, 3] + list(input_size))], stage1_outputs),
+                    "stage2": StageSpec("stage2.onnx", "onnxruntime", "fp32", stage2_inputs, stage2_outputs, dynamic)},
+            provenance=dict(provenance or {}, opset=OPSET, torch=torch.__version__,
+                            stage1_onnx_sha256=file_sha256(stage1_path), stage2_onnx_sha256=file_sha256(stage2_path)))
+        write_manifest(tmp, manifest)
+        if check:
+            bar.set_description("check (TensorRT lint)")
+            findings = _lint(tmp)
+            if findings:
+                raise EdgeFpnError(f"the exported graphs fail the TensorRT lint: {findings[0]} (and {len(findings) - 1} more); please report this")
+        bar.update(1)
+        bar.close()
+    return manifest
+
+
+def _is_needed(name: str, pooled: Sequence[int]) -> bool:
+    # features of levels RoIAlign does not use (the max-pool level) are not stage 1 outputs
+    return not name.startswith("features_") or int(name.split("_")[1]) in pooled
+
+
+def _drop_unused_stage1_outputs(path: str, keep: Sequence[str]) -> None:
+    import onnx
+
+    model = onnx.load(path)
+    outputs = [o for o in model.graph.output if o.name in keep]
+    if len(outputs) != len(model.graph.output):
+        del model.graph.output[:]
+        model.graph.output.extend(outputs)
+        _slim_model_in_place(model, path)
+
+
+def _slim_model_in_place(model: Any, path: str) -> None:
+    import onnx
+    import onnxslim
+
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        model = onnxslim.slim(model)  # removes the nodes that only fed the dropped outputs
+    onnx.save(model, path)
+
+
+def _lint(bundle_dir: str) -> List[str]:
+    try:
+        from .check import check_path
+    except ImportError:  # the lint module is optional during development
+        return []
+    return check_path(bundle_dir, "jetpack6.1")
+
+
+class _NoBar:
+    def set_description(self, text: str) -> None: ...
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(steps: Sequence[str], enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=len(steps), unit="step", leave=False)

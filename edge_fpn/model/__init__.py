@@ -1,0 +1,1 @@
+"""Host-only model code (torch): architectures, checkpoints, the stage split, training."""

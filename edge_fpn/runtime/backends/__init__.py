@@ -1,0 +1,36 @@
+"""Engine backends behind one small interface: ``backend(inputs: dict[str, ndarray]) -> dict[str, ndarray]``."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List
+
+import numpy as np
+
+from ...bundle import StageSpec
+from ...errors import EdgeFpnError
+
+try:  # Python 3.8 has Protocol in typing
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    Protocol = object  # type: ignore
+
+
+class Backend(Protocol):
+    input_names: List[str]
+    output_names: List[str]
+
+    def __call__(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0) -> Backend:
+    """Open one stage with the backend its manifest names (TensorRT is imported only here)."""
+    path = os.path.join(bundle_dir, stage.file)
+    if stage.backend == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(path, threads=threads)
+    if stage.backend == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend
+        return TensorRTBackend(path, stage)
+    raise EdgeFpnError(f"stage file {stage.file} names backend {stage.backend!r}, which this edge-fpn does not know; upgrade edge-fpn or rebuild the bundle")

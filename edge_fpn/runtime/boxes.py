@@ -1,0 +1,97 @@
+"""Box arithmetic in numpy, written to give torchvision's numbers (torchvision.ops.boxes, BoxCoder).
+
+Hand-written because the runtime must not need torch, and OpenCV's NMSBoxes differs from
+torchvision's NMS (it filters scores with a strict threshold, works in float64 and has no
+per-class batching), so its result is not always the same.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import numpy as np
+
+# torchvision BoxCoder's default clip for dw/dh: log(1000 / 16)
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+def decode_boxes(deltas: np.ndarray, reference: np.ndarray, weights: Sequence[float],
+                 clip: float = BBOX_XFORM_CLIP) -> np.ndarray:
+    """BoxCoder.decode_single: deltas [N, 4K] relative to reference boxes [N, 4] -> boxes [N, K, 4]."""
+    deltas = deltas.astype(np.float32, copy=False)
+    reference = reference.astype(np.float32, copy=False)
+    widths = reference[:, 2] - reference[:, 0]
+    heights = reference[:, 3] - reference[:, 1]
+    ctr_x = reference[:, 0] + np.float32(0.5) * widths
+    ctr_y = reference[:, 1] + np.float32(0.5) * heights
+    wx, wy, ww, wh = (np.float32(w) for w in weights)
+    dx = deltas[:, 0::4] / wx
+    dy = deltas[:, 1::4] / wy
+    dw = np.minimum(deltas[:, 2::4] / ww, np.float32(clip))
+    dh = np.minimum(deltas[:, 3::4] / wh, np.float32(clip))
+    pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
+    pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
+    half_w = np.float32(0.5) * (np.exp(dw) * widths[:, None])
+    half_h = np.float32(0.5) * (np.exp(dh) * heights[:, None])
+    return np.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), axis=2)
+
+
+def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """clip_boxes_to_image: x into [0, width], y into [0, height] (in place on a copy)."""
+    boxes = boxes.copy()
+    np.clip(boxes[..., 0::2], 0, width, out=boxes[..., 0::2])
+    np.clip(boxes[..., 1::2], 0, height, out=boxes[..., 1::2])
+    return boxes
+
+
+def keep_large_boxes(boxes: np.ndarray, min_size: float) -> np.ndarray:
+    """remove_small_boxes: a boolean mask of boxes whose sides are both >= min_size."""
+    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """torchvision.ops.nms: indices of kept boxes, by decreasing score; IoU > threshold suppresses."""
+    if boxes.shape[0] == 0:
+        return np.zeros((0,), dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    keep = []
+    # the loop runs once per kept box; each step is one vectorized IoU row
+    while order.size > 0:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        order = rest[~(iou > iou_threshold)]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """torchvision.ops.batched_nms: NMS within each group, kept indices sorted by decreasing score.
+
+    Like torchvision, small sets use the coordinate trick (each group shifted apart, one NMS) and
+    large ones one NMS per group; both strategies are mirrored because their float rounding differs
+    for IoUs right at the threshold.
+    """
+    if boxes.shape[0] == 0:
+        return np.zeros((0,), dtype=np.int64)
+    if boxes.size <= 4000:
+        offsets = groups.astype(np.float32) * (boxes.max() + np.float32(1))
+        return nms(boxes + offsets[:, None], scores, iou_threshold)
+    kept = []
+    for group in np.unique(groups):
+        members = np.nonzero(groups == group)[0]
+        kept.append(members[nms(boxes[members], scores[members], iou_threshold)])
+    keep = np.concatenate(kept)
+    return keep[np.argsort(-scores[keep], kind="stable")]
+
+
+def scale_boxes(boxes: np.ndarray, from_size: Tuple[int, int], to_size: Tuple[int, int]) -> np.ndarray:
+    """GeneralizedRCNNTransform's resize_boxes: map boxes from a resized image back to the frame."""
+    ratio_h = np.float32(to_size[0]) / np.float32(from_size[0])
+    ratio_w = np.float32(to_size[1]) / np.float32(from_size[1])
+    return boxes * np.array([ratio_w, ratio_h, ratio_w, ratio_h], dtype=np.float32)

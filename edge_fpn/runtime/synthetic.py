@@ -1,0 +1,399 @@
+"""Synthetic scenes of simple shapes: the data the shipped model is trained and evaluated on.
+
+numpy + OpenCV only (no torch): the ``test://`` camera source renders the moving version of these
+scenes, so it lives in the runtime. Everything is deterministic by (seed, index): a numpy
+Generator is seeded from both, and all randomness comes from it.
+
+Boxes are the tight boxes of the *visible* pixels of each drawn shape (after occlusion), in xyxy
+pixel-edge coordinates. A shape that would be mostly hidden (by other shapes or the image border)
+is left out of the scene altogether, so the image never shows an unlabelled shape.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+CLASS_NAMES = ["__background__", "circle", "square", "triangle", "star", "ring"]
+
+# an object is annotated only if at least this share of its pixels stays visible
+MIN_VISIBLE_FRACTION = 0.5
+# sub-pixel precision of polygon vertices (OpenCV's `shift`): smooth motion and exact sizes
+_SHIFT = 4
+_ONE = 1 << _SHIFT
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One object: class label, centre, circumscribed diameter (px), rotation and colour."""
+    label: int
+    cx: float
+    cy: float
+    size: float
+    angle: float  # radians
+    color: Tuple[int, int, int]
+    inner: float  # ring: hole diameter / outer diameter; star: inner / outer radius
+
+
+def size_range(width: int, height: int) -> Tuple[float, float]:
+    """Smallest and largest object diameter for an image size.
+
+    8 px to 0.6 of the short side at 320 px (8..192), scaled with the image so that a 640x480
+    camera frame shows 12..288 px objects: every FPN level from P2 to P6 has work.
+    """
+    short = float(min(width, height))
+    return max(8.0, 8.0 * short / 320.0), 0.6 * short
+
+
+# ---------------------------------------------------------------- shapes
+
+def _polygon(shape: Shape) -> np.ndarray:
+    """Vertices of a polygonal shape, (K, 2) float."""
+    r = shape.size / 2.0
+    if shape.label == 2:  # square: circumscribed circle of diameter `size`
+        angles = shape.angle + np.pi / 4 + np.arange(4) * np.pi / 2
+        radii = np.full(4, r)
+    elif shape.label == 3:  # equilateral triangle
+        angles = shape.angle - np.pi / 2 + np.arange(3) * 2 * np.pi / 3
+        radii = np.full(3, r)
+    elif shape.label == 4:  # five-pointed star
+        angles = shape.angle - np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, r, r * shape.inner)
+    else:
+        raise ValueError(f"label {shape.label} is not a polygon")
+    return np.stack([shape.cx + radii * np.cos(angles), shape.cy + radii * np.sin(angles)], axis=1)
+
+
+def _shape_mask(shape: Shape, width: int, height: int) -> Tuple[Optional[Tuple[int, int]], Optional[np.ndarray]]:
+    """The shape's pixels as a local uint8 mask and its top-left corner (None if off-image)."""
+    r = shape.size / 2.0 + 2.0
+    x0, y0 = max(0, int(math.floor(shape.cx - r))), max(0, int(math.floor(shape.cy - r)))
+    x1, y1 = min(width, int(math.ceil(shape.cx + r)) + 1), min(height, int(math.ceil(shape.cy + r)) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None, None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    center = (int(round((shape.cx - x0 - 0.5) * _ONE)), int(round((shape.cy - y0 - 0.5) * _ONE)))
+    if shape.label in (1, 5):
+        cv2.circle(mask, center, int(round(shape.size / 2.0 * _ONE)), 1, -1, cv2.LINE_8, _SHIFT)
+        if shape.label == 5:
+            cv2.circle(mask, center, int(round(shape.size * shape.inner / 2.0 * _ONE)), 0, -1, cv2.LINE_8, _SHIFT)
+    else:
+        points = _polygon(shape) - np.array([x0 + 0.5, y0 + 0.5])
+        cv2.fillPoly(mask, [np.round(points * _ONE).astype(np.int32)], 1, cv2.LINE_8, _SHIFT)
+    return (x0, y0), mask
+
+
+def _random_shape(rng: np.random.Generator, width: int, height: int, size: float) -> Shape:
+    label = int(rng.integers(1, len(CLASS_NAMES)))
+    margin = size * 0.35  # a little of a shape may leave the image, as in a camera frame
+    cx = float(rng.uniform(-margin + size / 2, width + margin - size / 2))
+    cy = float(rng.uniform(-margin + size / 2, height + margin - size / 2))
+    inner = float(rng.uniform(0.45, 0.6)) if label == 5 else float(rng.uniform(0.38, 0.5))
+    return Shape(label, cx, cy, size, float(rng.uniform(0, 2 * np.pi)), (0, 0, 0), inner)
+
+
+# ---------------------------------------------------------------- backgrounds and clutter
+
+def _random_color(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, 3).astype(np.float32)
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A gradient, smooth noise or texture background, float32 HxWx3."""
+    kind = int(rng.integers(0, 4))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    c1, c2 = _random_color(rng), _random_color(rng)
+    if kind == 0:  # linear gradient
+        theta = rng.uniform(0, 2 * np.pi)
+        t = xs * np.cos(theta) + ys * np.sin(theta)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
+    elif kind == 1:  # radial gradient
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        t = np.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
+        t = t / max(float(t.max()), 1.0)
+    elif kind == 2:  # smooth coloured noise
+        cell = int(rng.integers(8, 64))
+        small = rng.random((height // cell + 2, width // cell + 2, 3)).astype(np.float32) * 255
+        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+        return np.clip(image * rng.uniform(0.4, 1.0) + c1 * rng.uniform(0.0, 0.5), 0, 255)
+    else:  # stripes or a checkerboard, rotated
+        theta = rng.uniform(0, np.pi)
+        period = rng.uniform(6, 40)
+        u = xs * np.cos(theta) + ys * np.sin(theta)
+        if rng.random() < 0.5:
+            t = 0.5 + 0.5 * np.sin(2 * np.pi * u / period)
+        else:
+            v = -xs * np.sin(theta) + ys * np.cos(theta)
+            t = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
+        # low contrast so that the shapes stand out from the texture
+        c2 = c1 + (c2 - c1) * rng.uniform(0.15, 0.45)
+    return c1 * (1 - t[..., None]) + c2 * t[..., None]
+
+
+def _clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
+    """Lines, elongated ellipses and scribbles: edges that are none of the classes."""
+    height, width = image.shape[:2]
+    short = min(width, height)
+    for _ in range(count):
+        color = tuple(float(c) for c in _random_color(rng))
+        kind = int(rng.integers(0, 3))
+        if kind == 0:
+            p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+            p2 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+            cv2.line(image, p1, p2, color, int(rng.integers(1, 4)), cv2.LINE_AA)
+        elif kind == 1:
+            major = rng.uniform(0.05, 0.3) * short
+            axes = (int(major), max(1, int(major / rng.uniform(3.0, 8.0))))
+            center = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+            thickness = -1 if rng.random() < 0.5 else int(rng.integers(1, 3))
+            cv2.ellipse(image, center, axes, float(rng.uniform(0, 180)), 0, 360, color, thickness, cv2.LINE_AA)
+        else:
+            n = int(rng.integers(3, 8))
+            start = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+            steps = rng.normal(0, 0.08 * short, (n, 2))
+            points = np.round(start + np.cumsum(steps, axis=0)).astype(np.int32)
+            cv2.polylines(image, [points], False, color, int(rng.integers(1, 3)), cv2.LINE_AA)
+
+
+def _contrasting_color(rng: np.random.Generator, under: np.ndarray) -> Tuple[int, int, int]:
+    """A colour that differs clearly from the mean colour of what the shape covers."""
+    mean = under.reshape(-1, 3).mean(axis=0) if under.size else np.full(3, 128.0)
+    best, best_distance = None, -1.0
+    for _ in range(24):
+        color = _random_color(rng)
+        distance = float(np.abs(color - mean).sum())
+        if distance > best_distance:
+            best, best_distance = color, distance
+        if distance >= 160:
+            break
+    return (int(best[0]), int(best[1]), int(best[2]))
+
+
+# ---------------------------------------------------------------- rendering
+
+def _render(background: np.ndarray, shapes: Sequence[Shape]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[int]]:
+    """Draw shapes in order (later ones cover earlier ones); boxes of the visible pixels.
+
+    Returns the image, boxes, labels and the indices of the annotated shapes. A shape that is
+    mostly hidden is not drawn at all (and the occlusion is recomputed), so every visible shape
+    is annotated.
+    """
+    height, width = background.shape[:2]
+    masks = [_shape_mask(s, width, height) for s in shapes]
+    keep = [i for i, (corner, mask) in enumerate(masks) if corner is not None and mask.any()]
+    while True:
+        occupied = np.zeros((height, width), bool)
+        visible: Dict[int, Tuple[Tuple[int, int], np.ndarray]] = {}
+        dropped = None
+        for i in reversed(keep):  # the last drawn is on top
+            (x0, y0), mask = masks[i]
+            region = occupied[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
+            full = mask.astype(bool)
+            seen = full & ~region
+            # the share of the *whole* shape, also counting what lies outside the image
+            total = _full_area(shapes[i])
+            if seen.sum() < MIN_VISIBLE_FRACTION * total:
+                dropped = i
+                break
+            region |= full
+            visible[i] = ((x0, y0), seen)
+        if dropped is None:
+            break
+        keep.remove(dropped)
+    image = background.copy()
+    boxes, labels = [], []
+    for i in keep:
+        (x0, y0), mask = masks[i]
+        patch = image[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
+        patch[mask.astype(bool)] = shapes[i].color
+        (vx, vy), seen = visible[i]
+        rows, cols = np.nonzero(seen.any(axis=1))[0], np.nonzero(seen.any(axis=0))[0]
+        boxes.append([vx + cols[0], vy + rows[0], vx + cols[-1] + 1, vy + rows[-1] + 1])
+        labels.append(shapes[i].label)
+    boxes_array = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return image, boxes_array, np.asarray(labels, np.int64), keep
+
+
+_AREA_CACHE: Dict[Tuple[int, int, int, int], float] = {}
+
+
+def _full_area(shape: Shape) -> float:
+    """Pixel count of the whole shape, as if the image had no border."""
+    key = (shape.label, int(shape.size * 4), int(shape.inner * 50), int(shape.angle * 10))
+    area = _AREA_CACHE.get(key)
+    if area is None:
+        side = int(math.ceil(shape.size)) + 6
+        centred = replace(shape, cx=side / 2.0, cy=side / 2.0)
+        _, mask = _shape_mask(centred, side, side)
+        area = float(mask.sum())
+        if len(_AREA_CACHE) < 100000:
+            _AREA_CACHE[key] = area
+    return area
+
+
+def _finish(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Camera effects: brightness/contrast, blur, sensor noise; to uint8."""
+    image = image * rng.uniform(0.8, 1.15) + rng.uniform(-20, 20)
+    if rng.random() < 0.5:
+        image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.5, 1.1)))
+    sigma = float(rng.uniform(0, 8))
+    if sigma > 0.5:
+        image = image + rng.normal(0, sigma, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _place_shapes(rng: np.random.Generator, background: np.ndarray, count: int,
+                  sizes: Optional[np.ndarray] = None) -> List[Shape]:
+    """Random shapes, biggest first, overlapping each other only partly."""
+    height, width = background.shape[:2]
+    smin, smax = size_range(width, height)
+    if sizes is None:
+        sizes = np.exp(rng.uniform(np.log(smin), np.log(smax), count))
+    shapes: List[Shape] = []
+    for size in sorted(sizes, reverse=True):
+        for _ in range(10):
+            shape = _random_shape(rng, width, height, float(size))
+            if all(_overlap(shape, other) < 0.35 for other in shapes):
+                r = int(shape.size / 2)
+                under = background[max(0, int(shape.cy) - r):int(shape.cy) + r + 1,
+                                   max(0, int(shape.cx) - r):int(shape.cx) + r + 1]
+                shapes.append(replace(shape, color=_contrasting_color(rng, under)))
+                break
+    order = rng.permutation(len(shapes))
+    return [shapes[i] for i in order]
+
+
+def _overlap(a: Shape, b: Shape) -> float:
+    """Intersection of the two bounding squares over the smaller one."""
+    ra, rb = a.size / 2, b.size / 2
+    w = min(a.cx + ra, b.cx + rb) - max(a.cx - ra, b.cx - rb)
+    h = min(a.cy + ra, b.cy + rb) - max(a.cy - ra, b.cy - rb)
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / min(a.size, b.size) ** 2
+
+
+def _rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index) & 0xFFFFFFFF, 0x5EED])
+
+
+def make_scene(seed: int, index: int, width: int, height: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scene `index` of `seed`: (BGR uint8 image HxWx3, boxes float32 (N,4) xyxy, labels int64 (N,))."""
+    rng = _rng(seed, index)
+    background = _background(rng, width, height).astype(np.float32)
+    _clutter(rng, background, int(rng.integers(0, 12)))
+    shapes = _place_shapes(rng, background, int(rng.integers(3, 13)))
+    image, boxes, labels, _ = _render(background, shapes)
+    return _finish(rng, image), boxes, labels
+
+
+# ---------------------------------------------------------------- COCO data sets
+
+def coco_dataset(count: int, seed: int, width: int, height: int) -> Tuple[List[np.ndarray], Dict[str, Any]]:
+    """`count` scenes of `seed` and their COCO annotations (file names scene_000000.png, ...)."""
+    images: List[np.ndarray] = []
+    coco: Dict[str, Any] = {
+        "info": {"description": f"edge-fpn synthetic shapes, seed {seed}", "version": "1"},
+        "images": [], "annotations": [],
+        "categories": [{"id": i, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES) if i > 0],
+    }
+    for index in range(count):
+        image, boxes, labels = make_scene(seed, index, width, height)
+        images.append(image)
+        image_id = index + 1
+        coco["images"].append({"id": image_id, "file_name": f"scene_{index:06d}.png", "width": width, "height": height})
+        for box, label in zip(boxes.tolist(), labels.tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
+                                        "category_id": int(label), "bbox": [box[0], box[1], w, h],
+                                        "area": w * h, "iscrowd": 0})
+    return images, coco
+
+
+def write_coco_dataset(directory: str, count: int, seed: int, width: int, height: int) -> str:
+    """Write the scenes as PNGs and annotations.json into `directory`; returns the json path."""
+    images, coco = coco_dataset(count, seed, width, height)
+    os.makedirs(directory, exist_ok=True)
+    for image, info in zip(images, coco["images"]):
+        cv2.imwrite(os.path.join(directory, info["file_name"]), image)
+    path = os.path.join(directory, "annotations.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(coco, f)
+    return path
+
+
+# ---------------------------------------------------------------- the moving scene
+
+@dataclass(frozen=True)
+class _Motion:
+    shape: Shape
+    amplitude: Tuple[float, float]
+    omega: Tuple[float, float]  # rad/s of the x and y oscillations
+    phase: Tuple[float, float]
+    spin: float  # rad/s
+
+
+class SyntheticCamera:
+    """A fixed background with shapes that drift and rotate smoothly: the ``test://`` source.
+
+    ``frame(i)`` is deterministic by index (time is ``i / fps``), so a test can ask for any frame;
+    ``ground_truth(i)`` gives its boxes and labels. The background is rendered once, so a frame
+    costs only the shapes (a few ms at 640x480).
+    """
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 1):
+        if width < 32 or height < 32 or fps <= 0:
+            raise ValueError(f"a synthetic camera needs width, height >= 32 and fps > 0, not {width}x{height} at {fps}")
+        self.width, self.height, self.fps, self.seed = int(width), int(height), float(fps), int(seed)
+        rng = _rng(seed, 0xCA3E1A)
+        background = _background(rng, self.width, self.height).astype(np.float32)
+        _clutter(rng, background, int(rng.integers(3, 12)))
+        # static sensor noise, baked in once: per-frame noise would cost more than the shapes
+        background += rng.normal(0, 3.0, background.shape).astype(np.float32)
+        self._background = np.clip(background, 0, 255)
+        shapes = _place_shapes(rng, background, int(rng.integers(6, 11)))
+        self._motions = [self._motion(rng, s) for s in shapes]
+        self._cache: Tuple[int, Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]] = (-1, None)
+
+    def _motion(self, rng: np.random.Generator, shape: Shape) -> _Motion:
+        r = shape.size / 2
+        # the centre stays inside the frame all the time; big shapes move less
+        cx = float(np.clip(shape.cx, r * 0.6, self.width - r * 0.6))
+        cy = float(np.clip(shape.cy, r * 0.6, self.height - r * 0.6))
+        ax = min(cx, self.width - cx) * rng.uniform(0.1, 0.6)
+        ay = min(cy, self.height - cy) * rng.uniform(0.1, 0.6)
+        period = rng.uniform(4.0, 12.0, 2)
+        return _Motion(replace(shape, cx=cx, cy=cy), (float(ax), float(ay)),
+                       (float(2 * np.pi / period[0]), float(2 * np.pi / period[1])),
+                       (float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 2 * np.pi))),
+                       float(rng.uniform(-1.0, 1.0)))
+
+    def shapes_at(self, index: int) -> List[Shape]:
+        t = index / self.fps
+        return [replace(m.shape,
+                        cx=m.shape.cx + m.amplitude[0] * math.sin(m.omega[0] * t + m.phase[0]),
+                        cy=m.shape.cy + m.amplitude[1] * math.sin(m.omega[1] * t + m.phase[1]),
+                        angle=m.shape.angle + m.spin * t)
+                for m in self._motions]
+
+    def render(self, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image, boxes, labels) of frame `index`; the last frame is cached."""
+        cached_index, cached = self._cache
+        if cached_index == index and cached is not None:
+            return cached
+        image, boxes, labels, _ = _render(self._background, self.shapes_at(index))
+        result = (image.astype(np.uint8), boxes, labels)
+        self._cache = (index, result)
+        return result
+
+    def frame(self, index: int) -> np.ndarray:
+        return self.render(index)[0]
+
+    def ground_truth(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+        _, boxes, labels = self.render(index)
+        return boxes, labels

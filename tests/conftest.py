@@ -1,0 +1,69 @@
+"""Shared fixtures: torchvision models with meaningful random weights, and bundles exported from them."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+TEST_SIZE = (320, 320)
+TEST_CLASSES = ["__background__", "alpha", "beta", "gamma", "delta"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU with TensorRT and pycuda (skipped elsewhere)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def reference_models():
+    """Cache of (arch -> model) so that each architecture is built once per session."""
+    return {}
+
+
+def get_model(cache, arch):
+    from reference_models import meaningful_model
+    if arch not in cache:
+        cache[arch] = meaningful_model(arch, len(TEST_CLASSES), TEST_SIZE, seed=0)
+    return cache[arch]
+
+
+@pytest.fixture(scope="session")
+def bundle_factory(tmp_path_factory, reference_models):
+    """Export (once per session) a bundle for an architecture: returns (model, bundle_dir)."""
+    bundles = {}
+
+    def make(arch):
+        if arch not in bundles:
+            from edge_fpn.export.onnx_export import export_bundle
+            model = get_model(reference_models, arch)
+            out = str(tmp_path_factory.mktemp("bundles") / arch)
+            export_bundle(model, arch, TEST_CLASSES, TEST_SIZE, out, progress=False)
+            bundles[arch] = out
+        return reference_models[arch], bundles[arch]
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(bundle_factory):
+    """A small bundle (MobileNetV3 320 FPN, random but meaningful weights) for runtime tests."""
+    return bundle_factory("fasterrcnn_mobilenet_v3_large_320_fpn")[1]
+
+
+def textured_image(seed: int, height: int, width: int) -> np.ndarray:
+    """A BGR uint8 image with structure (blobs and edges), so random detectors respond to it."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur((rng.random((height, width, 3)) * 255).astype(np.uint8), (0, 0), 3)
+    for _ in range(12):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(8, max(9, min(height, width) // 3)))
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        if rng.random() < 0.5:
+            cv2.circle(image, (x, y), r, color, -1)
+        else:
+            cv2.rectangle(image, (x - r, y - r), (x + r, y + r), color, -1)
+    return image

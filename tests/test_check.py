@@ -1,0 +1,414 @@
+"""`edge-fpn check`: each construct TensorRT (or edge-fpn's policy) refuses is flagged, clean graphs pass.
+
+The graphs are built with onnx.helper, small enough that the whole file runs in a few seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_fpn.errors import EdgeFpnError
+from edge_fpn.export import check
+from edge_fpn.export.check import TARGETS, check_model, check_path
+
+FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
+
+
+def make_model(nodes: Sequence[Any], inputs: Sequence[Any], outputs: Sequence[Any],
+               initializers: Sequence[Any] = (), opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(list(nodes), "g", list(inputs), list(outputs), list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def tensor(name: str, elem_type: int, shape: Optional[Sequence[Any]]) -> Any:
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def const(name: str, value: Any, dtype: Any = np.float32) -> Any:
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def with_kind(findings: List[str], kind: str) -> List[str]:
+    return [f for f in findings if f.startswith(kind + ":") or f": {kind}:" in f]
+
+
+def clean_conv_relu() -> onnx.ModelProto:
+    weight = const("w", np.zeros((8, 3, 3, 3)))
+    return make_model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+                       helper.make_node("Relu", ["c"], ["y"], name="relu")],
+                      [tensor("x", FLOAT, [1, 3, 16, 16])], [tensor("y", FLOAT, [1, 8, 16, 16])], [weight])
+
+
+# ------------------------------------------------------------------------------ forbidden operators
+
+def graph_nonzero() -> onnx.ModelProto:
+    return make_model([helper.make_node("NonZero", ["x"], ["y"], name="nz")],
+                      [tensor("x", FLOAT, [2, 3])], [tensor("y", INT64, [2, "n"])])
+
+
+def _branch(name: str, op: str) -> Any:
+    return helper.make_graph([helper.make_node(op, ["x"], [name + "_out"])], name, [],
+                             [tensor(name + "_out", FLOAT, [2, 3])])
+
+
+def graph_if() -> onnx.ModelProto:
+    node = helper.make_node("If", ["cond"], ["y"], name="if0",
+                            then_branch=_branch("then", "Relu"), else_branch=_branch("else", "Neg"))
+    return make_model([node], [tensor("cond", TensorProto.BOOL, []), tensor("x", FLOAT, [2, 3])],
+                      [tensor("y", FLOAT, [2, 3])])
+
+
+def graph_loop() -> onnx.ModelProto:
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Relu", ["s_in"], ["s_out"])],
+        "body", [tensor("i", INT64, []), tensor("cond_in", TensorProto.BOOL, []), tensor("s_in", FLOAT, [2, 3])],
+        [tensor("cond_out", TensorProto.BOOL, []), tensor("s_out", FLOAT, [2, 3])])
+    node = helper.make_node("Loop", ["trips", "cond", "x"], ["y"], name="loop0", body=body)
+    return make_model([node], [tensor("x", FLOAT, [2, 3])], [tensor("y", FLOAT, [2, 3])],
+                      [const("trips", 3, np.int64), const("cond", True, np.bool_)])
+
+
+def graph_scan() -> onnx.ModelProto:
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "row"], ["s_out"]), helper.make_node("Identity", ["s_out"], ["scan_out"])],
+        "body", [tensor("s_in", FLOAT, [3]), tensor("row", FLOAT, [3])],
+        [tensor("s_out", FLOAT, [3]), tensor("scan_out", FLOAT, [3])])
+    node = helper.make_node("Scan", ["init", "x"], ["final", "y"], name="scan0", body=body, num_scan_inputs=1)
+    return make_model([node], [tensor("init", FLOAT, [3]), tensor("x", FLOAT, [4, 3])],
+                      [tensor("final", FLOAT, [3]), tensor("y", FLOAT, [4, 3])])
+
+
+def graph_scatter_nd() -> onnx.ModelProto:
+    node = helper.make_node("ScatterND", ["x", "idx", "upd"], ["y"], name="snd")
+    return make_model([node], [tensor("x", FLOAT, [4]), tensor("upd", FLOAT, [1])], [tensor("y", FLOAT, [4])],
+                      [const("idx", [[1]], np.int64)])
+
+
+def graph_scatter_elements() -> onnx.ModelProto:
+    node = helper.make_node("ScatterElements", ["x", "idx", "upd"], ["y"], name="se", axis=0)
+    return make_model([node], [tensor("x", FLOAT, [3, 3]), tensor("upd", FLOAT, [1, 3])], [tensor("y", FLOAT, [3, 3])],
+                      [const("idx", [[0, 1, 2]], np.int64)])
+
+
+def graph_nms() -> onnx.ModelProto:
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou"], ["keep"], name="nms")
+    return make_model([node], [tensor("boxes", FLOAT, [1, 4, 4]), tensor("scores", FLOAT, [1, 1, 4])],
+                      [tensor("keep", INT64, ["k", 3])],
+                      [const("max_out", [2], np.int64), const("iou", [0.5])])
+
+
+def graph_topk() -> onnx.ModelProto:
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="topk")
+    return make_model([node], [tensor("x", FLOAT, [1, 10])],
+                      [tensor("values", FLOAT, [1, 3]), tensor("indices", INT64, [1, 3])], [const("k", [3], np.int64)])
+
+
+FORBIDDEN = {
+    "NonZero": graph_nonzero, "If": graph_if, "Loop": graph_loop, "Scan": graph_scan,
+    "ScatterND": graph_scatter_nd, "ScatterElements": graph_scatter_elements,
+    "NonMaxSuppression": graph_nms, "TopK": graph_topk,
+}
+
+
+@pytest.mark.parametrize("op_type", sorted(FORBIDDEN))
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_forbidden_op_is_flagged_as_policy(op_type, target):
+    findings = with_kind(check_model(FORBIDDEN[op_type](), target), "forbidden-op")
+    assert len(findings) == 1, findings
+    assert f"({op_type})" in findings[0] and "forbidden by edge-fpn policy" in findings[0]
+
+
+def test_forbidden_op_inside_a_subgraph_is_flagged():
+    model = graph_if()
+    then_branch = model.graph.node[0].attribute[0].g
+    then_branch.node.append(helper.make_node("NonZero", ["x"], ["nz_inner"], name="hidden_nz"))
+    findings = with_kind(check_model(model, "jetpack6.1"), "forbidden-op")
+    assert any("'hidden_nz' (NonZero)" in f and "subgraph of node 'if0'" in f for f in findings), findings
+
+
+# ---------------------------------------------------------------------------------- clean graphs
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_clean_static_graph_has_no_findings(target):
+    assert check_model(clean_conv_relu(), target) == []
+
+
+def proposals_head() -> onnx.ModelProto:
+    """Stage-2-like: rows follow the declared proposal axis through MatMul (and Reshape with -1)."""
+    nodes = [helper.make_node("MatMul", ["proposals", "w"], ["hidden"], name="fc"),
+             helper.make_node("Reshape", ["hidden", "shape"], ["flat"], name="flatten"),
+             helper.make_node("Relu", ["flat"], ["scores"], name="relu")]
+    return make_model(nodes, [tensor("proposals", FLOAT, ["R", 4])], [tensor("scores", FLOAT, ["R", 8])],
+                      [const("w", np.zeros((4, 8))), const("shape", [-1, 8], np.int64)])
+
+
+def test_declared_dynamic_axis_followed_by_outputs_passes():
+    assert check_model(proposals_head(), "jetpack6.1", {"proposals": {0: (1, 1000)}}) == []
+
+
+def test_output_may_be_declared_explicitly_too():
+    declared = {"proposals": {0: (1, 1000)}, "scores": {0: (1, 1000)}}
+    assert check_model(proposals_head(), "jetpack5", declared) == []
+
+
+def test_clean_symmetric_qdq_passes():
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["y"], name="dq")]
+    model = make_model(nodes, [tensor("x", FLOAT, [1, 4])], [tensor("y", FLOAT, [1, 4])],
+                       [const("scale", 0.1), const("zp", 0, np.int8)])
+    assert check_model(model, "jetpack6.1") == []
+
+
+# --------------------------------------------------------------------------------- dynamic shapes
+
+def test_undeclared_dynamic_input_is_flagged():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", FLOAT, ["batch", 3])],
+                       [tensor("y", FLOAT, ["batch", 3])])
+    findings = with_kind(check_model(model, "jetpack6.1"), "dynamic-dim")
+    assert len(findings) == 1, findings  # the output follows the input: one cause, one line
+    assert "axis 0 of input 'x'" in findings[0] and "'batch'" in findings[0] and "not declared" in findings[0]
+
+
+def test_undeclared_dynamic_output_is_flagged():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", FLOAT, [2, 3])],
+                       [tensor("y", FLOAT, ["rows", 3])])
+    findings = with_kind(check_model(model, "jetpack6.1"), "dynamic-dim")
+    assert len(findings) == 1 and "axis 0 of output 'y' is dynamic ('rows')" in findings[0], findings
+
+
+def test_declared_axis_without_range_is_flagged():
+    findings = check_model(proposals_head(), "jetpack6.1", {"proposals": {0: None}})
+    assert any("axis 0 of input 'proposals'" in f and "without a valid [min, max] range" in f
+               for f in with_kind(findings, "dynamic-dim")), findings
+
+
+def test_declared_name_that_is_not_in_the_model_is_flagged():
+    findings = check_model(proposals_head(), "jetpack6.1", {"proposals": {0: (1, 10)}, "rois": {0: (1, 10)}})
+    assert any("'rois'" in f and "neither an input nor an output" in f for f in findings), findings
+
+
+def test_data_dependent_output_is_flagged_with_its_origin():
+    findings = with_kind(check_model(graph_nonzero(), "jetpack6.1"), "data-dependent-shape")
+    assert any("tensor 'y' from node 'nz' (NonZero)" in f and "dimension 1" in f for f in findings), findings
+
+
+def test_data_dependent_intermediate_is_reported_once_at_its_origin():
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"], name="nz"),
+             helper.make_node("Transpose", ["nz"], ["t"], name="t"),
+             helper.make_node("Cast", ["t"], ["y"], name="cast", to=FLOAT)]
+    model = make_model(nodes, [tensor("x", FLOAT, [2, 3])], [tensor("y", FLOAT, None)])
+    findings = with_kind(check_model(model, "jetpack6.1"), "data-dependent-shape")
+    assert len(findings) == 2, findings  # the origin (NonZero) and the output it reaches
+    assert "tensor 'nz' from node 'nz' (NonZero)" in findings[0]
+    assert "output 'y'" in findings[1]
+
+
+# ------------------------------------------------------------------------------ opset, ops, INT64
+
+def test_opset_newer_than_the_target_is_flagged():
+    model = clean_conv_relu()
+    model.opset_import[0].version = 21
+    findings = with_kind(check_model(model, "jetpack5"), "opset")
+    assert len(findings) == 1 and "opset 21" in findings[0] and "TensorRT 8.5" in findings[0] and "17" in findings[0]
+    assert with_kind(check_model(model, "jetpack7"), "opset") == []
+
+
+def layer_norm() -> onnx.ModelProto:
+    node = helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], name="ln", axis=-1)
+    return make_model([node], [tensor("x", FLOAT, [2, 8])], [tensor("y", FLOAT, [2, 8])],
+                      [const("gamma", np.ones(8)), const("beta", np.zeros(8))])
+
+
+def test_operator_the_parser_lacks_is_flagged_apart_from_policy():
+    # onnx-tensorrt's changelog: LayerNormalization arrived in TensorRT 8.6 EA, after JetPack 5's 8.5
+    findings = with_kind(check_model(layer_norm(), "jetpack5"), "unsupported-op")
+    assert len(findings) == 1 and "'ln' (LayerNormalization)" in findings[0]
+    assert "not importable by the ONNX parser of TensorRT 8.5" in findings[0] and "policy" not in findings[0]
+    assert check_model(layer_norm(), "jetpack6.0") == []
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_roi_align_imports_on_every_target(target):
+    # onnx-tensorrt's 8.5 operators.md and changelog: RoiAlign imports from TensorRT 8.5 GA on, so
+    # stage 2 (multi-scale RoIAlign) fits JetPack 5.1 too; only TensorRT 8.4 (JetPack 5.0.2) lacked it
+    node = helper.make_node("RoiAlign", ["features", "rois", "batch"], ["pooled"], name="roi_align",
+                            output_height=7, output_width=7, sampling_ratio=2, spatial_scale=0.25)
+    # batch_indices has one row per RoI, so it shares the declared proposal axis
+    inputs = [tensor("features", FLOAT, [1, 8, 20, 20]), tensor("rois", FLOAT, ["R", 4]),
+              tensor("batch", TensorProto.INT32, ["R"])]
+    model = make_model([node], inputs, [tensor("pooled", FLOAT, ["R", 8, 7, 7])])
+    assert check_model(model, target, {"rois": {0: (1, 100)}, "batch": {0: (1, 100)}}) == []
+
+
+def test_custom_domain_op_is_flagged():
+    node = helper.make_node("FusedConv", ["x"], ["y"], name="fused", domain="com.microsoft")
+    model = make_model([node], [tensor("x", FLOAT, [1, 3])], [tensor("y", FLOAT, [1, 3])])
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    findings = with_kind(check_model(model, "jetpack6.1"), "unsupported-op")
+    assert len(findings) == 1 and "'com.microsoft'" in findings[0] and "plugin" in findings[0]
+
+
+def test_int64_graph_input_is_flagged():
+    nodes = [helper.make_node("Cast", ["idx"], ["y"], name="cast", to=FLOAT)]
+    model = make_model(nodes, [tensor("idx", INT64, [1, 4])], [tensor("y", FLOAT, [1, 4])])
+    for target, effect in (("jetpack5", "casts it to INT32"), ("jetpack6.1", "keeps it INT64")):
+        findings = with_kind(check_model(model, target), "int64")
+        assert len(findings) == 1 and "input 'idx' is INT64" in findings[0] and effect in findings[0], findings
+
+
+def test_large_int64_initializer_is_flagged_small_one_is_not():
+    nodes = [helper.make_node("Gather", ["x", "big"], ["g"], name="gather_big"),
+             helper.make_node("Gather", ["x", "small"], ["y"], name="gather_small")]
+    model = make_model(nodes, [tensor("x", FLOAT, [5000])], [tensor("g", FLOAT, [5000]), tensor("y", FLOAT, [4])],
+                       [const("big", np.arange(5000), np.int64), const("small", np.arange(4), np.int64)])
+    findings = with_kind(check_model(model, "jetpack6.1"), "int64")
+    assert len(findings) == 1 and "constant 'big' holds 5000 INT64 values" in findings[0], findings
+
+
+# -------------------------------------------------------------------------------------------- Q/DQ
+
+def qdq_pair(zero_point: Any, dtype: Any) -> onnx.ModelProto:
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["y"], name="dq")]
+    return make_model(nodes, [tensor("x", FLOAT, [1, 4])], [tensor("y", FLOAT, [1, 4])],
+                      [const("scale", 0.1), const("zp", zero_point, dtype)])
+
+
+def test_qdq_nonzero_zero_point_is_flagged():
+    findings = with_kind(check_model(qdq_pair(3, np.int8), "jetpack6.1"), "qdq")
+    assert len(findings) == 2, findings  # once for Q, once for DQ
+    assert all("zero point 'zp'" in f and "holds 3, not 0" in f for f in findings)
+    assert "node 'q' (QuantizeLinear)" in findings[0] and "node 'dq' (DequantizeLinear)" in findings[1]
+
+
+def test_qdq_zero_point_in_a_constant_node_is_read():
+    model = qdq_pair(0, np.int8)
+    model.graph.initializer.pop()  # zp moves from an initializer into a Constant node
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["zp"], value=const("v", [0, 5, 0, 0], np.int8)))
+    findings = with_kind(check_model(model, "jetpack6.1"), "qdq")
+    assert findings and all("holds 5, not 0" in f for f in findings), findings
+
+
+def test_qdq_uint8_zero_point_is_flagged_even_when_zero():
+    findings = with_kind(check_model(qdq_pair(0, np.uint8), "jetpack6.1"), "qdq")
+    assert findings and all("is uint8" in f and "symmetric INT8" in f for f in findings), findings
+
+
+def test_quantize_without_zero_point_is_flagged():
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "scale"], ["y"], name="dq")]
+    model = make_model(nodes, [tensor("x", FLOAT, [1, 4])], [tensor("y", FLOAT, [1, 4])], [const("scale", 0.1)])
+    findings = with_kind(check_model(model, "jetpack6.1"), "qdq")
+    assert len(findings) == 1 and "no zero point" in findings[0] and "uint8" in findings[0], findings
+
+
+# ------------------------------------------------------------------------------ files and bundles
+
+def _manifest_dict(stage1: str, stage2: str) -> Dict[str, Any]:
+    stage2_spec = {"file": stage2, "backend": "onnxruntime", "precision": "fp32",
+                   "inputs": [{"name": "proposals", "shape": ["num_proposals", 4]}],
+                   "outputs": [{"name": "scores", "shape": ["num_proposals", 8]}],
+                   "dynamic_axes": {"num_proposals": [1, 1000]}}
+    return {
+        "format_version": 1, "name": "t", "architecture": "test", "class_names": ["__background__", "a"],
+        "preprocess": {"input_size": [16, 16]}, "levels": [],
+        "rpn": {"pre_nms_top_n": 10, "post_nms_top_n": 1000, "nms_thresh": 0.7, "score_thresh": 0.0},
+        "roi": {"score_thresh": 0.05, "nms_thresh": 0.5, "detections_per_img": 100},
+        "stages": {"stage1": {"file": stage1, "backend": "onnxruntime", "precision": "fp32",
+                              "inputs": [{"name": "x", "shape": [1, 3, 16, 16]}],
+                              "outputs": [{"name": "y", "shape": [1, 8, 16, 16]}]},
+                   "stage2": stage2_spec},
+    }
+
+
+def write_bundle(directory: Any, stage1: onnx.ModelProto, stage2: Optional[onnx.ModelProto]) -> str:
+    bundle = str(directory)
+    onnx.save(stage1, os.path.join(bundle, "stage1.onnx"))
+    stage2_file = "stage2.onnx" if stage2 is not None else "stage2.engine"
+    if stage2 is not None:
+        onnx.save(stage2, os.path.join(bundle, stage2_file))
+    else:
+        with open(os.path.join(bundle, stage2_file), "wb") as f:
+            f.write(b"not an onnx file: a serialized engine")
+    with open(os.path.join(bundle, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(_manifest_dict("stage1.onnx", stage2_file), f)
+    return bundle
+
+
+def test_bundle_with_declared_dynamic_axis_is_clean(tmp_path):
+    assert check_path(write_bundle(tmp_path, clean_conv_relu(), proposals_head()), "jetpack6.1") == []
+
+
+def test_bundle_findings_carry_the_stage_file_and_engines_are_skipped(tmp_path):
+    findings = check_path(write_bundle(tmp_path, graph_topk(), None), "jetpack6.1")
+    assert findings and all(f.startswith("stage1.onnx: ") for f in findings), findings
+    assert any("(TopK)" in f for f in findings)
+
+
+def test_bundle_dynamic_axis_without_range_is_flagged(tmp_path):
+    bundle = write_bundle(tmp_path, clean_conv_relu(), proposals_head())
+    manifest = _manifest_dict("stage1.onnx", "stage2.onnx")
+    manifest["stages"]["stage2"]["dynamic_axes"] = {}
+    with open(os.path.join(bundle, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f)
+    findings = check_path(bundle, "jetpack6.1")
+    assert any(f.startswith("stage2.onnx: dynamic-dim: axis 0 of input 'proposals'") and "range" in f
+               for f in findings), findings
+
+
+def test_onnx_file_path_is_checked(tmp_path):
+    path = str(tmp_path / "model.onnx")
+    onnx.save(graph_nonzero(), path)
+    assert with_kind(check_path(path, "jetpack6.1"), "forbidden-op")
+
+
+@pytest.mark.parametrize("make_path, message", [
+    (lambda d: str(d / "missing.onnx"), "does not exist"),
+    (lambda d: _write(d / "corrupt.onnx", b"\x08\x07garbage\xff\xff"), "not a readable ONNX model"),
+    (lambda d: _write(d / "empty.onnx", b""), "empty or not an ONNX model"),
+    (lambda d: _write(d / "model.engine", b"engine"), "serialized TensorRT engine"),
+    (lambda d: str(d), "manifest.json is missing"),
+])
+def test_bad_paths_raise_one_sentence(tmp_path, make_path, message):
+    with pytest.raises(EdgeFpnError, match=message):
+        check_path(make_path(tmp_path), "jetpack6.1")
+
+
+def _write(path: Any, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_unknown_target_lists_the_valid_ones():
+    with pytest.raises(EdgeFpnError) as info:
+        check_model(clean_conv_relu(), "jetpack4")
+    assert all(name in str(info.value) for name in TARGETS)
+
+
+# ---------------------------------------------------------------------------------------- the table
+
+def test_targets_and_table_agree():
+    assert TARGETS == {"jetpack5": "8.5", "jetpack6.0": "8.6", "jetpack6.1": "10.3", "jetpack7": "10.13"}
+    table = check.load_support_table()
+    assert set(table["policy"]["forbidden"]) >= set(FORBIDDEN)
+    for version in TARGETS.values():
+        entry = table["tensorrt"][version]
+        assert entry["sources"] and entry["max_opset"] >= 17 and entry["int64"] in ("cast-to-int32", "native")
+        assert "RoiAlign" not in entry["not_importable"]
+    for target in table["jetpack"].values():
+        assert target["sources"]
+
+
+@pytest.mark.slow
+def test_exported_bundle_is_clean_for_every_target(tiny_bundle):
+    # export_bundle lints for jetpack6.1 itself; the other targets must accept the same graphs
+    for target in sorted(TARGETS):
+        assert check_path(tiny_bundle, target) == [], target

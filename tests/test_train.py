@@ -1,0 +1,95 @@
+"""Training runs (a few iterations), checkpoints load, and the shipped shapes model detects shapes."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_fpn.model.shapes import (SHAPES_INPUT_SIZE, SHAPES_METADATA, SHAPES_WEIGHTS, build_shapes_model,
+                                   load_shapes_model, shapes_metadata)
+from edge_fpn.model.train import learning_rate, train
+from edge_fpn.runtime.synthetic import CLASS_NAMES, make_scene
+
+
+def test_a_few_iterations_write_a_loadable_float16_checkpoint(tmp_path):
+    output = str(tmp_path / "ckpt" / "shapes.pt")
+    lines = []
+    assert train(output, iterations=3, seed=0, batch_size=1, progress=False, log_every=1, log=lines.append) == output
+    state = torch.load(output, map_location="cpu", weights_only=True)
+    floats = [v for v in state.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    model = load_shapes_model(output)
+    assert not model.training
+    fresh = build_shapes_model(len(CLASS_NAMES))
+    assert set(model.state_dict()) == set(fresh.state_dict())
+    with open(str(tmp_path / "ckpt" / "shapes.json")) as f:
+        metadata = json.load(f)
+    assert metadata["architecture"] == "shapes" and metadata["completed_iterations"] == 3
+    assert metadata["class_names"] == CLASS_NAMES and metadata["input_size"] == [SHAPES_INPUT_SIZE] * 2
+    assert any(line.startswith("iter 3/3") for line in lines)
+
+
+def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch):
+    import edge_fpn.model.train as train_module
+
+    real = train_module.scene_batch
+    calls = []
+
+    def interrupting(seed, iteration, batch_size, size):
+        calls.append(iteration)
+        if iteration == 2:
+            raise KeyboardInterrupt
+        return real(seed, iteration, batch_size, size)
+
+    monkeypatch.setattr(train_module, "scene_batch", interrupting)
+    output = str(tmp_path / "shapes.pt")
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        train(output, iterations=10, seed=0, batch_size=1, progress=False, log=lines.append)
+    assert os.path.isfile(output)
+    assert output in lines[-1] and "after 2 of 10" in lines[-1]
+    with open(str(tmp_path / "shapes.json")) as f:
+        assert json.load(f)["completed_iterations"] == 2
+
+
+def test_learning_rate_warms_up_and_decays():
+    rates = [learning_rate(i, 1000, 1e-3) for i in range(1000)]
+    assert rates[0] < rates[50] < rates[99] <= 1e-3
+    assert rates[-1] < 0.1e-3 and max(rates) <= 1e-3 + 1e-12
+
+
+def test_model_is_a_plain_fpn_faster_rcnn():
+    from torchvision.models.detection import FasterRCNN
+
+    model = build_shapes_model()
+    assert isinstance(model, FasterRCNN) and not model.training
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, SHAPES_INPUT_SIZE, SHAPES_INPUT_SIZE))
+    # P2..P5 and the max-pooled P6, strides 4..64
+    assert [f.shape[-1] for f in features.values()] == [SHAPES_INPUT_SIZE // s for s in (4, 8, 16, 32, 64)]
+    assert model.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2", "3"]
+
+
+@pytest.mark.skipif(not os.path.isfile(SHAPES_WEIGHTS), reason="the shipped shapes model is not trained yet")
+def test_shipped_model_detects_shapes():
+    metadata = shapes_metadata()
+    assert metadata["architecture"] == "shapes" and metadata["class_names"] == CLASS_NAMES
+    assert metadata["input_size"] == [SHAPES_INPUT_SIZE, SHAPES_INPUT_SIZE]
+    assert os.path.getsize(SHAPES_WEIGHTS) <= 10 * 1024 * 1024
+    model = load_shapes_model()
+    image, boxes, labels = make_scene(424242, 0, SHAPES_INPUT_SIZE, SHAPES_INPUT_SIZE)
+    tensor = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float() / 255.0
+    with torch.no_grad():
+        output = model([tensor])[0]
+    confident = output["scores"] > 0.5
+    found = 0
+    from torchvision.ops import box_iou
+    iou = box_iou(torch.from_numpy(boxes), output["boxes"][confident])
+    for row, label in zip(iou, labels.tolist()):
+        match = (row > 0.5) & (output["labels"][confident] == label)
+        found += int(bool(match.any()))
+    assert found >= 0.6 * len(labels)
