@@ -18,7 +18,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.model:
         if args.arch or args.checkpoint:
             raise EdgeFpnError("give either --model or --arch/--checkpoint, not both")
-        from .model.shapes_assets import load_shipped_model
+        from .model.loading import load_shipped_model
         model, meta = load_shipped_model(args.model)
         class_names = meta["class_names"]
         input_size = parse_input_size(args.input_size) if args.input_size else tuple(meta["input_size"])
@@ -61,6 +61,39 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import (bundle_detect_fn, check_categories, coco_folder_data, evaluate, format_metrics,
+                           synthetic_data, torch_detect_fn)
+
+    detect, class_names, input_size = bundle_detect_fn(args.bundle)
+    if args.coco or args.images:
+        if not (args.coco and args.images) or args.synthetic:
+            raise EdgeFpnError("give either --synthetic N [--seed S] or both --coco ANNOTATIONS.json and --images DIR")
+        make_data = lambda: coco_folder_data(args.coco, args.images)  # noqa: E731
+        total = None
+    else:
+        count = args.synthetic or 100
+        make_data = lambda: synthetic_data(count, args.seed, input_size)  # noqa: E731
+        total = count
+    images, coco = make_data()
+    check_categories(coco, class_names, f"bundle {args.bundle!r}")
+    result = {"bundle": evaluate(detect, images, coco, progress=not args.json, total=total)}
+    if args.reference:
+        from .model.loading import load_reference_model
+        model = load_reference_model(args.reference, args.bundle)
+        images, coco = make_data()
+        result["reference"] = evaluate(torch_detect_fn(model, input_size), images, coco, progress=not args.json, total=total)
+        result["difference"] = {k: round(result["bundle"][k] - result["reference"][k], 4) for k in result["bundle"]}
+    if args.json:
+        print(json.dumps(result["bundle"] if not args.reference else result))
+    else:
+        for key, metrics in result.items():
+            print(f"{key:>10}: {format_metrics(metrics)}")
+    return 0
+
+
 def _split(text: Optional[str]) -> Optional[List[str]]:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
@@ -99,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, help="comma-separated class names to keep")
     p.add_argument("--quiet", action="store_true", help="no periodic statistics")
     p.set_defaults(func=_detect)
+
+    p = sub.add_parser("eval", help="COCO box AP of a bundle (and of the PyTorch reference) on synthetic or COCO data")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--synthetic", type=int, metavar="N", help="N held-out synthetic images (default 100)")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the synthetic images (default 12345, never trained on)")
+    p.add_argument("--coco", metavar="ANNOTATIONS.json", help="COCO annotation file")
+    p.add_argument("--images", metavar="DIR", help="directory of the images the annotations name")
+    p.add_argument("--reference", metavar="CKPT_OR_MODEL", help="also evaluate the PyTorch model: 'shapes' or a checkpoint of the bundle's architecture")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_eval)
 
     for register in _extra_commands():
         register(sub)

@@ -1,0 +1,165 @@
+"""COCO box metrics (pycocotools) for bundles and torch models, on synthetic or COCO-format data.
+
+One place computes AP for everything: `edge-fpn eval`, the builder's INT8-vs-FP32 report, the
+demo's report and the shipped model's figures.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import EdgeFpnError
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# seeds the shipped model never trained on (training uses seeds < 1000, calibration 1000)
+DEFAULT_EVAL_SEED = 12345
+
+DetectFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]  # -> boxes xyxy, scores, labels
+
+
+def coco_metrics(coco_gt: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl of `results` (COCO result dicts) against a COCO annotation dict."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = coco_gt
+        gt.createIndex()
+        if not results:
+            return {k: 0.0 for k in METRIC_KEYS}
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # -1 means "no ground truth in that area range"; report it as such rather than as 0
+    return {k: round(float(v), 4) for k, v in zip(METRIC_KEYS, evaluator.stats[:6])}
+
+
+def detections_to_results(image_id: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> List[Dict[str, Any]]:
+    return [{"image_id": int(image_id), "category_id": int(label),
+             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(score)}
+            for b, score, label in zip(boxes, scores, labels)]
+
+
+def evaluate(detect: DetectFn, images: Iterator[Tuple[int, np.ndarray]], coco_gt: Dict[str, Any],
+             progress: bool = False, total: Optional[int] = None) -> Dict[str, float]:
+    results: List[Dict[str, Any]] = []
+    if progress:
+        from tqdm import tqdm
+        images = tqdm(images, total=total, desc="evaluate", unit="img", leave=False)
+    for image_id, image in images:
+        results += detections_to_results(image_id, *detect(image))
+    return coco_metrics(coco_gt, results)
+
+
+# ---------- data sets ----------
+
+def synthetic_data(count: int, seed: int, size: Tuple[int, int]) -> Tuple[Iterator[Tuple[int, np.ndarray]], Dict[str, Any]]:
+    """Held-out synthetic scenes, generated an image at a time; the COCO dict's annotations fill in
+    as the iterator runs (so nothing is rendered twice and no image set is held in memory)."""
+    from .runtime.synthetic import CLASS_NAMES, make_scene
+
+    height, width = size
+    coco: Dict[str, Any] = {
+        "images": [{"id": i + 1, "file_name": f"{seed}_{i}.png", "width": width, "height": height} for i in range(count)],
+        "annotations": [],
+        "categories": [{"id": i, "name": n} for i, n in enumerate(CLASS_NAMES) if i > 0],
+    }
+
+    def images() -> Iterator[Tuple[int, np.ndarray]]:
+        for i in range(count):
+            image, boxes, labels = make_scene(seed, i, width, height)
+            for box, label in zip(boxes, labels):
+                w, h = float(box[2] - box[0]), float(box[3] - box[1])
+                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1,
+                                            "category_id": int(label), "bbox": [float(box[0]), float(box[1]), w, h],
+                                            "area": w * h, "iscrowd": 0})
+            yield i + 1, image
+    return images(), coco
+
+
+def coco_folder_data(annotations: str, image_dir: str) -> Tuple[Iterator[Tuple[int, np.ndarray]], Dict[str, Any]]:
+    """A COCO annotation file and its image directory; mismatches are one-line errors."""
+    import cv2
+
+    if not os.path.isdir(image_dir):
+        raise EdgeFpnError(f"image directory {image_dir!r} does not exist")
+    try:
+        with open(annotations, "r", encoding="utf-8") as f:
+            coco = json.load(f)
+        entries = coco["images"]
+        coco["annotations"], coco["categories"]  # noqa: B018 (both must be there)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EdgeFpnError(f"{annotations!r} is not a COCO annotation file ({exc!r}); it needs images, annotations and categories") from None
+    if not entries:
+        raise EdgeFpnError(f"{annotations!r} lists no images")
+    files = set(os.listdir(image_dir))
+    if not files:
+        raise EdgeFpnError(f"image directory {image_dir!r} is empty")
+    missing = [e["file_name"] for e in entries if os.path.basename(e["file_name"]) not in files]
+    if missing:
+        raise EdgeFpnError(f"{len(missing)} of {len(entries)} images in {annotations!r} are not in {image_dir!r} "
+                           f"(first: {missing[0]}); the annotations do not match the images")
+
+    def images() -> Iterator[Tuple[int, np.ndarray]]:
+        for entry in entries:
+            image = cv2.imread(os.path.join(image_dir, os.path.basename(entry["file_name"])), cv2.IMREAD_COLOR)
+            if image is None:
+                raise EdgeFpnError(f"image {entry['file_name']!r} cannot be read")
+            yield entry["id"], image
+    return images(), coco
+
+
+def check_categories(coco: Dict[str, Any], class_names: Sequence[str], what: str) -> None:
+    """The annotation categories must be the model's classes (by id and name)."""
+    for category in coco["categories"]:
+        cid, name = int(category["id"]), str(category["name"])
+        if cid <= 0 or cid >= len(class_names) or class_names[cid] != name:
+            raise EdgeFpnError(f"annotation category {cid} {name!r} is not class {cid} of {what} "
+                               f"({', '.join(class_names[1:])}); the class names do not match")
+
+
+# ---------- detectors ----------
+
+def bundle_detect_fn(bundle_dir: str) -> Tuple[DetectFn, List[str], Tuple[int, int]]:
+    from .runtime.detector import Detector
+
+    detector = Detector(bundle_dir)
+
+    def detect(image: np.ndarray):
+        d = detector(image)
+        return d.boxes, d.scores, d.labels
+    return detect, detector.class_names, detector.manifest.input_size
+
+
+def torch_detect_fn(model: Any, input_size: Tuple[int, int]) -> DetectFn:
+    import torch
+    from .export.onnx_export import configure_transform
+
+    model = model.eval()
+    configure_transform(model, input_size)
+
+    def detect(image: np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float() / 255
+        with torch.no_grad():
+            out = model([x])[0]
+        return out["boxes"].numpy(), out["scores"].numpy(), out["labels"].numpy()
+    return detect
+
+
+def evaluate_bundle(bundle_dir: str, count: int = 100, seed: int = DEFAULT_EVAL_SEED, progress: bool = False) -> Dict[str, float]:
+    """AP of a bundle on `count` held-out synthetic images at the bundle's input size."""
+    detect, _, size = bundle_detect_fn(bundle_dir)
+    images, coco = synthetic_data(count, seed, size)
+    return evaluate(detect, images, coco, progress=progress, total=count)
+
+
+def format_metrics(metrics: Dict[str, float]) -> str:
+    return "  ".join(f"{k} {metrics[k]:.3f}" for k in METRIC_KEYS)
