@@ -54,34 +54,66 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     if boxes.shape[0] == 0:
         return np.zeros((0,), dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
-    areas = (x2 - x1) * (y2 - y1)
+    boxes = boxes[order]
+    if boxes.shape[0] <= _MATRIX_LIMIT:
+        return order[_greedy_on_matrix(boxes, iou_threshold)]
+    return order[_greedy_on_rows(boxes, iou_threshold)]
+
+
+# up to this many boxes the whole IoU matrix (4 bytes each) is cheaper than row-by-row work
+_MATRIX_LIMIT = 2048
+
+
+def _iou_rows(boxes: np.ndarray, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of boxes[rows] with boxes[others], in float32 and in torchvision's operation order."""
+    a, b = boxes[rows], boxes[others]
+    w = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0)
+    h = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0)
+    inter = w * h
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def _greedy_on_matrix(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS over score-sorted boxes with all IoUs computed at once (one Python step per box)."""
+    n = boxes.shape[0]
+    index = np.arange(n)
+    overlaps = _iou_rows(boxes, index, index) > iou_threshold
+    suppressed = np.zeros(n, dtype=bool)
     keep = []
-    # the loop runs once per kept box; each step is one vectorized IoU row
-    while order.size > 0:
-        i = order[0]
+    for i in range(n):
+        if suppressed[i]:
+            continue
         keep.append(i)
-        rest = order[1:]
-        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
-        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
-        inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
-        order = rest[~(iou > iou_threshold)]
+        suppressed |= overlaps[i]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _greedy_on_rows(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS over score-sorted boxes, one IoU row per kept box (for sets too large for a matrix)."""
+    remaining = np.arange(boxes.shape[0])
+    keep = []
+    while remaining.size > 0:
+        i = remaining[0]
+        keep.append(i)
+        rest = remaining[1:]
+        remaining = rest[~(_iou_rows(boxes, np.array([i]), rest)[0] > iou_threshold)]
     return np.asarray(keep, dtype=np.int64)
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
     """torchvision.ops.batched_nms: NMS within each group, kept indices sorted by decreasing score.
 
-    Like torchvision, small sets use the coordinate trick (each group shifted apart, one NMS) and
-    large ones one NMS per group; both strategies are mirrored because their float rounding differs
-    for IoUs right at the threshold.
+    torchvision shifts small sets' groups apart (the coordinate trick) and runs one NMS; large sets
+    get one NMS per group. The shift changes float rounding of IoUs right at the threshold, so it
+    is mirrored here; the NMS itself then runs per group (shifted groups never overlap).
     """
     if boxes.shape[0] == 0:
         return np.zeros((0,), dtype=np.int64)
     if boxes.size <= 4000:
         offsets = groups.astype(np.float32) * (boxes.max() + np.float32(1))
-        return nms(boxes + offsets[:, None], scores, iou_threshold)
+        boxes = boxes + offsets[:, None]
     kept = []
     for group in np.unique(groups):
         members = np.nonzero(groups == group)[0]

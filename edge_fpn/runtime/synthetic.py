@@ -186,6 +186,8 @@ def _render(background: np.ndarray, shapes: Sequence[Shape]) -> Tuple[np.ndarray
     height, width = background.shape[:2]
     masks = [_shape_mask(s, width, height) for s in shapes]
     keep = [i for i, (corner, mask) in enumerate(masks) if corner is not None and mask.any()]
+    # the share of the *whole* shape counts, also what lies outside the image
+    areas = {i: _full_area(shapes[i]) for i in keep}
     while True:
         occupied = np.zeros((height, width), bool)
         visible: Dict[int, Tuple[Tuple[int, int], np.ndarray]] = {}
@@ -195,9 +197,7 @@ def _render(background: np.ndarray, shapes: Sequence[Shape]) -> Tuple[np.ndarray
             region = occupied[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
             full = mask.astype(bool)
             seen = full & ~region
-            # the share of the *whole* shape, also counting what lies outside the image
-            total = _full_area(shapes[i])
-            if seen.sum() < MIN_VISIBLE_FRACTION * total:
+            if seen.sum() < MIN_VISIBLE_FRACTION * areas[i]:
                 dropped = i
                 break
             region |= full
@@ -219,21 +219,14 @@ def _render(background: np.ndarray, shapes: Sequence[Shape]) -> Tuple[np.ndarray
     return image, boxes_array, np.asarray(labels, np.int64), keep
 
 
-_AREA_CACHE: Dict[Tuple[int, int, int, int], float] = {}
-
-
 def _full_area(shape: Shape) -> float:
-    """Pixel count of the whole shape, as if the image had no border."""
-    key = (shape.label, int(shape.size * 4), int(shape.inner * 50), int(shape.angle * 10))
-    area = _AREA_CACHE.get(key)
-    if area is None:
-        side = int(math.ceil(shape.size)) + 6
-        centred = replace(shape, cx=side / 2.0, cy=side / 2.0)
-        _, mask = _shape_mask(centred, side, side)
-        area = float(mask.sum())
-        if len(_AREA_CACHE) < 100000:
-            _AREA_CACHE[key] = area
-    return area
+    """Pixel count of the whole shape, as if the image had no border (a small local render)."""
+    side = int(math.ceil(shape.size)) + 6
+    # the same sub-pixel offset as in the scene, so that the count matches the drawn pixels
+    fx, fy = shape.cx - math.floor(shape.cx), shape.cy - math.floor(shape.cy)
+    centred = replace(shape, cx=side / 2.0 + fx, cy=side / 2.0 + fy)
+    _, mask = _shape_mask(centred, side + 2, side + 2)
+    return float(mask.sum())
 
 
 def _finish(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:

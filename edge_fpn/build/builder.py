@@ -1,0 +1,291 @@
+"""`edge-fpn build`: an engine bundle (TensorRT where it exists, ONNX Runtime elsewhere) from the
+FP32 bundle that `edge-fpn export` wrote, FP32, FP16 or INT8, written atomically.
+
+INT8 is explicit quantization: Q/DQ stages from the calibration ranges (``qdq``), whose accuracy
+is measured through the runtime on held-out images before anything is written, with optional
+per-layer sensitivity and FP16 fallback (``precision``). TensorRT then builds those Q/DQ graphs
+(or, with ``implicit_int8``, the FP32 graphs with a calibrator fed from the calibration cache).
+
+Python 3.8: this module runs on the device.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..bundle import Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest, write_manifest
+from ..errors import EdgeFpnError
+from .calibrate import STAGES, CalibrationRanges, load_ranges, ranges_hash, require_fp32_onnx
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
+REPORT_FILE = "build_report.json"
+
+
+def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str] = None, backend: str = "auto",
+                 workspace_mib: Optional[int] = None, dla_core: Optional[int] = None,
+                 timing_cache: Optional[str] = None, output: Optional[str] = None, force: bool = False,
+                 implicit_int8: bool = False, fp16_fallback: Optional[Any] = None, max_ap_drop: float = 0.005,
+                 eval_data: Optional[str] = "synthetic:100", sensitivity: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Build an engine bundle from the FP32 bundle `bundle` into `output`; returns the build report.
+
+    fp16_fallback: None, "auto" (keep the worst layers unquantized until the AP drop is at most
+    `max_ap_drop`), or a list / comma-separated string of layer names to keep unquantized.
+    eval_data: held-out data for the INT8 AP report (None skips it, unless the fallback needs it).
+    """
+    started = time.time()
+    if precision not in PRECISIONS:
+        raise EdgeFpnError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise EdgeFpnError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if output is None:
+        raise EdgeFpnError("build needs an output directory (--output ENGINE_DIR)")
+    manifest = load_manifest(bundle)
+    require_fp32_onnx(bundle, manifest, "build")
+    if os.path.abspath(output) == os.path.abspath(bundle):
+        raise EdgeFpnError("the output directory is the source bundle; choose another --output")
+    check_output_dir(output, force)
+    if max_ap_drop < 0:
+        raise EdgeFpnError(f"--max-ap-drop must be 0 or more, not {max_ap_drop}")
+    fallback = _parse_fallback(fp16_fallback)
+    if precision != "int8":
+        if fallback is not None or sensitivity or implicit_int8:
+            raise EdgeFpnError("--fp16-fallback, --sensitivity and --implicit-int8 apply to --precision int8 only")
+    elif calibration is None:
+        raise EdgeFpnError("--precision int8 needs calibration ranges: run `edge-fpn calibrate BUNDLE --data IMAGES "
+                           "--output CAL_DIR` (IMAGES: a directory, glob, video or synthetic:N), then pass --calibration CAL_DIR")
+    if fallback == "auto" or sensitivity:
+        if not eval_data:
+            raise EdgeFpnError("--fp16-fallback auto and --sensitivity measure AP: give --eval-data (e.g. synthetic:100)")
+
+    source_hash = bundle_hash(bundle, manifest)
+    ranges: Optional[CalibrationRanges] = None
+    if precision == "int8":
+        ranges = load_ranges(calibration, expected_hash=source_hash, bundle_dir=bundle)  # type: ignore[arg-type]
+    if precision != "int8" and calibration is not None:
+        log("note: --calibration is used by --precision int8 only; ignored")
+
+    trt, why_not = _resolve_backend(backend, dla_core, precision)
+    if trt is None:
+        if backend == "auto":
+            log(f"TensorRT not found ({why_not}); building an ONNX Runtime {precision.upper()} bundle instead (runs on the CPU)")
+        ignored = [flag for flag, value in (("--workspace", workspace_mib), ("--timing-cache", timing_cache)) if value is not None]
+        if ignored:
+            log(f"note: {' and '.join(ignored)} apply to TensorRT only; ignored")
+        if implicit_int8:
+            raise EdgeFpnError("--implicit-int8 is a TensorRT path; ONNX Runtime builds INT8 from Q/DQ graphs (drop --implicit-int8)")
+
+    report: Dict[str, Any] = {"precision": precision, "backend": "tensorrt" if trt is not None else "onnxruntime",
+                              "source_bundle": os.path.abspath(bundle), "source_bundle_hash": source_hash}
+    provenance: Dict[str, Any] = {"source_bundle_hash": source_hash, "precision": precision,
+                                  "backend": report["backend"]}
+    if ranges is not None:
+        provenance["calibration"] = {
+            "ranges_sha256": ranges_hash(os.path.join(calibration, "ranges.json") if os.path.isdir(calibration) else calibration),  # type: ignore[arg-type]
+            "method": ranges.method, "data_hash": ranges.data.get("hash"), "data": ranges.data.get("spec"),
+            "images": ranges.data.get("images")}
+        if ranges.percentile is not None:
+            provenance["calibration"]["percentile"] = ranges.percentile
+
+    work = tempfile.mkdtemp(prefix="edge-fpn-build-")
+    try:
+        with atomic_directory(output, force) as tmp:
+            qdq_dir = None
+            stage_precision = {key: precision for key in STAGES}
+            if precision == "int8" and not implicit_int8:
+                qdq_dir = os.path.join(work, "qdq")
+                os.makedirs(qdq_dir)
+                quant = _int8_decisions(bundle, manifest, ranges, fallback, max_ap_drop, eval_data, sensitivity,  # type: ignore[arg-type]
+                                        progress, log, qdq_dir)
+                stage_precision = quant.pop("stage_precision")
+                provenance["quantization"] = dict(quant, format="qdq", max_ap_drop=max_ap_drop)
+                report["quantization"] = provenance["quantization"]
+            if trt is None:
+                _write_onnxruntime_bundle(bundle, manifest, tmp, precision, qdq_dir, stage_precision, provenance)
+            else:
+                facts = _write_tensorrt_bundle(trt, bundle, manifest, tmp, work, precision, qdq_dir, stage_precision,
+                                               ranges, provenance, workspace_mib, dla_core, timing_cache, implicit_int8, log)
+                report["tensorrt"] = facts
+            report["stage_precision"] = stage_precision
+            report["seconds"] = round(time.time() - started, 1)
+            with open(os.path.join(tmp, REPORT_FILE), "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=1)
+                f.write("\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    what = ", ".join(f"{k} {v}" for k, v in stage_precision.items())
+    log(f"wrote {output}: {report['backend']} engine bundle ({what}) in {report['seconds']:g} s")
+    return report
+
+
+def _parse_fallback(value: Any) -> Optional[Any]:
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", "none", "off"):
+            return None
+        if text == "auto":
+            return "auto"
+        return [name.strip() for name in text.split(",") if name.strip()]
+    return [str(name) for name in value]
+
+
+def _resolve_backend(backend: str, dla_core: Optional[int], precision: str):
+    """(tensorrt module or None, why TensorRT is not used); user errors for impossible requests."""
+    from .tensorrt_builder import import_tensorrt
+
+    if backend == "onnxruntime":
+        trt, why = None, "--backend onnxruntime"
+    else:
+        trt, why = import_tensorrt()
+        if trt is None and backend == "tensorrt":
+            raise EdgeFpnError(f"--backend tensorrt, but TensorRT cannot be imported here ({why}); build on the Jetson "
+                               "(JetPack's python3-libnvinfer), or use --backend onnxruntime")
+    if trt is None:
+        if dla_core is not None:
+            raise EdgeFpnError(f"--dla-core {dla_core} needs TensorRT on a Jetson with a DLA, and this machine has no TensorRT; drop --dla-core")
+        if precision == "fp16":
+            raise EdgeFpnError("FP16 is not supported by the ONNX Runtime CPU backend (it would run in FP32, only slower); "
+                               "build FP16 with TensorRT on the device, or use --precision fp32 or int8 here")
+    return trt, why
+
+
+def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, fallback: Optional[Any],
+                    max_ap_drop: float, eval_data: Optional[str], want_sensitivity: bool, progress: bool,
+                    log: Callable[[str], None], qdq_dir: str) -> Dict[str, Any]:
+    """Write the final Q/DQ stages into `qdq_dir`, after the AP report, sensitivity and fallback."""
+    from .evaluate import EvalSet, evaluate_bundle
+    from .precision import QuantizedStages, choose_fallback, sensitivity
+
+    stages = QuantizedStages(bundle, manifest, ranges)
+    result: Dict[str, Any] = {"layers": len(stages.layers)}
+    kept: List[str] = []
+    if isinstance(fallback, list):
+        kept = stages.resolve(fallback)
+    evalset = EvalSet(eval_data, manifest.input_size) if eval_data else None
+
+    def evaluate(directory: str) -> Dict[str, float]:
+        return evaluate_bundle(directory, eval_data or "", evalset=evalset)  # type: ignore[arg-type]
+
+    if evalset is not None:
+        fp32 = evaluate(bundle)
+        int8 = stages.evaluate(evaluate, exclude=kept)
+        result["ap"] = {"data": eval_data, "images": len(evalset), "fp32": fp32, "int8": int8}
+        log(_ap_line("FP32", fp32))
+        log(_ap_line("INT8" + (f" ({len(kept)} layers kept in higher precision)" if kept else ""), int8, fp32))
+        ranking = None
+        if want_sensitivity or (fallback == "auto" and fp32["AP"] - int8["AP"] > max_ap_drop):
+            def tick(index: int, total: int, layer: str) -> None:
+                if progress:
+                    print(f"\rsensitivity {index + 1}/{total}", end="", flush=True)
+            ranking = sensitivity(stages, evaluate, fp32["AP"], progress=tick)
+            if progress:
+                print("\r", end="")
+            result["sensitivity"] = [entry.to_dict() for entry in ranking]
+            log(f"layer sensitivity (AP lost with only that layer in INT8), worst first, of {len(ranking)} layers:")
+            for entry in ranking[:10]:
+                log(f"  {entry.drop:+.4f}  {entry.layer}")
+        if fallback == "auto":
+            chosen = choose_fallback(stages, evaluate, fp32["AP"], int8["AP"], ranking or [], max_ap_drop, log=log)
+            kept = chosen.kept
+            final = stages.evaluate(evaluate, exclude=kept) if kept else int8
+            result["ap"]["int8"] = final
+            within = fp32["AP"] - final["AP"] <= max_ap_drop
+            log(f"FP16 fallback: {len(kept)} layer(s) kept in higher precision; " + _ap_line("INT8", final, fp32)
+                + ("" if within else f" (still more than {max_ap_drop} below FP32)"))
+    elif fallback == "auto":
+        raise EdgeFpnError("--fp16-fallback auto needs --eval-data")
+    result["fp16_fallback"] = kept
+    result["stage_precision"] = stages.write(qdq_dir, exclude=kept)
+    return result
+
+
+def _ap_line(label: str, metrics: Dict[str, float], reference: Optional[Dict[str, float]] = None) -> str:
+    line = f"{label}: AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  AP75 {metrics['AP75']:.4f}"
+    if reference is not None:
+        drop = reference["AP"] - metrics["AP"]
+        share = metrics["AP"] / reference["AP"] * 100 if reference["AP"] > 0 else float("nan")
+        line += f"  ({drop:+.4f} below FP32, {share:.1f}% of its AP)"
+    return line
+
+
+def _write_onnxruntime_bundle(bundle: str, manifest: Manifest, tmp: str, precision: str, qdq_dir: Optional[str],
+                              stage_precision: Dict[str, str], provenance: Dict[str, Any]) -> None:
+    stages: Dict[str, StageSpec] = {}
+    for key in STAGES:
+        spec = manifest.stages[key]
+        source_dir = qdq_dir if qdq_dir is not None else bundle
+        shutil.copyfile(os.path.join(source_dir, spec.file), os.path.join(tmp, spec.file))
+        stages[key] = StageSpec(spec.file, "onnxruntime", stage_precision[key], spec.inputs, spec.outputs, spec.dynamic_axes)
+    provenance["stage_precision"] = dict(stage_precision)
+    write_manifest(tmp, manifest.replace(stages=stages, provenance=dict(manifest.provenance, build=provenance)))
+    if qdq_dir is not None:
+        _lint(tmp)
+
+
+def _lint(directory: str) -> None:
+    """The Q/DQ graphs must pass the same TensorRT lint as the exported ones (zero points 0, ...)."""
+    try:
+        from ..export.check import check_path
+    except ImportError:  # the lint module is optional during development
+        return
+    findings = check_path(directory, "jetpack6.1")
+    if findings:
+        raise EdgeFpnError(f"the Q/DQ graphs fail the TensorRT lint: {findings[0]} (and {len(findings) - 1} more); please report this")
+
+
+def _write_tensorrt_bundle(trt: Any, bundle: str, manifest: Manifest, tmp: str, work: str, precision: str,
+                           qdq_dir: Optional[str], stage_precision: Dict[str, str],
+                           ranges: Optional[CalibrationRanges], provenance: Dict[str, Any],
+                           workspace_mib: Optional[int], dla_core: Optional[int], timing_cache: Optional[str],
+                           implicit_int8: bool, log: Callable[[str], None]) -> Dict[str, Any]:
+    import onnx
+
+    from .cache import ALGORITHMS, format_cache
+    from .fp16 import convert_to_fp16
+    from .tensorrt_builder import TrtOptions, build_engines, capabilities, parse_version, plan_build
+
+    options = TrtOptions(precision=precision, implicit_int8=implicit_int8, workspace_mib=workspace_mib,
+                         dla_core=dla_core, timing_cache=timing_cache)
+    plan = plan_build(capabilities(parse_version(trt.__version__)), options)
+    sources = {"fp32": bundle, "qdq": qdq_dir, "fp16": bundle, "qdq_fp16": qdq_dir}
+    onnx_paths: Dict[str, str] = {}
+    for key in STAGES:
+        spec = manifest.stages[key]
+        source = os.path.join(sources[plan.onnx_variant] or bundle, spec.file)
+        if plan.onnx_variant in ("fp16", "qdq_fp16"):
+            converted = os.path.join(work, f"{key}.fp16.onnx")
+            onnx.save(convert_to_fp16(onnx.load(source)), converted)
+            source = converted
+        onnx_paths[key] = source
+    caches = None
+    if plan.use_calibrator and ranges is not None:
+        algorithm = ALGORITHMS[ranges.method]
+        caches = {key: (format_cache(ranges.amax(key), trt.__version__, ranges.method), algorithm) for key in STAGES}
+    facts = build_engines(trt, {k: manifest.stages[k] for k in STAGES}, onnx_paths, options, tmp,
+                          calibration_caches=caches, log=log)
+    stages: Dict[str, StageSpec] = {}
+    for key in STAGES:
+        spec = manifest.stages[key]
+        stages[key] = StageSpec(facts["files"][key], "tensorrt", stage_precision[key], spec.inputs, spec.outputs,
+                                spec.dynamic_axes)
+    provenance["stage_precision"] = dict(stage_precision)
+    provenance["int8_mode"] = "implicit" if implicit_int8 else ("explicit" if precision == "int8" else None)
+    for key in ("tensorrt_version", "gpu_name", "compute_capability", "jetpack", "l4t", "dla_core"):
+        if key in facts:
+            provenance[key] = facts[key]
+    provenance["tensorrt_flags"] = {"builder": facts["builder_flags"], "network": facts["network_flags"],
+                                    "onnx": facts["onnx_variant"]}
+    top = dict(manifest.provenance, build=provenance)
+    # the facts the runtime checks before loading an engine, at the top level of the provenance
+    for key in ("tensorrt_version", "gpu_name", "compute_capability", "jetpack"):
+        if key in facts:
+            top[key] = facts[key]
+    write_manifest(tmp, manifest.replace(stages=stages, provenance=top))
+    return facts

@@ -1,0 +1,293 @@
+"""`edge-fpn calibrate`: activation ranges of an FP32 bundle, measured with ONNX Runtime on the CPU.
+
+Each image goes through the runtime exactly as at inference (``Detector.preprocess``, stage 1, the
+per-level proposal postprocessing, stage 2 on the proposals stage 1 really produced), on a copy of
+the bundle whose stages also output the intermediate tensors to be measured. Every tensor's
+values go into a fixed-size |x| histogram (``histogram.AbsHistogram``) and are dropped: memory does
+not grow with the number of images. At the end each tensor's range (amax) is chosen by the method
+and written as CAL_DIR/ranges.json (what the Q/DQ writer reads) and CAL_DIR/calibration.cache
+(TensorRT's own format, for the implicit INT8 path of older TensorRT).
+
+Measured tensors: every float activation computed from the image or the features (stage 2's box
+arithmetic on the proposals is left out), so that the TensorRT cache has a scale for each layer's
+input and output, as implicit INT8 needs. The Q/DQ graphs use the subset on the inputs of
+weighted layers and residual Adds (``qdq.plan_quantization``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ..bundle import Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest, write_manifest
+from ..errors import EdgeFpnError
+from .cache import DEFAULT_TENSORRT_VERSION, format_cache, merge_stage_ranges
+from .histogram import DEFAULT_PERCENTILE, METHODS, NUM_BINS, AbsHistogram, compute_amax
+
+RANGES_FILE = "ranges.json"
+CACHE_FILE = "calibration.cache"
+RANGES_FORMAT = 1
+STAGES = ("stage1", "stage2")
+
+
+@dataclass
+class TensorRange:
+    amax: float
+    absmax: float
+    method: str
+    qdq: bool  # gets a Q/DQ pair in the INT8 graphs (the others are for the TensorRT cache only)
+
+
+@dataclass
+class CalibrationRanges:
+    """The content of ranges.json."""
+    bundle_hash: str
+    method: str
+    data: Dict[str, Any]  # spec, hash, images, skipped
+    stages: Dict[str, Dict[str, TensorRange]]
+    percentile: Optional[float] = None
+    num_bins: int = NUM_BINS
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def amax(self, stage: str) -> Dict[str, float]:
+        return {name: r.amax for name, r in self.stages.get(stage, {}).items()}
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "format_version": RANGES_FORMAT, "bundle_hash": self.bundle_hash, "method": self.method,
+            "percentile": self.percentile, "num_bins": self.num_bins, "data": self.data,
+            "stages": {stage: {name: {"amax": r.amax, "absmax": r.absmax, "method": r.method, "qdq": r.qdq}
+                               for name, r in tensors.items()} for stage, tensors in self.stages.items()},
+            **self.extra,
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> "CalibrationRanges":
+        known = {"format_version", "bundle_hash", "method", "percentile", "num_bins", "data", "stages"}
+        return CalibrationRanges(
+            bundle_hash=str(data["bundle_hash"]), method=str(data["method"]), data=dict(data["data"]),
+            stages={stage: {name: TensorRange(float(r["amax"]), float(r["absmax"]), str(r["method"]), bool(r["qdq"]))
+                            for name, r in tensors.items()} for stage, tensors in data["stages"].items()},
+            percentile=data.get("percentile"), num_bins=int(data.get("num_bins", NUM_BINS)),
+            extra={k: v for k, v in data.items() if k not in known})
+
+
+def ranges_hash(path: str) -> str:
+    from ..bundle import file_sha256
+    return file_sha256(path)
+
+
+def load_ranges(cal_dir: str, bundle_dir: Optional[str] = None, manifest: Optional[Manifest] = None,
+                expected_hash: Optional[str] = None) -> CalibrationRanges:
+    """Read CAL_DIR/ranges.json; with a bundle (or its hash), refuse ranges made for another bundle."""
+    path = os.path.join(cal_dir, RANGES_FILE) if os.path.isdir(cal_dir) else cal_dir
+    if not os.path.isfile(path):
+        raise EdgeFpnError(f"{cal_dir!r} holds no {RANGES_FILE}; give the directory `edge-fpn calibrate --output` wrote")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+        ranges = CalibrationRanges.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EdgeFpnError(f"{path} is not a readable calibration ({type(exc).__name__}: {exc}); re-run `edge-fpn calibrate`") from None
+    if int(data.get("format_version", 0)) > RANGES_FORMAT:
+        raise EdgeFpnError(f"{path} has format version {data.get('format_version')}, newer than this edge-fpn understands; upgrade edge-fpn")
+    if bundle_dir is not None and expected_hash is None:
+        expected_hash = bundle_hash(bundle_dir, manifest)
+    if expected_hash is not None and ranges.bundle_hash != expected_hash:
+        name = bundle_dir or "this bundle"
+        raise EdgeFpnError(f"the calibration in {cal_dir!r} was made for another bundle (hash {ranges.bundle_hash[:12]}, "
+                           f"not {expected_hash[:12]} of {name}); re-run `edge-fpn calibrate {name} --data ... --output DIR`")
+    return ranges
+
+
+def require_fp32_onnx(bundle_dir: str, manifest: Manifest, what: str) -> None:
+    for key in STAGES:
+        stage = manifest.stages[key]
+        if stage.backend != "onnxruntime" or not stage.file.endswith(".onnx") or stage.precision != "fp32":
+            raise EdgeFpnError(f"{what} needs the FP32 ONNX bundle that `edge-fpn export` writes, but {bundle_dir!r} holds "
+                               f"a {stage.precision} {stage.backend} {key} ({stage.file}); give the exported bundle")
+
+
+def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str = "entropy",
+              percentile: float = DEFAULT_PERCENTILE, output: Optional[str] = None, force: bool = False,
+              progress: bool = True, threads: int = 0, tensorrt_version: Optional[str] = None,
+              log: Any = None) -> str:
+    """Calibrate `bundle_dir` on `data` and write `output`/ranges.json and calibration.cache.
+
+    data: an image directory, a glob, a video file or ``synthetic:N``; num: at most this many
+    images (all by default; a video is sampled). Returns `output`.
+    """
+    from .data import open_source, require_enough
+
+    log = log or (lambda line: print(line, file=sys.stderr if not progress else sys.stdout))
+    if output is None:
+        raise EdgeFpnError("calibrate needs an output directory (--output CAL_DIR)")
+    if method not in METHODS:
+        raise EdgeFpnError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "percentile" and not 0.0 < float(percentile) <= 100.0:
+        raise EdgeFpnError(f"--percentile must be in (0, 100], not {percentile}")
+    manifest = load_manifest(bundle_dir)
+    require_fp32_onnx(bundle_dir, manifest, "calibration")
+    check_output_dir(output, force)
+    source_hash = bundle_hash(bundle_dir, manifest)
+    source = open_source(data, manifest.input_size, num, purpose="calibration")
+    if source.kind == "images":
+        _prescan(source, num)
+
+    started = time.time()
+    work = tempfile.mkdtemp(prefix="edge-fpn-calibrate-")
+    try:
+        plans, measured = _measuring_bundle(bundle_dir, manifest, work)
+        histograms = {stage: {name: AbsHistogram() for name in names} for stage, names in measured.items()}
+        readable, skipped, proposals_total, stage2_runs, data_hash = _collect(work, source, histograms, threads, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    require_enough(readable, skipped, source, num)
+    if stage2_runs == 0:
+        raise EdgeFpnError(f"stage 1 proposed no box on any of the {readable} calibration images, so stage 2 cannot be "
+                           "calibrated; use images that show the objects the model detects")
+
+    qdq = {stage: set(plan.activation_tensors) for stage, plan in plans.items()}
+    stages: Dict[str, Dict[str, TensorRange]] = {}
+    for stage, table in histograms.items():
+        stages[stage] = {}
+        for name, hist in table.items():
+            if hist.count == 0:
+                continue  # a stage-2 input never fed (cannot happen once stage 2 ran)
+            amax = compute_amax(hist, method, percentile)
+            stages[stage][name] = TensorRange(amax=amax, absmax=float(hist.absmax), method=method, qdq=name in qdq[stage])
+    ranges = CalibrationRanges(
+        bundle_hash=source_hash, method=method, percentile=float(percentile) if method == "percentile" else None,
+        data={"spec": data, "hash": data_hash, "images": readable,
+              "skipped": skipped, "description": source.description},
+        stages=stages,
+        extra={"seconds": round(time.time() - started, 1),
+               "mean_proposals": round(proposals_total / max(stage2_runs, 1), 1)})
+    version = tensorrt_version or _local_tensorrt_version() or DEFAULT_TENSORRT_VERSION
+    with atomic_directory(output, force) as tmp:
+        write_ranges(tmp, ranges)
+        with open(os.path.join(tmp, CACHE_FILE), "w", encoding="utf-8") as f:
+            f.write(format_cache(merge_stage_ranges((s, ranges.amax(s)) for s in STAGES if s in ranges.stages), version, method))
+    counts = ", ".join(f"{stage} {len(t)} ({sum(r.qdq for r in t.values())} Q/DQ)" for stage, t in stages.items())
+    log(f"calibrated {bundle_dir} by {method} on {readable} images of {data}"
+        + (f" ({skipped} unreadable skipped)" if skipped else "")
+        + f": {counts} tensors, {ranges.extra['mean_proposals']:g} proposals per image, "
+        f"{ranges.extra['seconds']:g} s; wrote {os.path.join(output, RANGES_FILE)} and {CACHE_FILE} (TensorRT {version})")
+    return output
+
+
+def write_ranges(directory: str, ranges: CalibrationRanges) -> None:
+    with open(os.path.join(directory, RANGES_FILE), "w", encoding="utf-8") as f:
+        json.dump(ranges.to_dict(), f, indent=1)
+        f.write("\n")
+
+
+def _prescan(source: Any, num: Optional[int]) -> None:
+    """Fail fast, before any inference, when too few files decode (the same rule as at the end)."""
+    from .data import read_image, require_enough
+
+    readable = 0
+    for path in source.names:
+        readable += read_image(path) is not None
+    require_enough(readable, len(source) - readable, source, num)
+
+
+def _local_tensorrt_version() -> Optional[str]:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:  # not installed (any import failure means: not usable here)
+        return None
+    return str(tensorrt.__version__)
+
+
+def _measuring_bundle(bundle_dir: str, manifest: Manifest, work: str) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
+    """Write into `work` a copy of the bundle whose stages also output every tensor to measure."""
+    import onnx
+    from onnx import helper
+
+    from .qdq import ensure_node_names, plan_quantization
+
+    plans: Dict[str, Any] = {}
+    measured: Dict[str, List[str]] = {}
+    for key in STAGES:
+        stage = manifest.stages[key]
+        model = onnx.load(os.path.join(bundle_dir, stage.file))
+        ensure_node_names(model)
+        plan = plan_quantization(model, key)
+        plans[key] = plan
+        inputs = {i.name for i in model.graph.input}
+        outputs = {o.name for o in model.graph.output}
+        names = list(plan.dense_tensors)
+        for name in names:
+            if name not in inputs and name not in outputs:
+                model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        measured[key] = names
+        onnx.save(model, os.path.join(work, stage.file))
+    write_manifest(work, manifest)
+    return plans, measured
+
+
+def _collect(work: str, source: Any, histograms: Dict[str, Dict[str, AbsHistogram]], threads: int,
+             progress: bool) -> Tuple[int, int, int, int, str]:
+    """Run every image through the runtime and feed the histograms; returns counts."""
+    from ..runtime.detector import Detector
+    from ..runtime.preprocess import FrameError
+    from .data import ContentHash
+
+    digest = ContentHash()
+    readable = skipped = proposals_total = stage2_runs = 0
+    bar = _bar(len(source), progress)
+    detector = Detector(work, threads=threads)
+    try:
+        for _, frame in source:
+            bar.update(1)
+            if frame is None:
+                skipped += 1
+                continue
+            try:
+                tensor, letterbox = detector.preprocess(frame)
+            except FrameError:
+                skipped += 1
+                continue
+            readable += 1
+            digest.update(frame)
+            outputs1 = detector.run_stage1(tensor)
+            _update(histograms["stage1"], outputs1, {detector.stage1_input: tensor})
+            proposals = detector.propose(outputs1, letterbox)
+            if len(proposals):
+                outputs2 = detector.run_stage2(outputs1, proposals)
+                feeds = {name: outputs1[name] for name in detector.stage2_inputs if name in outputs1}
+                feeds["proposals"] = proposals
+                _update(histograms["stage2"], outputs2, feeds)
+                proposals_total += len(proposals)
+                stage2_runs += 1
+    finally:
+        detector.close()
+        bar.close()
+    return readable, skipped, proposals_total, stage2_runs, digest.hexdigest()
+
+
+def _update(table: Dict[str, AbsHistogram], outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    for name, hist in table.items():
+        value = outputs.get(name)
+        if value is None:
+            value = inputs.get(name)
+        if value is not None:
+            hist.update(value)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, desc="calibrate", unit="img", leave=False, dynamic_ncols=True)

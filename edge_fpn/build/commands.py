@@ -1,0 +1,105 @@
+"""The `calibrate` and `build` subcommands (registered by edge_fpn.cli).
+
+Importing this module costs nothing: the work is imported inside the command functions (no
+torch, onnx, onnxruntime or tensorrt at import time).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional
+
+from .data import DEFAULT_VIDEO_FRAMES
+
+METHODS = ("entropy", "percentile", "minmax", "mse")
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate
+
+    calibrate(args.bundle, args.data, num=args.num, method=args.method, percentile=args.percentile,
+              output=args.output, force=args.force, progress=not args.quiet, tensorrt_version=args.tensorrt_version)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .builder import build_engine
+
+    eval_data: Optional[str] = args.eval_data
+    if eval_data is not None and eval_data.strip().lower() in ("", "none", "off"):
+        eval_data = None
+    build_engine(args.bundle, precision=args.precision, calibration=args.calibration, backend=args.backend,
+                 workspace_mib=args.workspace, dla_core=args.dla_core, timing_cache=args.timing_cache,
+                 output=args.output, force=args.force, implicit_int8=args.implicit_int8,
+                 fp16_fallback=args.fp16_fallback, max_ap_drop=args.max_ap_drop, eval_data=eval_data,
+                 sensitivity=args.sensitivity, progress=not args.quiet)
+    return 0
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `calibrate` and `build` to the `edge-fpn` command."""
+    p = subparsers.add_parser(
+        "calibrate", help="measure INT8 activation ranges of an exported bundle (ONNX Runtime, CPU)",
+        description="Run calibration images through the bundle exactly as the runtime does and write "
+                    "CAL_DIR/ranges.json (for `edge-fpn build --precision int8`) and CAL_DIR/calibration.cache "
+                    "(TensorRT's own format, for the implicit INT8 path). Statistics are streamed as histograms: "
+                    "memory does not grow with the number of images.")
+    p.add_argument("bundle", help="the FP32 bundle written by `edge-fpn export`")
+    p.add_argument("--data", required=True,
+                   help="calibration images: a directory, a glob (quoted), a video file, or synthetic:N "
+                        "(N synthetic scenes, a seed distinct from the evaluation scenes)")
+    p.add_argument("--num", type=int, default=None,
+                   help=f"use at most N images (default: all; a video: {DEFAULT_VIDEO_FRAMES} evenly spaced frames). "
+                        "Unreadable images are skipped; fewer than N/2 readable ones is an error")
+    p.add_argument("--method", choices=METHODS, default="entropy",
+                   help="how a tensor's range is chosen: entropy (TensorRT's KL-divergence method, 2048 bins; "
+                        "default), percentile, minmax, mse")
+    p.add_argument("--percentile", type=float, default=99.99, help="the percentile of |x| kept by --method percentile (default 99.99)")
+    p.add_argument("--output", required=True, help="calibration directory to write (CAL_DIR)")
+    p.add_argument("--tensorrt-version", default=None,
+                   help="TensorRT version written in calibration.cache's header (default: the local TensorRT, "
+                        "else 10.3.0 of JetPack 6.1/6.2); `edge-fpn build` rewrites it to the device's anyway")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_calibrate)
+
+    p = subparsers.add_parser(
+        "build", help="build an FP32/FP16/INT8 engine bundle (TensorRT on the device, ONNX Runtime elsewhere)",
+        description="Build an engine bundle from the FP32 bundle of `edge-fpn export`, written atomically. INT8 "
+                    "is explicit quantization (Q/DQ graphs from `edge-fpn calibrate` ranges): its AP is measured "
+                    "next to FP32 on held-out images before anything is written.")
+    p.add_argument("bundle", help="the FP32 bundle written by `edge-fpn export`")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="engine precision (default fp32)")
+    p.add_argument("--calibration", metavar="CAL_DIR", default=None, help="ranges from `edge-fpn calibrate` (needed for int8)")
+    p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto",
+                   help="auto: TensorRT where `import tensorrt` works, else ONNX Runtime (said in one line); default auto")
+    p.add_argument("--workspace", type=int, default=None, metavar="MiB", help="TensorRT builder workspace limit in MiB")
+    p.add_argument("--dla-core", type=int, default=None, metavar="N",
+                   help="build for DLA core N (Jetson AGX/NX), with GPU fallback for layers the DLA cannot run")
+    p.add_argument("--timing-cache", default=None, metavar="PATH",
+                   help="TensorRT timing cache file: read if present, written back after the build (faster rebuilds)")
+    p.add_argument("--implicit-int8", action="store_true",
+                   help="TensorRT < 11: INT8 by a calibrator fed from the calibration cache instead of Q/DQ graphs")
+    p.add_argument("--fp16-fallback", default=None, metavar="auto|LAYER,...",
+                   help="int8: keep layers out of INT8 (FP16 on TensorRT, FP32 on ONNX Runtime); 'auto' keeps the "
+                        "layers that cost the most AP until the drop is at most --max-ap-drop")
+    p.add_argument("--max-ap-drop", type=_nonnegative_float, default=0.005,
+                   help="largest AP (0..1) the INT8 bundle may lose against FP32 with --fp16-fallback auto (default 0.005)")
+    p.add_argument("--eval-data", default="synthetic:100",
+                   help="held-out data for the INT8 AP report: synthetic:N, or a directory with annotations.json (COCO); "
+                        "'none' skips it (default synthetic:100)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="int8: rank the layers by the AP lost when only that layer is quantized (one evaluation per layer)")
+    p.add_argument("--output", required=True, help="engine bundle directory to write (ENGINE_DIR)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_build)

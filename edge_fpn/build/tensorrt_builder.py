@@ -1,0 +1,404 @@
+"""Everything that touches TensorRT's builder, in one thin module (TensorRT 8.5, 8.6, 10.x, 11).
+
+``tensorrt`` is imported inside functions only, and every function that uses it takes the module
+as an argument, so that the pure logic (version dispatch, flags from options, optimization-profile
+shapes, calibration cache handling) is tested on machines without a GPU with a stand-in module.
+
+What differs between versions, from NVIDIA's API documentation and migration guides:
+
+- TensorRT 8.x parses ONNX only into explicit-batch networks (NetworkDefinitionCreationFlag
+  EXPLICIT_BATCH); TensorRT 10 made every network explicit-batch and deprecated the flag.
+- FP16 and INT8 are builder flags up to 10.x; TensorRT 11 removed them (and the calibrators)
+  in favour of strongly typed networks: FP16 then comes from an FP16 ONNX, INT8 from Q/DQ nodes.
+  NetworkDefinitionCreationFlag.STRONGLY_TYPED exists from TensorRT 9/10 (ignored in 11, where every
+  network is strongly typed).
+- Implicit INT8 (a calibrator, here fed from the calibration cache) was deprecated in 10.1 and
+  removed in 11; explicit Q/DQ is the default path everywhere.
+- Calibration cache headers carry the version as major*1000+minor*100+patch up to 8.x and
+  major*10000+minor*100+patch from 9/10 on; TensorRT recalibrates (here: fails) on a mismatch,
+  so the cache handed to the calibrator is rewritten to the local version.
+
+Python 3.8: this module runs on the device.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..bundle import StageSpec
+from ..errors import EdgeFpnError
+
+Version = Tuple[int, int, int]
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TrtOptions:
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    implicit_int8: bool = False  # INT8 by calibrator + cache instead of Q/DQ (TensorRT < 11)
+    workspace_mib: Optional[int] = None
+    dla_core: Optional[int] = None
+    timing_cache: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    version: Version
+    explicit_batch_flag: bool  # the ONNX parser needs NetworkDefinitionCreationFlag.EXPLICIT_BATCH
+    strongly_typed_flag: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED exists
+    precision_flags: bool  # BuilderFlag.FP16 / INT8 exist (weak typing)
+    calibrators: bool  # IInt8Calibrator and IBuilderConfig.int8_calibrator exist
+    calibrators_deprecated: bool
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How one engine is built: which ONNX variant is parsed, with which flags."""
+    onnx_variant: str  # "fp32" | "fp16" | "qdq" | "qdq_fp16"
+    network_flags: Tuple[str, ...]  # NetworkDefinitionCreationFlag member names
+    builder_flags: Tuple[str, ...]  # BuilderFlag member names
+    use_calibrator: bool
+    dla_core: Optional[int]
+    notes: Tuple[str, ...] = field(default=())
+
+
+def parse_version(text: str) -> Version:
+    parts = [int(p) for p in re.findall(r"\d+", str(text))[:3]]
+    if not parts:
+        raise EdgeFpnError(f"cannot read the TensorRT version {text!r}")
+    while len(parts) < 3:
+        parts.append(0)
+    return parts[0], parts[1], parts[2]
+
+
+def capabilities(version: Version) -> Capabilities:
+    major_minor = version[:2]
+    return Capabilities(
+        version=version,
+        explicit_batch_flag=version[0] < 10,
+        strongly_typed_flag=major_minor >= (9, 1),
+        precision_flags=version[0] < 11,
+        calibrators=version[0] < 11,
+        calibrators_deprecated=major_minor >= (10, 1),
+    )
+
+
+def plan_build(caps: Capabilities, options: TrtOptions) -> BuildPlan:
+    """The ONNX variant and flags for `options` on a TensorRT with `caps` (user errors raise)."""
+    precision = options.precision
+    if precision not in PRECISIONS:
+        raise EdgeFpnError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    version = ".".join(str(v) for v in caps.version)
+    notes: List[str] = []
+    network: List[str] = ["EXPLICIT_BATCH"] if caps.explicit_batch_flag else []
+    flags: List[str] = []
+    use_calibrator = False
+    strong = not caps.precision_flags  # TensorRT 11: every network is strongly typed
+    if precision == "fp32":
+        variant = "fp32"
+    elif precision == "fp16":
+        if strong:
+            variant = "fp16"
+        else:
+            variant = "fp32"
+            flags.append("FP16")
+    elif options.implicit_int8:
+        if not caps.calibrators:
+            raise EdgeFpnError(f"TensorRT {version} removed implicit INT8 calibration; build without --implicit-int8 "
+                               "(the default explicit Q/DQ INT8 path)")
+        if caps.calibrators_deprecated:
+            notes.append(f"implicit INT8 calibration is deprecated in TensorRT {version}; the Q/DQ path is the default")
+        variant = "fp32"
+        flags += ["INT8", "FP16"]
+        use_calibrator = True
+    else:
+        # explicit quantization; the layers left out of INT8 run in FP16 (flag up to 10.x,
+        # an FP16 graph around the Q/DQ nodes from 11 on)
+        if strong:
+            variant = "qdq_fp16"
+        else:
+            variant = "qdq"
+            flags += ["INT8", "FP16"]
+    if strong and caps.strongly_typed_flag:
+        network.append("STRONGLY_TYPED")
+    if options.dla_core is not None:
+        if precision == "fp32":
+            raise EdgeFpnError("the DLA runs FP16 and INT8 only; use --precision fp16 or int8 with --dla-core")
+        if options.dla_core < 0:
+            raise EdgeFpnError(f"--dla-core must be 0 or more, not {options.dla_core}")
+        flags.append("GPU_FALLBACK")  # layers the DLA cannot run go to the GPU
+    if options.workspace_mib is not None and options.workspace_mib <= 0:
+        raise EdgeFpnError(f"--workspace must be a positive number of MiB, not {options.workspace_mib}")
+    return BuildPlan(onnx_variant=variant, network_flags=tuple(network), builder_flags=tuple(flags),
+                     use_calibrator=use_calibrator, dla_core=options.dla_core, notes=tuple(notes))
+
+
+def network_flags_value(trt: Any, names: Sequence[str]) -> int:
+    value = 0
+    for name in names:
+        member = getattr(trt.NetworkDefinitionCreationFlag, name, None)
+        if member is not None:  # a flag this TensorRT no longer has is simply not needed
+            value |= 1 << int(member)
+    return value
+
+
+def profile_shapes(stage: StageSpec) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
+    """(min, opt, max) of every input with a dynamic axis; opt is the largest size, which is what
+    the RPN returns on nearly every frame (post_nms_top_n proposals)."""
+    shapes = {}
+    for tensor in stage.inputs:
+        if all(isinstance(d, int) for d in tensor.shape):
+            continue
+        low, opt, high = [], [], []
+        for dim in tensor.shape:
+            if isinstance(dim, int):
+                low.append(dim)
+                opt.append(dim)
+                high.append(dim)
+                continue
+            if dim not in stage.dynamic_axes:
+                raise EdgeFpnError(f"input {tensor.name} has the dynamic axis {dim!r} without a declared range; re-export the bundle")
+            first, last = (int(v) for v in stage.dynamic_axes[dim])
+            low.append(first)
+            opt.append(last)
+            high.append(last)
+        shapes[tensor.name] = (tuple(low), tuple(opt), tuple(high))
+    return shapes
+
+
+def import_tensorrt() -> Tuple[Optional[Any], str]:
+    """(the tensorrt module, '') or (None, why it cannot be used)."""
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # ImportError, or a broken install raising anything else
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if not hasattr(trt, "Builder"):
+        return None, "the tensorrt module has no Builder (a stub or an incomplete install)"
+    return trt, ""
+
+
+class _Logger:
+    """A TensorRT logger that keeps errors for the message and prints warnings."""
+
+    def __init__(self, trt: Any, verbose: bool = False):
+        self.trt = trt
+        self.errors: List[str] = []
+
+        class Logger(trt.ILogger):  # type: ignore[misc,name-defined]
+            def __init__(inner) -> None:
+                trt.ILogger.__init__(inner)
+
+            def log(inner, severity: Any, message: str) -> None:
+                if severity <= trt.ILogger.Severity.ERROR:
+                    self.errors.append(str(message))
+                if severity <= (trt.ILogger.Severity.VERBOSE if verbose else trt.ILogger.Severity.WARNING):
+                    print(f"[TensorRT] {message}")
+
+        self.logger = Logger()
+
+
+def cache_calibrator(trt: Any, cache_text: str, algorithm: str) -> Any:
+    """An IInt8EntropyCalibrator2 (or IInt8MinMaxCalibrator) that serves a ready calibration cache
+    and has no batches: TensorRT reads the scales from the cache and never asks for data."""
+    base = trt.IInt8MinMaxCalibrator if algorithm == "MinMaxCalibration" else trt.IInt8EntropyCalibrator2
+    payload = cache_text.encode("utf-8")
+
+    class CacheCalibrator(base):  # type: ignore[misc,valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: Sequence[str]) -> None:
+            return None  # no data: the cache must be accepted
+
+        def read_calibration_cache(self) -> bytes:
+            return payload
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            return None
+
+    return CacheCalibrator()
+
+
+def load_timing_cache(trt: Any, config: Any, path: Optional[str]) -> Tuple[Any, str]:
+    """An ITimingCache from `path` (empty if the file is missing or from another TensorRT/GPU)."""
+    data = b""
+    note = ""
+    if path and os.path.isfile(path):
+        with open(path, "rb") as f:
+            data = f.read()
+    cache = config.create_timing_cache(data)
+    if cache is None and data:
+        note = f"the timing cache {path} does not match this TensorRT or GPU; starting a new one"
+        cache = config.create_timing_cache(b"")
+    return cache, note
+
+
+def save_timing_cache(cache: Any, path: str) -> None:
+    """Serialize the timing cache to `path` (tmp + rename: a crash never leaves half a cache)."""
+    data = bytes(memoryview(cache.serialize()))
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise EdgeFpnError(f"the directory {directory!r} for --timing-cache does not exist; create it first")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def check_dla(builder: Any, dla_core: Optional[int]) -> None:
+    if dla_core is None:
+        return
+    cores = int(getattr(builder, "num_DLA_cores", 0) or 0)
+    if cores == 0:
+        raise EdgeFpnError(f"--dla-core {dla_core} was given but this device has no DLA; drop --dla-core "
+                           "(DLAs exist on Jetson AGX/NX Orin and Xavier)")
+    if dla_core >= cores:
+        raise EdgeFpnError(f"--dla-core {dla_core} was given but this device has {cores} DLA core(s) "
+                           f"(0..{cores - 1}); choose one of them")
+
+
+def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan, options: TrtOptions,
+                     timing_cache: Any = None, calibrator: Any = None, logger: Optional[_Logger] = None,
+                     builder: Any = None) -> bytes:
+    """Parse `onnx_path` and build one serialized engine."""
+    logger = logger or _Logger(trt)
+    builder = builder or trt.Builder(logger.logger)
+    check_dla(builder, plan.dla_core)
+    network = builder.create_network(network_flags_value(trt, plan.network_flags))
+    parser = trt.OnnxParser(network, logger.logger)
+    if not parser.parse_from_file(os.path.abspath(onnx_path)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        raise EdgeFpnError(f"TensorRT {trt.__version__} cannot parse {os.path.basename(onnx_path)}: "
+                           f"{(errors or logger.errors or ['unknown error'])[0]}; run `edge-fpn check` on the bundle")
+    config = builder.create_builder_config()
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
+    if plan.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(plan.dla_core)
+    shapes = profile_shapes(stage)
+    if shapes:
+        profile = builder.create_optimization_profile()
+        for name, (low, opt, high) in shapes.items():
+            profile.set_shape(name, low, opt, high)
+        config.add_optimization_profile(profile)
+    if calibrator is not None:
+        config.int8_calibrator = calibrator
+        if shapes:
+            calibration = builder.create_optimization_profile()
+            for name, (_, opt, _) in shapes.items():
+                calibration.set_shape(name, opt, opt, opt)
+            config.set_calibration_profile(calibration)
+    if timing_cache is not None:
+        config.set_timing_cache(timing_cache, False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        detail = logger.errors[-1] if logger.errors else "no error message"
+        raise EdgeFpnError(f"TensorRT {trt.__version__} could not build {os.path.basename(onnx_path)} ({detail}); "
+                           "try a larger --workspace, or --precision fp16")
+    return bytes(memoryview(serialized))
+
+
+def device_info(trt: Any = None) -> Dict[str, Any]:
+    """GPU name, compute capability and (on a Jetson) L4T/JetPack release: best effort, never raises."""
+    info: Dict[str, Any] = {}
+    try:
+        import pycuda.driver as cuda  # the runtime's CUDA binding on the device
+
+        cuda.init()
+        device = cuda.Device(0)
+        info["gpu_name"] = str(device.name())
+        major, minor = device.compute_capability()
+        info["compute_capability"] = f"{major}.{minor}"
+    except Exception:  # no pycuda or no device: try the Jetson model file
+        model = _read_text("/proc/device-tree/model")
+        if model:
+            info["gpu_name"] = model.strip("\x00 \n")
+    release = _read_text("/etc/nv_tegra_release")
+    if release:
+        match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
+        if match:
+            l4t = f"{match.group(1)}.{match.group(2)}"
+            info["l4t"] = l4t
+            jetpack = jetpack_of_l4t(l4t)
+            if jetpack:
+                info["jetpack"] = jetpack
+    return info
+
+
+def jetpack_of_l4t(l4t: str) -> Optional[str]:
+    """JetPack release of a Jetson Linux (L4T) version, for the releases edge-fpn targets."""
+    parts = [int(p) for p in re.findall(r"\d+", l4t)[:3]] + [0, 0, 0]
+    major, minor, patch = parts[:3]
+    if major == 35:
+        return "5.1"
+    if major == 36:
+        if minor <= 2:
+            return "6.0 DP"
+        if minor == 3:
+            return "6.0"
+        return "6.2" if patch >= 3 else "6.1"
+    if major == 38:
+        return "7.0"
+    return None
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, str], options: TrtOptions,
+                  output_dir: str, calibration_caches: Optional[Dict[str, Tuple[str, str]]] = None,
+                  log: Any = print) -> Dict[str, Any]:
+    """Build every stage into `output_dir`/<stage>.engine; returns build facts for the manifest.
+
+    onnx_paths: stage -> the ONNX variant to parse (chosen by `plan_build`); calibration_caches:
+    stage -> (cache text, algorithm) for the implicit INT8 path.
+    """
+    version = parse_version(trt.__version__)
+    plan = plan_build(capabilities(version), options)
+    for note in plan.notes:
+        log(note)
+    logger = _Logger(trt)
+    builder = trt.Builder(logger.logger)
+    check_dla(builder, plan.dla_core)
+    timing_cache = None
+    if options.timing_cache:
+        probe = builder.create_builder_config()
+        timing_cache, note = load_timing_cache(trt, probe, options.timing_cache)
+        if note:
+            log(note)
+    files = {}
+    for key, stage in stages.items():
+        calibrator = None
+        if plan.use_calibrator:
+            if not calibration_caches or key not in calibration_caches:
+                raise EdgeFpnError("implicit INT8 needs the calibration ranges; pass --calibration CAL_DIR")
+            text, algorithm = calibration_caches[key]
+            calibrator = cache_calibrator(trt, text, algorithm)
+        engine = build_serialized(trt, onnx_paths[key], stage, plan, options, timing_cache=timing_cache,
+                                  calibrator=calibrator, logger=logger, builder=builder)
+        name = f"{key}.engine"
+        with open(os.path.join(output_dir, name), "wb") as f:
+            f.write(engine)
+        files[key] = name
+    if timing_cache is not None and options.timing_cache:
+        save_timing_cache(timing_cache, options.timing_cache)
+    facts: Dict[str, Any] = {"tensorrt_version": str(trt.__version__), "files": files,
+                             "onnx_variant": plan.onnx_variant, "builder_flags": list(plan.builder_flags),
+                             "network_flags": list(plan.network_flags)}
+    if plan.dla_core is not None:
+        facts["dla_core"] = int(plan.dla_core)
+    facts.update(device_info(trt))
+    return facts

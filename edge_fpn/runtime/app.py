@@ -1,0 +1,173 @@
+"""What the ``edge-fpn detect`` and ``edge-fpn bench`` commands run (also callable from Python)."""
+from __future__ import annotations
+
+import json as json_module
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import EdgeFpnError
+
+DEFAULT_BENCH_SOURCE = "test://?width=640&height=480&realtime=0"
+
+
+def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
+           score_threshold: Optional[float] = None, classes: Optional[Sequence[str]] = None,
+           quiet: bool = False, stats_interval: float = 5.0, **source_options: Any) -> Dict[str, Any]:
+    """Run a bundle on a source into sinks; returns the pipeline statistics.
+
+    With no sink, one line a frame is printed (index, source, detections). Ctrl-C stops cleanly:
+    the sinks are flushed and the statistics printed, as at the end of the stream.
+    """
+    from .detector import Detector
+    from .pipeline import Pipeline
+
+    if max_frames is not None and max_frames < 1:
+        raise EdgeFpnError(f"--max-frames must be at least 1, not {max_frames}")
+    if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
+        raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {score_threshold}")
+    detector = Detector(bundle, score_threshold=score_threshold, classes=list(classes) if classes else None)
+    try:
+        pipeline = Pipeline(detector, source, sinks, max_frames=max_frames, quiet=quiet,
+                            stats_interval=stats_interval, source_options=source_options or None)
+        with pipeline:
+            for sink in pipeline.sinks:
+                if getattr(sink, "url", None) and not quiet:
+                    print(f"[edge-fpn] web viewer on {sink.url}", file=sys.stderr, flush=True)
+            if not sinks and not quiet:
+                pipeline.add_callback(_print_result)
+            try:
+                return pipeline.run()
+            except KeyboardInterrupt:
+                if not quiet:
+                    print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
+                pipeline.close()
+                return pipeline.stats.snapshot()
+    finally:
+        detector.close()
+
+
+def _print_result(result: Any) -> None:
+    d = result.detections
+    found = ", ".join(f"{name} {score:.2f}" for name, score in zip(d.names[:8], d.scores[:8]))
+    more = f", ... ({len(d)})" if len(d) > 8 else ""
+    print(f"frame {result.index} {result.source}: {len(d)} detection{'s' if len(d) != 1 else ''}"
+          f"{': ' + found + more if len(d) else ''}", flush=True)
+
+
+def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, json: bool = False,
+          warmup: int = 5, threads: int = 0, quiet: bool = False) -> Dict[str, Any]:
+    """Pipeline FPS against engine-only FPS (the two stages alone on pre-made inputs), and their ratio.
+
+    Engine-only: stage 1 and stage 2 run back to back on one prepared frame (its tensor and its
+    proposals), `frames` times. Pipeline: the full pipeline (capture, preprocess, engines,
+    postprocessing) on `frames` frames of the source, after `warmup` frames. The ratio says how
+    much of the engines' speed the pipeline keeps: 1.0 means capture and pre/postprocessing are
+    fully hidden behind inference.
+    """
+    from .detector import Detector
+    from .pipeline import Pipeline
+    from .sources import OK, open_source
+
+    if frames < 2:
+        raise EdgeFpnError(f"--frames must be at least 2, not {frames}")
+    if warmup < 0:
+        raise EdgeFpnError(f"--warmup must be 0 or more, not {warmup}")
+    detector = Detector(bundle, threads=threads)
+    try:
+        # ---------------------------------------------------------------- engine only
+        with open_source(source) as probe:
+            frame = None
+            deadline = time.monotonic() + 30.0
+            while frame is None and time.monotonic() < deadline:
+                read = probe.read(timeout=1.0)
+                if read.status == OK:
+                    frame = read.frame
+                elif read.status != "timeout":
+                    break
+        if frame is None:
+            raise EdgeFpnError(f"source {source!r} gave no frame to benchmark with; check it with `edge-fpn detect`")
+        tensor, letterbox = detector.preprocess(frame)
+        outputs1 = detector.run_stage1(tensor)
+        proposals = detector.propose(outputs1, letterbox)
+        if not len(proposals):
+            raise EdgeFpnError("the first frame gives no proposals, so stage 2 cannot be timed; use another --source")
+        for _ in range(max(1, warmup)):
+            outputs1 = detector.run_stage1(tensor)
+            detector.run_stage2(outputs1, proposals)
+        stage1_times: List[float] = []
+        stage2_times: List[float] = []
+        started = time.perf_counter()
+        for _ in range(frames):
+            t0 = time.perf_counter()
+            outputs1 = detector.run_stage1(tensor)
+            t1 = time.perf_counter()
+            detector.run_stage2(outputs1, proposals)
+            t2 = time.perf_counter()
+            stage1_times.append(t1 - t0)
+            stage2_times.append(t2 - t1)
+        engine_seconds = time.perf_counter() - started
+        engine_fps = frames / engine_seconds
+        del outputs1
+
+        # ---------------------------------------------------------------- the pipeline
+        done: List[float] = []
+        pipeline = Pipeline(detector, source, max_frames=warmup + frames, quiet=True,
+                            on_result=lambda result: done.append(time.perf_counter()))
+        pipeline_start = time.perf_counter()
+        snapshot = pipeline.run()
+        if len(done) < warmup + 2:
+            raise EdgeFpnError(f"source {source!r} ended after {len(done)} frames; benchmark a longer source or fewer --frames")
+        measured = done[warmup:] if warmup else done
+        first = done[warmup - 1] if warmup else pipeline_start
+        pipeline_fps = len(measured) / (measured[-1] - first)
+    finally:
+        detector.close()
+
+    report = {
+        "bundle": bundle,
+        "source": source,
+        "frames": frames,
+        "warmup": warmup,
+        "proposals": int(len(proposals)),
+        "engine_only_fps": round(engine_fps, 3),
+        "pipeline_fps": round(pipeline_fps, 3),
+        "ratio": round(pipeline_fps / engine_fps, 4),
+        "engine_only_ms": {"stage1": _ms(stage1_times), "stage2": _ms(stage2_times)},
+        "pipeline_stages_ms": {name: {"median": info["median_ms"], "p95": info["p95_ms"]}
+                               for name, info in snapshot["stages"].items() if info["count"]},
+        "pipeline_latency_ms": {"median": snapshot["latency"]["median_ms"], "p95": snapshot["latency"]["p95_ms"]},
+        "dropped": snapshot["dropped"],
+        "backends": sorted({spec.backend for spec in detector.manifest.stages.values()}),
+    }
+    if not quiet:
+        if json:
+            print(json_module.dumps(report, indent=2))
+        else:
+            print(format_bench(report))
+    return report
+
+
+def _ms(values: List[float]) -> Dict[str, float]:
+    data = np.asarray(values, dtype=np.float64) * 1000.0
+    return {"median": round(float(np.median(data)), 3), "p95": round(float(np.percentile(data, 95)), 3)}
+
+
+def format_bench(report: Dict[str, Any]) -> str:
+    lines = [
+        f"bench {report['bundle']} on {report['source']} ({report['frames']} frames after {report['warmup']} warm-up; "
+        f"backend {', '.join(report['backends'])})",
+        f"  pipeline FPS     {report['pipeline_fps']:8.2f}",
+        f"  engine-only FPS  {report['engine_only_fps']:8.2f}   (stage 1 + stage 2 alone, {report['proposals']} proposals)",
+        f"  ratio            {report['ratio']:8.3f}   (pipeline / engine-only)",
+        f"  end-to-end latency {report['pipeline_latency_ms']['median']:.1f} ms median, "
+        f"{report['pipeline_latency_ms']['p95']:.1f} ms p95 (capture -> detections)",
+        f"  {'stage':<12} {'pipeline median':>16} {'p95':>8} {'engine-only median':>20}",
+    ]
+    engine = report["engine_only_ms"]
+    for name, info in report["pipeline_stages_ms"].items():
+        alone = f"{engine[name]['median']:.2f}" if name in engine else ""
+        lines.append(f"  {name:<12} {info['median']:>16.2f} {info['p95']:>8.2f} {alone:>20}")
+    return "\n".join(lines)

@@ -1,0 +1,487 @@
+"""The live pipeline: capture, preprocess, inference, postprocess and sinks overlap on threads.
+
+::
+
+    capture ─▶ [slot] ─▶ preprocess ─▶ [slot] ─▶ inference ─▶ [q] ─▶ postprocess ─▶ [q] ─▶ sinks ─▶ you
+                                     (stage 1 + proposals + stage 2)
+
+Each stage is one thread and the queues between them are small and bounded, so at most a few
+frames are in flight and memory stays flat. A *live* source (camera, RTSP, realtime test://)
+feeds a one-frame slot that keeps only the newest frame: a robot wants the present, not a
+backlog; replaced frames are counted as dropped. A *file* source feeds a blocking queue: nothing
+is dropped and the order is kept. numpy, OpenCV and the engines release the GIL in their heavy
+parts, which is what lets the threads overlap.
+
+A frame that cannot be used (None, empty, wrong dtype or shape) is counted and skipped;
+grayscale and 4-channel frames are converted to BGR; a frame of another size is letterboxed like
+any other. End of stream, ``max_frames``, Ctrl-C and ``close()`` all shut the threads down and
+close (flush) the sinks. An exception in a stage thread stops the pipeline and is raised again
+in the thread that iterates (or calls ``run``/``wait``).
+
+Use::
+
+    with Pipeline(Detector("engines/shapes"), "csi://0", ["http://0.0.0.0:8080"]) as pipeline:
+        for result in pipeline:            # Result: frame, detections, index, timestamp, ...
+            print(result.index, len(result.detections))
+
+or in the background, for a control loop at its own rate::
+
+    pipeline = Pipeline(detector, "csi://0", on_result=callback).start()
+    newest = pipeline.latest()             # the newest Result, or None
+    pipeline.close()
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from .preprocess import FrameError, to_bgr
+from .sinks import Sink, annotate, open_sinks
+from .sources import END, OK, Source, open_source
+from .stats import PipelineStats, format_line, format_summary
+
+logger = logging.getLogger("edge_fpn.runtime")
+
+_END = object()  # end of stream marker inside the queues
+
+
+class Result:
+    """One processed frame. ``frame`` is the BGR frame the detections refer to."""
+
+    __slots__ = ("frame", "detections", "index", "timestamp", "source", "name", "timings", "latency",
+                 "done", "_annotated")
+
+    def __init__(self, frame: np.ndarray, detections: Any, index: int, timestamp: float, source: str,
+                 name: str, timings: Dict[str, float], latency: float, done: float):
+        self.frame = frame
+        self.detections = detections
+        self.index = index  # the source's frame number
+        self.timestamp = timestamp  # time.monotonic() at capture
+        self.source = source  # the image file it came from, else the source URI
+        self.name = name  # the image file it came from ("" for streams)
+        self.timings = timings  # seconds spent in each stage
+        self.latency = latency  # capture -> detections, seconds
+        self.done = done  # time.monotonic() when the detections were ready
+        self._annotated: Optional[np.ndarray] = None
+
+    def annotated(self) -> np.ndarray:
+        """The frame with the detections drawn (computed once, shared by all sinks)."""
+        image = self._annotated
+        if image is None:
+            image = annotate(self.frame, self.detections)
+            self._annotated = image
+        return image
+
+    @property
+    def timestamps(self) -> Dict[str, float]:
+        return {"capture": self.timestamp, "detections": self.done}
+
+    def __iter__(self) -> Iterator[Any]:  # ``frame, detections = result``
+        return iter((self.frame, self.detections))
+
+    def __repr__(self) -> str:
+        return f"Result(index={self.index}, detections={len(self.detections)}, latency={self.latency * 1000:.1f} ms)"
+
+
+class _Work:
+    """A frame on its way through the stages."""
+
+    __slots__ = ("index", "frame", "timestamp", "name", "tensor", "letterbox", "proposals", "outputs2", "timings")
+
+    def __init__(self, index: int, frame: Any, timestamp: float, name: str):
+        self.index, self.frame, self.timestamp, self.name = index, frame, timestamp, name
+        self.tensor: Any = None
+        self.letterbox: Any = None
+        self.proposals: Any = None
+        self.outputs2: Any = None
+        self.timings: Dict[str, float] = {}
+
+
+class _Channel:
+    """A small bounded FIFO between two stage threads; ``latest`` mode keeps only the newest item."""
+
+    def __init__(self, capacity: int = 1, latest: bool = False):
+        self.capacity = max(1, int(capacity))
+        self.latest = latest
+        self._items: Deque[Any] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: Any, stop: threading.Event) -> int:
+        """Blocking put (or replace, in latest mode). Returns the number of items replaced, -1 if stopped."""
+        with self._cond:
+            if self.latest:
+                replaced = len(self._items)
+                self._items.clear()
+                self._items.append(item)
+                self._cond.notify_all()
+                return replaced
+            while len(self._items) >= self.capacity:
+                if stop.is_set():
+                    return -1
+                self._cond.wait(0.1)
+            self._items.append(item)
+            self._cond.notify_all()
+            return 0
+
+    def get(self, stop: threading.Event, timeout: float = 0.1) -> Any:
+        """The next item; ``_END`` once closed and drained, or at once when stopped; None on timeout."""
+        with self._cond:
+            if not self._items and not self._closed and not stop.is_set():
+                self._cond.wait(timeout)
+            if stop.is_set():
+                return _END  # stopping: what is still queued is dropped
+            if self._items:
+                item = self._items.popleft()
+                self._cond.notify_all()
+                return item
+            return _END if self._closed else None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+            self._cond.notify_all()
+
+
+class Pipeline:
+    """Run a Detector on a source into sinks, pipelined; iterate it for Results, or ``run()`` it.
+
+    detector: a Detector (or a bundle directory). source: a URI/path or a Source.
+    sinks: sink strings or Sink objects. max_frames: stop after this many results.
+    quiet: no periodic statistics line (every ``stats_interval`` s) and no end summary.
+    on_result: called with each Result on the sink thread (keep it short).
+    source_options: keyword options for ``open_source`` when ``source`` is a string.
+    """
+
+    def __init__(self, detector: Any, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
+                 quiet: bool = False, stats_interval: float = 5.0, queue_size: int = 2,
+                 on_result: Optional[Callable[[Result], None]] = None,
+                 source_options: Optional[Dict[str, Any]] = None, stats_window: int = 1000,
+                 printer: Optional[Callable[[str], None]] = None):
+        if isinstance(detector, str):
+            from .detector import Detector
+            detector = Detector(detector)
+        self.detector = detector
+        self.max_frames = None if max_frames is None else int(max_frames)
+        if self.max_frames is not None and self.max_frames < 1:
+            from ..errors import EdgeFpnError
+            raise EdgeFpnError(f"max_frames must be at least 1, not {max_frames}")
+        self.quiet = quiet
+        self.stats_interval = float(stats_interval)
+        self.printer = printer or _print_stderr
+        self._callbacks: List[Callable[[Result], None]] = [on_result] if on_result else []
+        self.stats = PipelineStats(window=stats_window, class_names=list(getattr(detector, "class_names", []) or []))
+        # sinks first: a bad sink path should fail before a camera is opened
+        self.sinks: List[Sink] = open_sinks(list(sinks))
+        self._owns_source = not isinstance(source, Source)
+        try:
+            self.source: Source = open_source(source, **(source_options or {}))
+        except BaseException:
+            self._close_sinks()
+            raise
+        for sink in self.sinks:
+            if getattr(sink, "fps", "absent") is None and self.source.fps:
+                sink.fps = self.source.fps  # type: ignore[attr-defined]
+            if getattr(sink, "stats_provider", "absent") is None:
+                sink.stats_provider = self.stats.snapshot  # type: ignore[attr-defined]
+        self.live = bool(self.source.live)
+        self.stats.set_source(self.source.stats())
+        # live: one-frame slots up to inference, so that inference always starts on the newest
+        # frame (latency = frame age + preprocess + inference), at the price of preprocessing
+        # frames that a newer one then replaces; files: small blocking queues, nothing dropped
+        self._to_preprocess = _Channel(1, latest=self.live)
+        self._to_infer = _Channel(queue_size, latest=self.live)
+        self._to_post = _Channel(queue_size)
+        self._to_sinks = _Channel(queue_size)
+        self._out = _Channel(queue_size)
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self._error: Optional[BaseException] = None
+        self._iterate = False
+        self._started = False
+        self._closed = False
+        self._latest: Optional[Result] = None
+        self._latest_cond = threading.Condition()
+        self._delivered = 0
+        self._bad_warned = False
+        self._last_print = time.monotonic()
+
+    # ------------------------------------------------------------ public API
+    def start(self, iterate: bool = False) -> "Pipeline":
+        """Start the threads (``iterate`` queues Results for ``__iter__``; otherwise only ``latest()``)."""
+        if self._started:
+            return self
+        if self._closed:
+            raise RuntimeError("this pipeline is closed; make a new one")
+        self._started = True
+        self._iterate = iterate
+        self.stats.started = time.monotonic()
+        stages = [("capture", self._capture, self._to_preprocess), ("preprocess", self._preprocess, self._to_infer),
+                  ("inference", self._infer, self._to_post), ("postprocess", self._postprocess, self._to_sinks),
+                  ("sinks", self._deliver, self._out)]
+        for name, target, output in stages:
+            thread = threading.Thread(target=self._guard, args=(target, output), name=f"edge-fpn {name}", daemon=True)
+            self._threads.append(thread)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[Result]:
+        self.start(iterate=True)
+        if not self._iterate:
+            raise RuntimeError("this pipeline was started without iteration; use latest() or run()")
+        try:
+            while True:
+                item = self._out.get(self._never, timeout=0.1)
+                if item is _END:
+                    break
+                if item is not None:
+                    yield item
+            self._raise_error()
+        finally:
+            self.close()
+
+    def run(self) -> Dict[str, Any]:
+        """Process the whole source (or ``max_frames``) without iterating; returns the statistics."""
+        self.start(iterate=False)
+        try:
+            while not self._finished.wait(0.1):
+                pass
+        finally:
+            self.close()
+        self._raise_error()
+        return self.stats.snapshot()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the end of the stream (or max_frames); True if it ended. Raises a stage's error."""
+        ended = self._finished.wait(timeout)
+        self._raise_error()
+        return ended
+
+    def latest(self, timeout: Optional[float] = None, after: Optional[Result] = None) -> Optional[Result]:
+        """The newest Result (optionally waiting up to `timeout` for one newer than `after`)."""
+        with self._latest_cond:
+            if timeout:
+                self._latest_cond.wait_for(lambda: (self._latest is not None and self._latest is not after)
+                                           or self._finished.is_set(), timeout)
+            return self._latest
+
+    def add_callback(self, callback: Callable[[Result], None]) -> None:
+        """Call `callback(result)` for each result, on the sink thread (keep it short)."""
+        self._callbacks.append(callback)
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._finished.is_set()
+
+    def close(self) -> None:
+        """Stop the threads, close the source (if this pipeline opened it) and flush/close the sinks."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30.0)
+        self._finished.set()
+        with self._latest_cond:
+            self._latest_cond.notify_all()
+        if self._owns_source:
+            self.source.close()
+        self.stats.set_source(self.source.stats())
+        self._close_sinks()
+        if not self.quiet and self._started:
+            self.printer(format_summary(self.stats.snapshot()))
+            for sink in self.sinks:
+                self.printer(f"[edge-fpn] wrote {sink.describe()}" if not getattr(sink, "url", None)
+                             else f"[edge-fpn] served {sink.describe()}")
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ stage threads
+    _never = threading.Event()  # the consumer's get() waits for _END, not for the stop flag
+
+    def _guard(self, target: Callable[[_Channel], None], output: _Channel) -> None:
+        try:
+            target(output)
+        except BaseException as exc:  # noqa: B902 (re-raised in the consumer's thread)
+            if self._error is None:
+                self._error = exc
+            self._stop.set()
+        finally:
+            output.close()
+            if output is self._out:
+                self._finished.set()
+                with self._latest_cond:
+                    self._latest_cond.notify_all()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _capture(self, output: _Channel) -> None:
+        source, stop, live = self.source, self._stop, self.live
+        captured = 0
+        while not stop.is_set():
+            if not live and self.max_frames is not None and captured >= self.max_frames:
+                break
+            started = time.perf_counter()
+            read = source.read(timeout=0.1)
+            if read.status == END:
+                break
+            if read.status != OK:
+                continue
+            work = _Work(read.index, read.frame, read.timestamp, read.name)
+            if not live:
+                work.timings["capture"] = time.perf_counter() - started
+            replaced = output.put(work, stop)
+            if replaced < 0:
+                break
+            if replaced:
+                self.stats.count("dropped", replaced)
+            captured += 1
+
+    def _preprocess(self, output: _Channel) -> None:
+        import cv2
+        detector, stop = self.detector, self._stop
+        while True:
+            work = self._to_preprocess.get(stop)
+            if work is _END:
+                return
+            if work is None:
+                continue
+            started = time.perf_counter()
+            try:
+                if work.frame is None:
+                    raise FrameError("the source gave no frame (None)")
+                frame = to_bgr(work.frame)
+                if frame is not work.frame:
+                    self.stats.count("converted_frames")
+                work.tensor, work.letterbox = detector.preprocess(frame)
+                work.frame = frame
+            except (FrameError, cv2.error, ValueError) as exc:
+                self._bad_frame(work, exc)
+                continue
+            work.timings["preprocess"] = time.perf_counter() - started
+            replaced = output.put(work, stop)
+            if replaced < 0:
+                return
+            if replaced:
+                self.stats.count("dropped", replaced)
+
+    def _bad_frame(self, work: _Work, exc: BaseException) -> None:
+        self.stats.count("bad_frames")
+        if not self._bad_warned:
+            self._bad_warned = True
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            logger.warning("frame %s cannot be used (%s); skipping it (further bad frames are only counted)",
+                           work.index, message)
+
+    def _infer(self, output: _Channel) -> None:
+        detector, stop = self.detector, self._stop
+        while True:
+            work = self._to_infer.get(stop)
+            if work is _END:
+                return
+            if work is None:
+                continue
+            t0 = time.perf_counter()
+            outputs1 = detector.run_stage1(work.tensor)
+            t1 = time.perf_counter()
+            proposals = detector.propose(outputs1, work.letterbox)
+            t2 = time.perf_counter()
+            # an engine cannot run on zero proposals; there is then nothing to detect
+            work.outputs2 = detector.run_stage2(outputs1, proposals) if len(proposals) else None
+            t3 = time.perf_counter()
+            work.proposals, work.tensor = proposals, None
+            del outputs1  # stage 1's feature maps are large: do not keep them in the queue
+            work.timings.update(stage1=t1 - t0, proposals=t2 - t1, stage2=t3 - t2)
+            if output.put(work, stop) < 0:
+                return
+
+    def _postprocess(self, output: _Channel) -> None:
+        detector, stop = self.detector, self._stop
+        source_uri = self.source.uri
+        while True:
+            work = self._to_post.get(stop)
+            if work is _END:
+                return
+            if work is None:
+                continue
+            t0 = time.perf_counter()
+            detections = detector.finish(work.outputs2, work.proposals, work.letterbox)
+            work.timings["postprocess"] = time.perf_counter() - t0
+            done = time.monotonic()
+            result = Result(work.frame, detections, work.index, work.timestamp, work.name or source_uri,
+                            work.name, work.timings, done - work.timestamp, done)
+            if output.put(result, stop) < 0:
+                return
+
+    def _deliver(self, output: _Channel) -> None:
+        stop, stats = self._stop, self.stats
+        while True:
+            result = self._to_sinks.get(stop)
+            if result is _END:
+                return
+            if result is None:
+                continue
+            t0 = time.perf_counter()
+            for sink in self.sinks:
+                sink.write(result)
+                if sink.stop_requested:
+                    stop.set()
+            result.timings["sinks"] = time.perf_counter() - t0
+            for name, seconds in result.timings.items():
+                stats.add_stage(name, seconds)
+            stats.add_result(result.latency, result.detections.names, now=result.done)
+            stats.set_source(self.source.stats())
+            with self._latest_cond:
+                self._latest = result
+                self._latest_cond.notify_all()
+            for callback in self._callbacks:
+                callback(result)
+            self._delivered += 1
+            if self._iterate and output.put(result, stop) < 0:
+                return
+            self._maybe_print()
+            if self.max_frames is not None and self._delivered >= self.max_frames:
+                stop.set()  # enough: the other stages stop, frames still in flight are dropped
+                return
+
+    def _maybe_print(self) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if now - self._last_print >= self.stats_interval:
+            self._last_print = now
+            self.printer(format_line(self.stats.snapshot()))
+
+    def _close_sinks(self) -> None:
+        errors: List[BaseException] = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # close them all; report the first problem
+                errors.append(exc)
+        if errors and self._error is None:
+            raise errors[0]
+
+
+def _print_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

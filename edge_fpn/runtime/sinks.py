@@ -1,0 +1,286 @@
+"""Sinks chosen by string: where detections go.
+
+=======================  ===========================================================
+``out.jsonl``            one JSON object a frame: {"frame", "source", "detections"}
+``out.mp4`` / ``.avi``   an annotated video (cv2.VideoWriter)
+``annotated/``           a directory of annotated images (created if its parent exists)
+``display://0``          an OpenCV window, where there is a display (``q`` or Esc stops)
+``http://HOST:PORT``     an MJPEG web viewer with live statistics (127.0.0.1 unless a host is given)
+=======================  ===========================================================
+
+A sink has ``write(result)`` and ``close()``; results are ``pipeline.Result`` objects (frame,
+detections, index, source, ...). Boxes are drawn by one function, ``annotate``, used by all sinks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import EdgeFpnError
+
+VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# distinct BGR colours, indexed by label
+_PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+            (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+            (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+            (200, 149, 255), (199, 55, 255)]
+
+
+def label_color(label: int) -> Tuple[int, int, int]:
+    return _PALETTE[int(label) % len(_PALETTE)]
+
+
+def annotate(frame: np.ndarray, detections: Any, thickness: Optional[int] = None) -> np.ndarray:
+    """A copy of a BGR frame with each detection's box, class name and score drawn on it."""
+    import cv2
+    image = np.ascontiguousarray(frame).copy()
+    if detections is None or len(detections) == 0:
+        return image
+    height, width = image.shape[:2]
+    scale = max(0.35, min(width, height) / 900.0)
+    thick = thickness or max(1, int(round(min(width, height) / 300.0)))
+    for box, score, label, name in zip(detections.boxes, detections.scores, detections.labels, detections.names):
+        color = label_color(int(label))
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
+        text = f"{name} {float(score):.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(height - 1, y1 + th + base + 2)
+        cv2.rectangle(image, (x1, ty - th - base), (x1 + tw + 2, ty + 1), color, -1)
+        cv2.putText(image, text, (x1 + 1, ty - base + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+class Sink:
+    """Base class. ``stop_requested`` asks the pipeline to stop (a window closed with q)."""
+
+    name = "sink"
+    stop_requested = False
+
+    def write(self, result: Any) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return self.name
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_parent(path: str, spec: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise EdgeFpnError(f"the directory {os.path.dirname(path) or parent!r} for sink {spec!r} does not exist; create it first")
+
+
+class JsonlSink(Sink):
+    """One JSON object a frame, a line each, flushed as it is written (``tail -f`` works)."""
+
+    def __init__(self, path: str):
+        _check_parent(path, path)
+        self.name = path
+        try:
+            self._file = open(path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise EdgeFpnError(f"cannot write {path!r} ({exc.strerror}); choose a writable path") from None
+        self.count = 0
+
+    def write(self, result: Any) -> None:
+        record = {"frame": int(result.index), "source": result.source, "detections": result.detections.to_list()}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.count} lines)"
+
+
+class VideoSink(Sink):
+    """An annotated video; the writer opens on the first frame (its size); other sizes are resized."""
+
+    def __init__(self, path: str, fps: Optional[float] = None):
+        _check_parent(path, path)
+        self.name = path
+        ext = os.path.splitext(path)[1].lower()
+        self.fourcc = VIDEO_FOURCC.get(ext, "mp4v")
+        self.fps = fps
+        self._writer: Any = None
+        self._size: Optional[Tuple[int, int]] = None
+        self.count = 0
+
+    def write(self, result: Any) -> None:
+        import cv2
+        image = result.annotated()
+        if self._writer is None:
+            self._size = (int(image.shape[1]), int(image.shape[0]))
+            fps = float(self.fps) if self.fps and self.fps > 0 else 30.0
+            self._writer = cv2.VideoWriter(self.name, cv2.VideoWriter_fourcc(*self.fourcc), fps, self._size)
+            if not self._writer.isOpened():
+                self._writer = None
+                raise EdgeFpnError(f"cannot write video {self.name!r} (codec {self.fourcc} unavailable in this OpenCV); use .avi (MJPG) or a directory of images")
+        if (image.shape[1], image.shape[0]) != self._size:
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.count} frames)"
+
+
+class ImageDirSink(Sink):
+    """Annotated images: named after the source image when there is one, else frame_000000.jpg."""
+
+    def __init__(self, path: str):
+        directory = path.rstrip("/\\") or path
+        _check_parent(directory, path)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise EdgeFpnError(f"sink {path!r} is a file, not a directory; give a directory for annotated images")
+        os.makedirs(directory, exist_ok=True)
+        self.name = directory
+        self.count = 0
+        self._used: Dict[str, int] = {}
+
+    def _filename(self, result: Any) -> str:
+        base = os.path.basename(getattr(result, "name", "") or "")
+        if base.lower().endswith(IMAGE_EXTENSIONS):
+            stem, ext = os.path.splitext(base)
+            seen = self._used.get(base, 0)
+            self._used[base] = seen + 1
+            return base if seen == 0 else f"{stem}_{seen}{ext}"
+        return f"frame_{int(result.index):06d}.jpg"
+
+    def write(self, result: Any) -> None:
+        import cv2
+        path = os.path.join(self.name, self._filename(result))
+        if not cv2.imwrite(path, result.annotated()):
+            raise EdgeFpnError(f"cannot write {path!r}; check the disk and the directory's permissions")
+        self.count += 1
+
+    def describe(self) -> str:
+        return f"{self.name}/ ({self.count} images)"
+
+
+def gui_available() -> bool:
+    """True if this cv2 has a GUI backend (pip's opencv-python-headless has none)."""
+    import cv2
+    match = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    return bool(match) and match.group(1).upper() not in ("NONE", "NO")
+
+
+def display_available() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class DisplaySink(Sink):
+    """An OpenCV window (created on the first frame, on the pipeline's sink thread); q or Esc stops."""
+
+    def __init__(self, index: int = 0, title: Optional[str] = None):
+        if not display_available():
+            raise EdgeFpnError("display://: there is no display here (DISPLAY is not set); use a web viewer instead, e.g. http://0.0.0.0:8080")
+        if not gui_available():
+            raise EdgeFpnError("display://: this OpenCV has no GUI support (opencv-python-headless); install JetPack's or opencv-python, or use http://0.0.0.0:8080")
+        self.name = f"display://{index}"
+        self.title = title or f"edge-fpn {index}"
+        self._opened = False
+
+    def write(self, result: Any) -> None:
+        import cv2
+        if not self._opened:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            self._opened = True
+        cv2.imshow(self.title, result.annotated())
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            self.stop_requested = True
+        elif cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            self.stop_requested = True
+
+    def close(self) -> None:
+        if self._opened:
+            import cv2
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+            self._opened = False
+
+
+def parse_http(spec: str) -> Tuple[str, int]:
+    """``http://HOST:PORT`` -> (host, port); no host means 127.0.0.1, no port 8080."""
+    match = re.match(r"^https?://(\[[^\]]*\]|[^/:]*)(?::(\d*))?/?$", spec)
+    if not match:
+        raise EdgeFpnError(f"web viewer sink {spec!r} is not http://HOST:PORT (e.g. http://127.0.0.1:8080 or http://0.0.0.0:8080)")
+    host = match.group(1).strip("[]") or "127.0.0.1"
+    port = int(match.group(2)) if match.group(2) else 8080
+    if not 0 <= port <= 65535:
+        raise EdgeFpnError(f"web viewer sink {spec!r}: port {port} is not 0..65535")
+    return host, port
+
+
+def open_sink(spec: Any, fps: Optional[float] = None) -> Sink:
+    """A sink from its string (or a Sink as is); bad specs raise EdgeFpnError with one sentence."""
+    if isinstance(spec, Sink) or (not isinstance(spec, str) and hasattr(spec, "write")):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise EdgeFpnError(f"sink {spec!r} is not a path or URI; use out.jsonl, out.mp4, a directory, display://0 or http://HOST:PORT")
+    lowered = spec.lower()
+    if lowered.startswith("display://"):
+        index = spec[len("display://"):] or "0"
+        if not index.isdigit():
+            raise EdgeFpnError(f"display sink {spec!r} must be display://N, like display://0")
+        return DisplaySink(int(index))
+    if lowered.startswith(("http://", "https://")):
+        from .web.server import WebViewerSink
+        host, port = parse_http(spec)
+        return WebViewerSink(host, port)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
+        raise EdgeFpnError(f"unknown sink scheme in {spec!r}; use out.jsonl, out.mp4/.avi, a directory, display://0 or http://HOST:PORT")
+    ext = os.path.splitext(spec.rstrip("/\\"))[1].lower()
+    if ext == ".jsonl":
+        return JsonlSink(spec)
+    if ext in VIDEO_FOURCC:
+        return VideoSink(spec, fps=fps)
+    if spec.endswith(("/", os.sep)) or os.path.isdir(spec) or not ext:
+        return ImageDirSink(spec)
+    raise EdgeFpnError(f"cannot tell what kind of sink {spec!r} is from its extension {ext!r}; use out.jsonl, out.mp4/.avi, a directory, display://0 or http://HOST:PORT")
+
+
+def open_sinks(specs: Sequence[Any], fps: Optional[float] = None) -> List[Sink]:
+    """Open all sinks, closing those already open if one fails."""
+    sinks: List[Sink] = []
+    try:
+        for spec in specs:
+            sinks.append(open_sink(spec, fps=fps))
+    except BaseException:
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception:
+                pass
+        raise
+    return sinks
+
+
+StatsProvider = Callable[[], Dict[str, Any]]

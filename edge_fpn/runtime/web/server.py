@@ -1,0 +1,187 @@
+"""The ``http://HOST:PORT`` sink: an MJPEG stream of annotated frames and live statistics.
+
+Served by the standard library's ``http.server`` on a daemon thread, bound to 127.0.0.1 unless a
+host is given (``http://0.0.0.0:8080`` serves the whole network: what a headless robot wants).
+
+    /              the viewer page (index.html beside this file)
+    /stream.mjpg   multipart/x-mixed-replace JPEG stream
+    /snapshot.jpg  the newest annotated frame
+    /stats.json    the pipeline's statistics (FPS, per-stage latency, drops, detections per class)
+
+JPEG encoding happens in the HTTP threads, at most once per frame and only while someone
+watches, so an unwatched viewer costs the pipeline nothing but keeping a reference.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from ...errors import EdgeFpnError
+from ..sinks import Sink
+
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index.html")
+BOUNDARY = "edgefpnframe"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # a port in TIME_WAIT is free; one with a listener is not (Linux)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class WebViewerSink(Sink):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, quality: int = 80,
+                 stats: Optional[Callable[[], Dict[str, Any]]] = None):
+        self.stats_provider = stats
+        self.quality = int(quality)
+        self._cond = threading.Condition()
+        self._result: Any = None
+        self._seq = 0
+        self._jpeg: Tuple[int, bytes] = (0, b"")
+        self._closed = False
+        self.clients = 0
+        self.frames_sent = 0
+        self.frames_written = 0
+        server_class = _Server6 if ":" in host else _Server
+        try:
+            self._server = server_class((host, int(port)), _handler(self))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise EdgeFpnError(f"port {port} on {host} is already in use; choose another port (e.g. http://{host}:{int(port) + 1}) or stop the program that uses it") from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise EdgeFpnError(f"not allowed to listen on port {port} of {host} (ports below 1024 need root); choose a port above 1024") from None
+            raise EdgeFpnError(f"cannot serve the web viewer on {host}:{port} ({exc.strerror or exc}); check the host address") from None
+        self.host, self.port = self._server.server_address[0], int(self._server.server_address[1])
+        shown = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        self.url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{self.port}/"
+        self.name = self.url
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=f"edge-fpn web {self.port}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ sink side
+    def write(self, result: Any) -> None:
+        with self._cond:
+            self._result = result
+            self._seq += 1
+            self.frames_written += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2.0)
+
+    def describe(self) -> str:
+        return f"{self.url} ({self.frames_sent} frames sent)"
+
+    # ------------------------------------------------------------ HTTP side
+    def next_jpeg(self, after: int, timeout: float) -> Optional[Tuple[int, bytes]]:
+        """The JPEG of the newest frame newer than `after` (waiting up to `timeout`), or None."""
+        import cv2
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after or self._closed, timeout)
+            if self._closed or self._seq <= after or self._result is None:
+                return None
+            seq, result = self._seq, self._result
+            cached_seq, cached = self._jpeg
+        if cached_seq == seq:
+            return seq, cached
+        ok, encoded = cv2.imencode(".jpg", result.annotated(), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            return None
+        data = encoded.tobytes()
+        with self._cond:
+            if seq > self._jpeg[0]:
+                self._jpeg = (seq, data)
+        return seq, data
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> Dict[str, Any]:
+        snap = dict(self.stats_provider()) if self.stats_provider else {}
+        snap["web"] = {"clients": self.clients, "frames_sent": self.frames_sent,
+                       "frames_written": self.frames_written, "time": time.time()}
+        return snap
+
+    def _client(self, delta: int) -> None:
+        with self._cond:
+            self.clients += delta
+
+
+def _handler(sink: WebViewerSink) -> Any:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "edge-fpn"
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: the pipeline prints stats
+            pass
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = self.path.split("?", 1)[0]
+            try:
+                if path in ("/", "/index.html"):
+                    with open(PAGE, "rb") as f:
+                        self._send(200, f.read(), "text/html; charset=utf-8")
+                elif path == "/stats.json":
+                    self._send(200, json.dumps(sink.stats()).encode(), "application/json")
+                elif path == "/snapshot.jpg":
+                    frame = sink.next_jpeg(-1, 5.0)
+                    if frame is None:
+                        self._send(503, b"no frame yet\n", "text/plain")
+                    else:
+                        self._send(200, frame[1], "image/jpeg")
+                elif path == "/stream.mjpg":
+                    self._stream()
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                pass
+
+        def _stream(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            sink._client(+1)
+            try:
+                seq = 0
+                while not sink.closed:
+                    frame = sink.next_jpeg(seq, 1.0)
+                    if frame is None:
+                        continue
+                    seq, data = frame
+                    self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+                    self.wfile.write(data)
+                    self.wfile.write(b"\r\n")
+                    self.wfile.flush()
+                    sink.frames_sent += 1
+            finally:
+                sink._client(-1)
+
+    return Handler
