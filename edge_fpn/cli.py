@@ -94,6 +94,29 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .bundle import check_output_dir
+    from .model.train import train
+
+    if args.iterations < 1 or args.batch_size < 1:
+        raise EdgeFpnError("--iterations and --batch-size must be at least 1")
+    check_output_dir(args.output, force=True)
+    try:
+        train(args.output, iterations=args.iterations, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
+    except KeyboardInterrupt:
+        return 130  # train() has said where the last completed checkpoint is
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output, seconds=args.seconds, precision=args.precision, force=args.force,
+             eval_images=args.eval_images, progress=not args.quiet)
+    return 0
+
+
 def _split(text: Optional[str]) -> Optional[List[str]]:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
@@ -143,21 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_eval)
 
-    for register in _extra_commands():
-        register(sub)
+    p = sub.add_parser("train", help="train the shipped 'shapes' detector on synthetic scenes (CPU)")
+    p.add_argument("--output", required=True, help="checkpoint file to write (float16 state dict + .json metadata)")
+    p.add_argument("--iterations", type=int, default=6000, help="training iterations (default 6000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic training scenes (default 0)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per iteration (default 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("demo", help="export, calibrate, build and run the shipped model live on a synthetic camera")
+    p.add_argument("--output", default="demo-out", help="directory for demo.mp4, detections.jsonl, report.json (default demo-out)")
+    p.add_argument("--seconds", type=float, default=10.0, help="how long to run live (default 10)")
+    p.add_argument("--precision", default="int8", choices=["fp32", "int8"], help="engine precision (default int8)")
+    p.add_argument("--eval-images", type=int, default=100, help="held-out images for the AP report (default 100)")
+    p.add_argument("--force", action="store_true", help="write into an existing non-empty output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_demo)
+
+    from .build.commands import register as register_build
+    from .runtime.commands import register as register_runtime
+    register_build(sub)
+    register_runtime(sub)
     return parser
-
-
-def _extra_commands() -> List[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands defined next to the code they run (kept out of this file to keep it short)."""
-    registrars = []
-    for module_name in ("edge_fpn.build.commands", "edge_fpn.runtime.commands", "edge_fpn.model.commands"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ImportError:
-            continue
-        registrars.append(module.register)
-    return registrars
 
 
 def main(argv: Optional[List[str]] = None) -> int:

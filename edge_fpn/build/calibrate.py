@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..bundle import Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest, write_manifest
+from ..bundle import Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest
 from ..errors import EdgeFpnError
 from .cache import DEFAULT_TENSORRT_VERSION, format_cache, merge_stage_ranges
 from .histogram import DEFAULT_PERCENTILE, METHODS, NUM_BINS, AbsHistogram, compute_amax
@@ -140,13 +138,10 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
         _prescan(source, num)
 
     started = time.time()
-    work = tempfile.mkdtemp(prefix="edge-fpn-calibrate-")
-    try:
-        plans, measured = _measuring_bundle(bundle_dir, manifest, work)
-        histograms = {stage: {name: AbsHistogram() for name in names} for stage, names in measured.items()}
-        readable, skipped, proposals_total, stage2_runs, data_hash = _collect(work, source, histograms, threads, progress)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    plans, measured = _plans(bundle_dir, manifest)
+    histograms = {stage: {name: AbsHistogram() for name in names} for stage, names in measured.items()}
+    readable, skipped, proposals_total, stage2_runs, data_hash = _collect(
+        bundle_dir, manifest, plans, measured, source, histograms, threads, progress)
     require_enough(readable, skipped, source, num)
     if stage2_runs == 0:
         raise EdgeFpnError(f"stage 1 proposed no box on any of the {readable} calibration images, so stage 2 cannot be "
@@ -205,44 +200,52 @@ def _local_tensorrt_version() -> Optional[str]:
     return str(tensorrt.__version__)
 
 
-def _measuring_bundle(bundle_dir: str, manifest: Manifest, work: str) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
-    """Write into `work` a copy of the bundle whose stages also output every tensor to measure."""
+def _plans(bundle_dir: str, manifest: Manifest) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
+    """Each stage's Q/DQ plan, and the tensors to measure (every dense float activation)."""
     import onnx
-    from onnx import helper
 
     from .qdq import ensure_node_names, plan_quantization
 
     plans: Dict[str, Any] = {}
     measured: Dict[str, List[str]] = {}
     for key in STAGES:
-        stage = manifest.stages[key]
-        model = onnx.load(os.path.join(bundle_dir, stage.file))
+        model = onnx.load(os.path.join(bundle_dir, manifest.stages[key].file), load_external_data=False)
         ensure_node_names(model)
-        plan = plan_quantization(model, key)
-        plans[key] = plan
-        inputs = {i.name for i in model.graph.input}
-        outputs = {o.name for o in model.graph.output}
-        names = list(plan.dense_tensors)
-        for name in names:
-            if name not in inputs and name not in outputs:
-                model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        measured[key] = names
-        onnx.save(model, os.path.join(work, stage.file))
-    write_manifest(work, manifest)
+        plans[key] = plan_quantization(model, key)
+        measured[key] = list(plans[key].dense_tensors)
     return plans, measured
 
 
-def _collect(work: str, source: Any, histograms: Dict[str, Dict[str, AbsHistogram]], threads: int,
+def _collect(bundle_dir: str, manifest: Manifest, plans: Dict[str, Any], measured: Dict[str, List[str]],
+             source: Any, histograms: Dict[str, Dict[str, AbsHistogram]], threads: int,
              progress: bool) -> Tuple[int, int, int, int, str]:
-    """Run every image through the runtime and feed the histograms; returns counts."""
+    """Run every image through the runtime (``Detector``'s own steps) and feed the histograms.
+
+    The Detector's stages are swapped for ``MeasuringStage`` backends of the same graphs, which
+    also hand each measured tensor to its histogram and then drop it.
+    """
+    import onnx
+
     from ..runtime.detector import Detector
     from ..runtime.preprocess import FrameError
     from .data import ContentHash
+    from .measure import MeasuringStage
+    from .qdq import ensure_node_names
 
     digest = ContentHash()
     readable = skipped = proposals_total = stage2_runs = 0
+    detector = Detector(bundle_dir, threads=threads)
+    detector.close()  # calibration runs the same graphs through measuring backends instead
+    dynamic = {axis: int(bounds[-1]) for spec in manifest.stages.values() for axis, bounds in spec.dynamic_axes.items()}
+    for key in STAGES:
+        model = onnx.load(os.path.join(bundle_dir, manifest.stages[key].file))
+        ensure_node_names(model)
+        table = histograms[key]
+        stage = MeasuringStage(model, measured[key], lambda name, value, table=table: table[name].update(value),
+                               threads=threads, dynamic_sizes=dynamic)
+        del model
+        setattr(detector, key, stage)
     bar = _bar(len(source), progress)
-    detector = Detector(work, threads=threads)
     try:
         for _, frame in source:
             bar.update(1)
@@ -257,28 +260,16 @@ def _collect(work: str, source: Any, histograms: Dict[str, Dict[str, AbsHistogra
             readable += 1
             digest.update(frame)
             outputs1 = detector.run_stage1(tensor)
-            _update(histograms["stage1"], outputs1, {detector.stage1_input: tensor})
             proposals = detector.propose(outputs1, letterbox)
             if len(proposals):
-                outputs2 = detector.run_stage2(outputs1, proposals)
-                feeds = {name: outputs1[name] for name in detector.stage2_inputs if name in outputs1}
-                feeds["proposals"] = proposals
-                _update(histograms["stage2"], outputs2, feeds)
+                detector.run_stage2(outputs1, proposals)
                 proposals_total += len(proposals)
                 stage2_runs += 1
+            del outputs1, proposals, tensor
     finally:
         detector.close()
         bar.close()
     return readable, skipped, proposals_total, stage2_runs, digest.hexdigest()
-
-
-def _update(table: Dict[str, AbsHistogram], outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
-    for name, hist in table.items():
-        value = outputs.get(name)
-        if value is None:
-            value = inputs.get(name)
-        if value is not None:
-            hist.update(value)
 
 
 class _NoBar:
