@@ -59,9 +59,6 @@ def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str
     elif calibration is None:
         raise EdgeFpnError("--precision int8 needs calibration ranges: run `edge-fpn calibrate BUNDLE --data IMAGES "
                            "--output CAL_DIR` (IMAGES: a directory, glob, video or synthetic:N), then pass --calibration CAL_DIR")
-    if fallback == "auto" or sensitivity:
-        if not eval_data:
-            raise EdgeFpnError("--fp16-fallback auto and --sensitivity measure AP: give --eval-data (e.g. synthetic:100)")
 
     source_hash = bundle_hash(bundle, manifest)
     ranges: Optional[CalibrationRanges] = None
@@ -156,11 +153,25 @@ def _resolve_backend(backend: str, dla_core: Optional[int], precision: str):
     return trt, why
 
 
+def _usable_eval_data(eval_data: Optional[str], manifest: Manifest, log: Callable[[str], None]) -> Optional[str]:
+    """The eval data spec, or None where AP cannot be measured (said in one line)."""
+    from .data import parse_synthetic
+    from .evaluate import classes_match_synthetic
+
+    if not eval_data:
+        return None
+    if parse_synthetic(eval_data) is not None and not classes_match_synthetic(manifest.class_names):
+        log("note: AP not measured: synthetic evaluation scenes hold the shapes classes, not this bundle's "
+            f"({', '.join(manifest.class_names[1:4])}, ...); give --eval-data DIR with COCO annotations.json")
+        return None
+    return eval_data
+
+
 def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, fallback: Optional[Any],
                     max_ap_drop: float, eval_data: Optional[str], want_sensitivity: bool, progress: bool,
                     log: Callable[[str], None], qdq_dir: str) -> Dict[str, Any]:
     """Write the final Q/DQ stages into `qdq_dir`, after the AP report, sensitivity and fallback."""
-    from .evaluate import EvalSet, evaluate_bundle
+    from .evaluate import evaluate_bundle
     from .precision import QuantizedStages, choose_fallback, sensitivity
 
     stages = QuantizedStages(bundle, manifest, ranges)
@@ -168,15 +179,18 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
     kept: List[str] = []
     if isinstance(fallback, list):
         kept = stages.resolve(fallback)
-    evalset = EvalSet(eval_data, manifest.input_size) if eval_data else None
+    spec = _usable_eval_data(eval_data, manifest, log)
+    if spec is None and (fallback == "auto" or want_sensitivity):
+        raise EdgeFpnError("--fp16-fallback auto and --sensitivity measure AP, but there is no evaluation data for this "
+                           "bundle; give --eval-data (synthetic:N for the shapes model, else a directory with annotations.json)")
 
     def evaluate(directory: str) -> Dict[str, float]:
-        return evaluate_bundle(directory, eval_data or "", evalset=evalset)  # type: ignore[arg-type]
+        return evaluate_bundle(directory, spec)  # type: ignore[arg-type]
 
-    if evalset is not None:
+    if spec is not None:
         fp32 = evaluate(bundle)
         int8 = stages.evaluate(evaluate, exclude=kept)
-        result["ap"] = {"data": eval_data, "images": len(evalset), "fp32": fp32, "int8": int8}
+        result["ap"] = {"data": spec, "fp32": fp32, "int8": int8}
         log(_ap_line("FP32", fp32))
         log(_ap_line("INT8" + (f" ({len(kept)} layers kept in higher precision)" if kept else ""), int8, fp32))
         ranking = None
@@ -199,8 +213,6 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
             within = fp32["AP"] - final["AP"] <= max_ap_drop
             log(f"FP16 fallback: {len(kept)} layer(s) kept in higher precision; " + _ap_line("INT8", final, fp32)
                 + ("" if within else f" (still more than {max_ap_drop} below FP32)"))
-    elif fallback == "auto":
-        raise EdgeFpnError("--fp16-fallback auto needs --eval-data")
     result["fp16_fallback"] = kept
     result["stage_precision"] = stages.write(qdq_dir, exclude=kept)
     return result
@@ -210,8 +222,8 @@ def _ap_line(label: str, metrics: Dict[str, float], reference: Optional[Dict[str
     line = f"{label}: AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  AP75 {metrics['AP75']:.4f}"
     if reference is not None:
         drop = reference["AP"] - metrics["AP"]
-        share = metrics["AP"] / reference["AP"] * 100 if reference["AP"] > 0 else float("nan")
-        line += f"  ({drop:+.4f} below FP32, {share:.1f}% of its AP)"
+        share = f", {metrics['AP'] / reference['AP'] * 100:.1f}% of its AP" if reference["AP"] > 0 else ""
+        line += f"  ({drop:+.4f} below FP32{share})"
     return line
 
 

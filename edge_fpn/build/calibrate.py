@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -122,7 +121,7 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
     """
     from .data import open_source, require_enough
 
-    log = log or (lambda line: print(line, file=sys.stderr if not progress else sys.stdout))
+    log = log or print  # the summary line (the progress bar goes to stderr)
     if output is None:
         raise EdgeFpnError("calibrate needs an output directory (--output CAL_DIR)")
     if method not in METHODS:
@@ -133,7 +132,7 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
     require_fp32_onnx(bundle_dir, manifest, "calibration")
     check_output_dir(output, force)
     source_hash = bundle_hash(bundle_dir, manifest)
-    source = open_source(data, manifest.input_size, num, purpose="calibration")
+    source = open_source(data, manifest.input_size, num)
     if source.kind == "images":
         _prescan(source, num)
 

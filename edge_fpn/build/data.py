@@ -18,10 +18,9 @@ from ..errors import EdgeFpnError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
-# Synthetic scenes are seeded by purpose, so that calibration never sees an evaluation image
-# (training uses its own seed, recorded in the shipped model's metadata).
+# Synthetic calibration scenes have their own seed: training uses seeds below 1000 and evaluation
+# edge_fpn.evaluate.DEFAULT_EVAL_SEED (12345), so calibration never sees a training or test image.
 CALIBRATION_SEED = 1000
-EVALUATION_SEED = 2000
 # A video given without --num is sampled at this many evenly spaced frames, not read whole.
 DEFAULT_VIDEO_FRAMES = 300
 
@@ -111,11 +110,10 @@ def parse_synthetic(spec: str) -> Optional[Tuple[int, Optional[int]]]:
     return count, seed
 
 
-def open_source(spec: str, input_size: Tuple[int, int], num: Optional[int] = None,
-                purpose: str = "calibration") -> ImageSource:
+def open_source(spec: str, input_size: Tuple[int, int], num: Optional[int] = None) -> ImageSource:
     """Resolve a data spec into an ImageSource of at most `num` entries.
 
-    Synthetic scenes are rendered at the engine's input size; `purpose` picks their default seed.
+    Synthetic scenes are rendered at the engine's input size, of the calibration seed by default.
     """
     if num is not None and num < 1:
         raise EdgeFpnError(f"--num must be at least 1, not {num}")
@@ -124,7 +122,7 @@ def open_source(spec: str, input_size: Tuple[int, int], num: Optional[int] = Non
         count, seed = synthetic
         if num is not None:
             count = min(count, num)
-        seed = seed if seed is not None else (CALIBRATION_SEED if purpose == "calibration" else EVALUATION_SEED)
+        seed = seed if seed is not None else CALIBRATION_SEED
         names = [f"synthetic:{seed}:{i}" for i in range(count)]
         return ImageSource(spec, "synthetic", names, f"{count} synthetic scenes (seed {seed})",
                            seed=seed, size=(int(input_size[0]), int(input_size[1])))

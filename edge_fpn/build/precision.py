@@ -129,10 +129,11 @@ class QuantizedStages:
 
 
 def sensitivity(stages: QuantizedStages, evaluate: Callable[[str], Dict[str, float]], fp32_ap: float,
-                progress: Optional[Callable[[int, int, str], None]] = None) -> List[SensitivityEntry]:
+                progress: Optional[Callable[[int, int, str], None]] = None,
+                layers: Optional[Sequence[str]] = None) -> List[SensitivityEntry]:
     """Every layer's AP drop with only that layer quantized, worst first (ties keep graph order)."""
     entries = []
-    layers = stages.layers
+    layers = list(layers) if layers is not None else stages.layers
     for index, layer in enumerate(layers):
         if progress is not None:
             progress(index, len(layers), layer)

@@ -1,6 +1,7 @@
 """torch -> two static ONNX stages + manifest: the bundle `edge-fpn export` writes."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import warnings
@@ -117,6 +118,9 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
     pooled = [i for i, level in enumerate(levels) if level.pooled]
     stage1 = Stage1(model).eval()
     stage2 = Stage2(model, input_size, [tuple(levels[i].feature_shape[1:]) for i in pooled]).eval()
+    if len(stage2.scales) < len(pooled):
+        levels = [dataclasses.replace(level, pooled=i in pooled[: len(stage2.scales)]) for i, level in enumerate(levels)]
+        pooled = pooled[: len(stage2.scales)]
 
     images = torch.zeros(1, 3, *input_size)
     stage1_outputs: List[TensorSpec] = []

@@ -53,6 +53,9 @@ class Stage2(nn.Module):
         self.scales = [_infer_scale(size, image_size) for size in pooled_feature_sizes]
         self.k_min = int(-math.log2(self.scales[0]))
         self.k_max = int(-math.log2(self.scales[-1]))
+        # the mapper only ever picks levels 0..k_max-k_min; features past that (MobileNet's two
+        # pooled maps share one scale) would cost a RoIAlign whose result is always masked out
+        self.scales = self.scales[: self.k_max - self.k_min + 1]
         self.canonical_scale = float(getattr(pooler, "canonical_scale", 224))
         self.canonical_level = float(getattr(pooler, "canonical_level", 4))
         self.eps = 1e-6

@@ -1,0 +1,188 @@
+"""`edge-fpn build` on the ONNX Runtime backend: FP32 and INT8 bundles, provenance, the AP report,
+sensitivity and FP16 fallback, and every bad input as one line and exit status 2."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import TEST_SIZE, textured_image
+
+from edge_fpn.cli import main
+
+
+def _tensorrt_importable():
+    from edge_fpn.build.tensorrt_builder import import_tensorrt
+    return import_tensorrt()[0] is not None
+
+
+@pytest.fixture(scope="module")
+def calibration(tiny_bundle, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("build-cal") / "cal")
+    assert main(["calibrate", tiny_bundle, "--data", "synthetic:2", "--output", out, "--quiet"]) == 0
+    return out
+
+
+def _manifest(path):
+    with open(os.path.join(path, "manifest.json")) as f:
+        return json.load(f)
+
+
+def test_fp32_onnxruntime_bundle(tiny_bundle, tmp_path, capsys):
+    from edge_fpn import Detector
+    out = str(tmp_path / "fp32")
+    assert main(["build", tiny_bundle, "--output", out, "--backend", "onnxruntime", "--quiet"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    manifest = _manifest(out)
+    assert {k: (s["file"], s["backend"], s["precision"]) for k, s in manifest["stages"].items()} == {
+        "stage1": ("stage1.onnx", "onnxruntime", "fp32"), "stage2": ("stage2.onnx", "onnxruntime", "fp32")}
+    from edge_fpn.bundle import bundle_hash
+    assert manifest["provenance"]["build"]["source_bundle_hash"] == bundle_hash(tiny_bundle)
+    image = textured_image(9, *TEST_SIZE)
+    a, b = Detector(tiny_bundle)(image), Detector(out)(image)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+@pytest.mark.skipif(_tensorrt_importable(), reason="TensorRT is installed here")
+def test_auto_says_in_one_line_that_tensorrt_was_not_found(tiny_bundle, calibration, tmp_path, capsys):
+    out = str(tmp_path / "int8")
+    assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", calibration, "--output", out,
+                 "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    said = [line for line in lines if "TensorRT not found" in line]
+    assert len(said) == 1 and "ONNX Runtime INT8 bundle instead" in said[0]
+    # the default evaluation data (synthetic shapes) cannot score this model's classes: one note, no failure
+    assert any(line.startswith("note: AP not measured") for line in lines)
+
+
+@pytest.mark.skipif(_tensorrt_importable(), reason="TensorRT is installed here")
+def test_bad_inputs_are_one_line_and_exit_2(tiny_bundle, calibration, tmp_path, capsys):
+    out = str(tmp_path / "engine")
+    cases = [
+        (["--precision", "int8"], "edge-fpn calibrate"),
+        (["--precision", "fp16"], "FP16 is not supported by the ONNX Runtime CPU backend"),
+        (["--backend", "tensorrt"], "TensorRT cannot be imported"),
+        (["--precision", "int8", "--calibration", calibration, "--dla-core", "0"], "--dla-core 0 needs TensorRT"),
+        (["--precision", "int8", "--calibration", str(tmp_path)], "holds no ranges.json"),
+        (["--precision", "int8", "--calibration", calibration, "--implicit-int8"], "--implicit-int8"),
+        (["--precision", "int8", "--calibration", calibration, "--fp16-fallback", "/no/such/Conv",
+          "--eval-data", "none"], "no quantizable layer"),
+        (["--precision", "int8", "--calibration", calibration, "--sensitivity"], "measure AP"),
+        (["--sensitivity"], "int8 only"),
+    ]
+    for args, words in cases:
+        status = main(["build", tiny_bundle, "--output", out, "--quiet", *args])
+        err = capsys.readouterr().err.strip()
+        assert status == 2, (args, err)
+        assert words in err and len(err.splitlines()) == 1, (args, err)
+        assert not os.path.exists(out), args
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    # an existing output, and an engine bundle given as the source
+    os.makedirs(out)
+    assert main(["build", tiny_bundle, "--output", out, "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    shutil.rmtree(out)
+    built = str(tmp_path / "built")
+    assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", calibration, "--output", built,
+                 "--eval-data", "none", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["build", built, "--precision", "int8", "--calibration", calibration, "--output", out, "--quiet"]) == 2
+    assert "needs the FP32 ONNX bundle" in capsys.readouterr().err
+    assert main(["calibrate", built, "--data", "synthetic:1", "--output", out, "--quiet"]) == 2
+    assert not os.path.exists(out)
+
+
+def test_explicit_fallback_layers_stay_float(tiny_bundle, calibration, tmp_path):
+    import onnx
+    from edge_fpn import Detector
+    from edge_fpn.bundle import load_manifest
+    from edge_fpn.build.calibrate import load_ranges
+    from edge_fpn.build.precision import QuantizedStages
+    stages = QuantizedStages(tiny_bundle, load_manifest(tiny_bundle), load_ranges(calibration, tiny_bundle))
+    keep = [stages.layers[0], stages.layers[-1].split(":", 1)[1]]  # qualified, and a bare node name
+    out = str(tmp_path / "mixed")
+    assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", calibration, "--backend", "onnxruntime",
+                 "--fp16-fallback", ",".join(keep), "--eval-data", "none", "--output", out, "--quiet"]) == 0
+    manifest = _manifest(out)
+    assert manifest["stages"]["stage1"]["precision"] == "mixed" and manifest["stages"]["stage2"]["precision"] == "mixed"
+    quantization = manifest["provenance"]["build"]["quantization"]
+    assert quantization["fp16_fallback"] == [stages.layers[0], stages.layers[-1]]
+    first = stages.plans["stage1"].layers[0]
+    model = onnx.load(os.path.join(out, "stage1.onnx"))
+    node = next(n for n in model.graph.node if n.name == first.nodes[0])
+    assert node.input[0] == "images" and node.input[1] == first.weight  # untouched: FP32 on ONNX Runtime
+    assert len(Detector(out)(textured_image(3, *TEST_SIZE))) > 0
+
+
+def test_choose_fallback_finds_the_fewest_layers():
+    from edge_fpn.build.precision import SensitivityEntry, choose_fallback
+
+    ranking = [SensitivityEntry(f"stage1:L{i}", 0.0, 0.1 - i * 0.01) for i in range(10)]
+    calls = []
+
+    class Stages:
+        def evaluate(self, evaluate, exclude=(), only=None):
+            calls.append(len(exclude))
+            # each kept layer recovers 0.004 AP from 0.47; the bound (0.5 - 0.005) needs 7 of them
+            return {"AP": 0.47 + 0.004 * len(exclude)}
+
+    result = choose_fallback(Stages(), None, 0.5, 0.47, ranking, 0.005)
+    assert result.kept == [f"stage1:L{i}" for i in range(7)]
+    assert result.ap == pytest.approx(0.498)
+    assert len(calls) <= 6  # 1, 2, 4, 8, then bisecting 4..8
+    assert choose_fallback(Stages(), None, 0.5, 0.499, ranking, 0.005).kept == []
+    # out of reach: every harmful layer kept, the best AP seen is kept
+    never = choose_fallback(Stages(), None, 0.9, 0.47, ranking, 0.005)
+    assert never.kept == [e.layer for e in ranking]
+
+
+def test_sensitivity_quantizes_one_layer_at_a_time(tiny_bundle, calibration):
+    import onnx
+    from edge_fpn.bundle import load_manifest
+    from edge_fpn.build.calibrate import load_ranges
+    from edge_fpn.build.precision import QuantizedStages, sensitivity
+    stages = QuantizedStages(tiny_bundle, load_manifest(tiny_bundle), load_ranges(calibration, tiny_bundle))
+    layers = [stages.layers[1], stages.layers[5], stages.layers[-2]]
+    seen = {}
+
+    def evaluate(directory):
+        quantize = 0
+        for stage in ("stage1.onnx", "stage2.onnx"):
+            model = onnx.load(os.path.join(directory, stage))
+            quantize += sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
+        seen[len(seen)] = quantize
+        return {"AP": 0.5 - 0.01 * len(seen)}
+
+    ranking = sensitivity(stages, evaluate, 0.5, layers=layers)
+    assert all(count in (2, 3) for count in seen.values())  # an activation (+ a residual input) and a weight
+    assert [entry.layer for entry in ranking] == layers[::-1]  # the later evaluations lost more in this stub
+    assert ranking[0].drop == pytest.approx(0.03)
+
+
+def test_int8_ap_report_and_fallback_on_shapes_classes(bundle_factory, tmp_path, capsys):
+    """The AP report, sensitivity and automatic fallback, end to end, on a model with the synthetic classes
+    (the random shapes-architecture bundle with the shapes class names in its manifest: its AP is ~0,
+    which exercises the path, not the accuracy; the shipped model's figures are measured separately)."""
+    from edge_fpn.runtime.synthetic import CLASS_NAMES
+    _, source = bundle_factory("shapes")
+    bundle = str(tmp_path / "shapes-classes")
+    shutil.copytree(source, bundle)
+    manifest = _manifest(bundle)
+    manifest["class_names"] = list(CLASS_NAMES)[: len(manifest["class_names"]) + 1]
+    with open(os.path.join(bundle, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    cal, out = str(tmp_path / "cal"), str(tmp_path / "int8")
+    assert main(["calibrate", bundle, "--data", "synthetic:2", "--output", cal, "--quiet"]) == 0
+    assert main(["build", bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
+                 "--eval-data", "synthetic:2", "--fp16-fallback", "auto", "--max-ap-drop", "0.5",
+                 "--output", out, "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("FP32: AP ") for line in lines) and any(line.startswith("INT8: AP ") for line in lines)
+    report = _manifest(out)["provenance"]["build"]["quantization"]
+    assert set(report["ap"]["fp32"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert report["fp16_fallback"] == [] and report["max_ap_drop"] == 0.5
+    with open(os.path.join(out, "build_report.json")) as f:
+        assert json.load(f)["quantization"]["ap"]["data"] == "synthetic:2"
