@@ -113,7 +113,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(args.output, seconds=args.seconds, precision=args.precision, force=args.force,
-             eval_images=args.eval_images, progress=not args.quiet)
+             eval_images=args.eval_images, calibration_images=args.calibration_images, progress=not args.quiet)
     return 0
 
 
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="how long to run live (default 10)")
     p.add_argument("--precision", default="int8", choices=["fp32", "int8"], help="engine precision (default int8)")
     p.add_argument("--eval-images", type=int, default=100, help="held-out images for the AP report (default 100)")
+    p.add_argument("--calibration-images", type=int, default=32, help="synthetic calibration images for INT8 (default 32)")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)

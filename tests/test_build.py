@@ -186,3 +186,16 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(bundle_factory, tmp_path,
     assert report["fp16_fallback"] == [] and report["max_ap_drop"] == 0.5
     with open(os.path.join(out, "build_report.json")) as f:
         assert json.load(f)["quantization"]["ap"]["data"] == "synthetic:2"
+
+
+def test_build_modules_import_without_heavy_dependencies():
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "import edge_fpn.cli, edge_fpn.build.commands, edge_fpn.build.builder, edge_fpn.build.calibrate\n"
+            "import edge_fpn.build.tensorrt_builder, edge_fpn.build.qdq, edge_fpn.build.fp16, edge_fpn.build.measure\n"
+            "loaded = [m for m in ('torch', 'onnxruntime', 'onnx', 'tensorrt', 'pycuda') if m in sys.modules]\n"
+            "sys.exit(', '.join(loaded) if loaded else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr

@@ -176,7 +176,8 @@ def test_calibration_outputs(calibration, tiny_bundle):
     assert len(ranges["data"]["hash"]) == 64
     stage1, stage2 = ranges["stages"]["stage1"], ranges["stages"]["stage2"]
     assert stage1["images"]["qdq"] and stage1["images"]["amax"] > 0
-    assert sum(r["qdq"] for r in stage1.values()) >= 60 and sum(r["qdq"] for r in stage2.values()) == 3
+    assert all(r["qdq"] for t in (stage1, stage2) for r in t.values())  # by default only the Q/DQ inputs
+    assert len(stage1) >= 60 and len(stage2) == 3
     assert all(0 < r["amax"] <= r["absmax"] + 1e-6 for t in (stage1, stage2) for r in t.values() if r["absmax"] > 0)
     # stage 2's box arithmetic (computed from the proposals alone) is never measured
     assert "proposals" not in stage2 and all("Gather" not in name for name in stage2)
@@ -185,6 +186,20 @@ def test_calibration_outputs(calibration, tiny_bundle):
     assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
     for name, r in list(stage1.items()) + list(stage2.items()):
         assert np.float32(scales[name]) == np.float32(r["amax"] / 127.0) or r["absmax"] == 0
+
+
+def test_all_tensors_calibration_adds_every_activation(calibration, tiny_bundle, tmp_path):
+    out = str(tmp_path / "all")
+    assert main(["calibrate", tiny_bundle, "--data", "synthetic:3", "--tensors", "all", "--output", out, "--quiet"]) == 0
+    with open(os.path.join(out, "ranges.json")) as f:
+        full = json.load(f)
+    with open(os.path.join(calibration, "ranges.json")) as f:
+        only = json.load(f)
+    assert only["tensors"] == "qdq" and full["tensors"] == "all"
+    assert len(full["stages"]["stage1"]) > 2 * len(only["stages"]["stage1"])
+    for stage, tensors in only["stages"].items():
+        assert {n for n, r in full["stages"][stage].items() if r["qdq"]} == set(tensors)
+        assert all(tensors[n] == full["stages"][stage][n] for n in tensors)  # the same numbers either way
 
 
 def test_calibrating_twice_gives_the_same_ranges(calibration, tiny_bundle, tmp_path):

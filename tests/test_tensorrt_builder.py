@@ -245,10 +245,17 @@ def test_tensorrt_10_int8_qdq_build(with_tensorrt, tiny_bundle, calibration, tmp
         assert f.read() == b"ENGINE"
 
 
-def test_tensorrt_8_implicit_int8_reads_the_cache_with_the_local_header(with_tensorrt, tiny_bundle, calibration, tmp_path):
+def test_tensorrt_8_implicit_int8_reads_the_cache_with_the_local_header(with_tensorrt, tiny_bundle, calibration, tmp_path,
+                                                                       capsys):
     trt = with_tensorrt("8.5.2")
     out = str(tmp_path / "engine")
+    # implicit INT8 needs every layer's range: the default (Q/DQ inputs only) calibration is refused
     assert main(["build", tiny_bundle, "--precision", "int8", "--implicit-int8", "--calibration", calibration,
+                 "--output", out, "--eval-data", "none", "--quiet"]) == 2
+    assert "--tensors all" in capsys.readouterr().err and not os.path.exists(out)
+    every = str(tmp_path / "cal-all")
+    assert main(["calibrate", tiny_bundle, "--data", "synthetic:2", "--tensors", "all", "--output", every, "--quiet"]) == 0
+    assert main(["build", tiny_bundle, "--precision", "int8", "--implicit-int8", "--calibration", every,
                  "--output", out, "--eval-data", "none", "--quiet"]) == 0
     stage1, stage2 = trt.calls
     assert stage1["network_flags"] == 1  # EXPLICIT_BATCH

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 from ..bundle import Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest, write_manifest
 from ..errors import EdgeFpnError
@@ -50,12 +51,18 @@ def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str
     if os.path.abspath(output) == os.path.abspath(bundle):
         raise EdgeFpnError("the output directory is the source bundle; choose another --output")
     check_output_dir(output, force)
+    if timing_cache is not None and not os.path.isdir(os.path.dirname(os.path.abspath(timing_cache))):
+        raise EdgeFpnError(f"the directory of --timing-cache {timing_cache!r} does not exist; create it first")
+    if workspace_mib is not None and workspace_mib <= 0:
+        raise EdgeFpnError(f"--workspace must be a positive number of MiB, not {workspace_mib}")
     if max_ap_drop < 0:
         raise EdgeFpnError(f"--max-ap-drop must be 0 or more, not {max_ap_drop}")
     fallback = _parse_fallback(fp16_fallback)
     if precision != "int8":
         if fallback is not None or sensitivity or implicit_int8:
             raise EdgeFpnError("--fp16-fallback, --sensitivity and --implicit-int8 apply to --precision int8 only")
+    elif implicit_int8 and (fallback is not None or sensitivity):
+        raise EdgeFpnError("--fp16-fallback and --sensitivity work on the Q/DQ graphs; drop them or --implicit-int8")
     elif calibration is None:
         raise EdgeFpnError("--precision int8 needs calibration ranges: run `edge-fpn calibrate BUNDLE --data IMAGES "
                            "--output CAL_DIR` (IMAGES: a directory, glob, video or synthetic:N), then pass --calibration CAL_DIR")
@@ -187,9 +194,12 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
     def evaluate(directory: str) -> Dict[str, float]:
         return evaluate_bundle(directory, spec)  # type: ignore[arg-type]
 
+    def evaluate_shown(directory: str) -> Dict[str, float]:
+        return evaluate_bundle(directory, spec, progress=progress)  # type: ignore[arg-type]
+
     if spec is not None:
-        fp32 = evaluate(bundle)
-        int8 = stages.evaluate(evaluate, exclude=kept)
+        fp32 = evaluate_shown(bundle)
+        int8 = stages.evaluate(evaluate_shown, exclude=kept)
         result["ap"] = {"data": spec, "fp32": fp32, "int8": int8}
         log(_ap_line("FP32", fp32))
         log(_ap_line("INT8" + (f" ({len(kept)} layers kept in higher precision)" if kept else ""), int8, fp32))
@@ -197,10 +207,10 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
         if want_sensitivity or (fallback == "auto" and fp32["AP"] - int8["AP"] > max_ap_drop):
             def tick(index: int, total: int, layer: str) -> None:
                 if progress:
-                    print(f"\rsensitivity {index + 1}/{total}", end="", flush=True)
+                    print(f"\rsensitivity: layer {index + 1}/{total}", end="", file=sys.stderr, flush=True)
             ranking = sensitivity(stages, evaluate, fp32["AP"], progress=tick)
             if progress:
-                print("\r", end="")
+                print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
             result["sensitivity"] = [entry.to_dict() for entry in ranking]
             log(f"layer sensitivity (AP lost with only that layer in INT8), worst first, of {len(ranking)} layers:")
             for entry in ranking[:10]:
@@ -278,6 +288,9 @@ def _write_tensorrt_bundle(trt: Any, bundle: str, manifest: Manifest, tmp: str, 
         onnx_paths[key] = source
     caches = None
     if plan.use_calibrator and ranges is not None:
+        if ranges.extra.get("tensors") != "all":
+            raise EdgeFpnError("implicit INT8 needs the range of every layer, but this calibration measured only the Q/DQ "
+                               "inputs; re-run `edge-fpn calibrate` with --tensors all")
         algorithm = ALGORITHMS[ranges.method]
         caches = {key: (format_cache(ranges.amax(key), trt.__version__, ranges.method), algorithm) for key in STAGES}
     facts = build_engines(trt, {k: manifest.stages[k] for k in STAGES}, onnx_paths, options, tmp,

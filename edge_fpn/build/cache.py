@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 from ..errors import EdgeFpnError
 
 # calibration method -> the implicit-path calibrator whose cache it is written as
 ALGORITHMS = {"entropy": "EntropyCalibration2", "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2",
               "minmax": "MinMaxCalibration"}
-KNOWN_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 # the TensorRT version written when calibrating where TensorRT is absent: JetPack 6.1/6.2's
 DEFAULT_TENSORRT_VERSION = "10.3.0"
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
@@ -120,7 +119,3 @@ def merge_stage_ranges(stages: Iterable[Tuple[str, Mapping[str, float]]]) -> Dic
         for name, value in table.items():
             merged.setdefault(name, float(value))
     return merged
-
-
-def cache_lines(text: str) -> List[str]:
-    return [line for line in text.split("\n") if line]

@@ -8,10 +8,10 @@ not grow with the number of images. At the end each tensor's range (amax) is cho
 and written as CAL_DIR/ranges.json (what the Q/DQ writer reads) and CAL_DIR/calibration.cache
 (TensorRT's own format, for the implicit INT8 path of older TensorRT).
 
-Measured tensors: every float activation computed from the image or the features (stage 2's box
-arithmetic on the proposals is left out), so that the TensorRT cache has a scale for each layer's
-input and output, as implicit INT8 needs. The Q/DQ graphs use the subset on the inputs of
-weighted layers and residual Adds (``qdq.plan_quantization``).
+Measured tensors: by default those that get a Q/DQ pair (the inputs of weighted layers and of
+residual Adds, ``qdq.plan_quantization``); with ``tensors="all"`` every float activation computed
+from the image or the features (stage 2's box arithmetic on the proposals is never measured), so
+that the TensorRT cache has a scale for each layer's input and output, as implicit INT8 needs.
 """
 from __future__ import annotations
 
@@ -113,11 +113,15 @@ def require_fp32_onnx(bundle_dir: str, manifest: Manifest, what: str) -> None:
 def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str = "entropy",
               percentile: float = DEFAULT_PERCENTILE, output: Optional[str] = None, force: bool = False,
               progress: bool = True, threads: int = 0, tensorrt_version: Optional[str] = None,
-              log: Any = None) -> str:
+              tensors: str = "qdq", log: Any = None) -> str:
     """Calibrate `bundle_dir` on `data` and write `output`/ranges.json and calibration.cache.
 
     data: an image directory, a glob, a video file or ``synthetic:N``; num: at most this many
-    images (all by default; a video is sampled). Returns `output`.
+    images (all by default; a video is sampled). tensors: "qdq" (default) measures the tensors the
+    Q/DQ graphs quantize (inputs of Conv/Gemm/MatMul and of residual Adds); "all" every activation,
+    so that calibration.cache also serves TensorRT's implicit INT8, which needs each layer's output
+    range too (about twice the time: ONNX Runtime loses its Conv+ReLU fusions).
+    Returns `output`.
     """
     from .data import open_source, require_enough
 
@@ -126,6 +130,8 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
         raise EdgeFpnError("calibrate needs an output directory (--output CAL_DIR)")
     if method not in METHODS:
         raise EdgeFpnError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if tensors not in ("all", "qdq"):
+        raise EdgeFpnError(f"tensors must be 'all' or 'qdq', not {tensors!r}")
     if method == "percentile" and not 0.0 < float(percentile) <= 100.0:
         raise EdgeFpnError(f"--percentile must be in (0, 100], not {percentile}")
     manifest = load_manifest(bundle_dir)
@@ -137,7 +143,7 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
         _prescan(source, num)
 
     started = time.time()
-    plans, measured = _plans(bundle_dir, manifest)
+    plans, measured = _plans(bundle_dir, manifest, tensors)
     histograms = {stage: {name: AbsHistogram() for name in names} for stage, names in measured.items()}
     readable, skipped, proposals_total, stage2_runs, data_hash = _collect(
         bundle_dir, manifest, plans, measured, source, histograms, threads, progress)
@@ -160,7 +166,7 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
         data={"spec": data, "hash": data_hash, "images": readable,
               "skipped": skipped, "description": source.description},
         stages=stages,
-        extra={"seconds": round(time.time() - started, 1),
+        extra={"seconds": round(time.time() - started, 1), "tensors": tensors,
                "mean_proposals": round(proposals_total / max(stage2_runs, 1), 1)})
     version = tensorrt_version or _local_tensorrt_version() or DEFAULT_TENSORRT_VERSION
     with atomic_directory(output, force) as tmp:
@@ -199,8 +205,8 @@ def _local_tensorrt_version() -> Optional[str]:
     return str(tensorrt.__version__)
 
 
-def _plans(bundle_dir: str, manifest: Manifest) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
-    """Each stage's Q/DQ plan, and the tensors to measure (every dense float activation)."""
+def _plans(bundle_dir: str, manifest: Manifest, tensors: str) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
+    """Each stage's Q/DQ plan, and the tensors to measure (every dense float activation, or the Q/DQ ones)."""
     import onnx
 
     from .qdq import ensure_node_names, plan_quantization
@@ -211,7 +217,7 @@ def _plans(bundle_dir: str, manifest: Manifest) -> Tuple[Dict[str, Any], Dict[st
         model = onnx.load(os.path.join(bundle_dir, manifest.stages[key].file), load_external_data=False)
         ensure_node_names(model)
         plans[key] = plan_quantization(model, key)
-        measured[key] = list(plans[key].dense_tensors)
+        measured[key] = list(plans[key].dense_tensors if tensors == "all" else plans[key].activation_tensors)
     return plans, measured
 
 

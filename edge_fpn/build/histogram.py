@@ -16,7 +16,7 @@ form) so that it takes milliseconds per tensor, not seconds.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -96,9 +96,6 @@ class AbsHistogram:
     @property
     def edges(self) -> np.ndarray:
         return np.linspace(0.0, self.upper, self.num_bins + 1)
-
-    def state(self) -> Dict[str, object]:
-        return {"upper": self.upper, "absmax": self.absmax, "count": self.count}
 
 
 def compute_amax(hist: AbsHistogram, method: str, percentile: float = DEFAULT_PERCENTILE) -> float:

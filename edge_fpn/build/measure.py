@@ -109,7 +109,10 @@ class MeasuringStage:
                     if name and name not in produced_set and name not in initializers and name not in inputs:
                         inputs.append(name)
             outputs = [o for o in produced if o in measured_set or o in needed_later]
-            used_inits = [initializers[n] for n in {i for node in piece for i in node.input} if n in initializers]
+            used: List[str] = []
+            for node in piece:
+                used += [i for i in node.input if i in initializers and i not in used]
+            used_inits = [initializers[n] for n in used]
             sub = helper.make_graph(
                 piece, f"{graph.name}_part{len(self.segments)}",
                 [helper.make_tensor_value_info(n, elem_types.get(n, onnx.TensorProto.FLOAT), None) for n in inputs],

@@ -35,7 +35,7 @@ Python 3.8: this module runs on the device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -246,7 +246,7 @@ def quantize_model(model: Any, plan: QuantPlan, amax: Mapping[str, float],
     of the caller, which checks the ranges against the plan first).
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -261,7 +261,6 @@ def quantize_model(model: Any, plan: QuantPlan, amax: Mapping[str, float],
     # activation tensor -> DQ output, and which (node, input index) read it
     rewire: Dict[Tuple[str, int], str] = {}
     activation_dq: Dict[str, str] = {}
-    weight_dq: Dict[str, str] = {}
     qdq_after: Dict[str, List[Any]] = {}  # tensor -> Q/DQ nodes to emit right after its producer
     leading: List[Any] = []  # Q/DQ of graph inputs and weights: emitted first
 
@@ -288,20 +287,22 @@ def quantize_model(model: Any, plan: QuantPlan, amax: Mapping[str, float],
                 activation_dq[tensor] = dq_out
             rewire[(node_name, index)] = activation_dq[tensor]
         if layer.weight is not None:
-            if layer.weight not in weight_dq:
-                weight = numpy_helper.to_array(initializers[layer.weight])
-                scales = weight_scales(weight, layer.weight_axis)
-                scale_name = f"{layer.weight}_scale"
-                new_initializers.append(numpy_helper.from_array(scales, scale_name))
-                zp_name = zero_point(f"{layer.weight}_zero_point", int(scales.shape[0]))
-                q_out, dq_out = f"{layer.weight}_QuantizeLinear_Output", f"{layer.weight}_DequantizeLinear_Output"
+            weight = numpy_helper.to_array(initializers[layer.weight])
+            scales = weight_scales(weight, layer.weight_axis)
+            scale_name = f"{layer.weight}_scale"
+            new_initializers.append(numpy_helper.from_array(scales, scale_name))
+            zp_name = zero_point(f"{layer.weight}_zero_point", int(scales.shape[0]))
+            # one Q/DQ pair per node, as a per-call fake-quantized module exports (the RPN head's
+            # convolutions share their weights across levels, not their Q/DQ nodes)
+            for index, node_name in enumerate(layer.nodes):
+                suffix = f"_{index}" if len(layer.nodes) > 1 else ""
+                q_out = f"{layer.weight}_QuantizeLinear_Output{suffix}"
+                dq_out = f"{layer.weight}_DequantizeLinear_Output{suffix}"
                 leading.append(helper.make_node("QuantizeLinear", [layer.weight, scale_name, zp_name], [q_out],
-                                                name=f"{layer.weight}_QuantizeLinear", axis=layer.weight_axis))
+                                                name=f"{layer.weight}_QuantizeLinear{suffix}", axis=layer.weight_axis))
                 leading.append(helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out],
-                                                name=f"{layer.weight}_DequantizeLinear", axis=layer.weight_axis))
-                weight_dq[layer.weight] = dq_out
-            for node_name in layer.nodes:
-                rewire[(node_name, 1)] = weight_dq[layer.weight]
+                                                name=f"{layer.weight}_DequantizeLinear{suffix}", axis=layer.weight_axis))
+                rewire[(node_name, 1)] = dq_out
 
     nodes_out: List[Any] = list(leading)
     for node in graph.node:
@@ -316,7 +317,6 @@ def quantize_model(model: Any, plan: QuantPlan, amax: Mapping[str, float],
     graph.node.extend(nodes_out)
     graph.initializer.extend(new_initializers)
     del graph.value_info[:]  # stale for the rewired tensors; consumers re-infer
-    assert all(t.data_type != TensorProto.UINT8 for t in new_initializers)
     return out, [layer.qualified_name for layer in chosen]
 
 
@@ -331,12 +331,3 @@ def ensure_node_names(model: Any) -> None:
         if not node.name or node.name in seen:
             node.name = f"{node.op_type}_{index}" if f"{node.op_type}_{index}" not in seen else f"{node.op_type}_{index}_n"
         seen.add(node.name)
-
-
-def layers_of(plans: Iterable[QuantPlan]) -> List[Layer]:
-    return [layer for plan in plans for layer in plan.layers]
-
-
-def describe_layers(layers: Sequence[Layer]) -> List[Dict[str, Any]]:
-    return [{"layer": l.qualified_name, "op": l.op_type, "nodes": len(l.nodes),
-             "activations": list(l.activations)} for l in layers]

@@ -21,32 +21,73 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
     With no sink, one line a frame is printed (index, source, detections). Ctrl-C stops cleanly:
     the sinks are flushed and the statistics printed, as at the end of the stream.
     """
+    from ..bundle import load_manifest
     from .detector import Detector
     from .pipeline import Pipeline
+    from .sinks import open_sinks
+    from .sources import open_source
 
     if max_frames is not None and max_frames < 1:
         raise EdgeFpnError(f"--max-frames must be at least 1, not {max_frames}")
     if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {score_threshold}")
-    detector = Detector(bundle, score_threshold=score_threshold, classes=list(classes) if classes else None)
+    # cheap checks first: a typo in a sink or source should not wait for the engines to load
+    load_manifest(bundle)
+    opened_sinks = open_sinks(list(sinks))
+    opened_source = None
+    detector = None
     try:
-        pipeline = Pipeline(detector, source, sinks, max_frames=max_frames, quiet=quiet,
-                            stats_interval=stats_interval, source_options=source_options or None)
+        opened_source = open_source(source, **source_options)
+        for sink in opened_sinks:
+            if getattr(sink, "fps", "absent") is None and opened_source.fps:
+                sink.fps = opened_source.fps  # type: ignore[attr-defined]
+        detector = Detector(bundle, score_threshold=score_threshold, classes=list(classes) if classes else None)
+        pipeline = Pipeline(detector, opened_source, opened_sinks, max_frames=max_frames, quiet=quiet,
+                            stats_interval=stats_interval)
         with pipeline:
             for sink in pipeline.sinks:
                 if getattr(sink, "url", None) and not quiet:
                     print(f"[edge-fpn] web viewer on {sink.url}", file=sys.stderr, flush=True)
             if not sinks and not quiet:
                 pipeline.add_callback(_print_result)
-            try:
-                return pipeline.run()
-            except KeyboardInterrupt:
-                if not quiet:
-                    print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
-                pipeline.close()
-                return pipeline.stats.snapshot()
+            with _terminate_as_interrupt():
+                pipeline.start()
+                try:
+                    while not pipeline.wait(0.1):
+                        pass
+                except KeyboardInterrupt:
+                    if not quiet:
+                        print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
+        return pipeline.stats.snapshot()
     finally:
-        detector.close()
+        if opened_source is not None:
+            opened_source.close()
+        for sink in opened_sinks:  # closed already by the pipeline when it ran; closing twice is harmless
+            try:
+                sink.close()
+            except Exception:
+                pass
+        if detector is not None:
+            detector.close()
+
+
+class _terminate_as_interrupt:
+    """While detect runs on the main thread, SIGTERM (systemd, docker stop) stops it like Ctrl-C:
+    the sinks are flushed and closed instead of the process dying with a half-written video."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+            def interrupt(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt
+            self.previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            import signal
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _print_result(result: Any) -> None:

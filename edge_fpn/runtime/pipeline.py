@@ -6,10 +6,11 @@
                                      (stage 1 + proposals + stage 2)
 
 Each stage is one thread and the queues between them are small and bounded, so at most a few
-frames are in flight and memory stays flat. A *live* source (camera, RTSP, realtime test://)
-feeds a one-frame slot that keeps only the newest frame: a robot wants the present, not a
-backlog; replaced frames are counted as dropped. A *file* source feeds a blocking queue: nothing
-is dropped and the order is kept. numpy, OpenCV and the engines release the GIL in their heavy
+frames are in flight and memory stays flat. With a *live* source (camera, RTSP, realtime test://)
+the two queues before inference are one-frame slots that keep only the newest frame: a robot
+wants the present, not a backlog, so inference always starts on the newest frame (latency is about
+one frame's age plus the stages' times); replaced frames are counted as dropped. A *file* source
+feeds small blocking queues: nothing is dropped and the order is kept. numpy, OpenCV and the engines release the GIL in their heavy
 parts, which is what lets the threads overlap.
 
 A frame that cannot be used (None, empty, wrong dtype or shape) is counted and skipped;
@@ -157,7 +158,8 @@ class _Channel:
 class Pipeline:
     """Run a Detector on a source into sinks, pipelined; iterate it for Results, or ``run()`` it.
 
-    detector: a Detector (or a bundle directory). source: a URI/path or a Source.
+    detector: a Detector (or a bundle directory). source: a URI/path (opened and closed by the
+    pipeline) or a Source (left open: its owner closes it).
     sinks: sink strings or Sink objects. max_frames: stop after this many results.
     quiet: no periodic statistics line (every ``stats_interval`` s) and no end summary.
     on_result: called with each Result on the sink thread (keep it short).

@@ -29,6 +29,7 @@ import glob
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import threading
@@ -429,7 +430,7 @@ class GstLaunchGrabber(Grabber):
 
     The pipeline must end in BGR video (``... ! video/x-raw,format=BGR``); an ``fdsink`` writing
     to our pipe is appended. When the size is not given it is read from the negotiated caps that
-    ``gst-launch-1.0 -v`` prints on stdout. Each frame is ``readinto`` its own preallocated array:
+    ``gst-launch-1.0 -v`` prints on stdout (they are waited for anyway: they say the pipeline runs). Each frame is ``readinto`` its own preallocated array:
     the only copy between GStreamer and the detector.
     """
 
@@ -449,13 +450,17 @@ class GstLaunchGrabber(Grabber):
         self._messages: List[str] = []
 
     def command(self, fd: int) -> List[str]:
-        return [self.executable, "-v", "-e", f"{self.pipeline} ! fdsink name={self.SINK_NAME} fd={fd} sync=false"]
+        # gst-launch quotes each argument it is given, so the description goes in as shell words
+        description = f"{self.pipeline} ! fdsink name={self.SINK_NAME} fd={fd} sync=false"
+        return [self.executable, "-v", "-e"] + shlex.split(description)
 
     def open(self) -> None:
         read_fd, write_fd = os.pipe()
         try:
+            # its own session: a Ctrl-C in the terminal is ours to handle (we stop it on close)
             process = subprocess.Popen(self.command(write_fd), pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                       start_new_session=True)
         except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)
@@ -463,11 +468,11 @@ class GstLaunchGrabber(Grabber):
         os.close(write_fd)  # the child holds the write end: EOF on our side when it exits
         self._process = process
         self._pipe = os.fdopen(read_fd, "rb", buffering=0)
+        # wait for the sink's negotiated caps even when the size is known: they say the pipeline
+        # started (a missing camera or element makes gst-launch exit instead)
         caps_found = threading.Event()
         self._messages = []
-        self._frame_size = self.size
-        if self._frame_size is not None:
-            caps_found.set()
+        self._frame_size = None
         threading.Thread(target=self._read_messages, args=(process, caps_found), daemon=True,
                          name="edge-fpn gst-launch messages").start()
         # wait until the caps are known (or the process dies, or the time is up)

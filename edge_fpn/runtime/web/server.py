@@ -94,7 +94,7 @@ class WebViewerSink(Sink):
         """The JPEG of the newest frame newer than `after` (waiting up to `timeout`), or None."""
         import cv2
         with self._cond:
-            self._cond.wait_for(lambda: self._seq > after or self._closed, timeout)
+            self._cond.wait_for(lambda: (self._seq > after and self._result is not None) or self._closed, timeout)
             if self._closed or self._seq <= after or self._result is None:
                 return None
             seq, result = self._seq, self._result

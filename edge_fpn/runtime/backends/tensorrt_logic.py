@@ -1,0 +1,214 @@
+"""The TensorRT backend's pure logic, testable without a GPU: version and GPU compatibility,
+execution-API dispatch, buffer planning from the manifest's TensorSpecs, dynamic shapes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ...bundle import StageSpec, TensorSpec
+from ...errors import EdgeFpnError
+
+MIN_TENSORRT = (8, 5)  # name-based I/O (num_io_tensors, set_tensor_address, set_input_shape)
+
+
+def parse_version(text: Any) -> Tuple[int, ...]:
+    """'10.3.0.30' -> (10, 3, 0, 30); '8.6.1.post1' -> (8, 6, 1)."""
+    numbers: List[int] = []
+    for part in str(text).strip().split("."):
+        match = re.match(r"^(\d+)", part)
+        if not match:
+            break
+        numbers.append(int(match.group(1)))
+        if match.group(1) != part:
+            break
+    if not numbers:
+        raise ValueError(f"not a version: {text!r}")
+    return tuple(numbers)
+
+
+def format_version(version: Sequence[int]) -> str:
+    return ".".join(str(v) for v in version)
+
+
+def execute_api(version: Sequence[int]) -> str:
+    """'v3' (execute_async_v3 + set_tensor_address) on TensorRT 10+, 'v2' (bindings) on 8.5 / 8.6."""
+    if tuple(version[:2]) < MIN_TENSORRT:
+        raise EdgeFpnError(f"TensorRT {format_version(version)} is too old for edge-fpn (it needs 8.5 or newer: JetPack 5.1+); upgrade JetPack or use the onnxruntime backend")
+    return "v3" if version[0] >= 10 else "v2"
+
+
+def parse_compute_capability(value: Any) -> Optional[Tuple[int, int]]:
+    """'8.7', [8, 7], (8, 7), 87 -> (8, 7); None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    text = str(value).strip()
+    match = re.match(r"^(?:sm_?)?(\d+)\.(\d+)$", text) or re.match(r"^(?:sm_?)?(\d)(\d)$", text)
+    if not match:
+        raise ValueError(f"not a compute capability: {value!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def compatibility_problem(provenance: Mapping[str, Any], engine_file: str, tensorrt_version: str,
+                          gpu_name: str, compute_capability: Tuple[int, int]) -> Optional[str]:
+    """A sentence saying why this engine cannot run here, or None.
+
+    Serialized TensorRT engines run only with the TensorRT version that built them and on the GPU
+    they were built for (kernels are chosen for its SM architecture). The builder records both in
+    the manifest's provenance (``tensorrt_version``, ``gpu_name``, ``compute_capability``), so the
+    runtime can refuse with a sentence before TensorRT fails with a less helpful one.
+    """
+    built_version = provenance.get("tensorrt_version")
+    built_gpu = provenance.get("gpu_name")
+    try:
+        built_cc = parse_compute_capability(provenance.get("compute_capability"))
+    except ValueError:
+        built_cc = None
+    here_cc = f"{compute_capability[0]}.{compute_capability[1]}"
+    fix = "rebuild the bundle on this device with `edge-fpn build`"
+    if built_version:
+        built = parse_version(built_version)
+        here = parse_version(tensorrt_version)
+        common = max(3, min(len(built), len(here)))
+        if built[:common] != here[:common]:
+            return (f"engine {engine_file} was built with TensorRT {built_version} but this machine has TensorRT "
+                    f"{tensorrt_version}, and engines run only with the version that built them; {fix}")
+    if built_cc is not None and built_cc != tuple(compute_capability):
+        return (f"engine {engine_file} was built for {built_gpu or 'a GPU'} (compute capability "
+                f"{built_cc[0]}.{built_cc[1]}) but this GPU is {gpu_name} ({here_cc}); {fix}")
+    # the compute capability decides (kernels are compiled for an SM architecture); the name only
+    # where no capability was recorded (names differ between pycuda and /proc/device-tree/model)
+    if built_cc is None and built_gpu and _normalise_gpu(built_gpu) != _normalise_gpu(gpu_name):
+        return (f"engine {engine_file} was built on {built_gpu} but this GPU is {gpu_name}, and an engine's kernels "
+                f"are chosen for the GPU that built it; {fix}")
+    return None
+
+
+def _normalise_gpu(name: str) -> str:
+    return re.sub(r"\s+", " ", str(name)).strip().lower()
+
+
+def missing_provenance(provenance: Mapping[str, Any]) -> List[str]:
+    return [key for key in ("tensorrt_version", "gpu_name", "compute_capability") if not provenance.get(key)]
+
+
+# ---------------------------------------------------------------- shapes and buffers
+
+def numpy_dtype(name: str) -> np.dtype:
+    aliases = {"float": "float32", "half": "float16", "fp16": "float16", "fp32": "float32", "bool": "bool_"}
+    return np.dtype(aliases.get(name, name))
+
+
+def max_shape(spec: TensorSpec, dynamic_axes: Mapping[str, Sequence[int]]) -> Tuple[int, ...]:
+    """The largest shape a tensor can take: symbolic dimensions at their declared maximum."""
+    return tuple(_dim(d, dynamic_axes, spec.name, use="max") for d in spec.shape)
+
+
+def resolve_shape(spec: TensorSpec, dynamic_axes: Mapping[str, Sequence[int]], values: Mapping[str, int]) -> Tuple[int, ...]:
+    """A tensor's concrete shape once its symbolic dimensions are known."""
+    shape = []
+    for d in spec.shape:
+        if isinstance(d, str):
+            if d not in values:
+                raise ValueError(f"dimension {d!r} of {spec.name} is not known yet")
+            shape.append(int(values[d]))
+        else:
+            shape.append(int(d))
+    return tuple(shape)
+
+
+def _dim(d: Any, dynamic_axes: Mapping[str, Sequence[int]], name: str, use: str) -> int:
+    if isinstance(d, str):
+        if d not in dynamic_axes:
+            raise EdgeFpnError(f"tensor {name} has a dynamic dimension {d!r} that the manifest does not declare; re-run `edge-fpn export`")
+        low, high = dynamic_axes[d]
+        return int(high if use == "max" else low)
+    return int(d)
+
+
+def bind_axes(stage: StageSpec, shapes: Mapping[str, Sequence[int]]) -> Dict[str, int]:
+    """Values of the symbolic dimensions from the input shapes; checks static dims and ranges."""
+    values: Dict[str, int] = {}
+    for spec in stage.inputs:
+        if spec.name not in shapes:
+            raise ValueError(f"input {spec.name} is missing")
+        shape = tuple(int(v) for v in shapes[spec.name])
+        if len(shape) != len(spec.shape):
+            raise ValueError(f"input {spec.name} has shape {shape}, expected rank {len(spec.shape)} ({spec.shape})")
+        for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+            if isinstance(want, str):
+                low, high = stage.dynamic_axes.get(want, (1, got))
+                if not low <= got <= high:
+                    raise ValueError(f"input {spec.name} dimension {axis} ({want}) is {got}, outside the engine's range {low}..{high}")
+                if values.setdefault(want, got) != got:
+                    raise ValueError(f"dimension {want} is {values[want]} in one input and {got} in {spec.name}")
+            elif int(want) != got:
+                raise ValueError(f"input {spec.name} has shape {shape}, the engine takes {tuple(spec.shape)}")
+    return values
+
+
+@dataclass(frozen=True)
+class BufferPlan:
+    """One I/O tensor's buffers, sized for its largest shape."""
+    name: str
+    is_input: bool
+    dtype: np.dtype
+    max_shape: Tuple[int, ...]
+    device_resident: bool  # an output that stays on the device (the next stage's input)
+
+    @property
+    def max_elements(self) -> int:
+        return int(np.prod(self.max_shape, dtype=np.int64)) if self.max_shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.max_elements * self.dtype.itemsize
+
+    @property
+    def needs_host(self) -> bool:
+        """Inputs are written from the host; outputs are read on the host unless they stay on the device."""
+        return self.is_input or not self.device_resident
+
+
+def plan_buffers(stage: StageSpec, device_outputs: Iterable[str] = ()) -> List[BufferPlan]:
+    """Buffers for every input and output of a stage, from its TensorSpecs (inputs first)."""
+    keep = set(device_outputs)
+    plans = [BufferPlan(t.name, True, numpy_dtype(t.dtype), max_shape(t, stage.dynamic_axes), False) for t in stage.inputs]
+    plans += [BufferPlan(t.name, False, numpy_dtype(t.dtype), max_shape(t, stage.dynamic_axes), t.name in keep)
+              for t in stage.outputs]
+    return plans
+
+
+def device_resident_outputs(stage_key: str, stages: Mapping[str, StageSpec]) -> List[str]:
+    """Outputs of a stage that another stage takes as inputs (stage 1's feature maps): they stay on the device."""
+    consumed = {t.name for key, spec in stages.items() if key != stage_key for t in spec.inputs}
+    return [t.name for t in stages[stage_key].outputs if t.name in consumed]
+
+
+def host_memory_mode(integrated: bool, can_map_host_memory: bool) -> str:
+    """'mapped' (zero-copy: the GPU reads and writes page-locked host memory) on an integrated GPU
+    such as Jetson's, where host and device share DRAM; 'pinned' (page-locked staging buffers and
+    async copies) on a discrete GPU, where mapped memory would cross PCIe at every access."""
+    return "mapped" if integrated and can_map_host_memory else "pinned"
+
+
+def check_engine_io(stage: StageSpec, engine_io: Mapping[str, Tuple[bool, np.dtype]], engine_file: str) -> None:
+    """The engine's I/O tensors (name -> (is_input, dtype)) must be the manifest's."""
+    want = {t.name: (True, numpy_dtype(t.dtype)) for t in stage.inputs}
+    want.update({t.name: (False, numpy_dtype(t.dtype)) for t in stage.outputs})
+    missing = sorted(set(want) - set(engine_io))
+    extra = sorted(set(engine_io) - set(want))
+    if missing or extra:
+        raise EdgeFpnError(f"engine {engine_file} does not match its manifest (missing {missing or 'none'}, unexpected "
+                           f"{extra or 'none'}); rebuild the bundle with `edge-fpn build`")
+    for name, (is_input, dtype) in want.items():
+        got_input, got_dtype = engine_io[name]
+        if got_input != is_input or np.dtype(got_dtype) != dtype:
+            raise EdgeFpnError(f"engine {engine_file}: tensor {name} is {'an input' if got_input else 'an output'} of "
+                               f"{np.dtype(got_dtype)}, the manifest says {'input' if is_input else 'output'} of {dtype}; "
+                               f"rebuild the bundle with `edge-fpn build`")

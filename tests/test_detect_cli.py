@@ -1,0 +1,137 @@
+"""`edge-fpn detect` and `edge-fpn bench` through edge_fpn.cli.main: outputs, and bad input as one
+line on stderr with exit status 2 (no traceback)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import cv2
+import pytest
+
+from edge_fpn.cli import main
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    from conftest import textured_image
+    directory = tmp_path_factory.mktemp("images")
+    for i in range(2):
+        cv2.imwrite(str(directory / f"im{i}.png"), textured_image(20 + i, 240, 320))
+    (directory / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return directory
+
+
+def test_detect_images_into_jsonl_and_annotated_directory(tiny_bundle, image_dir, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    annotated = tmp_path / "annotated"
+    code = main(["detect", tiny_bundle, str(image_dir), str(out), str(annotated), "--score-threshold", "0.5"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [os.path.basename(line["source"]) for line in lines] == ["im0.png", "im1.png"]
+    assert all(d["score"] >= 0.5 for line in lines for d in line["detections"])
+    assert sorted(os.listdir(annotated)) == ["im0.png", "im1.png"]
+    assert "1 unreadable image(s) skipped" in captured.err and "2 frames in" in captured.err
+
+
+def test_detect_without_sinks_prints_a_line_a_frame(tiny_bundle, capsys):
+    code = main(["detect", tiny_bundle, "test://?width=320&height=240&realtime=0", "--max-frames", "2",
+                 "--classes", "alpha,beta"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = [line for line in captured.out.splitlines() if line.startswith("frame ")]
+    assert len(lines) == 2 and "detection" in lines[0]
+    assert "gamma" not in captured.out
+
+
+def test_detect_video_into_video(tiny_bundle, tmp_path, capsys):
+    from edge_fpn.runtime.synthetic import SyntheticCamera
+    camera = SyntheticCamera(320, 240, 10.0, 2)
+    source = str(tmp_path / "in.avi")
+    writer = cv2.VideoWriter(source, cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    for i in range(3):
+        writer.write(camera.frame(i))
+    writer.release()
+    out = str(tmp_path / "out.avi")
+    assert main(["detect", tiny_bundle, source, out, "--quiet"]) == 0
+    capture = cv2.VideoCapture(out)
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert abs(capture.get(cv2.CAP_PROP_FPS) - 10.0) < 0.01
+    capture.release()
+    assert capsys.readouterr().err == ""
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+BAD = [
+    (["foo://camera"], "unknown source scheme"),
+    (["no/such/video.mp4"], "does not exist"),
+    (["/dev/video93"], "camera /dev/video93 does not exist"),
+    (["test://", "missing/dir/out.jsonl"], "does not exist; create it first"),
+    (["test://", "out.weird"], "cannot tell what kind of sink"),
+    (["test://", "display://0"], "display"),
+    (["test://", "--max-frames", "0"], "--max-frames must be at least 1"),
+    (["test://", "--score-threshold", "2"], "--score-threshold must be between 0 and 1"),
+    (["test://", "--classes", "unicorn"], "unknown class name(s) unicorn"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD)
+def test_bad_input_is_one_line_exit_2(tiny_bundle, args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code = main(["detect", tiny_bundle] + args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("edge-fpn detect: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_rtsp_that_refuses_is_one_line(tiny_bundle, capsys):
+    code = main(["detect", tiny_bundle, f"rtsp://127.0.0.1:{_free_port()}/stream"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("edge-fpn detect: error: cannot open stream rtsp://127.0.0.1")
+    assert not any(line.startswith("edge-fpn") for line in err[:-1])  # (FFmpeg may log its own lines before)
+
+
+def test_port_in_use_is_one_line(tiny_bundle, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        code = main(["detect", tiny_bundle, "test://", f"http://127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and f"port {port} on 127.0.0.1 is already in use" in err
+
+
+def test_bad_bundle_is_one_line(tmp_path, capsys):
+    assert main(["detect", str(tmp_path), "test://"]) == 2
+    assert "is not an edge-fpn bundle" in capsys.readouterr().err
+
+
+def test_bench_reports_the_ratio(tiny_bundle, capsys):
+    code = main(["bench", tiny_bundle, "--frames", "4", "--warmup", "1", "--json",
+                 "--source", "test://?width=320&height=240&realtime=0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["pipeline_fps"] > 0 and report["engine_only_fps"] > 0
+    assert report["ratio"] == pytest.approx(report["pipeline_fps"] / report["engine_only_fps"], rel=1e-2)
+    for stage in ("preprocess", "stage1", "proposals", "stage2", "postprocess"):
+        assert stage in report["pipeline_stages_ms"]
+    assert set(report["engine_only_ms"]) == {"stage1", "stage2"}
+
+
+def test_bench_text_and_bad_frames(tiny_bundle, capsys):
+    assert main(["bench", tiny_bundle, "--frames", "2", "--warmup", "0",
+                 "--source", "test://?width=160&height=120&realtime=0"]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline FPS" in out and "engine-only FPS" in out and "ratio" in out
+    assert main(["bench", tiny_bundle, "--frames", "1"]) == 2
+    assert "--frames must be at least 2" in capsys.readouterr().err
