@@ -144,14 +144,12 @@ def prepare(args: argparse.Namespace, workdir: str) -> tuple:
 
     bundle = args.bundle
     if bundle is None:
-        from edge_fpn.export.onnx_export import export_bundle
-        from reference_models import meaningful_model
-
         bundle = os.path.join(workdir, f"r50-{args.size}")
         if not os.path.isdir(bundle):
+            # in a child: a forked child's ru_maxrss starts at its parent's, so the parent must stay small
             print(f"exporting {ARCH} at {args.size}x{args.size} (random weights made meaningful)...", flush=True)
-            model = meaningful_model(ARCH, len(CLASSES), (args.size, args.size), seed=0)
-            export_bundle(model, ARCH, CLASSES, (args.size, args.size), bundle, progress=False)
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "export", bundle, str(args.size)],
+                           check=True)
     data = os.path.join(workdir, f"images-{args.images}-{args.size}")
     if not os.path.isdir(data):
         write_coco_dataset(data, args.images, 1000, args.size, args.size)
@@ -217,6 +215,13 @@ def main() -> int:
         return accuracy(args)
 
     if args.child:
+        if args.child[0] == "export":
+            from edge_fpn.export.onnx_export import export_bundle
+            from reference_models import meaningful_model
+            size = int(args.child[2])
+            model = meaningful_model(ARCH, len(CLASSES), (size, size), seed=0)
+            export_bundle(model, ARCH, CLASSES, (size, size), args.child[1], progress=False)
+            return 0
         kind, bundle, data, method, out = args.child[:5]
         if kind == "ours":
             result = child_ours(bundle, data, method, out)

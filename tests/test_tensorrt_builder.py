@@ -200,6 +200,19 @@ def test_versions_and_flag_values():
     assert jetpack_of_l4t("36.4.3") == "6.2" and jetpack_of_l4t("36.4.0") == "6.1" and jetpack_of_l4t("35.5.0") == "5.1"
 
 
+def test_device_info_on_a_jetson_without_cuda_bindings(monkeypatch):
+    from edge_fpn.build import tensorrt_builder
+    files = {"/proc/device-tree/model": "NVIDIA Jetson AGX Orin Developer Kit\x00",
+             "/etc/nv_tegra_release": "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64"}
+    monkeypatch.setattr(tensorrt_builder, "_read_text", lambda path: files.get(path, ""))
+    monkeypatch.setitem(sys.modules, "pycuda", None)  # import fails, as where pycuda is absent
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    monkeypatch.setitem(sys.modules, "cuda", None)
+    info = tensorrt_builder.device_info()
+    assert info == {"gpu_name": "NVIDIA Jetson AGX Orin Developer Kit", "compute_capability": "8.7",
+                    "l4t": "36.4.0", "jetpack": "6.1"}
+
+
 def test_profile_shapes_follow_the_manifest(tiny_bundle):
     from edge_fpn.bundle import load_manifest
     manifest = load_manifest(tiny_bundle)

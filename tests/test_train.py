@@ -74,7 +74,6 @@ def test_model_is_a_plain_fpn_faster_rcnn():
     assert model.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2", "3"]
 
 
-@pytest.mark.skipif(not os.path.isfile(SHAPES_WEIGHTS), reason="the shipped shapes model is not trained yet")
 def test_shipped_model_detects_shapes():
     metadata = shapes_metadata()
     assert metadata["architecture"] == "shapes" and metadata["class_names"] == CLASS_NAMES

@@ -55,21 +55,21 @@ def register(subparsers: Any) -> None:
                     "(TensorRT's own format, for the implicit INT8 path). Statistics are streamed as histograms: "
                     "memory does not grow with the number of images.")
     p.add_argument("bundle", help="the FP32 bundle written by `edge-fpn export`")
-    p.add_argument("--data", required=True,
+    p.add_argument("--data", required=True, metavar="SOURCE",
                    help="calibration images: a directory, a glob (quoted), a video file, or synthetic:N "
                         "(N synthetic scenes, a seed distinct from the evaluation scenes)")
-    p.add_argument("--num", type=int, default=None,
+    p.add_argument("--num", type=int, default=None, metavar="N",
                    help=f"use at most N images (default: all; a video: {DEFAULT_VIDEO_FRAMES} evenly spaced frames). "
                         "Unreadable images are skipped; fewer than N/2 readable ones is an error")
     p.add_argument("--method", choices=METHODS, default="entropy",
                    help="how a tensor's range is chosen: entropy (TensorRT's KL-divergence method, 2048 bins; "
                         "default), percentile, minmax, mse")
-    p.add_argument("--percentile", type=float, default=99.99, help="the percentile of |x| kept by --method percentile (default 99.99)")
-    p.add_argument("--output", required=True, help="calibration directory to write (CAL_DIR)")
+    p.add_argument("--percentile", type=float, default=99.99, metavar="P", help="the percentile of |x| kept by --method percentile (default 99.99)")
+    p.add_argument("--output", required=True, metavar="CAL_DIR", help="calibration directory to write")
     p.add_argument("--tensors", choices=("qdq", "all"), default="qdq",
                    help="qdq: the tensors the Q/DQ graphs quantize (default); all: every activation, so that "
                         "calibration.cache also serves `build --implicit-int8` (TensorRT < 11), about twice the time")
-    p.add_argument("--tensorrt-version", default=None,
+    p.add_argument("--tensorrt-version", default=None, metavar="X.Y.Z",
                    help="TensorRT version written in calibration.cache's header (default: the local TensorRT, "
                         "else 10.3.0 of JetPack 6.1/6.2); `edge-fpn build` rewrites it to the device's anyway")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -96,14 +96,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--fp16-fallback", default=None, metavar="auto|LAYER,...",
                    help="int8: keep layers out of INT8 (FP16 on TensorRT, FP32 on ONNX Runtime); 'auto' keeps the "
                         "layers that cost the most AP until the drop is at most --max-ap-drop")
-    p.add_argument("--max-ap-drop", type=_nonnegative_float, default=0.005,
+    p.add_argument("--max-ap-drop", type=_nonnegative_float, default=0.005, metavar="AP",
                    help="largest AP (0..1) the INT8 bundle may lose against FP32 with --fp16-fallback auto (default 0.005)")
-    p.add_argument("--eval-data", default="synthetic:100",
+    p.add_argument("--eval-data", default="synthetic:100", metavar="DATA",
                    help="held-out data for the INT8 AP report: synthetic:N, or a directory with annotations.json (COCO); "
                         "'none' skips it (default synthetic:100)")
     p.add_argument("--sensitivity", action="store_true",
                    help="int8: rank the layers by the AP lost when only that layer is quantized (one evaluation per layer)")
-    p.add_argument("--output", required=True, help="engine bundle directory to write (ENGINE_DIR)")
+    p.add_argument("--output", required=True, metavar="ENGINE_DIR", help="engine bundle directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_build)

@@ -306,21 +306,36 @@ def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan
     return bytes(memoryview(serialized))
 
 
+# Jetson modules by /proc/device-tree/model, and their GPU's compute capability (for a device where
+# neither pycuda nor cuda-python can be imported: the runtime compares capabilities, not names)
+_JETSON_CAPABILITY = (("orin", "8.7"), ("xavier", "7.2"), ("tx2", "6.2"), ("nano", "5.3"), ("tx1", "5.3"))
+
+
 def device_info(trt: Any = None) -> Dict[str, Any]:
-    """GPU name, compute capability and (on a Jetson) L4T/JetPack release: best effort, never raises."""
+    """GPU name, compute capability and (on a Jetson) L4T/JetPack release: best effort, never raises.
+
+    The GPU comes from pycuda (the runtime's CUDA binding, so that the names match what the
+    runtime checks), else from cuda-python, else from the Jetson's device-tree model string.
+    """
     info: Dict[str, Any] = {}
     try:
-        import pycuda.driver as cuda  # the runtime's CUDA binding on the device
+        import pycuda.driver as cuda
 
         cuda.init()
         device = cuda.Device(0)
         info["gpu_name"] = str(device.name())
         major, minor = device.compute_capability()
         info["compute_capability"] = f"{major}.{minor}"
-    except Exception:  # no pycuda or no device: try the Jetson model file
-        model = _read_text("/proc/device-tree/model")
+    except Exception:  # no pycuda, or no device
+        info.update(_cuda_python_device())
+    if "gpu_name" not in info:
+        model = _read_text("/proc/device-tree/model").strip("\x00 \n")
         if model:
-            info["gpu_name"] = model.strip("\x00 \n")
+            info["gpu_name"] = model
+            for key, capability in _JETSON_CAPABILITY:
+                if key in model.lower():
+                    info["compute_capability"] = capability
+                    break
     release = _read_text("/etc/nv_tegra_release")
     if release:
         match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
@@ -331,6 +346,21 @@ def device_info(trt: Any = None) -> Dict[str, Any]:
             if jetpack:
                 info["jetpack"] = jetpack
     return info
+
+
+def _cuda_python_device() -> Dict[str, Any]:
+    try:
+        try:
+            from cuda.bindings import runtime as cudart  # cuda-python 12.6+
+        except ImportError:
+            from cuda import cudart  # older cuda-python
+        error, props = cudart.cudaGetDeviceProperties(0)
+        if int(error) != 0:
+            return {}
+        name = props.name.decode("utf-8", "replace") if isinstance(props.name, bytes) else str(props.name)
+        return {"gpu_name": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}"}
+    except Exception:  # not installed, or no device
+        return {}
 
 
 def jetpack_of_l4t(l4t: str) -> Optional[str]:

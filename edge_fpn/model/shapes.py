@@ -4,9 +4,10 @@ It stays a plain ``torchvision.models.detection.FasterRCNN`` (custom parts are o
 the stage split of ``stages.py`` and every exporter treat it like any torchvision detector:
 stage 1 = ``model.backbone`` + ``model.rpn.head``, stage 2 = ``model.roi_heads`` box parts.
 
-The backbone is a narrow ResNet (BasicBlocks with BatchNorm) trained from scratch on the
-synthetic scenes of ``edge_fpn.runtime.synthetic``; its width and the anchors suit objects of
-8..192 px in a 320x320 input.
+The backbone is a narrow ResNet (BasicBlocks with BatchNorm), the FPN (64 channels) and the box
+head (torchvision's ``FastRCNNConvFCHead``: one conv + one FC) are BatchNorm'd too, all trained
+from scratch on the synthetic scenes of ``edge_fpn.runtime.synthetic``; the width and the
+anchors suit objects of 8..192 px in a 320x320 input. BatchNorm folds into the convs on export.
 """
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def train(output: str, iterations: int, seed: int, batch_size: int = DEFAULT_BAT
     saved = 0
     running: Dict[str, float] = {}
     counted = 0
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     try:
         for iteration in range(iterations):
             for group in optimizer.param_groups:
@@ -157,6 +157,8 @@ def train(output: str, iterations: int, seed: int, batch_size: int = DEFAULT_BAT
         raise
     if bar is not None:
         bar.close()
-    metadata.update(completed_iterations=completed, train_seconds=round(time.time() - start, 1))
+    # CPU seconds too: on a shared machine the wall time says more about the neighbours
+    metadata.update(completed_iterations=completed, train_seconds=round(time.time() - start, 1),
+                    train_cpu_seconds=round(time.process_time() - cpu_start, 1))
     save_checkpoint(model.eval(), output, metadata)
     return output
