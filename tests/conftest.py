@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 import sys
 
+# torch and ONNX Runtime share 2 cores in these tests: busy-waiting OpenMP threads slow both badly
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 
