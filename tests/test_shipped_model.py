@@ -9,7 +9,7 @@ from edge_fpn.cli import main
 from edge_fpn.evaluate import DEFAULT_EVAL_SEED, bundle_detect_fn, evaluate, synthetic_data, torch_detect_fn
 from edge_fpn.model.shapes import load_shapes_model
 
-EVAL_IMAGES = 80  # the README's figures use 500; this keeps the suite short
+EVAL_IMAGES = 150  # the README figures use 500; this keeps the suite short
 
 
 @pytest.fixture(scope="module")
