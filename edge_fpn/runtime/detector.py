@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,20 +89,28 @@ class Detector:
                                                proposals, letterbox.resized_size)
         return self._to_frame(raw, letterbox)
 
+    def infer(self, tensor: np.ndarray, letterbox: Letterbox
+              ) -> Tuple[np.ndarray, Optional[Dict[str, np.ndarray]], Dict[str, float]]:
+        """Stage 1 -> proposals -> stage 2: (proposals, stage 2 outputs or None, seconds per step)."""
+        t0 = time.perf_counter()
+        outputs1 = self.run_stage1(tensor)
+        t1 = time.perf_counter()
+        proposals = self.propose(outputs1, letterbox)
+        t2 = time.perf_counter()
+        # an engine cannot run on zero proposals; there is then nothing to detect
+        outputs2 = self.run_stage2(outputs1, proposals) if len(proposals) else None
+        t3 = time.perf_counter()
+        return proposals, outputs2, {"stage1": t1 - t0, "proposals": t2 - t1, "stage2": t3 - t2}
+
     def __call__(self, frame: np.ndarray) -> Detections:
         t0 = time.perf_counter()
         tensor, letterbox = self.preprocess(frame)
         t1 = time.perf_counter()
-        outputs1 = self.run_stage1(tensor)
+        proposals, outputs2, timings = self.infer(tensor, letterbox)
         t2 = time.perf_counter()
-        proposals = self.propose(outputs1, letterbox)
-        t3 = time.perf_counter()
-        # an engine cannot run on zero proposals; there is then nothing to detect
-        outputs2 = self.run_stage2(outputs1, proposals) if len(proposals) else None
-        t4 = time.perf_counter()
         detections = self.finish(outputs2, proposals, letterbox)
-        t5 = time.perf_counter()
-        self.timer.last = dict(zip(STAGE_NAMES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)))
+        t3 = time.perf_counter()
+        self.timer.last = dict(preprocess=t1 - t0, **timings, detections=t3 - t2)
         return detections
 
     def _to_frame(self, raw: RawDetections, letterbox: Letterbox) -> Detections:

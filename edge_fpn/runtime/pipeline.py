@@ -403,17 +403,9 @@ class Pipeline:
                 return
             if work is None:
                 continue
-            t0 = time.perf_counter()
-            outputs1 = detector.run_stage1(work.tensor)
-            t1 = time.perf_counter()
-            proposals = detector.propose(outputs1, work.letterbox)
-            t2 = time.perf_counter()
-            # an engine cannot run on zero proposals; there is then nothing to detect
-            work.outputs2 = detector.run_stage2(outputs1, proposals) if len(proposals) else None
-            t3 = time.perf_counter()
-            work.proposals, work.tensor = proposals, None
-            del outputs1  # stage 1's feature maps are large: do not keep them in the queue
-            work.timings.update(stage1=t1 - t0, proposals=t2 - t1, stage2=t3 - t2)
+            work.proposals, work.outputs2, timings = detector.infer(work.tensor, work.letterbox)
+            work.tensor = None
+            work.timings.update(timings)
             if output.put(work, stop) < 0:
                 return
 
