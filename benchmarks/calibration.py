@@ -41,8 +41,8 @@ CLASSES = ["__background__"] + [f"class_{i}" for i in range(1, 91)]
 
 def child_ours(bundle: str, data: str, method: str, out: str) -> dict:
     from edge_fpn.bundle import load_manifest
-    from edge_fpn.build.calibrate import calibrate, load_ranges
-    from edge_fpn.build.precision import QuantizedStages
+    from edge_fpn.builder.calibrate import calibrate, load_ranges
+    from edge_fpn.builder.precision import QuantizedStages
 
     started = time.perf_counter()
     calibrate(bundle, data, method=method, output=os.path.join(out, "cal"), force=True, progress=False,
@@ -159,8 +159,8 @@ def prepare(args: argparse.Namespace, workdir: str) -> tuple:
 
 def accuracy(args: argparse.Namespace) -> int:
     """FP32 vs INT8 AP of the shipped shapes model (or --weights), per calibration method."""
-    from edge_fpn.build.builder import build_engine
-    from edge_fpn.build.calibrate import calibrate
+    from edge_fpn.builder.builder import build_engine
+    from edge_fpn.builder.calibrate import calibrate
     from edge_fpn.export.onnx_export import export_bundle
     from edge_fpn.model.shapes import SHAPES_WEIGHTS, load_shapes_model
     from edge_fpn.runtime.synthetic import CLASS_NAMES

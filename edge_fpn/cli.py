@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
 
-    from .build.commands import register as register_build
+    from .builder.commands import register as register_build
     from .runtime.commands import register as register_runtime
     register_build(sub)
     register_runtime(sub)

@@ -31,8 +31,8 @@ def _prepare_output(output: str, force: bool) -> None:
 
 def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "int8", force: bool = False,
              eval_images: int = 100, calibration_images: int = 32, progress: bool = True) -> Dict[str, Any]:
-    from .build.builder import build_engine
-    from .build.calibrate import calibrate
+    from .builder.builder import build_engine
+    from .builder.calibrate import calibrate
     from .evaluate import DEFAULT_EVAL_SEED, bundle_detect_fn, evaluate, synthetic_data, torch_detect_fn
     from .export.onnx_export import export_bundle
     from .model.loading import load_shipped_model

@@ -15,7 +15,7 @@ from edge_fpn.cli import main
 
 
 def _tensorrt_importable():
-    from edge_fpn.build.tensorrt_builder import import_tensorrt
+    from edge_fpn.builder.tensorrt_builder import import_tensorrt
     return import_tensorrt()[0] is not None
 
 
@@ -99,8 +99,8 @@ def test_explicit_fallback_layers_stay_float(tiny_bundle, calibration, tmp_path)
     import onnx
     from edge_fpn import Detector
     from edge_fpn.bundle import load_manifest
-    from edge_fpn.build.calibrate import load_ranges
-    from edge_fpn.build.precision import QuantizedStages
+    from edge_fpn.builder.calibrate import load_ranges
+    from edge_fpn.builder.precision import QuantizedStages
     stages = QuantizedStages(tiny_bundle, load_manifest(tiny_bundle), load_ranges(calibration, tiny_bundle))
     keep = [stages.layers[0], stages.layers[-1].split(":", 1)[1]]  # qualified, and a bare node name
     out = str(tmp_path / "mixed")
@@ -118,7 +118,7 @@ def test_explicit_fallback_layers_stay_float(tiny_bundle, calibration, tmp_path)
 
 
 def test_choose_fallback_finds_the_fewest_layers():
-    from edge_fpn.build.precision import SensitivityEntry, choose_fallback
+    from edge_fpn.builder.precision import SensitivityEntry, choose_fallback
 
     ranking = [SensitivityEntry(f"stage1:L{i}", 0.0, 0.1 - i * 0.01) for i in range(10)]
     calls = []
@@ -142,8 +142,8 @@ def test_choose_fallback_finds_the_fewest_layers():
 def test_sensitivity_quantizes_one_layer_at_a_time(tiny_bundle, calibration):
     import onnx
     from edge_fpn.bundle import load_manifest
-    from edge_fpn.build.calibrate import load_ranges
-    from edge_fpn.build.precision import QuantizedStages, sensitivity
+    from edge_fpn.builder.calibrate import load_ranges
+    from edge_fpn.builder.precision import QuantizedStages, sensitivity
     stages = QuantizedStages(tiny_bundle, load_manifest(tiny_bundle), load_ranges(calibration, tiny_bundle))
     layers = [stages.layers[1], stages.layers[5], stages.layers[-2]]
     seen = {}
@@ -192,8 +192,8 @@ def test_build_modules_import_without_heavy_dependencies():
     import subprocess
     import sys
     code = ("import sys\n"
-            "import edge_fpn.cli, edge_fpn.build.commands, edge_fpn.build.builder, edge_fpn.build.calibrate\n"
-            "import edge_fpn.build.tensorrt_builder, edge_fpn.build.qdq, edge_fpn.build.fp16, edge_fpn.build.measure\n"
+            "import edge_fpn.cli, edge_fpn.builder.commands, edge_fpn.builder.builder, edge_fpn.builder.calibrate\n"
+            "import edge_fpn.builder.tensorrt_builder, edge_fpn.builder.qdq, edge_fpn.builder.fp16, edge_fpn.builder.measure\n"
             "loaded = [m for m in ('torch', 'onnxruntime', 'onnx', 'tensorrt', 'pycuda') if m in sys.modules]\n"
             "sys.exit(', '.join(loaded) if loaded else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -30,7 +30,7 @@ def test_fp16_graph_matches_fp32(tiny_bundle, feeds, stage, tolerance):
     import onnxruntime as ort
     from onnx import TensorProto
 
-    from edge_fpn.build.fp16 import convert_to_fp16
+    from edge_fpn.builder.fp16 import convert_to_fp16
 
     model = onnx.load(os.path.join(tiny_bundle, f"{stage}.onnx"))
     half = convert_to_fp16(model)

@@ -10,9 +10,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from edge_fpn.build.cache import (format_cache, hex_to_scale, parse_cache, retarget, scale_to_hex,
+from edge_fpn.builder.cache import (format_cache, hex_to_scale, parse_cache, retarget, scale_to_hex,
                                   version_number)
-from edge_fpn.build.histogram import (AbsHistogram, amax_entropy, amax_mse, amax_percentile, compute_amax,
+from edge_fpn.builder.histogram import (AbsHistogram, amax_entropy, amax_mse, amax_percentile, compute_amax,
                                       entropy_divergences)
 from edge_fpn.cli import main
 
@@ -226,7 +226,7 @@ def test_calibration_for_another_bundle_is_refused(calibration, tiny_bundle, tmp
     err = capsys.readouterr().err
     assert "was made for another bundle" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(out)
-    from edge_fpn.build.calibrate import load_ranges
+    from edge_fpn.builder.calibrate import load_ranges
     from edge_fpn.errors import EdgeFpnError
     with pytest.raises(EdgeFpnError, match="another bundle"):
         load_ranges(calibration, other)
@@ -303,7 +303,7 @@ def test_bad_arguments(tiny_bundle, tmp_path, capsys):
 def test_video_source(tmp_path):
     import cv2
     from conftest import textured_image
-    from edge_fpn.build.data import open_source
+    from edge_fpn.builder.data import open_source
     path = str(tmp_path / "clip.avi")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
     for i in range(9):

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JETSON_FILES = ["edge_fpn/runtime", "edge_fpn/bundle.py", "edge_fpn/errors.py", "edge_fpn/cli.py",
-                "edge_fpn/__init__.py", "edge_fpn/build/tensorrt_builder.py", "samples"]
+                "edge_fpn/__init__.py", "edge_fpn/builder/tensorrt_builder.py", "samples"]
 
 
 def test_jetson_code_is_python_3_8_compatible():

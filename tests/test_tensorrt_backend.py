@@ -426,7 +426,7 @@ def test_real_tensorrt_bundle(tiny_bundle, tmp_path):
     """Build engines for the tiny bundle with the project's builder, then compare with ONNX Runtime."""
     from conftest import textured_image
     from edge_fpn.runtime import Detector
-    from edge_fpn.build.builder import build_engine
+    from edge_fpn.builder.builder import build_engine
     out = str(tmp_path / "engines")
     build_engine(tiny_bundle, precision="fp32", backend="tensorrt", output=out, eval_data=None, progress=False,
                  log=lambda text: None)

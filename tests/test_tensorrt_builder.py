@@ -10,8 +10,8 @@ import types
 
 import pytest
 
-from edge_fpn.build.cache import parse_cache
-from edge_fpn.build.tensorrt_builder import (TrtOptions, capabilities, jetpack_of_l4t, network_flags_value,
+from edge_fpn.builder.cache import parse_cache
+from edge_fpn.builder.tensorrt_builder import (TrtOptions, capabilities, jetpack_of_l4t, network_flags_value,
                                              parse_version, plan_build, profile_shapes)
 from edge_fpn.cli import main
 from edge_fpn.errors import EdgeFpnError
@@ -201,7 +201,7 @@ def test_versions_and_flag_values():
 
 
 def test_device_info_on_a_jetson_without_cuda_bindings(monkeypatch):
-    from edge_fpn.build import tensorrt_builder
+    from edge_fpn.builder import tensorrt_builder
     files = {"/proc/device-tree/model": "NVIDIA Jetson AGX Orin Developer Kit\x00",
              "/etc/nv_tegra_release": "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64"}
     monkeypatch.setattr(tensorrt_builder, "_read_text", lambda path: files.get(path, ""))
@@ -331,7 +331,7 @@ def test_dla_build_sets_the_core_and_gpu_fallback(with_tensorrt, tiny_bundle, tm
 # ------------------------------------------------------------------ on a real GPU
 
 def _real_tensorrt():
-    from edge_fpn.build.tensorrt_builder import import_tensorrt
+    from edge_fpn.builder.tensorrt_builder import import_tensorrt
     return import_tensorrt()[0]
 
 
