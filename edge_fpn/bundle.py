@@ -18,8 +18,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .errors import EdgeFpnError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added `layout`; a version-1 manifest is a "host" layout bundle
 MANIFEST_NAME = "manifest.json"
+
+# "engine": one graph from the letterboxed uint8 frame to padded detections (stage "detector");
+# "host": stage 1 and stage 2 graphs with the per-level postprocessing in numpy between them
+LAYOUTS = ("engine", "host")
+LAYOUT_STAGES = {"engine": ("detector",), "host": ("stage1", "stage2")}
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,12 @@ class Manifest:
     levels: List[LevelSpec]
     rpn: RpnSpec
     roi: RoiSpec
-    stages: Dict[str, StageSpec]  # "stage1", "stage2"
+    stages: Dict[str, StageSpec]  # LAYOUT_STAGES[layout]: "detector", or "stage1" and "stage2"
     provenance: Dict[str, Any] = field(default_factory=dict)
+    layout: str = "host"
+    # the engine layout's cap on the final step's candidates (proposal x class pairs) before
+    # class-wise NMS: the one place where a static graph can differ from torchvision
+    detection_candidates: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -118,6 +127,8 @@ class Manifest:
             roi=RoiSpec(**data["roi"]),
             stages={key: _stage_from_dict(value) for key, value in data["stages"].items()},
             provenance=dict(data.get("provenance", {})),
+            layout=str(data.get("layout", "host")),
+            detection_candidates=int(data.get("detection_candidates", 0)),
         )
 
     def replace(self, **changes: Any) -> "Manifest":
@@ -154,7 +165,10 @@ def load_manifest(bundle_dir: str) -> Manifest:
         manifest = Manifest.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgeFpnError(f"{path} is incomplete or corrupt ({exc!r}); re-run `edge-fpn export`") from None
-    for key in ("stage1", "stage2"):
+    if manifest.layout not in LAYOUTS:
+        raise EdgeFpnError(f"{path} has layout {manifest.layout!r}, which this edge-fpn does not know ({' or '.join(LAYOUTS)}); "
+                           f"upgrade edge-fpn or re-run `edge-fpn export`")
+    for key in LAYOUT_STAGES[manifest.layout]:
         if key not in manifest.stages:
             raise EdgeFpnError(f"{path} declares no {key}; re-run `edge-fpn export`")
         stage_file = os.path.join(bundle_dir, manifest.stages[key].file)
