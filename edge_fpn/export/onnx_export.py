@@ -1,4 +1,8 @@
-"""torch -> two static ONNX stages + manifest: the bundle `edge-fpn export` writes."""
+"""torch -> static ONNX + manifest: the bundle `edge-fpn export` writes.
+
+Layout "engine" (the default): one graph from the letterboxed uint8 frame to padded detections
+(model/engine_graph.py). Layout "host": stage 1 and stage 2 graphs, the postprocessing in numpy.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +12,8 @@ import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..bundle import (FORMAT_VERSION, LevelSpec, Manifest, PreprocessSpec, RoiSpec, RpnSpec, StageSpec,
+from .. import graph_names as names
+from ..bundle import (FORMAT_VERSION, LAYOUTS, LevelSpec, Manifest, PreprocessSpec, RoiSpec, RpnSpec, StageSpec,
                       TensorSpec, atomic_directory, check_output_dir, file_sha256, write_manifest)
 from ..errors import EdgeFpnError
 
@@ -104,11 +109,20 @@ def _slim(path: str) -> None:
 def export_bundle(model: Any, architecture: str, class_names: Sequence[str], input_size: Tuple[int, int],
                   output: str, force: bool = False, name: Optional[str] = None,
                   provenance: Optional[Dict[str, Any]] = None, check: bool = True,
-                  progress: bool = True) -> Manifest:
-    """Cut `model` into stage1/stage2 ONNX, simplify them, lint them, and write a bundle atomically."""
-    import torch
-    from ..model.stages import Stage1, Stage2
+                  progress: bool = True, layout: str = "engine",
+                  detection_candidates: Optional[int] = None) -> Manifest:
+    """Export `model` as a bundle of `layout` ("engine" or "host"), simplified, linted, written atomically.
 
+    detection_candidates: the engine layout's cap on (proposal, class) pairs sent to the final NMS
+    (default 2000, TensorRT's NMS limit on the smallest Jetsons).
+    """
+    import torch
+    from ..model.stages import MultiLevelRoiAlign
+
+    if layout not in LAYOUTS:
+        raise EdgeFpnError(f"unknown layout {layout!r}; choose {' or '.join(LAYOUTS)}")
+    if detection_candidates is not None and detection_candidates < 1:
+        raise EdgeFpnError(f"--detection-candidates must be at least 1, not {detection_candidates}")
     check_output_dir(output, force)
     model = model.eval()
     configure_transform(model, input_size)
@@ -116,11 +130,91 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
         raise EdgeFpnError(f"{len(class_names)} class names for a model with {model.roi_heads.box_predictor.cls_score.out_features} classes")
     feature_names, levels = describe_levels(model, input_size)
     pooled = [i for i, level in enumerate(levels) if level.pooled]
+    scales = MultiLevelRoiAlign(model, input_size, [tuple(levels[i].feature_shape[1:]) for i in pooled]).scales
+    if len(scales) < len(pooled):
+        levels = [dataclasses.replace(level, pooled=i in pooled[: len(scales)]) for i, level in enumerate(levels)]
+        pooled = pooled[: len(scales)]
+    manifest = Manifest(
+        format_version=FORMAT_VERSION, name=name or os.path.basename(os.path.abspath(output)),
+        architecture=architecture, class_names=list(class_names),
+        preprocess=PreprocessSpec(input_size=list(input_size), mean=[float(m) for m in model.transform.image_mean],
+                                  std=[float(s) for s in model.transform.image_std]),
+        levels=levels, rpn=_rpn_spec(model), roi=_roi_spec(model), stages={},
+        provenance=dict(provenance or {}, opset=OPSET, torch=torch.__version__), layout=layout)
+    if layout == "engine":
+        return _export_engine_layout(model, manifest, output, force, check, progress,
+                                     detection_candidates or names.DEFAULT_DETECTION_CANDIDATES)
+    return _export_host_layout(model, manifest, output, force, check, progress)
+
+
+def _export_engine_layout(model: Any, manifest: Manifest, output: str, force: bool, check: bool, progress: bool,
+                          candidates: int) -> Manifest:
+    from ..model.engine_graph import DetectorGraph, example_inputs
+
+    input_size = manifest.input_size
+    levels = manifest.levels
+    pooled = [i for i, level in enumerate(levels) if level.pooled]
+    graph = DetectorGraph(model, input_size, levels, manifest.rpn, manifest.roi,
+                          [tuple(levels[i].feature_shape[1:]) for i in pooled], candidates).eval()
+    image, image_size = example_inputs(input_size)
+    inputs = [TensorSpec(names.IMAGE, [1, input_size[0], input_size[1], 3], "uint8"),
+              TensorSpec(names.IMAGE_SIZE, [2], "float32")]
+    bar = _progress(["export", "simplify", "check"], progress)
+    with atomic_directory(output, force) as tmp:
+        path = os.path.join(tmp, names.DETECTOR_FILE)
+        bar.set_description("export detector graph")
+        _quiet_export(graph, (image, image_size), path, input_names=[t.name for t in inputs],
+                      output_names=[names.BOXES, names.SCORES, names.LABELS, names.NUM_DETECTIONS])
+        bar.update(1)
+        bar.set_description("simplify (onnxslim)")
+        _slim(path)
+        bar.update(1)
+        outputs = _declared_outputs(path)
+        manifest = manifest.replace(
+            stages={names.DETECTOR_STAGE: StageSpec(names.DETECTOR_FILE, "onnxruntime", "fp32", inputs, outputs)},
+            detection_candidates=int(candidates),
+            provenance=dict(manifest.provenance, detector_onnx_sha256=file_sha256(path)))
+        write_manifest(tmp, manifest)
+        _finish_check(tmp, check, bar)
+    return manifest
+
+
+def _declared_outputs(path: str) -> List[TensorSpec]:
+    """The graph's outputs as TensorSpecs (all static: the detection count follows the model)."""
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    specs = []
+    for output in graph.output:
+        tensor_type = output.type.tensor_type
+        shape = [int(d.dim_value) for d in tensor_type.shape.dim]
+        if any(d.dim_param or not d.dim_value for d in tensor_type.shape.dim):
+            raise EdgeFpnError(f"output {output.name} of the exported graph has a dynamic shape; please report this")
+        specs.append(TensorSpec(output.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name))
+    return specs
+
+
+def _finish_check(bundle_dir: str, check: bool, bar: Any) -> None:
+    if check:
+        bar.set_description("check (TensorRT lint)")
+        findings = _lint(bundle_dir)
+        if findings:
+            raise EdgeFpnError(f"the exported graphs fail the TensorRT lint: {findings[0]} (and {len(findings) - 1} more); please report this")
+    bar.update(1)
+    bar.close()
+
+
+def _export_host_layout(model: Any, manifest: Manifest, output: str, force: bool, check: bool,
+                        progress: bool) -> Manifest:
+    import torch
+    from ..model.stages import Stage1, Stage2
+
+    input_size = manifest.input_size
+    levels = manifest.levels
+    class_names = manifest.class_names
+    pooled = [i for i, level in enumerate(levels) if level.pooled]
     stage1 = Stage1(model).eval()
     stage2 = Stage2(model, input_size, [tuple(levels[i].feature_shape[1:]) for i in pooled]).eval()
-    if len(stage2.scales) < len(pooled):
-        levels = [dataclasses.replace(level, pooled=i in pooled[: len(stage2.scales)]) for i, level in enumerate(levels)]
-        pooled = pooled[: len(stage2.scales)]
 
     images = torch.zeros(1, 3, *input_size)
     stage1_outputs: List[TensorSpec] = []
@@ -130,7 +224,7 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
         stage1_outputs += [TensorSpec(f"features_{i}", [1] + list(level.feature_shape)),
                            TensorSpec(f"objectness_{i}", [a, h, w]), TensorSpec(f"deltas_{i}", [4 * a, h, w])]
     num_classes = len(class_names)
-    post_nms = _rpn_spec(model).post_nms_top_n
+    post_nms = manifest.rpn.post_nms_top_n
     stage2_inputs = [TensorSpec("proposals", [PROPOSALS_AXIS, 4])] + [stage1_outputs[3 * i] for i in pooled]
     stage2_outputs = [TensorSpec("class_logits", [PROPOSALS_AXIS, num_classes]),
                       TensorSpec("box_regression", [PROPOSALS_AXIS, 4 * num_classes])]
@@ -160,24 +254,13 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
         _drop_unused_stage1_outputs(stage1_path, keep=[t.name for t in stage1_outputs if _is_needed(t.name, pooled)])
         stage1_outputs = [t for t in stage1_outputs if _is_needed(t.name, pooled)]
         dynamic = {PROPOSALS_AXIS: [1, post_nms]}
-        manifest = Manifest(
-            format_version=FORMAT_VERSION, name=name or os.path.basename(os.path.abspath(output)),
-            architecture=architecture, class_names=list(class_names),
-            preprocess=PreprocessSpec(input_size=list(input_size), mean=[float(m) for m in model.transform.image_mean],
-                                      std=[float(s) for s in model.transform.image_std]),
-            levels=levels, rpn=_rpn_spec(model), roi=_roi_spec(model),
+        manifest = manifest.replace(
             stages={"stage1": StageSpec("stage1.onnx", "onnxruntime", "fp32", [TensorSpec("images", [1, 3] + list(input_size))], stage1_outputs),
                     "stage2": StageSpec("stage2.onnx", "onnxruntime", "fp32", stage2_inputs, stage2_outputs, dynamic)},
-            provenance=dict(provenance or {}, opset=OPSET, torch=torch.__version__,
-                            stage1_onnx_sha256=file_sha256(stage1_path), stage2_onnx_sha256=file_sha256(stage2_path)))
+            provenance=dict(manifest.provenance, stage1_onnx_sha256=file_sha256(stage1_path),
+                            stage2_onnx_sha256=file_sha256(stage2_path)))
         write_manifest(tmp, manifest)
-        if check:
-            bar.set_description("check (TensorRT lint)")
-            findings = _lint(tmp)
-            if findings:
-                raise EdgeFpnError(f"the exported graphs fail the TensorRT lint: {findings[0]} (and {len(findings) - 1} more); please report this")
-        bar.update(1)
-        bar.close()
+        _finish_check(tmp, check, bar)
     return manifest
 
 

@@ -32,20 +32,18 @@ class Stage1(nn.Module):
         return tuple(outputs)
 
 
-class Stage2(nn.Module):
-    """Multi-scale RoIAlign + box head + predictor on R proposals (R dynamic).
+class MultiLevelRoiAlign(nn.Module):
+    """torchvision's MultiScaleRoIAlign on R boxes, as a static graph.
 
-    torchvision's ``MultiScaleRoIAlign`` assigns each box to one level and scatters the pooled
-    results back with index_put, which exports as NonZero/ScatterND. Here RoIAlign runs on every
-    level and a 0/1 mask picks each box's level: same numbers, static graph.
+    torchvision assigns each box to one level and scatters the pooled results back with
+    index_put, which exports as NonZero/ScatterND. Here RoIAlign runs on every level and a 0/1
+    mask picks each box's level: same numbers, static graph.
     """
 
     def __init__(self, model: nn.Module, image_size: Tuple[int, int],
                  pooled_feature_sizes: Sequence[Tuple[int, int]]):
         super().__init__()
         pooler = model.roi_heads.box_roi_pool
-        self.box_head = model.roi_heads.box_head
-        self.box_predictor = model.roi_heads.box_predictor
         self.output_size = tuple(pooler.output_size)
         self.sampling_ratio = int(pooler.sampling_ratio)
         # torchvision infers each level's scale as 2 ** round(log2(feature / image)), see
@@ -61,23 +59,41 @@ class Stage2(nn.Module):
         self.eps = 1e-6
 
     def level_of_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
-        """torchvision's LevelMapper, as float ops (the runtime needs the same formula)."""
+        """torchvision's LevelMapper, as float ops."""
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         s = torch.sqrt(area)
         level = torch.floor(self.canonical_level + torch.log2(s / self.canonical_scale) + self.eps)
         return torch.clamp(level, min=self.k_min, max=self.k_max) - self.k_min
 
-    def forward(self, proposals: torch.Tensor, *features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        level = self.level_of_boxes(proposals)
-        batch_index = torch.zeros_like(proposals[:, :1])
-        rois = torch.cat([batch_index, proposals], dim=1)
+    def forward(self, boxes: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
+        level = self.level_of_boxes(boxes)
+        batch_index = torch.zeros_like(boxes[:, :1])
+        rois = torch.cat([batch_index, boxes], dim=1)
         pooled = None
         for index, (feature, scale) in enumerate(zip(features, self.scales)):
             level_pooled = roi_align(feature, rois, self.output_size, spatial_scale=scale,
                                      sampling_ratio=self.sampling_ratio, aligned=False)
             mask = (level == index).to(level_pooled.dtype).reshape(-1, 1, 1, 1)
             pooled = level_pooled * mask if pooled is None else pooled + level_pooled * mask
-        box_features = self.box_head(pooled)
+        return pooled
+
+
+class Stage2(nn.Module):
+    """Multi-scale RoIAlign + box head + predictor on R proposals (R dynamic)."""
+
+    def __init__(self, model: nn.Module, image_size: Tuple[int, int],
+                 pooled_feature_sizes: Sequence[Tuple[int, int]]):
+        super().__init__()
+        self.roi_pool = MultiLevelRoiAlign(model, image_size, pooled_feature_sizes)
+        self.box_head = model.roi_heads.box_head
+        self.box_predictor = model.roi_heads.box_predictor
+
+    @property
+    def scales(self) -> List[float]:
+        return self.roi_pool.scales
+
+    def forward(self, proposals: torch.Tensor, *features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        box_features = self.box_head(self.roi_pool(proposals, *features))
         class_logits, box_regression = self.box_predictor(box_features)
         return class_logits, box_regression
 

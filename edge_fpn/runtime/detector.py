@@ -1,17 +1,18 @@
-"""Detector: a bundle made callable on a frame (preprocess -> stage 1 -> proposals -> stage 2 -> detections)."""
+"""Detector: a bundle made callable on a frame (preprocess -> engine call(s) -> detections in frame pixels)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..bundle import Manifest, load_manifest
-from .backends import open_stage
+from ..errors import EdgeFpnError
 from .boxes import scale_boxes
-from .postprocess import DetectionPostprocessor, ProposalPostprocessor, RawDetections
-from .preprocess import Letterbox, Preprocessor
+from .layouts import HostLayout, open_layout
+from .postprocess import RawDetections
+from .preprocess import Letterbox
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,6 @@ class Detections:
                 for box, score, label, name in zip(self.boxes, self.scores, self.labels, self.names)]
 
 
-STAGE_NAMES = ("preprocess", "stage1", "proposals", "stage2", "detections")
-
-
 @dataclass
 class StageTimer:
     """Seconds spent in each step of the last call (the pipeline keeps its own statistics)."""
@@ -40,78 +38,76 @@ class StageTimer:
 
 
 class Detector:
-    """``Detector(bundle)(frame_bgr) -> Detections``; also ``stream(source)`` for live sources."""
+    """``Detector(bundle)(frame_bgr) -> Detections``; also ``stream(source)`` for live sources.
+
+    A Detector returns every detection the model keeps (down to the model's own score threshold,
+    0.05 for torchvision's models), for evaluation and embedding; pass ``score_threshold`` to
+    keep fewer. ``detect``, ``demo`` and the pipeline's sinks display from 0.5 by default.
+    device: "auto" (the GPU where ONNX Runtime has one), "cpu" or "cuda" (ONNX Runtime bundles).
+    """
 
     def __init__(self, bundle: str, score_threshold: Optional[float] = None,
-                 classes: Optional[Sequence[str]] = None, threads: int = 0):
+                 classes: Optional[Sequence[str]] = None, threads: int = 0, device: str = "auto"):
         self.bundle_dir = bundle
         self.manifest: Manifest = load_manifest(bundle)
         self.score_threshold = score_threshold
         self.class_names = self.manifest.class_names
         self.class_filter = _class_filter(self.class_names, classes)
-        self.preprocessor = Preprocessor(self.manifest.preprocess)
-        self.proposal_postprocessor = ProposalPostprocessor(self.manifest.levels, self.manifest.rpn)
-        self.detection_postprocessor = DetectionPostprocessor(self.manifest.roi)
-        self.stage1 = open_stage(bundle, self.manifest.stages["stage1"], threads)
-        self.stage2 = open_stage(bundle, self.manifest.stages["stage2"], threads)
-        spec1 = self.manifest.stages["stage1"]
-        self.stage1_input = spec1.inputs[0].name
-        names = [t.name for t in spec1.outputs]
-        self.objectness_names = [n for n in names if n.startswith("objectness_")]
-        self.deltas_names = [n for n in names if n.startswith("deltas_")]
-        self.stage2_inputs = [t.name for t in self.manifest.stages["stage2"].inputs]
+        self.layout = open_layout(bundle, self.manifest, threads, device)
         self.timer = StageTimer()
 
+    @property
+    def engine_steps(self) -> Tuple[str, ...]:
+        """The names of the timed steps that are engine calls (the rest is host work)."""
+        return self.layout.engine_steps
+
     # the steps, separately callable so that the pipeline can run them on different threads
-    def preprocess(self, frame: np.ndarray):
-        return self.preprocessor(frame)
+    def preprocess(self, frame: np.ndarray) -> Tuple[Any, Letterbox]:
+        return self.layout.preprocess(frame)
 
-    def run_stage1(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
-        return self.stage1({self.stage1_input: tensor})
+    def infer(self, inputs: Any, letterbox: Letterbox) -> Tuple[Any, Dict[str, float]]:
+        """The engine call(s): (outputs for ``finish``, seconds per step)."""
+        return self.layout.infer(inputs, letterbox)
 
-    def propose(self, stage1_outputs: Dict[str, np.ndarray], letterbox: Letterbox) -> np.ndarray:
-        proposals, _ = self.proposal_postprocessor(
-            [stage1_outputs[n] for n in self.objectness_names],
-            [stage1_outputs[n] for n in self.deltas_names], letterbox.resized_size)
-        return proposals
+    def engine_only(self, inputs: Any, letterbox: Letterbox) -> Callable[[], Dict[str, float]]:
+        """A callable that runs only the engine call(s) on prepared inputs and returns their seconds."""
+        return self.layout.engine_only(inputs, letterbox)
 
-    def run_stage2(self, stage1_outputs: Dict[str, np.ndarray], proposals: np.ndarray) -> Dict[str, np.ndarray]:
-        inputs = {name: stage1_outputs[name] for name in self.stage2_inputs if name != "proposals"}
-        inputs["proposals"] = np.ascontiguousarray(proposals, dtype=np.float32)
-        return self.stage2(inputs)
+    def backends(self) -> List[Any]:
+        return self.layout.backends()
 
-    def finish(self, stage2_outputs: Optional[Dict[str, np.ndarray]], proposals: np.ndarray,
-               letterbox: Letterbox) -> Detections:
-        if stage2_outputs is None:
-            raw = RawDetections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
-        else:
-            raw = self.detection_postprocessor(stage2_outputs["class_logits"], stage2_outputs["box_regression"],
-                                               proposals, letterbox.resized_size)
-        return self._to_frame(raw, letterbox)
-
-    def infer(self, tensor: np.ndarray, letterbox: Letterbox
-              ) -> Tuple[np.ndarray, Optional[Dict[str, np.ndarray]], Dict[str, float]]:
-        """Stage 1 -> proposals -> stage 2: (proposals, stage 2 outputs or None, seconds per step)."""
-        t0 = time.perf_counter()
-        outputs1 = self.run_stage1(tensor)
-        t1 = time.perf_counter()
-        proposals = self.propose(outputs1, letterbox)
-        t2 = time.perf_counter()
-        # an engine cannot run on zero proposals; there is then nothing to detect
-        outputs2 = self.run_stage2(outputs1, proposals) if len(proposals) else None
-        t3 = time.perf_counter()
-        return proposals, outputs2, {"stage1": t1 - t0, "proposals": t2 - t1, "stage2": t3 - t2}
+    def finish(self, outputs: Any, letterbox: Letterbox) -> Detections:
+        return self._to_frame(self.layout.finish(outputs, letterbox), letterbox)
 
     def __call__(self, frame: np.ndarray) -> Detections:
         t0 = time.perf_counter()
-        tensor, letterbox = self.preprocess(frame)
+        inputs, letterbox = self.layout.preprocess(frame, reuse_buffer=True)
         t1 = time.perf_counter()
-        proposals, outputs2, timings = self.infer(tensor, letterbox)
+        outputs, timings = self.layout.infer(inputs, letterbox)
         t2 = time.perf_counter()
-        detections = self.finish(outputs2, proposals, letterbox)
+        detections = self.finish(outputs, letterbox)
         t3 = time.perf_counter()
         self.timer.last = dict(preprocess=t1 - t0, **timings, detections=t3 - t2)
         return detections
+
+    # the host layout's stages, one by one (calibration measures them separately)
+    def run_stage1(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
+        return self._host().run_stage1(tensor)
+
+    def propose(self, stage1_outputs: Dict[str, np.ndarray], letterbox: Letterbox) -> np.ndarray:
+        return self._host().propose(stage1_outputs, letterbox)
+
+    def run_stage2(self, stage1_outputs: Dict[str, np.ndarray], proposals: np.ndarray) -> Dict[str, np.ndarray]:
+        return self._host().run_stage2(stage1_outputs, proposals)
+
+    @property
+    def stage2_inputs(self) -> List[str]:
+        return self._host().stage2_inputs
+
+    def _host(self) -> HostLayout:
+        if not isinstance(self.layout, HostLayout):
+            raise EdgeFpnError(f"{self.bundle_dir!r} has the {self.manifest.layout!r} layout: it has no separate stages")
+        return self.layout
 
     def _to_frame(self, raw: RawDetections, letterbox: Letterbox) -> Detections:
         boxes = scale_boxes(raw.boxes, letterbox.resized_size, letterbox.frame_size)
@@ -132,8 +128,7 @@ class Detector:
                 yield result.frame, result.detections
 
     def close(self) -> None:
-        self.stage1.close()
-        self.stage2.close()
+        self.layout.close()
 
     def __enter__(self) -> "Detector":
         return self
@@ -145,7 +140,6 @@ class Detector:
 def _class_filter(class_names: Sequence[str], classes: Optional[Sequence[str]]) -> Optional[np.ndarray]:
     if not classes:
         return None
-    from ..errors import EdgeFpnError
     unknown = [c for c in classes if c not in class_names]
     if unknown:
         raise EdgeFpnError(f"unknown class name(s) {', '.join(unknown)}; this bundle knows {', '.join(class_names[1:])}")

@@ -3,7 +3,7 @@
 ::
 
     capture ─▶ [slot] ─▶ preprocess ─▶ [slot] ─▶ inference ─▶ [q] ─▶ postprocess ─▶ [q] ─▶ sinks ─▶ you
-                                     (stage 1 + proposals + stage 2)
+                             (the engine; or stage 1 + proposals + stage 2 in the host layout)
 
 Each stage is one thread and the queues between them are small and bounded, so at most a few
 frames are in flight and memory stays flat. With a *live* source (camera, RTSP, realtime test://)
@@ -12,6 +12,12 @@ wants the present, not a backlog, so inference always starts on the newest frame
 one frame's age plus the stages' times); replaced frames are counted as dropped. A *file* source
 feeds small blocking queues: nothing is dropped and the order is kept. numpy, OpenCV and the engines release the GIL in their heavy
 parts, which is what lets the threads overlap.
+
+What the pipeline delivers (to its sinks, callbacks and iterator) are the detections scoring at
+least ``score_threshold``: by default the Detector's own threshold where it was given one, else
+``DISPLAY_SCORE_THRESHOLD`` (0.5), so that a viewer or a robot sees confident detections, not the
+long tail a detector keeps for evaluation (a Detector called directly returns everything; pass
+``score_threshold=0.05`` here to see that tail).
 
 A frame that cannot be used (None, empty, wrong dtype or shape) is counted and skipped;
 grayscale and 4-channel frames are converted to BGR; a frame of another size is letterboxed like
@@ -34,6 +40,7 @@ or in the background, for a control loop at its own rate::
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import sys
 import threading
@@ -50,6 +57,32 @@ from .stats import PipelineStats, format_line, format_summary
 logger = logging.getLogger("edge_fpn.runtime")
 
 _END = object()  # end of stream marker inside the queues
+
+# the score from which detections are shown and written (detect, demo, Detector.stream, sinks)
+DISPLAY_SCORE_THRESHOLD = 0.5
+
+
+def display_threshold(detector: Any, requested: Optional[float] = None) -> float:
+    """The score threshold a pipeline shows from: `requested` if given, else the Detector's own
+    ``score_threshold`` if it has one, else DISPLAY_SCORE_THRESHOLD."""
+    if requested is None:
+        requested = getattr(detector, "score_threshold", None)
+    threshold = DISPLAY_SCORE_THRESHOLD if requested is None else float(requested)
+    if not 0.0 <= threshold <= 1.0:
+        from ..errors import EdgeFpnError
+        raise EdgeFpnError(f"score threshold must be between 0 and 1, not {requested}")
+    return threshold
+
+
+def filter_scores(detections: Any, threshold: float) -> Any:
+    """The detections scoring at least `threshold` (vectorized; the same object when all pass)."""
+    scores = detections.scores
+    keep = np.flatnonzero(scores >= threshold)
+    if keep.shape[0] == scores.shape[0]:
+        return detections
+    names = np.asarray(detections.names, dtype=object)[keep].tolist() if keep.shape[0] else []
+    return dataclasses.replace(detections, boxes=detections.boxes[keep], scores=scores[keep],
+                               labels=detections.labels[keep], names=names)
 
 
 class Result:
@@ -93,14 +126,13 @@ class Result:
 class _Work:
     """A frame on its way through the stages."""
 
-    __slots__ = ("index", "frame", "timestamp", "name", "tensor", "letterbox", "proposals", "outputs2", "timings")
+    __slots__ = ("index", "frame", "timestamp", "name", "tensor", "letterbox", "outputs", "timings")
 
     def __init__(self, index: int, frame: Any, timestamp: float, name: str):
         self.index, self.frame, self.timestamp, self.name = index, frame, timestamp, name
         self.tensor: Any = None
         self.letterbox: Any = None
-        self.proposals: Any = None
-        self.outputs2: Any = None
+        self.outputs: Any = None
         self.timings: Dict[str, float] = {}
 
 
@@ -164,17 +196,20 @@ class Pipeline:
     quiet: no periodic statistics line (every ``stats_interval`` s) and no end summary.
     on_result: called with each Result on the sink thread (keep it short).
     source_options: keyword options for ``open_source`` when ``source`` is a string.
+    score_threshold: deliver only detections scoring at least this (default: the Detector's own
+    threshold if it has one, else DISPLAY_SCORE_THRESHOLD, 0.5; 0.0 delivers all the Detector returns).
     """
 
     def __init__(self, detector: Any, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
                  quiet: bool = False, stats_interval: float = 5.0, queue_size: int = 2,
                  on_result: Optional[Callable[[Result], None]] = None,
                  source_options: Optional[Dict[str, Any]] = None, stats_window: int = 1000,
-                 printer: Optional[Callable[[str], None]] = None):
+                 printer: Optional[Callable[[str], None]] = None, score_threshold: Optional[float] = None):
         if isinstance(detector, str):
             from .detector import Detector
             detector = Detector(detector)
         self.detector = detector
+        self.score_threshold = display_threshold(detector, score_threshold)
         self.max_frames = None if max_frames is None else int(max_frames)
         if self.max_frames is not None and self.max_frames < 1:
             from ..errors import EdgeFpnError
@@ -403,7 +438,7 @@ class Pipeline:
                 return
             if work is None:
                 continue
-            work.proposals, work.outputs2, timings = detector.infer(work.tensor, work.letterbox)
+            work.outputs, timings = detector.infer(work.tensor, work.letterbox)
             work.tensor = None
             work.timings.update(timings)
             if output.put(work, stop) < 0:
@@ -419,7 +454,8 @@ class Pipeline:
             if work is None:
                 continue
             t0 = time.perf_counter()
-            detections = detector.finish(work.outputs2, work.proposals, work.letterbox)
+            detections = filter_scores(detector.finish(work.outputs2, work.proposals, work.letterbox),
+                                       self.score_threshold)
             work.timings["postprocess"] = time.perf_counter() - t0
             done = time.monotonic()
             result = Result(work.frame, detections, work.index, work.timestamp, work.name or source_uri,

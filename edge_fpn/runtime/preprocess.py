@@ -1,4 +1,9 @@
-"""Frame -> engine input: resize keeping the aspect ratio, pad bottom-right, BGR->RGB, normalize, CHW."""
+"""Frame -> engine input: resize keeping the aspect ratio, pad bottom-right.
+
+Engine layout (``UInt8Letterbox``): the resized BGR uint8 frame goes into the top-left corner of
+the engine's NHWC input; colour order, scaling, normalization and the zero padding happen in the
+graph. Host layout (``Preprocessor``): all of it here, to a float NCHW tensor.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,3 +83,34 @@ class Preprocessor:
         np.multiply(chw, self.gain, out=chw)
         np.add(chw, self.offset, out=out[0, :, :h, :w])
         return out, Letterbox(frame_size=frame_size, resized_size=resized_size)
+
+
+class UInt8Letterbox:
+    """Frame -> (uint8 [1, H, W, 3] engine input, float32 [2] resized (h, w), Letterbox): one resize.
+
+    The padding is left as it is: the graph zeroes everything outside the resized frame after
+    normalization (torchvision's zero padding), so stale pixels there cannot leak into results.
+    """
+
+    def __init__(self, spec: PreprocessSpec):
+        self.input_size = (int(spec.input_size[0]), int(spec.input_size[1]))
+
+    def new_buffer(self) -> np.ndarray:
+        return np.zeros((1,) + self.input_size + (3,), dtype=np.uint8)
+
+    def __call__(self, frame: np.ndarray, out: Optional[np.ndarray] = None
+                 ) -> Tuple[np.ndarray, np.ndarray, Letterbox]:
+        frame = to_bgr(frame)
+        frame_size = (int(frame.shape[0]), int(frame.shape[1]))
+        h, w = fitted_size(frame_size, self.input_size)
+        if out is None:
+            out = np.empty((1,) + self.input_size + (3,), dtype=np.uint8)
+        if (h, w) == frame_size:
+            out[0, :h, :w] = frame
+        else:
+            # bilinear, half-pixel centres, no antialias: torchvision's interpolate, on uint8
+            view = out[0, :h, :w]
+            resized = cv2.resize(frame, (w, h), dst=view, interpolation=cv2.INTER_LINEAR)
+            if resized is not view:  # OpenCV allocated instead of writing into the view
+                view[...] = resized
+        return out, np.array([h, w], dtype=np.float32), Letterbox(frame_size=frame_size, resized_size=(h, w))

@@ -1,0 +1,197 @@
+"""The engine layout: one static graph from the letterboxed uint8 frame to padded detections.
+
+``DetectorGraph`` wraps the parts of a torchvision ``FasterRCNN`` (same weights, same numbers) and
+writes every data-dependent step of torchvision's postprocessing with fixed sizes:
+
+- per level: top-k with a static K, decode against constant anchors, clip, and a mask (score -1)
+  for small and low-scoring boxes, which the NMS score threshold then drops;
+- NMS per level (ONNX ``NonMaxSuppression``), the kept boxes found by comparing the selected
+  indices with ``arange(K)`` (no Scatter: TensorRT refuses it), the best post_nms_top_n proposals
+  by one more top-k, padded, with a validity mask;
+- multi-scale RoIAlign (every level, selected by a mask, as in the host layout), box head,
+  predictor;
+- softmax, class-wise decode, clip, score threshold, then the best ``detection_candidates``
+  (proposal, class) pairs (**the one cap that can differ from torchvision**, which sends every
+  pair above the score threshold to NMS; TensorRT's NMS considers at most 2000 boxes per image on
+  SM 5.3/6.2 Jetsons and 5000 elsewhere, so the default cap is 2000), class-wise NMS (one-hot
+  class scores: each candidate competes only within its class), the best ``detections_per_img``.
+
+The postprocessing modules are attributes named ``proposals``, ``roi_pool`` and ``detections``, so
+their ONNX nodes carry those scopes (graph_names.POSTPROCESS_SCOPES) and the builder keeps them FP32.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..bundle import LevelSpec, RoiSpec, RpnSpec
+from ..graph_names import DEFAULT_DETECTION_CANDIDATES
+from ..runtime.anchors import level_anchors
+from .stages import MultiLevelRoiAlign
+
+# a masked score: below every real score (sigmoid and softmax are >= 0) and below the NMS threshold
+MASKED = -1.0
+NMS_SCORE_THRESHOLD = -0.5
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """ONNX NonMaxSuppression with constant parameters, exported as that one node.
+
+    torchvision's own symbolic exports max_output_boxes_per_class as INT64_MAX and no score
+    threshold; the engine needs the mask threshold and a count that fits TensorRT's int32.
+    Eager mode (used for tracing and as a reference) gives the ONNX semantics: per class, boxes
+    whose score exceeds the threshold, greedy by decreasing score, rows of (batch, class, box).
+    """
+
+    @staticmethod
+    def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, max_output: int, iou_threshold: float,
+                score_threshold: float) -> torch.Tensor:
+        from torchvision.ops import nms
+        rows = []
+        for cls in range(scores.shape[1]):
+            candidates = torch.nonzero(scores[0, cls] > score_threshold)[:, 0]
+            kept = candidates[nms(boxes[0, candidates], scores[0, cls, candidates], iou_threshold)][:max_output]
+            rows.append(torch.stack([torch.zeros_like(kept), torch.full_like(kept, cls), kept], dim=1))
+        return torch.cat(rows) if rows else torch.zeros((0, 3), dtype=torch.int64)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_output: int, iou_threshold: float, score_threshold: float):
+        return g.op("NonMaxSuppression", boxes, scores,
+                    g.op("Constant", value_t=torch.tensor([max_output], dtype=torch.int64)),
+                    g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
+                    g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32)))
+
+
+def _kept_mask(boxes: torch.Tensor, class_scores: torch.Tensor, max_output: int, iou_threshold: float) -> torch.Tensor:
+    """NMS -> a [K] mask of kept boxes (K static): selected box indices compared with arange(K)."""
+    count = int(boxes.shape[0])
+    selected = _NonMaxSuppression.apply(boxes[None], class_scores[None], max_output, iou_threshold,
+                                        NMS_SCORE_THRESHOLD)
+    return (selected[:, 2:3] == torch.arange(count)[None, :]).any(dim=0)
+
+
+def _clip(boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
+    """clip_boxes_to_image against a runtime (h, w): x into [0, w], y into [0, h]."""
+    upper = torch.stack([image_size[1], image_size[0]] * 2)
+    return torch.minimum(torch.clamp(boxes, min=0.0), upper)
+
+
+def _large(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
+    """remove_small_boxes as a mask."""
+    return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
+
+
+class ProposalStep(nn.Module):
+    """RPN head outputs -> (proposals [P, 4], valid [P]); P = min(post_nms_top_n, candidates)."""
+
+    def __init__(self, levels: Sequence[LevelSpec], rpn: RpnSpec, box_coder: nn.Module):
+        super().__init__()
+        self.rpn = rpn
+        self.box_coder = box_coder
+        for index, level in enumerate(levels):
+            self.register_buffer(f"anchors_{index}", torch.from_numpy(level_anchors(level)), persistent=False)
+        self.num_levels = len(levels)
+
+    def forward(self, objectness: List[torch.Tensor], deltas: List[torch.Tensor],
+                image_size: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        all_boxes, all_scores = [], []
+        for index in range(self.num_levels):
+            obj, delta = objectness[index][0], deltas[index][0]
+            num_anchors, grid_h, grid_w = obj.shape
+            logits = obj.permute(1, 2, 0).reshape(-1)  # (y, x, anchor): the anchors' order
+            top_logits, top = logits.topk(min(self.rpn.pre_nms_top_n, int(logits.shape[0])))
+            level_deltas = delta.reshape(num_anchors, 4, grid_h, grid_w).permute(2, 3, 0, 1).reshape(-1, 4)
+            anchors = getattr(self, f"anchors_{index}")
+            boxes = _clip(self.box_coder.decode_single(level_deltas[top], anchors[top]), image_size)
+            scores = torch.sigmoid(top_logits)
+            ok = _large(boxes, self.rpn.min_size) & (scores >= self.rpn.score_thresh)
+            scores = torch.where(ok, scores, torch.full_like(scores, MASKED))
+            kept = _kept_mask(boxes, scores[None], int(boxes.shape[0]), self.rpn.nms_thresh)
+            all_boxes.append(boxes)
+            all_scores.append(torch.where(kept, scores, torch.full_like(scores, MASKED)))
+        boxes = torch.cat(all_boxes)
+        scores, best = torch.cat(all_scores).topk(min(self.rpn.post_nms_top_n, int(boxes.shape[0])))
+        return boxes[best], scores > NMS_SCORE_THRESHOLD
+
+
+class DetectionStep(nn.Module):
+    """Box head outputs on P proposals -> padded (boxes [D, 4], scores [D], labels [D], num [1])."""
+
+    def __init__(self, roi: RoiSpec, box_coder: nn.Module, num_classes: int, candidates: int):
+        super().__init__()
+        self.roi = roi
+        self.box_coder = box_coder
+        self.num_classes = num_classes
+        self.candidates = candidates
+
+    def forward(self, class_logits: torch.Tensor, box_regression: torch.Tensor, proposals: torch.Tensor,
+                valid: torch.Tensor, image_size: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        count, classes = (int(d) for d in class_logits.shape)
+        boxes = self.box_coder.decode_single(box_regression, proposals).reshape(count, classes, 4)
+        boxes = _clip(boxes, image_size)[:, 1:].reshape(-1, 4)  # no background column
+        scores = torch.softmax(class_logits, -1)[:, 1:].reshape(-1)
+        labels = torch.arange(1, classes).repeat(count)
+        ok = valid[:, None].expand(count, classes - 1).reshape(-1) & (scores > self.roi.score_thresh) & _large(boxes, 1e-2)
+        scores = torch.where(ok, scores, torch.full_like(scores, MASKED))
+        # the named cap: the best `candidates` pairs go to NMS (torchvision sends them all)
+        scores, best = scores.topk(min(self.candidates, int(scores.shape[0])))
+        boxes, labels = boxes[best], labels[best]
+        one_hot = labels[None, :] == torch.arange(1, classes)[:, None]  # [classes - 1, K]
+        class_scores = torch.where(one_hot, scores[None, :], torch.full_like(one_hot, MASKED, dtype=scores.dtype))
+        kept = _kept_mask(boxes, class_scores, self.roi.detections_per_img, self.roi.nms_thresh)
+        scores = torch.where(kept, scores, torch.full_like(scores, MASKED))
+        scores, best = scores.topk(min(self.roi.detections_per_img, int(scores.shape[0])))
+        found = scores > NMS_SCORE_THRESHOLD
+        boxes = torch.where(found[:, None], boxes[best], torch.zeros_like(boxes[best]))
+        labels = torch.where(found, labels[best], torch.zeros_like(labels[best])).to(torch.int32)
+        scores = torch.where(found, scores, torch.zeros_like(scores))
+        return boxes, scores, labels, found.sum().to(torch.int32).reshape(1)
+
+
+class DetectorGraph(nn.Module):
+    """(image uint8 [1, H, W, 3] BGR, image_size float [2]) -> (boxes, scores, labels, num_detections)."""
+
+    def __init__(self, model: nn.Module, input_size: Tuple[int, int], levels: Sequence[LevelSpec],
+                 rpn: RpnSpec, roi: RoiSpec, pooled_feature_sizes: Sequence[Tuple[int, int]],
+                 candidates: int = DEFAULT_DETECTION_CANDIDATES):
+        super().__init__()
+        self.input_size = tuple(input_size)
+        transform = model.transform
+        self.register_buffer("mean", torch.tensor(transform.image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(transform.image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.backbone = model.backbone
+        self.rpn_head = model.rpn.head
+        self.proposals = ProposalStep(levels, rpn, model.rpn.box_coder)
+        self.roi_pool = MultiLevelRoiAlign(model, input_size, pooled_feature_sizes)
+        self.box_head = model.roi_heads.box_head
+        self.box_predictor = model.roi_heads.box_predictor
+        num_classes = int(model.roi_heads.box_predictor.cls_score.out_features)
+        self.detections = DetectionStep(roi, model.roi_heads.box_coder, num_classes, candidates)
+        self.pooled_names = set(model.roi_heads.box_roi_pool.featmap_names)
+
+    def normalize(self, image: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
+        """BGR uint8 NHWC -> torchvision's normalized RGB NCHW, zero outside the resized frame."""
+        x = image.permute(0, 3, 1, 2)[:, [2, 1, 0]].to(torch.float32) / 255.0
+        x = (x - self.mean) / self.std
+        height, width = self.input_size
+        rows = torch.arange(height, dtype=torch.float32) < image_size[0]
+        cols = torch.arange(width, dtype=torch.float32) < image_size[1]
+        return x * (rows[:, None] & cols[None, :]).to(torch.float32)
+
+    def forward(self, image: torch.Tensor, image_size: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        features = self.backbone(self.normalize(image, image_size))
+        objectness, deltas = self.rpn_head(list(features.values()))
+        proposals, valid = self.proposals(objectness, deltas, image_size)
+        # as MultiScaleRoIAlign: the backbone's features that it names, in the backbone's order
+        maps = [feature for name, feature in features.items() if name in self.pooled_names]
+        pooled = self.roi_pool(proposals, *maps[: len(self.roi_pool.scales)])
+        class_logits, box_regression = self.box_predictor(self.box_head(pooled))
+        return self.detections(class_logits, box_regression, proposals, valid, image_size)
+
+
+def example_inputs(input_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A mid-grey frame filling the engine input: the inputs export traces with."""
+    image = torch.full((1, input_size[0], input_size[1], 3), 114, dtype=torch.uint8)
+    return image, torch.tensor([float(input_size[0]), float(input_size[1])])

@@ -1,0 +1,141 @@
+"""The two bundle layouts as runtime steps: preprocess -> infer (the engine calls) -> finish.
+
+Both give ``RawDetections`` in engine-input pixels; ``Detector`` maps them to the frame. The
+steps are separate so that the pipeline can run them on different threads.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .. import graph_names as names
+from ..bundle import Manifest
+from ..errors import EdgeFpnError
+from .backends import open_stage
+from .postprocess import DetectionPostprocessor, ProposalPostprocessor, RawDetections
+from .preprocess import Letterbox, Preprocessor, UInt8Letterbox
+
+Timings = Dict[str, float]
+
+
+class EngineLayout:
+    """One graph from pixels to detections: the host only letterboxes, and slices the padded outputs."""
+
+    engine_steps = ("engine",)
+
+    def __init__(self, bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto"):
+        self.engine = open_stage(bundle_dir, manifest.stages[names.DETECTOR_STAGE], threads, device=device)
+        self.letterbox = UInt8Letterbox(manifest.preprocess)
+        # Detector.__call__ resizes straight into the engine's own (page-locked) input buffer
+        # where the backend offers one, else into this reused array
+        input_array = getattr(self.engine, "input_array", None)
+        self.own_buffer: np.ndarray = input_array(names.IMAGE) if callable(input_array) else self.letterbox.new_buffer()
+
+    def preprocess(self, frame: np.ndarray, reuse_buffer: bool = False) -> Tuple[Dict[str, np.ndarray], Letterbox]:
+        # the pipeline preprocesses the next frame while the engine runs this one: a fresh buffer
+        image, image_size, letterbox = self.letterbox(frame, self.own_buffer if reuse_buffer else None)
+        return {names.IMAGE: image, names.IMAGE_SIZE: image_size}, letterbox
+
+    def infer(self, inputs: Dict[str, np.ndarray], letterbox: Letterbox) -> Tuple[Dict[str, np.ndarray], Timings]:
+        t0 = time.perf_counter()
+        outputs = self.engine(inputs)
+        return outputs, {"engine": time.perf_counter() - t0}
+
+    def engine_only(self, inputs: Dict[str, np.ndarray], letterbox: Letterbox) -> Callable[[], Timings]:
+        """A call of the engine alone on prepared inputs (what `bench` compares the pipeline with)."""
+        return lambda: self.infer(inputs, letterbox)[1]
+
+    def finish(self, outputs: Dict[str, np.ndarray], letterbox: Letterbox) -> RawDetections:
+        count = int(outputs[names.NUM_DETECTIONS].reshape(-1)[0])
+        return RawDetections(boxes=outputs[names.BOXES][:count], scores=outputs[names.SCORES][:count],
+                             labels=outputs[names.LABELS][:count].astype(np.int64))
+
+    def backends(self) -> List[Any]:
+        return [self.engine]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class HostLayout:
+    """Stage 1 -> per-level proposals in numpy -> stage 2 -> final postprocessing in numpy."""
+
+    engine_steps = ("stage1", "stage2")
+
+    def __init__(self, bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto"):
+        self.preprocessor = Preprocessor(manifest.preprocess)
+        self.proposal_postprocessor = ProposalPostprocessor(manifest.levels, manifest.rpn)
+        self.detection_postprocessor = DetectionPostprocessor(manifest.roi)
+        self.stage1 = open_stage(bundle_dir, manifest.stages["stage1"], threads, device=device)
+        self.stage2 = open_stage(bundle_dir, manifest.stages["stage2"], threads, device=device)
+        spec1 = manifest.stages["stage1"]
+        self.stage1_input = spec1.inputs[0].name
+        outputs = [t.name for t in spec1.outputs]
+        self.objectness_names = [n for n in outputs if n.startswith("objectness_")]
+        self.deltas_names = [n for n in outputs if n.startswith("deltas_")]
+        self.stage2_inputs = [t.name for t in manifest.stages["stage2"].inputs]
+
+    def preprocess(self, frame: np.ndarray, reuse_buffer: bool = False) -> Tuple[np.ndarray, Letterbox]:
+        return self.preprocessor(frame)
+
+    def run_stage1(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
+        return self.stage1({self.stage1_input: tensor})
+
+    def propose(self, stage1_outputs: Dict[str, np.ndarray], letterbox: Letterbox) -> np.ndarray:
+        proposals, _ = self.proposal_postprocessor(
+            [stage1_outputs[n] for n in self.objectness_names],
+            [stage1_outputs[n] for n in self.deltas_names], letterbox.resized_size)
+        return proposals
+
+    def run_stage2(self, stage1_outputs: Dict[str, np.ndarray], proposals: np.ndarray) -> Dict[str, np.ndarray]:
+        inputs = {name: stage1_outputs[name] for name in self.stage2_inputs if name != "proposals"}
+        inputs["proposals"] = np.ascontiguousarray(proposals, dtype=np.float32)
+        return self.stage2(inputs)
+
+    def infer(self, tensor: np.ndarray, letterbox: Letterbox
+              ) -> Tuple[Tuple[np.ndarray, Optional[Dict[str, np.ndarray]]], Timings]:
+        """Stage 1 -> proposals -> stage 2: ((proposals, stage 2 outputs or None), seconds per step)."""
+        t0 = time.perf_counter()
+        outputs1 = self.run_stage1(tensor)
+        t1 = time.perf_counter()
+        proposals = self.propose(outputs1, letterbox)
+        t2 = time.perf_counter()
+        # an engine cannot run on zero proposals; there is then nothing to detect
+        outputs2 = self.run_stage2(outputs1, proposals) if len(proposals) else None
+        t3 = time.perf_counter()
+        return (proposals, outputs2), {"stage1": t1 - t0, "proposals": t2 - t1, "stage2": t3 - t2}
+
+    def engine_only(self, tensor: np.ndarray, letterbox: Letterbox) -> Callable[[], Timings]:
+        """Stage 1 then stage 2 on this frame's own proposals, without the numpy between them."""
+        proposals = self.propose(self.run_stage1(tensor), letterbox)
+        if not len(proposals):
+            raise EdgeFpnError("the first frame gives no proposals, so stage 2 cannot be timed; use another --source")
+
+        def run() -> Timings:
+            t0 = time.perf_counter()
+            outputs1 = self.run_stage1(tensor)
+            t1 = time.perf_counter()
+            self.run_stage2(outputs1, proposals)
+            return {"stage1": t1 - t0, "stage2": time.perf_counter() - t1}
+        return run
+
+    def finish(self, outputs: Tuple[np.ndarray, Optional[Dict[str, np.ndarray]]], letterbox: Letterbox) -> RawDetections:
+        proposals, outputs2 = outputs
+        if outputs2 is None:
+            return RawDetections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
+        return self.detection_postprocessor(outputs2["class_logits"], outputs2["box_regression"],
+                                            proposals, letterbox.resized_size)
+
+    def backends(self) -> List[Any]:
+        return [self.stage1, self.stage2]
+
+    def close(self) -> None:
+        self.stage1.close()
+        self.stage2.close()
+
+
+def open_layout(bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto") -> Any:
+    layout = EngineLayout if manifest.layout == "engine" else HostLayout
+    return layout(bundle_dir, manifest, threads, device)
