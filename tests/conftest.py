@@ -36,24 +36,34 @@ def get_model(cache, arch):
 
 @pytest.fixture(scope="session")
 def bundle_factory(tmp_path_factory, reference_models):
-    """Export (once per session) a bundle for an architecture: returns (model, bundle_dir)."""
+    """Export (once per session) a bundle for an architecture and layout: returns (model, bundle_dir).
+
+    The default layout here is "host" (the builder and host-layout tests); runtime tests use the
+    engine layout, the default of `edge-fpn export`, through `tiny_bundle`.
+    """
     bundles = {}
 
-    def make(arch):
-        if arch not in bundles:
+    def make(arch, layout="host"):
+        if (arch, layout) not in bundles:
             from edge_fpn.export.onnx_export import export_bundle
             model = get_model(reference_models, arch)
-            out = str(tmp_path_factory.mktemp("bundles") / arch)
-            export_bundle(model, arch, TEST_CLASSES, TEST_SIZE, out, progress=False)
-            bundles[arch] = out
-        return reference_models[arch], bundles[arch]
+            out = str(tmp_path_factory.mktemp("bundles") / f"{arch}-{layout}")
+            export_bundle(model, arch, TEST_CLASSES, TEST_SIZE, out, progress=False, layout=layout)
+            bundles[arch, layout] = out
+        return reference_models[arch], bundles[arch, layout]
     return make
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(bundle_factory):
-    """A small bundle (MobileNetV3 320 FPN, random but meaningful weights) for runtime tests."""
-    return bundle_factory("fasterrcnn_mobilenet_v3_large_320_fpn")[1]
+    """A small engine-layout bundle (MobileNetV3 320 FPN, random but meaningful weights) for runtime tests."""
+    return bundle_factory("fasterrcnn_mobilenet_v3_large_320_fpn", layout="engine")[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_host_bundle(bundle_factory):
+    """The same model in the host layout (stage 1 + numpy proposals + stage 2)."""
+    return bundle_factory("fasterrcnn_mobilenet_v3_large_320_fpn", layout="host")[1]
 
 
 def textured_image(seed: int, height: int, width: int) -> np.ndarray:

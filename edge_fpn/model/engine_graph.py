@@ -69,7 +69,8 @@ def _kept_mask(boxes: torch.Tensor, class_scores: torch.Tensor, max_output: int,
     count = int(boxes.shape[0])
     selected = _NonMaxSuppression.apply(boxes[None], class_scores[None], max_output, iou_threshold,
                                         NMS_SCORE_THRESHOLD)
-    return (selected[:, 2:3] == torch.arange(count)[None, :]).any(dim=0)
+    # int32 on both sides: an INT64 arange constant costs TensorRT memory and a cast at build time
+    return (selected[:, 2:3].to(torch.int32) == torch.arange(count, dtype=torch.int32)[None, :]).any(dim=0)
 
 
 def _clip(boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
@@ -132,20 +133,20 @@ class DetectionStep(nn.Module):
         boxes = self.box_coder.decode_single(box_regression, proposals).reshape(count, classes, 4)
         boxes = _clip(boxes, image_size)[:, 1:].reshape(-1, 4)  # no background column
         scores = torch.softmax(class_logits, -1)[:, 1:].reshape(-1)
-        labels = torch.arange(1, classes).repeat(count)
+        labels = torch.arange(1, classes, dtype=torch.int32).repeat(count)  # int32: TensorRT's own
         ok = valid[:, None].expand(count, classes - 1).reshape(-1) & (scores > self.roi.score_thresh) & _large(boxes, 1e-2)
         scores = torch.where(ok, scores, torch.full_like(scores, MASKED))
         # the named cap: the best `candidates` pairs go to NMS (torchvision sends them all)
         scores, best = scores.topk(min(self.candidates, int(scores.shape[0])))
         boxes, labels = boxes[best], labels[best]
-        one_hot = labels[None, :] == torch.arange(1, classes)[:, None]  # [classes - 1, K]
+        one_hot = labels[None, :] == torch.arange(1, classes, dtype=torch.int32)[:, None]  # [classes - 1, K]
         class_scores = torch.where(one_hot, scores[None, :], torch.full_like(one_hot, MASKED, dtype=scores.dtype))
         kept = _kept_mask(boxes, class_scores, self.roi.detections_per_img, self.roi.nms_thresh)
         scores = torch.where(kept, scores, torch.full_like(scores, MASKED))
         scores, best = scores.topk(min(self.roi.detections_per_img, int(scores.shape[0])))
         found = scores > NMS_SCORE_THRESHOLD
         boxes = torch.where(found[:, None], boxes[best], torch.zeros_like(boxes[best]))
-        labels = torch.where(found, labels[best], torch.zeros_like(labels[best])).to(torch.int32)
+        labels = torch.where(found, labels[best], torch.zeros_like(labels[best]))
         scores = torch.where(found, scores, torch.zeros_like(scores))
         return boxes, scores, labels, found.sum().to(torch.int32).reshape(1)
 

@@ -15,16 +15,20 @@ DEFAULT_BENCH_SOURCE = "test://?width=640&height=480&realtime=0"
 
 def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
            score_threshold: Optional[float] = None, classes: Optional[Sequence[str]] = None,
-           quiet: bool = False, stats_interval: float = 5.0, **source_options: Any) -> Dict[str, Any]:
+           quiet: bool = False, stats_interval: float = 5.0, device: str = "auto",
+           **source_options: Any) -> Dict[str, Any]:
     """Run a bundle on a source into sinks; returns the pipeline statistics.
 
-    With no sink, one line a frame is printed (index, source, detections). Ctrl-C stops cleanly:
-    the sinks are flushed and the statistics printed, as at the end of the stream.
+    Detections scoring under `score_threshold` are neither shown nor written (default: 0.5, the
+    pipeline's DISPLAY_SCORE_THRESHOLD; 0.05 shows what the model keeps). With no sink, one line a
+    frame is printed (index, source, detections). Ctrl-C stops cleanly: the sinks are flushed and
+    the statistics printed, as at the end of the stream. A run that fails before its first frame
+    (a bundle that cannot load, a source that cannot open) leaves no output file behind.
     """
     from ..bundle import load_manifest
     from .detector import Detector
     from .pipeline import Pipeline
-    from .sinks import open_sinks
+    from .sinks import abort_sinks, check_sinks, open_sinks
     from .sources import open_source
 
     if max_frames is not None and max_frames < 1:
@@ -33,17 +37,22 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
         raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {score_threshold}")
     # cheap checks first: a typo in a sink or source should not wait for the engines to load
     load_manifest(bundle)
-    opened_sinks = open_sinks(list(sinks))
+    check_sinks(list(sinks))
+    opened_sinks: List[Any] = []
     opened_source = None
     detector = None
     try:
         opened_source = open_source(source, **source_options)
+        # the Detector returns all the model keeps; the pipeline shows from the display threshold
+        detector = Detector(bundle, classes=list(classes) if classes else None, device=device)
+        # sinks open last, once the bundle and the source are open (and create their files with
+        # the first frame): a run that fails to start leaves nothing behind
+        opened_sinks = open_sinks(list(sinks))
         for sink in opened_sinks:
             if getattr(sink, "fps", "absent") is None and opened_source.fps:
                 sink.fps = opened_source.fps  # type: ignore[attr-defined]
-        detector = Detector(bundle, score_threshold=score_threshold, classes=list(classes) if classes else None)
         pipeline = Pipeline(detector, opened_source, opened_sinks, max_frames=max_frames, quiet=quiet,
-                            stats_interval=stats_interval)
+                            stats_interval=stats_interval, score_threshold=score_threshold)
         with pipeline:
             for sink in pipeline.sinks:
                 if getattr(sink, "url", None) and not quiet:
@@ -59,6 +68,9 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
                     if not quiet:
                         print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
         return pipeline.stats.snapshot()
+    except BaseException:
+        abort_sinks(opened_sinks)  # the pipeline did it if it ran; a sink that wrote nothing leaves nothing
+        raise
     finally:
         if opened_source is not None:
             opened_source.close()
@@ -99,11 +111,12 @@ def _print_result(result: Any) -> None:
 
 
 def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, json: bool = False,
-          warmup: int = 5, threads: int = 0, quiet: bool = False) -> Dict[str, Any]:
+          warmup: int = 5, threads: int = 0, quiet: bool = False, device: str = "auto") -> Dict[str, Any]:
     """Pipeline FPS against engine-only FPS (the two stages alone on pre-made inputs), and their ratio.
 
-    Engine-only: stage 1 and stage 2 run back to back on one prepared frame (its tensor and its
-    proposals), `frames` times. Pipeline: the full pipeline (capture, preprocess, engines,
+    Engine-only: the engine call(s) alone on one prepared frame, `frames` times (engine layout: the
+    detector engine; host layout: stage 1 and stage 2 back to back on the frame's own proposals).
+    Pipeline: the full pipeline (capture, preprocess, engines,
     postprocessing) on `frames` frames of the source, after `warmup` frames. The ratio says how
     much of the engines' speed the pipeline keeps: 1.0 means capture and pre/postprocessing are
     fully hidden behind inference.
@@ -116,7 +129,7 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, js
         raise EdgeFpnError(f"--frames must be at least 2, not {frames}")
     if warmup < 0:
         raise EdgeFpnError(f"--warmup must be 0 or more, not {warmup}")
-    detector = Detector(bundle, threads=threads)
+    detector = Detector(bundle, threads=threads, device=device)
     try:
         # ---------------------------------------------------------------- engine only
         with open_source(source) as probe:
@@ -130,28 +143,17 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, js
                     break
         if frame is None:
             raise EdgeFpnError(f"source {source!r} gave no frame to benchmark with; check it with `edge-fpn detect`")
-        tensor, letterbox = detector.preprocess(frame)
-        outputs1 = detector.run_stage1(tensor)
-        proposals = detector.propose(outputs1, letterbox)
-        if not len(proposals):
-            raise EdgeFpnError("the first frame gives no proposals, so stage 2 cannot be timed; use another --source")
+        inputs, letterbox = detector.preprocess(frame)
+        run_engines = detector.engine_only(inputs, letterbox)
         for _ in range(max(1, warmup)):
-            outputs1 = detector.run_stage1(tensor)
-            detector.run_stage2(outputs1, proposals)
-        stage1_times: List[float] = []
-        stage2_times: List[float] = []
+            run_engines()
+        engine_times: Dict[str, List[float]] = {}
         started = time.perf_counter()
         for _ in range(frames):
-            t0 = time.perf_counter()
-            outputs1 = detector.run_stage1(tensor)
-            t1 = time.perf_counter()
-            detector.run_stage2(outputs1, proposals)
-            t2 = time.perf_counter()
-            stage1_times.append(t1 - t0)
-            stage2_times.append(t2 - t1)
+            for step, seconds in run_engines().items():
+                engine_times.setdefault(step, []).append(seconds)
         engine_seconds = time.perf_counter() - started
         engine_fps = frames / engine_seconds
-        del outputs1
 
         # ---------------------------------------------------------------- the pipeline
         done: List[float] = []
@@ -172,16 +174,17 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, js
         "source": source,
         "frames": frames,
         "warmup": warmup,
-        "proposals": int(len(proposals)),
+        "layout": detector.manifest.layout,
         "engine_only_fps": round(engine_fps, 3),
         "pipeline_fps": round(pipeline_fps, 3),
         "ratio": round(pipeline_fps / engine_fps, 4),
-        "engine_only_ms": {"stage1": _ms(stage1_times), "stage2": _ms(stage2_times)},
+        "engine_only_ms": {step: _ms(times) for step, times in engine_times.items()},
         "pipeline_stages_ms": {name: {"median": info["median_ms"], "p95": info["p95_ms"]}
                                for name, info in snapshot["stages"].items() if info["count"]},
         "pipeline_latency_ms": {"median": snapshot["latency"]["median_ms"], "p95": snapshot["latency"]["p95_ms"]},
         "dropped": snapshot["dropped"],
         "backends": sorted({spec.backend for spec in detector.manifest.stages.values()}),
+        "providers": _providers(detector),
     }
     if not quiet:
         if json:
@@ -189,6 +192,16 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, js
         else:
             print(format_bench(report))
     return report
+
+
+def _providers(detector: Any) -> List[str]:
+    """The execution providers the Detector's engines really run on (ONNX Runtime backends record theirs)."""
+    found: List[str] = []
+    for backend in detector.backends():
+        provider = getattr(backend, "provider", None)
+        if isinstance(provider, str) and provider not in found:
+            found.append(provider)
+    return found
 
 
 def _ms(values: List[float]) -> Dict[str, float]:
@@ -199,9 +212,10 @@ def _ms(values: List[float]) -> Dict[str, float]:
 def format_bench(report: Dict[str, Any]) -> str:
     lines = [
         f"bench {report['bundle']} on {report['source']} ({report['frames']} frames after {report['warmup']} warm-up; "
-        f"backend {', '.join(report['backends'])})",
+        f"backend {', '.join(report['backends'])}"
+        f"{' on ' + ', '.join(report['providers']) if report.get('providers') else ''})",
         f"  pipeline FPS     {report['pipeline_fps']:8.2f}",
-        f"  engine-only FPS  {report['engine_only_fps']:8.2f}   (stage 1 + stage 2 alone, {report['proposals']} proposals)",
+        f"  engine-only FPS  {report['engine_only_fps']:8.2f}   ({' + '.join(report['engine_only_ms'])} alone; {report['layout']} layout)",
         f"  ratio            {report['ratio']:8.3f}   (pipeline / engine-only)",
         f"  end-to-end latency {report['pipeline_latency_ms']['median']:.1f} ms median, "
         f"{report['pipeline_latency_ms']['p95']:.1f} ms p95 (capture -> detections)",
