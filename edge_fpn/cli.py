@@ -12,6 +12,9 @@ from .errors import EdgeFpnError
 
 
 def _export(args: argparse.Namespace) -> int:
+    import os
+
+    from .builder.commands import ENGINES_DIR, output_or_default
     from .export.onnx_export import export_bundle, parse_input_size
     from .model.architectures import build_architecture, load_checkpoint, read_class_names
 
@@ -35,29 +38,35 @@ def _export(args: argparse.Namespace) -> int:
         arch = args.arch
         from .bundle import file_sha256
         provenance = {"source_checkpoint": args.checkpoint, "source_checkpoint_sha256": file_sha256(args.checkpoint)}
-    manifest = export_bundle(model, arch, class_names, input_size, args.output, force=args.force,
-                             provenance=provenance, progress=not args.quiet)
-    print(f"wrote {args.output}: {arch} at {input_size[0]}x{input_size[1]}, {manifest.num_classes - 1} classes, "
-          f"stage1.onnx + stage2.onnx (check: clean)")
+    with output_or_default(args.output, os.path.join(ENGINES_DIR, args.model or arch)) as output:
+        manifest = export_bundle(model, arch, class_names, input_size, output, force=args.force,
+                                 provenance=provenance, progress=not args.quiet, layout=args.postprocess,
+                                 detection_candidates=args.detection_candidates)
+    files = " + ".join(spec.file for spec in manifest.stages.values())
+    print(f"wrote {output}: {arch} at {input_size[0]}x{input_size[1]}, {manifest.num_classes - 1} classes, "
+          f"{manifest.layout} layout ({files}; check: clean)")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .export.check import check_path
+    from .export.check import check_path_report, layouts_line
 
-    findings = check_path(args.path, args.target)
-    for finding in findings:
+    report = check_path_report(args.path, args.target, dla=args.dla)
+    for finding in report.findings:
         print(finding)
-    if not findings:
+    if not report.findings:
         print(f"{args.path}: clean for {args.target}")
-    return 1 if findings else 0
+    for note in report.notes:
+        print(f"note: {note}")
+    print(layouts_line(args.target))
+    return 1 if report.findings else 0
 
 
 def _detect(args: argparse.Namespace) -> int:
     from .runtime.app import detect
 
     detect(args.bundle, args.source, args.sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
-           classes=_split(args.classes), quiet=args.quiet)
+           classes=_split(args.classes), quiet=args.quiet, device=args.device)
     return 0
 
 
@@ -67,7 +76,9 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import (bundle_detect_fn, check_categories, coco_folder_data, evaluate, format_metrics,
                            synthetic_data, torch_detect_fn)
 
-    detect, class_names, input_size = bundle_detect_fn(args.bundle)
+    if args.synthetic is not None and args.synthetic < 1:  # before the bundle loads: a typo fails at once
+        raise EdgeFpnError(f"--synthetic N must be at least 1, not {args.synthetic}")
+    detect, class_names, input_size = bundle_detect_fn(args.bundle, device=args.device)
     if args.coco or args.images:
         if not (args.coco and args.images) or args.synthetic:
             raise EdgeFpnError("give either --synthetic N [--seed S] or both --coco ANNOTATIONS.json and --images DIR")
@@ -117,8 +128,15 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(args.output, seconds=args.seconds, precision=args.precision, force=args.force,
-             eval_images=args.eval_images, calibration_images=args.calibration_images, progress=not args.quiet)
+             eval_images=args.eval_images, calibration_images=args.calibration_images, progress=not args.quiet,
+             device=args.device, score_threshold=args.score_threshold)
     return 0
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where an ONNX Runtime bundle runs: auto (the GPU where onnxruntime-gpu has one, "
+                             "else the CPU), cpu, or cuda (default auto)")
 
 
 def _split(text: Optional[str]) -> Optional[List[str]]:
@@ -132,14 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-fpn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("export", help="torch checkpoint -> bundle of two static ONNX stages + manifest")
+    p = sub.add_parser("export", help="torch checkpoint -> bundle of static ONNX + manifest")
     p.add_argument("--model", help="a model shipped with edge-fpn instead of --arch/--checkpoint: 'shapes'")
     p.add_argument("--arch", help="fasterrcnn_resnet50_fpn | fasterrcnn_resnet50_fpn_v2 | fasterrcnn_mobilenet_v3_large_fpn | fasterrcnn_mobilenet_v3_large_320_fpn")
     p.add_argument("--checkpoint", help="state-dict file (torch.save(model.state_dict(), path))")
     p.add_argument("--num-classes", type=int, help="number of classes including the background")
     p.add_argument("--classes", help="text file with one class name a line (background optional)")
     p.add_argument("--input-size", help="engine input HxW, multiples of 32 (default for --model: its training size)")
-    p.add_argument("--output", required=True, help="bundle directory to write")
+    p.add_argument("--output", default=None,
+                   help="bundle directory to write (default engines/<model>, e.g. engines/shapes, or engines/<arch>; "
+                        "the folder is created if missing)")
+    p.add_argument("--postprocess", choices=["engine", "host"], default="engine",
+                   help="engine (default): one graph from pixels to detections, NMS and top-k inside; "
+                        "host: two graphs with the per-level postprocessing in numpy between them "
+                        "(for a TensorRT that rejects the engine layout, and as a reference)")
+    p.add_argument("--detection-candidates", type=int, default=None,
+                   help="engine layout: (proposal, class) pairs sent to the final NMS, best first (default 2000, "
+                        "TensorRT's NMS limit on the smallest Jetsons); torchvision sends all above the score threshold")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_export)
@@ -148,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="an .onnx file or a bundle directory")
     p.add_argument("--target", default="jetpack6.1", choices=["jetpack5", "jetpack6.0", "jetpack6.1", "jetpack7"],
                    help="JetPack release whose TensorRT must import the graphs (default jetpack6.1)")
+    p.add_argument("--dla", action="store_true",
+                   help="the engine must run on the DLA alone (no GPU fallback): layers only the GPU runs are findings")
     p.set_defaults(func=_check)
 
     p = sub.add_parser("detect", help="run a bundle on a source (images, directory, video, camera URI) into sinks")
@@ -155,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="image, directory, glob, video file, test://, /dev/videoN, csi://N, rtsp://...")
     p.add_argument("sinks", nargs="*", help="out.jsonl, out.mp4/.avi, a directory, display://0, http://HOST:PORT")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--score-threshold", type=float, default=None, help="drop detections scoring below T")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                   help="show and write detections scoring at least T (default 0.5; 0.05 shows all the model keeps)")
     p.add_argument("--classes", default=None, help="comma-separated class names to keep")
     p.add_argument("--quiet", action="store_true", help="no periodic statistics")
+    add_device_argument(p)
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("eval", help="COCO box AP of a bundle (and of the PyTorch reference) on synthetic or COCO data")
@@ -168,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", metavar="DIR", help="directory of the images the annotations name")
     p.add_argument("--reference", metavar="CKPT_OR_MODEL", help="also evaluate the PyTorch model: 'shapes' or a checkpoint of the bundle's architecture")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_device_argument(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("train", help="train the shipped 'shapes' detector on synthetic scenes (CPU)")
@@ -184,8 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="int8", choices=["fp32", "int8"], help="engine precision (default int8)")
     p.add_argument("--eval-images", type=int, default=100, help="held-out images for the AP report (default 100)")
     p.add_argument("--calibration-images", type=int, default=32, help="synthetic calibration images for INT8 (default 32)")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                   help="draw and write live detections scoring at least T (default 0.5; the AP report uses all)")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_argument(p)
     p.set_defaults(func=_demo)
 
     from .builder.commands import register as register_build

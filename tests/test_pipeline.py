@@ -45,15 +45,22 @@ def fast_detector(bundle, delay=0.0, **options):
     Used where a test needs many frames through the real pipeline, not the engines' numbers."""
     from conftest import textured_image
     from edge_fpn.runtime import Detector
+    from edge_fpn.runtime.layouts import EngineLayout
     detector = Detector(bundle, **options)
-    tensor, letterbox = detector.preprocess(textured_image(3, 120, 160))
-    outputs1 = detector.run_stage1(tensor)
-    proposals = detector.propose(outputs1, letterbox)
-    outputs2 = detector.run_stage2(outputs1, proposals)
-    detector.stage1.close()
-    detector.stage2.close()
-    detector.stage1 = ReplayBackend(detector.stage1, outputs1, delay)
-    detector.stage2 = ReplayBackend(detector.stage2, outputs2)
+    inputs, letterbox = detector.preprocess(textured_image(3, 120, 160))
+    layout = detector.layout
+    if isinstance(layout, EngineLayout):
+        outputs = layout.engine(inputs)
+        layout.engine.close()
+        layout.engine = ReplayBackend(layout.engine, outputs, delay)
+        return detector
+    outputs1 = layout.run_stage1(inputs)
+    proposals = layout.propose(outputs1, letterbox)
+    outputs2 = layout.run_stage2(outputs1, proposals)
+    layout.stage1.close()
+    layout.stage2.close()
+    layout.stage1 = ReplayBackend(layout.stage1, outputs1, delay)
+    layout.stage2 = ReplayBackend(layout.stage2, outputs2)
     return detector
 
 
@@ -97,13 +104,36 @@ def test_file_source_keeps_order_drops_nothing_and_matches_detector(tiny_bundle,
     assert [r.index for r in results] == [0, 1, 2]
     assert pipeline.stats.snapshot()["dropped"] == 0
     for frame, result in zip(frames, results):
-        expected = detector(frame)
-        np.testing.assert_allclose(result.detections.boxes, expected.boxes, atol=1e-4)
-        np.testing.assert_array_equal(result.detections.labels, expected.labels)
+        expected = detector(frame)  # everything the model keeps; the pipeline shows from 0.5
+        shown = expected.scores >= 0.5
+        assert 0 < shown.sum() < len(expected)
+        np.testing.assert_allclose(result.detections.boxes, expected.boxes[shown], atol=1e-4)
+        np.testing.assert_array_equal(result.detections.labels, expected.labels[shown])
+        assert result.detections.names == [n for n, keep in zip(expected.names, shown) if keep]
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["frame"] for line in lines] == [0, 1, 2]
     assert lines[1]["source"].endswith("img_1.png")
     assert lines[0]["detections"] == results[0].detections.to_list()
+
+
+def test_display_threshold_of_pipeline_and_stream(tiny_bundle):
+    from conftest import textured_image
+    from edge_fpn.runtime import Detector
+    from edge_fpn.runtime.pipeline import DISPLAY_SCORE_THRESHOLD
+    frames = [textured_image(30 + i, 240, 320) for i in range(2)]
+    with Detector(tiny_bundle) as detector:
+        everything = [detector(frame) for frame in frames]
+        assert min(d.scores.min() for d in everything) < DISPLAY_SCORE_THRESHOLD == 0.5
+        default = [d for _, d in detector.stream(ListSource(frames), quiet=True)]
+        low = [d for _, d in detector.stream(ListSource(frames), quiet=True, score_threshold=0.05)]
+        for all_kept, shown, shown_low in zip(everything, default, low):
+            assert len(shown) and shown.scores.min() >= 0.5
+            np.testing.assert_array_equal(shown.scores, all_kept.scores[all_kept.scores >= 0.5])
+            np.testing.assert_array_equal(shown_low.scores, all_kept.scores[all_kept.scores >= 0.05])
+    with Detector(tiny_bundle, score_threshold=0.3) as detector:  # a Detector's own threshold is kept
+        with Pipeline(detector, ListSource(frames), quiet=True) as pipeline:
+            assert pipeline.score_threshold == 0.3
+            assert min(r.detections.scores.min() for r in pipeline) < 0.5
 
 
 def test_many_file_frames_in_order_without_drops(fast):
@@ -148,7 +178,7 @@ def test_bad_frames_do_not_stop_the_pipeline(fast, caplog):
 def test_stage_error_reaches_the_consumer_and_stops_threads(tiny_bundle):
     broken = fast_detector(tiny_bundle)
 
-    def fail(outputs, proposals, letterbox):
+    def fail(outputs, letterbox):
         raise RuntimeError("postprocessing exploded")
     broken.finish = fail
     pipeline = Pipeline(broken, "test://?width=160&height=120&realtime=0", quiet=True)
@@ -192,7 +222,7 @@ def test_periodic_and_final_statistics(fast):
     summary = [line for line in lines if "frames in" in line]
     assert summary and "40 frames" in summary[0]
     snap = pipeline.stats.snapshot()
-    for stage in ("preprocess", "stage1", "proposals", "stage2", "postprocess"):
+    for stage in ("preprocess",) + fast.engine_steps + ("postprocess",):
         assert snap["stages"][stage]["count"] == 40
         assert snap["stages"][stage]["p95_ms"] >= snap["stages"][stage]["median_ms"] >= 0
     assert snap["latency"]["median_ms"] > 0 and snap["fps"] > 0

@@ -50,9 +50,9 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequenc
 import numpy as np
 
 from .preprocess import FrameError, to_bgr
-from .sinks import Sink, annotate, open_sinks
+from .sinks import Sink, abort_sinks, annotate, open_sinks
 from .sources import END, OK, Source, open_source
-from .stats import PipelineStats, format_line, format_summary
+from .stats import PipelineStats, format_line, format_summary, stages_for
 
 logger = logging.getLogger("edge_fpn.runtime")
 
@@ -218,14 +218,17 @@ class Pipeline:
         self.stats_interval = float(stats_interval)
         self.printer = printer or _print_stderr
         self._callbacks: List[Callable[[Result], None]] = [on_result] if on_result else []
-        self.stats = PipelineStats(window=stats_window, class_names=list(getattr(detector, "class_names", []) or []))
-        # sinks first: a bad sink path should fail before a camera is opened
+        self.stats = PipelineStats(stages_for(getattr(detector, "engine_steps", ("engine",))), window=stats_window,
+                                   class_names=list(getattr(detector, "class_names", []) or []))
+        # sinks first: a bad sink path should fail before a camera is opened (opening a sink
+        # creates no file: that waits for the first frame)
         self.sinks: List[Sink] = open_sinks(list(sinks))
+        self._failed = False  # a stage failed, or the consumer's block raised: sinks abort
         self._owns_source = not isinstance(source, Source)
         try:
             self.source: Source = open_source(source, **(source_options or {}))
         except BaseException:
-            self._close_sinks()
+            abort_sinks(self.sinks)
             raise
         for sink in self.sinks:
             if getattr(sink, "fps", "absent") is None and self.source.fps:
@@ -324,7 +327,9 @@ class Pipeline:
         return self._started and not self._finished.is_set()
 
     def close(self) -> None:
-        """Stop the threads, close the source (if this pipeline opened it) and flush/close the sinks."""
+        """Stop the threads, close the source (if this pipeline opened it) and flush/close the sinks.
+
+        After a failure the sinks are aborted instead: one that got no frame leaves no file behind."""
         if self._closed:
             return
         self._closed = True
@@ -338,7 +343,7 @@ class Pipeline:
             self.source.close()
         self.stats.set_source(self.source.stats())
         self._close_sinks()
-        if not self.quiet and self._started:
+        if not self.quiet and self._started and not self._failed:  # a failure is said by its error alone
             self.printer(format_summary(self.stats.snapshot()))
             for sink in self.sinks:
                 self.printer(f"[edge-fpn] wrote {sink.describe()}" if not getattr(sink, "url", None)
@@ -347,7 +352,9 @@ class Pipeline:
     def __enter__(self) -> "Pipeline":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            self._failed = True
         self.close()
 
     # ------------------------------------------------------------ stage threads
@@ -359,6 +366,7 @@ class Pipeline:
         except BaseException as exc:  # noqa: B902 (re-raised in the consumer's thread)
             if self._error is None:
                 self._error = exc
+            self._failed = True
             self._stop.set()
         finally:
             output.close()
@@ -454,8 +462,7 @@ class Pipeline:
             if work is None:
                 continue
             t0 = time.perf_counter()
-            detections = filter_scores(detector.finish(work.outputs2, work.proposals, work.letterbox),
-                                       self.score_threshold)
+            detections = filter_scores(detector.finish(work.outputs, work.letterbox), self.score_threshold)
             work.timings["postprocess"] = time.perf_counter() - t0
             done = time.monotonic()
             result = Result(work.frame, detections, work.index, work.timestamp, work.name or source_uri,
@@ -503,6 +510,9 @@ class Pipeline:
             self.printer(format_line(self.stats.snapshot()))
 
     def _close_sinks(self) -> None:
+        if self._failed:
+            abort_sinks(self.sinks)
+            return
         errors: List[BaseException] = []
         for sink in self.sinks:
             try:

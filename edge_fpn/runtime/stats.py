@@ -9,12 +9,19 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 # the order in which stages are shown
-STAGES = ("capture", "preprocess", "stage1", "proposals", "stage2", "postprocess", "sinks")
+STAGES = ("capture", "preprocess", "engine", "postprocess", "sinks")
+
+
+def stages_for(engine_steps: Sequence[str]) -> Tuple[str, ...]:
+    """The stages a pipeline shows: its detector's engine step(s) between pre- and postprocessing
+    ("engine"; or "stage1", "proposals", "stage2" for a host-layout bundle)."""
+    middle = ("stage1", "proposals", "stage2") if "stage1" in engine_steps else tuple(engine_steps)
+    return ("capture", "preprocess") + middle + ("postprocess", "sinks")
 
 
 def _summary(values: Iterable[float]) -> Dict[str, float]:
