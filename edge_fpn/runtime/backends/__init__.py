@@ -24,13 +24,26 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0) -> Backend:
-    """Open one stage with the backend its manifest names (TensorRT is imported only here)."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0, device: str = "auto") -> Backend:
+    """Open one stage with the backend its manifest names (TensorRT is imported only here).
+
+    device: "auto" (the GPU where there is one), "cpu" or "cuda". It chooses ONNX Runtime's
+    execution provider (CUDA, and TensorRT where it loads, with onnxruntime-gpu); a TensorRT
+    engine runs on the GPU only.
+    """
+    if device not in DEVICES:
+        raise EdgeFpnError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
     path = os.path.join(bundle_dir, stage.file)
     if stage.backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(path, threads=threads)
+        return OnnxRuntimeBackend(path, threads=threads, device=device, stage=stage)
     if stage.backend == "tensorrt":
+        if device == "cpu":
+            raise EdgeFpnError(f"{stage.file} is a TensorRT engine, which runs on the GPU only; use --device auto or cuda, "
+                               "or run an ONNX Runtime bundle of this model (`edge-fpn build --backend onnxruntime`)")
         from .tensorrt_backend import TensorRTBackend
         return TensorRTBackend(path, stage)
     raise EdgeFpnError(f"stage file {stage.file} names backend {stage.backend!r}, which this edge-fpn does not know; upgrade edge-fpn or rebuild the bundle")
