@@ -1,7 +1,16 @@
-"""COCO box metrics (pycocotools) for bundles and torch models, on synthetic or COCO-format data.
+"""COCO box evaluation (pycocotools): the one module that measures AP in edge-fpn.
 
-One place computes AP for everything: `edge-fpn eval`, the builder's INT8-vs-FP32 report, the
-demo's report and the shipped model's figures.
+It owns the data (held-out synthetic scenes, COCO folders, the builder's data-spec strings), the
+metrics, and the adapters that turn a bundle (through the runtime) or a torch detector into a
+detect function. Everything measures AP here: `edge-fpn eval`, the builder's INT8-vs-FP32 report,
+the demo's report and the shipped model's figures.
+
+Importing it costs numpy only: pycocotools, OpenCV, the runtime and torch are imported inside the
+functions that need them (torch only by the torch adapters), so the runtime never loads torch.
+
+Data specs (the builder's ``--eval-data``): ``synthetic:N`` or ``synthetic:N:SEED`` (held-out
+scenes, of DEFAULT_EVAL_SEED by default, rendered at the bundle's input size), a directory holding
+``annotations.json`` (COCO) beside its images, or a COCO json file whose images lie beside it.
 """
 from __future__ import annotations
 
@@ -18,9 +27,13 @@ from .errors import EdgeFpnError
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # seeds the shipped model never trained on (training uses seeds < 1000, calibration 1000)
 DEFAULT_EVAL_SEED = 12345
+DEFAULT_EVAL_DATA = "synthetic:100"
+ANNOTATIONS_FILE = "annotations.json"
 
 DetectFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]  # -> boxes xyxy, scores, labels
 
+
+# ---------- metrics ----------
 
 def coco_metrics(coco_gt: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[str, float]:
     """AP, AP50, AP75, APs, APm, APl of `results` (COCO result dicts) against a COCO annotation dict."""
@@ -57,6 +70,10 @@ def evaluate(detect: DetectFn, images: Iterator[Tuple[int, np.ndarray]], coco_gt
     for image_id, image in images:
         results += detections_to_results(image_id, *detect(image))
     return coco_metrics(coco_gt, results)
+
+
+def format_metrics(metrics: Dict[str, float]) -> str:
+    return "  ".join(f"{k} {metrics[k]:.3f}" for k in METRIC_KEYS)
 
 
 # ---------- data sets ----------
@@ -126,12 +143,40 @@ def check_categories(coco: Dict[str, Any], class_names: Sequence[str], what: str
                                f"({', '.join(class_names[1:])}); the class names do not match")
 
 
-# ---------- detectors ----------
+def classes_match_synthetic(class_names: Sequence[str]) -> bool:
+    """Whether a model's classes are those of the synthetic scenes (so synthetic data can score it)."""
+    from .runtime.synthetic import CLASS_NAMES
+    return list(class_names)[1:] == list(CLASS_NAMES)[1:]
 
-def bundle_detect_fn(bundle_dir: str) -> Tuple[DetectFn, List[str], Tuple[int, int]]:
+
+def open_eval_data(spec: str, input_size: Tuple[int, int]) -> Tuple[Iterator[Tuple[int, np.ndarray]], Dict[str, Any], Optional[int]]:
+    """(images, COCO ground truth, image count or None) of a data spec (see the module's docstring)."""
+    from .builder.data import parse_synthetic
+
+    synthetic = parse_synthetic(spec)
+    if synthetic is not None:
+        count, seed = synthetic
+        images, coco = synthetic_data(count, DEFAULT_EVAL_SEED if seed is None else seed, input_size)
+        return images, coco, count
+    if os.path.isdir(spec):
+        annotations, image_dir = os.path.join(spec, ANNOTATIONS_FILE), spec
+    elif os.path.isfile(spec):
+        annotations, image_dir = spec, os.path.dirname(os.path.abspath(spec))
+    else:
+        raise EdgeFpnError(f"evaluation data {spec!r} is neither synthetic:N, nor a directory with {ANNOTATIONS_FILE} "
+                           "(COCO), nor a COCO json file")
+    if not os.path.isfile(annotations):
+        raise EdgeFpnError(f"{spec!r} has no {ANNOTATIONS_FILE}; evaluation needs COCO annotations beside the images")
+    images, coco = coco_folder_data(annotations, image_dir)
+    return images, coco, len(coco["images"])
+
+
+# ---------- bundles (through the runtime) ----------
+
+def bundle_detect_fn(bundle_dir: str, device: str = "auto") -> Tuple[DetectFn, List[str], Tuple[int, int]]:
     from .runtime.detector import Detector
 
-    detector = Detector(bundle_dir)
+    detector = Detector(bundle_dir, device=device)
 
     def detect(image: np.ndarray):
         d = detector(image)
@@ -139,7 +184,23 @@ def bundle_detect_fn(bundle_dir: str) -> Tuple[DetectFn, List[str], Tuple[int, i
     return detect, detector.class_names, detector.manifest.input_size
 
 
+def evaluate_bundle(bundle_dir: str, data: str = DEFAULT_EVAL_DATA, progress: bool = False,
+                    device: str = "cpu") -> Dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl (0..1) of a bundle run through the runtime, on a data spec
+    (``synthetic:N[:SEED]`` at the bundle's input size, or COCO data; the classes must match).
+
+    device "cpu" by default: the builder's FP32/INT8 comparison must measure the Q/DQ graphs as
+    written, not what a GPU provider (or ONNX Runtime's TensorRT provider) makes of them."""
+    detect, class_names, input_size = bundle_detect_fn(bundle_dir, device=device)
+    images, coco, total = open_eval_data(data, input_size)
+    check_categories(coco, class_names, f"bundle {bundle_dir!r}")
+    return evaluate(detect, images, coco, progress=progress, total=total)
+
+
+# ---------- torch detectors (the PyTorch reference; torch is imported here only) ----------
+
 def torch_detect_fn(model: Any, input_size: Tuple[int, int]) -> DetectFn:
+    """A detect function of a torchvision detector, resizing as the bundle does (`input_size` HxW)."""
     import torch
     from .export.onnx_export import configure_transform
 
@@ -154,12 +215,49 @@ def torch_detect_fn(model: Any, input_size: Tuple[int, int]) -> DetectFn:
     return detect
 
 
-def evaluate_bundle(bundle_dir: str, count: int = 100, seed: int = DEFAULT_EVAL_SEED, progress: bool = False) -> Dict[str, float]:
-    """AP of a bundle on `count` held-out synthetic images at the bundle's input size."""
-    detect, _, size = bundle_detect_fn(bundle_dir)
-    images, coco = synthetic_data(count, seed, size)
-    return evaluate(detect, images, coco, progress=progress, total=count)
+def evaluate_model(model: Any, count: int, seed: int, image_size: Optional[Tuple[int, int]] = None,
+                   progress: bool = False) -> Dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl of a torchvision detector on `count` synthetic scenes of `seed`.
+
+    `image_size` is (height, width) of the scenes; by default the model's own input size.
+    """
+    if image_size is None:
+        size = int(model.transform.min_size[0])
+        image_size = (size, size)
+    was_training = model.training
+    images, coco = synthetic_data(count, seed, image_size)
+    metrics = evaluate(torch_detect_fn(model, image_size), images, coco, progress=progress, total=count)
+    model.train(was_training)
+    return metrics
 
 
-def format_metrics(metrics: Dict[str, float]) -> str:
-    return "  ".join(f"{k} {metrics[k]:.3f}" for k in METRIC_KEYS)
+def evaluate_checkpoint(checkpoint: str, count: int = 500, seed: int = 1000, progress: bool = False) -> Dict[str, Any]:
+    """Evaluate a shapes checkpoint and record the figures in the metadata json beside it.
+
+    This is how the shipped ``shapes.json`` gets its "evaluation" entry; `seed` must not be the
+    training seed (the scenes of the training seed are the training data).
+    """
+    import time
+
+    from .model.shapes import load_shapes_model
+    from .model.train import metadata_path
+
+    meta_path = metadata_path(checkpoint)
+    metadata: Dict[str, Any] = {}
+    if os.path.isfile(meta_path):
+        with open(meta_path, "r", encoding="utf-8") as f:
+            metadata = json.load(f)
+    if metadata.get("seed") == seed:
+        raise ValueError(f"seed {seed} is the training seed of {checkpoint}; evaluate on another seed")
+    model = load_shapes_model(checkpoint)
+    start = time.time()
+    metrics = evaluate_model(model, count, seed, progress=progress)
+    size = int(model.transform.min_size[0])
+    metadata["evaluation"] = dict({"images": int(count), "seed": int(seed), "image_size": [size, size],
+                                   "seconds": round(time.time() - start, 1)},
+                                  **{k: round(v, 4) for k, v in metrics.items()})
+    with open(meta_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=2)
+        f.write("\n")
+    os.replace(meta_path + ".tmp", meta_path)
+    return metadata
