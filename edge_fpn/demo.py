@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from .errors import EdgeFpnError
 
@@ -30,19 +30,24 @@ def _prepare_output(output: str, force: bool) -> None:
 
 
 def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "int8", force: bool = False,
-             eval_images: int = 100, calibration_images: int = 32, progress: bool = True) -> Dict[str, Any]:
+             eval_images: int = 100, calibration_images: int = 32, progress: bool = True,
+             device: str = "auto", score_threshold: Optional[float] = None) -> Dict[str, Any]:
+    """Export, calibrate, build, run live, report. The live run draws and writes detections scoring
+    at least `score_threshold` (default 0.5, the pipeline's display threshold); the AP report
+    evaluates everything the model keeps, as `edge-fpn eval` does."""
     from .builder.builder import build_engine
     from .builder.calibrate import calibrate
     from .evaluate import DEFAULT_EVAL_SEED, bundle_detect_fn, evaluate, synthetic_data, torch_detect_fn
     from .export.onnx_export import export_bundle
     from .model.loading import load_shipped_model
     from .runtime.detector import Detector
-    from .runtime.pipeline import Pipeline
 
     if precision not in ("fp32", "int8"):
         raise EdgeFpnError(f"--precision must be fp32 or int8, not {precision!r}")
     if seconds <= 0:
         raise EdgeFpnError(f"--seconds must be positive, not {seconds}")
+    if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
+        raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {score_threshold}")
     _prepare_output(output, force)
     started = time.time()
     bundles = os.path.join(output, "bundles")
@@ -67,27 +72,25 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
         _say("2/5 and 3/5 skipped: FP32 needs no calibration or build step")
 
     _say(f"4/5 run live on the synthetic camera for {seconds:g} s")
-    detector = Detector(engine)
-    sinks = [os.path.join(output, "demo.mp4"), os.path.join(output, "detections.jsonl")]
-    with Pipeline(detector, DEMO_SOURCE, sinks, quiet=not progress, stats_interval=max(2.0, seconds / 3)) as pipeline:
-        pipeline.start()
-        pipeline.wait(seconds)
-    stats = pipeline.stats.snapshot()
+    detector = Detector(engine, device=device)
+    stats, shown_from = run_live(detector, output, seconds, progress=progress, score_threshold=score_threshold)
 
     _say(f"5/5 evaluate on {eval_images} held-out synthetic images (bundle and PyTorch)")
-    detect, _, size = bundle_detect_fn(engine)
+    detect, _, size = bundle_detect_fn(engine, device=device)
     images, coco = synthetic_data(eval_images, DEFAULT_EVAL_SEED, size)
     bundle_ap = evaluate(detect, images, coco, progress=progress, total=eval_images)
     images, coco = synthetic_data(eval_images, DEFAULT_EVAL_SEED, size)
     torch_ap = evaluate(torch_detect_fn(model, size), images, coco, progress=progress, total=eval_images)
 
-    stage = detector.manifest.stages["stage1"]
+    from .bundle import LAYOUT_STAGES
+    stage = detector.manifest.stages[LAYOUT_STAGES[detector.manifest.layout][0]]  # "detector", or "stage1" (host)
     report = {
         "backend": stage.backend,
         "precision": stage.precision,
         "bundle": os.path.relpath(engine, output),
         "source": DEMO_SOURCE,
         "seconds": seconds,
+        "score_threshold": shown_from,
         "frames": stats.get("frames", 0),
         "dropped_frames": stats.get("dropped", 0),
         "bad_frames": stats.get("bad_frames", 0),
@@ -104,6 +107,20 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
     detector.close()
     print(summary(report, output))
     return report
+
+
+def run_live(detector: Any, output: str, seconds: float, progress: bool = True,
+             score_threshold: Optional[float] = None, source: str = DEMO_SOURCE) -> Tuple[Dict[str, Any], float]:
+    """The demo's live step: `source` through the pipeline for `seconds` into demo.mp4 and
+    detections.jsonl in `output`; returns the statistics and the score threshold shown from."""
+    from .runtime.pipeline import Pipeline
+
+    sinks = [os.path.join(output, "demo.mp4"), os.path.join(output, "detections.jsonl")]
+    with Pipeline(detector, source, sinks, quiet=not progress, stats_interval=max(2.0, seconds / 3),
+                  score_threshold=score_threshold) as pipeline:
+        pipeline.start()
+        pipeline.wait(seconds)
+    return pipeline.stats.snapshot(), pipeline.score_threshold
 
 
 def _ms(summary: Dict[str, Any]) -> Dict[str, float]:

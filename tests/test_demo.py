@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import cv2
+import pytest
 
 from edge_fpn.cli import main
 
@@ -30,6 +31,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert len(lines) == report["frames"]
     first = json.loads(lines[0])
     assert set(first) >= {"frame", "source", "detections"}
+    # what is drawn and written live starts at the display threshold (the AP report uses all)
+    assert report["score_threshold"] == 0.5
+    scores = [d["score"] for line in lines for d in json.loads(line)["detections"]]
+    assert scores and min(scores) >= 0.5
     video = cv2.VideoCapture(str(out / "demo.mp4"))
     assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) >= 2
     video.release()
@@ -42,3 +47,30 @@ def test_demo_refuses_a_non_empty_output(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "x.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("threshold", [None, 0.05])
+def test_demo_live_step_score_threshold(tiny_bundle, tmp_path, threshold):
+    from edge_fpn.demo import run_live
+    from edge_fpn.runtime import Detector
+    with Detector(tiny_bundle) as detector:
+        stats, shown_from = run_live(detector, str(tmp_path), 30.0, progress=False, score_threshold=threshold,
+                                     source="test://?width=320&height=240&realtime=0&frames=3")
+    assert stats["frames"] == 3 and shown_from == (0.5 if threshold is None else threshold)
+    lines = (tmp_path / "detections.jsonl").read_text().splitlines()
+    scores = [d["score"] for line in lines for d in json.loads(line)["detections"]]
+    assert len(lines) == 3 and scores
+    if threshold is None:
+        assert min(scores) >= 0.5
+    else:
+        assert min(scores) < 0.5 and min(scores) >= 0.05
+
+
+def test_demo_passes_score_threshold_on(monkeypatch):
+    import edge_fpn.demo
+    seen = {}
+    monkeypatch.setattr(edge_fpn.demo, "run_demo", lambda *args, **kwargs: seen.update(kwargs))
+    assert main(["demo", "--score-threshold", "0.05", "--quiet"]) == 0
+    assert seen["score_threshold"] == 0.05
+    assert main(["demo", "--quiet"]) == 0
+    assert seen["score_threshold"] is None

@@ -12,8 +12,8 @@ import pytest
 from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime.detector import Detections
 from edge_fpn.runtime.pipeline import Result
-from edge_fpn.runtime.sinks import (DisplaySink, ImageDirSink, JsonlSink, VideoSink, annotate, label_color, open_sink,
-                                    parse_http)
+from edge_fpn.runtime.sinks import (DisplaySink, ImageDirSink, JsonlSink, VideoSink, annotate, check_sinks, label_color,
+                                    open_sink, parse_http)
 
 
 def _result(index=0, size=(120, 160), name="", boxes=((10, 20, 60, 80),)):
@@ -98,6 +98,50 @@ def test_bad_sinks_are_one_sentence(spec, message, tmp_path, monkeypatch):
     with pytest.raises(EdgeFpnError, match=message) as info:
         open_sink(spec)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("no/such/dir/out.jsonl", "does not exist; create it first"),
+    ("out.txt", "cannot tell what kind of sink"),
+    ("http://127.0.0.1:99999", "not 0..65535"),
+])
+def test_check_sinks_finds_the_same_errors_and_opens_nothing(spec, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EdgeFpnError, match=message):
+        check_sinks(["fine.jsonl", spec])
+    with socket.socket() as busy:  # the port is bound only when the sink opens
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        check_sinks(["out.jsonl", "out.avi", "annotated/", f"http://127.0.0.1:{busy.getsockname()[1]}"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_file_sinks_create_nothing_before_the_first_frame(tmp_path):
+    specs = [tmp_path / "out.jsonl", tmp_path / "out.avi", tmp_path / "annotated"]
+    sinks = [open_sink(str(spec)) for spec in specs]
+    assert os.listdir(tmp_path) == []
+    for sink in sinks:  # a failed run: nothing written, nothing left
+        sink.abort()
+        sink.close()  # closing after an abort changes nothing
+    assert os.listdir(tmp_path) == []
+    for sink in [open_sink(str(spec)) for spec in specs]:  # a run that went well but had no frame
+        sink.close()
+    assert (tmp_path / "out.jsonl").read_text() == "" and os.listdir(tmp_path / "annotated") == []
+    assert not (tmp_path / "out.avi").exists()  # a video needs a frame for its size
+
+
+def test_abort_keeps_what_was_written_and_what_existed(tmp_path):
+    sinks = [open_sink(str(tmp_path / "out.jsonl")), open_sink(str(tmp_path / "out.avi"), fps=5.0),
+             open_sink(str(tmp_path / "annotated"))]
+    for sink in sinks:
+        sink.write(_result(0))
+        sink.abort()
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
+    assert (tmp_path / "out.avi").stat().st_size > 0 and os.listdir(tmp_path / "annotated") == ["frame_000000.jpg"]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    open_sink(str(existing)).abort()
+    assert existing.is_dir()
 
 
 def test_display_without_a_display(monkeypatch):

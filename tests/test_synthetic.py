@@ -109,6 +109,33 @@ def test_camera_motion_is_smooth():
     assert step < np.abs(a.astype(int) - far.astype(int)).mean()
 
 
+def test_camera_draws_only_labelled_shapes_with_tight_boxes():
+    # the frame differs from the background only inside the ground-truth boxes, and every box
+    # edge touches a drawn pixel: what is drawn is labelled, and the boxes are tight
+    camera = SyntheticCamera(640, 480, fps=30.0, seed=1)
+    for index in (0, 17, 95, 400):
+        frame = camera.frame(index)
+        boxes, labels = camera.ground_truth(index)
+        assert len(labels) >= 3 and labels.min() >= 1 and labels.max() < len(CLASS_NAMES)
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 640).all() and (boxes[:, 3] <= 480).all()
+        changed = (frame != camera._background).any(axis=2)
+        inside = np.zeros_like(changed)
+        for x1, y1, x2, y2 in boxes.astype(int):
+            inside[y1:y2, x1:x2] = True
+            box = changed[y1:y2, x1:x2]
+            assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
+        assert not (changed & ~inside).any()
+
+
+def test_camera_frames_are_independent_arrays():
+    # a consumer may keep or draw on a frame: that must not change the next frames
+    camera = SyntheticCamera(160, 120, fps=30.0, seed=3)
+    first = camera.frame(0)
+    first[:] = 0
+    assert camera.frame(1).any()
+    np.testing.assert_array_equal(camera.frame(2), SyntheticCamera(160, 120, fps=30.0, seed=3).frame(2))
+
+
 def test_bad_camera_settings():
     with pytest.raises(ValueError):
         SyntheticCamera(8, 8)

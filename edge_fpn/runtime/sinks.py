@@ -8,8 +8,15 @@
 ``http://HOST:PORT``     an MJPEG web viewer with live statistics (127.0.0.1 unless a host is given)
 =======================  ===========================================================
 
-A sink has ``write(result)`` and ``close()``; results are ``pipeline.Result`` objects (frame,
-detections, index, source, ...). Boxes are drawn by one function, ``annotate``, used by all sinks.
+A sink has ``write(result)``, ``close()`` and ``abort()``; results are ``pipeline.Result`` objects
+(frame, detections, index, source, ...). Boxes are drawn by one function, ``annotate``, used by all sinks.
+
+Opening a sink checks it (the directory exists, the kind is known, the port is free) but creates
+nothing on disk: files and directories appear with the first frame, so a run that fails before
+its first frame leaves nothing behind. ``close()`` ends a run that went well (a JSON-lines file
+or an image directory is then created even if no frame came: the run's output is empty);
+``abort()`` ends a failed one: what the sink wrote stays (for a look at what happened), but a sink
+that wrote nothing removes whatever it created.
 """
 from __future__ import annotations
 
@@ -70,14 +77,21 @@ class Sink:
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        """The run failed: close; if nothing was written, leave nothing behind."""
+        self.close()
+
     def describe(self) -> str:
         return self.name
 
     def __enter__(self) -> "Sink":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            self.abort()
+        else:
+            self.close()
 
 
 def _check_parent(path: str, spec: str) -> None:
@@ -86,26 +100,52 @@ def _check_parent(path: str, spec: str) -> None:
         raise EdgeFpnError(f"the directory {os.path.dirname(path) or parent!r} for sink {spec!r} does not exist; create it first")
 
 
+def _check_writable_file(path: str) -> None:
+    """Fail now, not at the first frame, for a file sink that could not be written."""
+    if os.path.isdir(path):
+        raise EdgeFpnError(f"sink {path!r} is a directory; give a file name")
+    target = path if os.path.exists(path) else (os.path.dirname(os.path.abspath(path)))
+    if not os.access(target, os.W_OK):
+        raise EdgeFpnError(f"cannot write {path!r} (permission denied); choose a writable path")
+
+
 class JsonlSink(Sink):
-    """One JSON object a frame, a line each, flushed as it is written (``tail -f`` works)."""
+    """One JSON object a frame, a line each, flushed as it is written (``tail -f`` works).
+
+    The file is created (replacing an old one) at the first frame, or at ``close()`` if none came."""
 
     def __init__(self, path: str):
         _check_parent(path, path)
+        _check_writable_file(path)
         self.name = path
-        try:
-            self._file = open(path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise EdgeFpnError(f"cannot write {path!r} ({exc.strerror}); choose a writable path") from None
+        self._file: Any = None
+        self._ended = False
         self.count = 0
 
+    def _open(self) -> None:
+        try:
+            self._file = open(self.name, "w", encoding="utf-8")
+        except OSError as exc:
+            raise EdgeFpnError(f"cannot write {self.name!r} ({exc.strerror}); choose a writable path") from None
+
     def write(self, result: Any) -> None:
+        if self._file is None:
+            self._open()
         record = {"frame": int(result.index), "source": result.source, "detections": result.detections.to_list()}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         self.count += 1
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is None and not self._ended:
+            self._open()  # a run without frames still leaves its (empty) output
+        self._ended = True
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+
+    def abort(self) -> None:
+        self._ended = True  # nothing written: nothing created (the file opens with the first frame)
+        if self._file is not None and not self._file.closed:
             self._file.close()
 
     def describe(self) -> str:
@@ -117,7 +157,9 @@ class VideoSink(Sink):
 
     def __init__(self, path: str, fps: Optional[float] = None):
         _check_parent(path, path)
+        _check_writable_file(path)
         self.name = path
+        self._existed = os.path.exists(path)
         ext = os.path.splitext(path)[1].lower()
         self.fourcc = VIDEO_FOURCC.get(ext, "mp4v")
         self.fps = fps
@@ -145,22 +187,38 @@ class VideoSink(Sink):
             self._writer.release()
             self._writer = None
 
+    def abort(self) -> None:
+        self.close()
+        # OpenCV may have created the file before failing on the first frame
+        if not self.count and not self._existed and os.path.isfile(self.name):
+            os.remove(self.name)
+
     def describe(self) -> str:
         return f"{self.name} ({self.count} frames)"
 
 
 class ImageDirSink(Sink):
-    """Annotated images: named after the source image when there is one, else frame_000000.jpg."""
+    """Annotated images: named after the source image when there is one, else frame_000000.jpg.
+
+    The directory is created at the first frame (or at ``close()`` if none came)."""
 
     def __init__(self, path: str):
         directory = path.rstrip("/\\") or path
         _check_parent(directory, path)
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise EdgeFpnError(f"sink {path!r} is a file, not a directory; give a directory for annotated images")
-        os.makedirs(directory, exist_ok=True)
+        if not os.access(directory if os.path.isdir(directory) else os.path.dirname(os.path.abspath(directory)), os.W_OK):
+            raise EdgeFpnError(f"cannot write into {directory!r} (permission denied); choose a writable directory")
         self.name = directory
         self.count = 0
         self._used: Dict[str, int] = {}
+        self._created = False  # whether this sink made the directory
+        self._ended = False
+
+    def _make_directory(self) -> None:
+        if not os.path.isdir(self.name):
+            os.makedirs(self.name, exist_ok=True)
+            self._created = True
 
     def _filename(self, result: Any) -> str:
         base = os.path.basename(getattr(result, "name", "") or "")
@@ -173,10 +231,24 @@ class ImageDirSink(Sink):
 
     def write(self, result: Any) -> None:
         import cv2
+        self._make_directory()
         path = os.path.join(self.name, self._filename(result))
         if not cv2.imwrite(path, result.annotated()):
             raise EdgeFpnError(f"cannot write {path!r}; check the disk and the directory's permissions")
         self.count += 1
+
+    def close(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._make_directory()  # a run without frames still leaves its (empty) output
+
+    def abort(self) -> None:
+        self._ended = True
+        if not self.count and self._created:
+            try:
+                os.rmdir(self.name)  # only if empty: it never removes anything it did not write
+            except OSError:
+                pass
 
     def describe(self) -> str:
         return f"{self.name}/ ({self.count} images)"
@@ -268,19 +340,35 @@ def open_sink(spec: Any, fps: Optional[float] = None) -> Sink:
 
 
 def open_sinks(specs: Sequence[Any], fps: Optional[float] = None) -> List[Sink]:
-    """Open all sinks, closing those already open if one fails."""
+    """Open all sinks, aborting those already open if one fails (nothing is left on disk)."""
     sinks: List[Sink] = []
     try:
         for spec in specs:
             sinks.append(open_sink(spec, fps=fps))
     except BaseException:
-        for sink in sinks:
-            try:
-                sink.close()
-            except Exception:
-                pass
+        abort_sinks(sinks)
         raise
     return sinks
+
+
+def check_sinks(specs: Sequence[Any]) -> None:
+    """Check sink strings as ``open_sink`` would (EdgeFpnError with one sentence), opening nothing:
+    no file, directory, window or port. Sink objects are not checked."""
+    for spec in specs:
+        if isinstance(spec, str) and spec.lower().startswith(("http://", "https://")):
+            parse_http(spec)  # the port is bound when the sink opens
+        elif isinstance(spec, str) or not spec:
+            open_sink(spec).abort()  # file sinks create nothing before their first frame
+
+
+def abort_sinks(sinks: Sequence[Any]) -> None:
+    """Abort sinks after a failure (each leaves nothing behind if it wrote nothing); never raises."""
+    for sink in sinks:
+        try:
+            abort = getattr(sink, "abort", None)
+            (abort or sink.close)()
+        except Exception:
+            pass
 
 
 StatsProvider = Callable[[], Dict[str, Any]]
