@@ -6,14 +6,18 @@ next to onnxruntime's `quantize_static` doing the same job on the same images.
 
     python benchmarks/calibration.py --accuracy [--weights shapes.pt] [--eval 500] [--images 128]
 
+--layout engine (default, what `edge-fpn export` writes: one graph from the uint8 frame to
+detections) or host (stage 1 + numpy proposals + stage 2) picks the exported bundle's layout.
+
 --accuracy measures instead what each method costs in accuracy on the shipped `shapes` model (or
 another checkpoint of it): COCO AP of the INT8 Q/DQ bundle next to the FP32 bundle, both run
 through the runtime on --eval held-out synthetic images, calibrated on --images synthetic ones.
 
 Every run is its own subprocess, so that each peak resident memory (ru_maxrss from wait4) is that
-run's alone. The same PNG images feed both tools, through the runtime's preprocessing; for stage 2
-onnxruntime's data reader runs the FP32 stage 1 and the runtime's proposal postprocessing, as
-`edge-fpn calibrate` does, image by image. onnxruntime is configured for what TensorRT needs
+run's alone. The same PNG images feed both tools, through the runtime's preprocessing; on the host
+layout, for stage 2 onnxruntime's data reader runs the FP32 stage 1 and the runtime's proposal
+postprocessing, as `edge-fpn calibrate` does, image by image; on the engine layout it feeds the
+letterboxed uint8 frame to the one graph, whose postprocessing nodes it is told to leave alone. onnxruntime is configured for what TensorRT needs
 (QDQ, symmetric INT8, per-channel weights, Conv/Gemm only); its entropy method runs with its own
 defaults (128 bins) unless --ort-bins is given. The weights are random but made meaningful
 (tests/reference_models.py): calibration cost does not depend on what the weights learned, except
@@ -61,10 +65,22 @@ def child_ort(bundle: str, data: str, method: str, out: str, bins: int) -> dict:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
+    from edge_fpn.graph_names import is_postprocess_node
     from edge_fpn.runtime.detector import Detector
 
     paths = sorted(glob.glob(os.path.join(data, "*.png")))
     detector = Detector(bundle)
+
+    class EngineReader(CalibrationDataReader):
+        def __init__(self):
+            self.paths = iter(paths)
+
+        def get_next(self):
+            path = next(self.paths, None)
+            if path is None:
+                return None
+            inputs, _ = detector.preprocess(cv2.imread(path))
+            return {name: value.copy() for name, value in inputs.items()}
 
     class Stage1Reader(CalibrationDataReader):
         def __init__(self):
@@ -98,10 +114,17 @@ def child_ort(bundle: str, data: str, method: str, out: str, bins: int) -> dict:
     if method == "entropy" and bins:
         extra.update(CalibNumBins=bins, CalibNumQuantizedBins=128)
     started = time.perf_counter()
-    for stage, reader in (("stage1", Stage1Reader()), ("stage2", Stage2Reader())):
+    if detector.manifest.layout == "engine":
+        import onnx
+        graph = onnx.load(os.path.join(bundle, "detector.onnx"), load_external_data=False).graph
+        excluded = [node.name for node in graph.node if is_postprocess_node(node.name)]
+        jobs = [("detector", EngineReader(), excluded)]
+    else:
+        jobs = [("stage1", Stage1Reader(), []), ("stage2", Stage2Reader(), [])]
+    for stage, reader, excluded in jobs:
         quantize_static(os.path.join(bundle, f"{stage}.onnx"), os.path.join(out, f"{stage}.qdq.onnx"), reader,
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "Gemm"], per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                         calibrate_method=calibrate_method, extra_options=extra)
     return {"total_s": time.perf_counter() - started}
 
@@ -144,12 +167,12 @@ def prepare(args: argparse.Namespace, workdir: str) -> tuple:
 
     bundle = args.bundle
     if bundle is None:
-        bundle = os.path.join(workdir, f"r50-{args.size}")
+        bundle = os.path.join(workdir, f"r50-{args.size}" + ("" if args.layout == "host" else f"-{args.layout}"))
         if not os.path.isdir(bundle):
             # in a child: a forked child's ru_maxrss starts at its parent's, so the parent must stay small
             print(f"exporting {ARCH} at {args.size}x{args.size} (random weights made meaningful)...", flush=True)
-            subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "export", bundle, str(args.size)],
-                           check=True)
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "export", bundle, str(args.size),
+                            args.layout], check=True)
     data = os.path.join(workdir, f"images-{args.images}-{args.size}")
     if not os.path.isdir(data):
         write_coco_dataset(data, args.images, 1000, args.size, args.size)
@@ -167,11 +190,11 @@ def accuracy(args: argparse.Namespace) -> int:
 
     weights = args.weights or SHAPES_WEIGHTS
     workdir = args.workdir or tempfile.mkdtemp(prefix="edge-fpn-calacc-")
-    fp32 = os.path.join(workdir, "shapes-fp32")
+    fp32 = os.path.join(workdir, f"shapes-fp32-{args.layout}")
     if not os.path.isdir(fp32):
         model = load_shapes_model(weights)
         size = int(model.transform.min_size[0])
-        export_bundle(model, "shapes", CLASS_NAMES, (size, size), fp32, progress=False)
+        export_bundle(model, "shapes", CLASS_NAMES, (size, size), fp32, progress=False, layout=args.layout)
     rows = []
     for method in [m for m in args.methods.split(",") if m]:
         cal = os.path.join(workdir, f"cal-{method}-{args.images}")
@@ -179,12 +202,13 @@ def accuracy(args: argparse.Namespace) -> int:
         calibrate(fp32, f"synthetic:{args.images}", method=method, output=cal, force=True, progress=False)
         seconds = time.perf_counter() - started
         report = build_engine(fp32, precision="int8", calibration=cal, backend="onnxruntime", force=True,
-                              output=os.path.join(workdir, f"int8-{method}"), eval_data=f"synthetic:{args.eval}",
+                              output=os.path.join(workdir, f"int8-{method}-{args.layout}"), eval_data=f"synthetic:{args.eval}",
                               progress=False, log=lambda line: None)
         ap = report["quantization"]["ap"]
         rows.append((method, seconds, ap["fp32"], ap["int8"]))
         print(f"  {method}: FP32 AP {ap['fp32']['AP']:.4f}, INT8 AP {ap['int8']['AP']:.4f}", flush=True)
-    print(f"\nshapes model {weights}: calibrated on {args.images} synthetic images, evaluated on {args.eval} held-out ones")
+    print(f"\nshapes model {weights}, {args.layout} layout: calibrated on {args.images} synthetic images, "
+          f"evaluated on {args.eval} held-out ones")
     print(f"{'method':<11} {'calib s':>8} {'FP32 AP':>8} {'INT8 AP':>8} {'INT8/FP32':>9} {'AP50 8/32':>10} {'AP75 8/32':>10}")
     for method, seconds, fp, q in rows:
         ratio = lambda k: q[k] / fp[k] * 100 if fp[k] > 0 else float("nan")  # noqa: E731
@@ -205,6 +229,8 @@ def main() -> int:
                              "of every image until the end (about 1.4 GiB per 800x800 image for entropy): 128 images "
                              "need far more memory than most machines have")
     parser.add_argument("--bundle", default=None, help="an exported bundle to calibrate instead of exporting ResNet-50")
+    parser.add_argument("--layout", choices=("engine", "host"), default="engine",
+                        help="layout of the exported bundle (default engine, as `edge-fpn export`)")
     parser.add_argument("--workdir", default=None, help="keep the bundle and images here (reused by later runs)")
     parser.add_argument("--accuracy", action="store_true", help="AP of INT8 vs FP32 on the shipped shapes model instead")
     parser.add_argument("--weights", default=None, help="--accuracy: a shapes checkpoint instead of the shipped one")
@@ -220,7 +246,7 @@ def main() -> int:
             from reference_models import meaningful_model
             size = int(args.child[2])
             model = meaningful_model(ARCH, len(CLASSES), (size, size), seed=0)
-            export_bundle(model, ARCH, CLASSES, (size, size), args.child[1], progress=False)
+            export_bundle(model, ARCH, CLASSES, (size, size), args.child[1], progress=False, layout=args.child[3])
             return 0
         kind, bundle, data, method, out = args.child[:5]
         if kind == "ours":
@@ -251,7 +277,7 @@ def main() -> int:
         print("  " + json.dumps(result), flush=True)
 
     print()
-    print(f"{ARCH if args.bundle is None else args.bundle}, {args.size}x{args.size}, {os.cpu_count()} CPUs")
+    print(f"{ARCH if args.bundle is None else args.bundle}, {args.size}x{args.size}, {args.layout} layout, {os.cpu_count()} CPUs")
     print(f"{'tool':<12} {'method':<11} {'images':>6} {'time s':>8} {'s/image':>8} {'peak MiB':>9}   notes")
     for r in results:
         note = r.get("error", "")

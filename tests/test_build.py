@@ -31,11 +31,15 @@ def _manifest(path):
         return json.load(f)
 
 
-def test_fp32_onnxruntime_bundle(tiny_bundle, tmp_path, capsys):
+def test_fp32_onnxruntime_bundle(tiny_bundle, tmp_path, monkeypatch, capsys):
+    """Built with --output left out: engines/<bundle name>-<precision> under the working directory."""
     from edge_fpn import Detector
-    out = str(tmp_path / "fp32")
-    assert main(["build", tiny_bundle, "--output", out, "--backend", "onnxruntime", "--quiet"]) == 0
-    assert "wrote" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", tiny_bundle, "--backend", "onnxruntime", "--quiet"]) == 0
+    default = os.path.join("engines", os.path.basename(tiny_bundle) + "-fp32")
+    assert f"wrote {default}: " in capsys.readouterr().out
+    assert os.listdir(tmp_path) == ["engines"]
+    out = str(tmp_path / default)
     manifest = _manifest(out)
     assert {k: (s["file"], s["backend"], s["precision"]) for k, s in manifest["stages"].items()} == {
         "stage1": ("stage1.onnx", "onnxruntime", "fp32"), "stage2": ("stage2.onnx", "onnxruntime", "fp32")}
@@ -79,6 +83,13 @@ def test_bad_inputs_are_one_line_and_exit_2(tiny_bundle, calibration, tmp_path, 
         assert status == 2, (args, err)
         assert words in err and len(err.splitlines()) == 1, (args, err)
         assert not os.path.exists(out), args
+    # without --output: the engines/ folder made for it does not stay behind
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        assert main(["build", tiny_bundle, "--precision", "int8", "--quiet"]) == 2
+    assert "edge-fpn calibrate" in capsys.readouterr().err and os.listdir(work) == []
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
     # an existing output, and an engine bundle given as the source
     os.makedirs(out)

@@ -162,33 +162,81 @@ def test_cache_parser_rejects_other_files():
 
 @pytest.fixture(scope="module")
 def calibration(tiny_bundle, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("cal") / "tiny-cal")
-    assert main(["calibrate", tiny_bundle, "--data", "synthetic:3", "--output", out, "--quiet"]) == 0
-    return out
+    """Calibrated with --output left out, in an empty working directory: calibration/<bundle name>."""
+    import contextlib
+    import io
+    cwd, printed = tmp_path_factory.mktemp("cal"), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.chdir(cwd)
+        assert main(["calibrate", tiny_bundle, "--data", "synthetic:3", "--quiet"]) == 0
+    out = os.path.join("calibration", os.path.basename(tiny_bundle))
+    assert f"wrote {os.path.join(out, 'ranges.json')} and calibration.cache" in printed.getvalue()
+    assert os.listdir(cwd) == ["calibration"]
+    return str(cwd / out)
+
+
+def _network_names(bundle, stage_file):
+    """Each node output of a stage graph -> (its producer's name, whether it is a float tensor)."""
+    import onnx
+    from edge_fpn.builder.qdq import _float_tensors, ensure_node_names
+    model = onnx.load(os.path.join(bundle, stage_file))
+    ensure_node_names(model)
+    floats = _float_tensors(model)
+    return {o: (n.name, o in floats) for n in model.graph.node for o in n.output}
 
 
 def test_calibration_outputs(calibration, tiny_bundle):
+    """The engine layout: one "detector" stage, measured through the runtime, network tensors only."""
     from edge_fpn.bundle import bundle_hash
+    from edge_fpn.graph_names import is_postprocess_node
     with open(os.path.join(calibration, "ranges.json")) as f:
         ranges = json.load(f)
     assert ranges["bundle_hash"] == bundle_hash(tiny_bundle)
     assert ranges["method"] == "entropy" and ranges["data"]["images"] == 3 and ranges["data"]["skipped"] == 0
     assert len(ranges["data"]["hash"]) == 64
-    stage1, stage2 = ranges["stages"]["stage1"], ranges["stages"]["stage2"]
-    assert stage1["images"]["qdq"] and stage1["images"]["amax"] > 0
-    assert all(r["qdq"] for t in (stage1, stage2) for r in t.values())  # by default only the Q/DQ inputs
-    assert len(stage1) >= 60 and len(stage2) == 3
-    assert all(0 < r["amax"] <= r["absmax"] + 1e-6 for t in (stage1, stage2) for r in t.values() if r["absmax"] > 0)
-    # stage 2's box arithmetic (computed from the proposals alone) is never measured
-    assert "proposals" not in stage2 and all("Gather" not in name for name in stage2)
+    assert ranges["layout"] == "engine" and list(ranges["stages"]) == ["detector"] and ranges["mean_detections"] >= 0
+    detector = ranges["stages"]["detector"]
+    assert all(r["qdq"] for r in detector.values())  # by default only the Q/DQ inputs
+    assert len(detector) >= 70
+    assert all(0 < r["amax"] <= r["absmax"] + 1e-6 for r in detector.values() if r["absmax"] > 0)
+    # the first convolution's input: the normalized image the graph computes from the uint8 frame
+    import onnx
+    graph = onnx.load(os.path.join(tiny_bundle, "detector.onnx"), load_external_data=False).graph
+    first_conv_input = next(n for n in graph.node if n.op_type == "Conv").input[0]
+    assert detector[first_conv_input]["qdq"] and 2.0 < detector[first_conv_input]["amax"] < 2.7
+    # network tensors only: float outputs of backbone / FPN / RPN head / box head nodes
+    produced = _network_names(tiny_bundle, "detector.onnx")
+    for name in detector:
+        node, is_float = produced[name]
+        assert is_float and not is_postprocess_node(node), (name, node)
+        assert node.startswith(("/backbone/", "/rpn_head/", "/box_head/", "/box_predictor/")) or name == first_conv_input
     with open(os.path.join(calibration, "calibration.cache")) as f:
         header, scales = parse_cache(f.read())
-    assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
-    for name, r in list(stage1.items()) + list(stage2.items()):
+    assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2") and set(scales) == set(detector)
+    for name, r in detector.items():
         assert np.float32(scales[name]) == np.float32(r["amax"] / 127.0) or r["absmax"] == 0
 
 
+def test_host_layout_calibration(tiny_host_bundle, tmp_path):
+    """The host layout: stage 1 on the runtime's tensor, stage 2 on the proposals stage 1 really gave."""
+    out = str(tmp_path / "cal")
+    assert main(["calibrate", tiny_host_bundle, "--data", "synthetic:2", "--output", out, "--quiet"]) == 0
+    with open(os.path.join(out, "ranges.json")) as f:
+        ranges = json.load(f)
+    assert ranges["layout"] == "host" and ranges["mean_proposals"] > 0
+    stage1, stage2 = ranges["stages"]["stage1"], ranges["stages"]["stage2"]
+    assert stage1["images"]["qdq"] and stage1["images"]["amax"] > 0
+    assert all(r["qdq"] for t in (stage1, stage2) for r in t.values())
+    assert len(stage1) >= 60 and len(stage2) == 3
+    # stage 2's box arithmetic (computed from the proposals alone) is never measured
+    assert "proposals" not in stage2 and all("Gather" not in name for name in stage2)
+    with open(os.path.join(out, "calibration.cache")) as f:
+        _, scales = parse_cache(f.read())
+    assert set(scales) == set(stage1) | set(stage2)
+
+
 def test_all_tensors_calibration_adds_every_activation(calibration, tiny_bundle, tmp_path):
+    from edge_fpn.graph_names import is_postprocess_node
     out = str(tmp_path / "all")
     assert main(["calibrate", tiny_bundle, "--data", "synthetic:3", "--tensors", "all", "--output", out, "--quiet"]) == 0
     with open(os.path.join(out, "ranges.json")) as f:
@@ -196,10 +244,16 @@ def test_all_tensors_calibration_adds_every_activation(calibration, tiny_bundle,
     with open(os.path.join(calibration, "ranges.json")) as f:
         only = json.load(f)
     assert only["tensors"] == "qdq" and full["tensors"] == "all"
-    assert len(full["stages"]["stage1"]) > 2 * len(only["stages"]["stage1"])
+    assert len(full["stages"]["detector"]) > 2 * len(only["stages"]["detector"])
     for stage, tensors in only["stages"].items():
         assert {n for n, r in full["stages"][stage].items() if r["qdq"]} == set(tensors)
         assert all(tensors[n] == full["stages"][stage][n] for n in tensors)  # the same numbers either way
+    # every activation of the network, and nothing of the postprocessing or the preprocessing
+    produced = _network_names(tiny_bundle, "detector.onnx")
+    measured = full["stages"]["detector"]
+    assert all(produced[n][1] and not is_postprocess_node(produced[n][0]) for n in measured)
+    assert "/box_predictor/cls_score/Gemm_output_0" in measured and "/rpn_head/cls_logits/Conv_output_0" in measured
+    assert not [n for n in measured if n.startswith(("/Cast", "/Div", "/Sub"))]  # uint8 -> float steps
 
 
 def test_calibrating_twice_gives_the_same_ranges(calibration, tiny_bundle, tmp_path):
@@ -218,7 +272,7 @@ def test_calibration_for_another_bundle_is_refused(calibration, tiny_bundle, tmp
     import shutil
     other = str(tmp_path / "other")
     shutil.copytree(tiny_bundle, other)
-    with open(os.path.join(other, "stage2.onnx"), "ab") as f:
+    with open(os.path.join(other, "detector.onnx"), "ab") as f:
         f.write(b"\0")  # any change of a stage file changes the bundle hash
     out = str(tmp_path / "engine")
     assert main(["build", other, "--precision", "int8", "--calibration", calibration, "--backend", "onnxruntime",
@@ -266,6 +320,13 @@ def test_no_readable_image_is_an_error(tiny_bundle, tmp_path, capsys):
                                    "--output", out, "--quiet"], capsys)
     assert status == 2 and "matches no file" in err
     assert not os.path.exists(out) and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    # without --output: the calibration/ folder made for it does not stay behind
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        status, err = _exit_and_error(["calibrate", tiny_bundle, "--data", data, "--quiet"], capsys)
+    assert status == 2 and "none of the 3 entries" in err and os.listdir(work) == []
 
 
 def test_unreadable_images_are_skipped_and_counted(tiny_bundle, tmp_path, capsys):

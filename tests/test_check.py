@@ -114,7 +114,6 @@ def graph_topk() -> onnx.ModelProto:
 FORBIDDEN = {
     "NonZero": graph_nonzero, "If": graph_if, "Loop": graph_loop, "Scan": graph_scan,
     "ScatterND": graph_scatter_nd, "ScatterElements": graph_scatter_elements,
-    "NonMaxSuppression": graph_nms, "TopK": graph_topk,
 }
 
 
@@ -132,6 +131,221 @@ def test_forbidden_op_inside_a_subgraph_is_flagged():
     then_branch.node.append(helper.make_node("NonZero", ["x"], ["nz_inner"], name="hidden_nz"))
     findings = with_kind(check_model(model, "jetpack6.1"), "forbidden-op")
     assert any("'hidden_nz' (NonZero)" in f and "subgraph of node 'if0'" in f for f in findings), findings
+
+
+# --------------------------------------------- the engine layout: TopK, NonMaxSuppression, RoiAlign
+
+UINT8, INT32 = TensorProto.UINT8, TensorProto.INT32
+
+
+def detector_graph(k: int = 10, k_from: str = "initializer", topk_name: str = "/proposals/TopK") -> onnx.ModelProto:
+    """A small graph shaped like the engine layout's "detector" stage (graph_names): uint8 image and
+    float image_size in; TopK, NonMaxSuppression reduced to a static mask, RoiAlign; float boxes and
+    scores, int32 labels and num_detections out. Postprocessing nodes carry the /proposals/,
+    /roi_pool/ and /detections/ scopes. Shared by the builder and FP16 tests."""
+    count = 48  # 1 x 8 x 8 x 3 pixels, 4 per "box"
+    nodes = [
+        helper.make_node("Cast", ["image"], ["x"], name="/backbone/Cast", to=FLOAT),
+        helper.make_node("Mul", ["x", "scale"], ["xs"], name="/backbone/Mul"),
+        helper.make_node("Transpose", ["xs"], ["features"], name="/backbone/Transpose", perm=[0, 3, 1, 2]),
+        helper.make_node("Reshape", ["xs", "box_shape"], ["candidates"], name="/proposals/Reshape"),
+        helper.make_node("ReduceMean", ["candidates"], ["objectness"], name="/proposals/ReduceMean", axes=[1], keepdims=0),
+    ]
+    inits = [const("scale", 1.0 / 255.0), const("box_shape", [-1, 4], np.int64), const("zero_batch", np.zeros(k), np.int64),
+             const("max_out", [k], np.int64), const("iou", [0.5]), const("score_min", [-0.5]),
+             const("arange", np.arange(k)[None, :], np.int64), const("two", [2], np.int64), const("three", [3], np.int64),
+             const("axis1", [1], np.int64), const("one_shape", [1], np.int64)]
+    inputs = [tensor("image", UINT8, [1, 8, 8, 3]), tensor("image_size", FLOAT, [2])]
+    if k_from == "initializer":
+        inits.append(const("k", [k], np.int64))
+    elif k_from == "constant-node":
+        nodes.append(helper.make_node("Constant", [], ["k"], name="/proposals/K", value=const("k_value", [k], np.int64)))
+    else:  # torchvision's min(k, number of boxes), from Shape arithmetic
+        inits.append(const("k_wanted", [k], np.int64))
+        nodes += [helper.make_node("Shape", ["objectness"], ["n"], name="/proposals/Shape"),
+                  helper.make_node("Min", ["n", "k_wanted"], ["k"], name="/proposals/Min")]
+    nodes += [
+        helper.make_node("TopK", ["objectness", "k"], ["top_scores", "top_index"], name=topk_name),
+        helper.make_node("Gather", ["candidates", "top_index"], ["top_boxes"], name="/proposals/Gather", axis=0),
+        helper.make_node("Unsqueeze", ["top_boxes", "zero_axis"], ["nms_boxes"], name="/proposals/Unsqueeze"),
+        helper.make_node("Reshape", ["top_scores", "nms_score_shape"], ["nms_scores"], name="/proposals/Reshape_1"),
+        helper.make_node("NonMaxSuppression", ["nms_boxes", "nms_scores", "max_out", "iou", "score_min"], ["selected"],
+                         name="/proposals/NonMaxSuppression"),
+        helper.make_node("Slice", ["selected", "two", "three", "axis1"], ["kept_index"], name="/proposals/Slice"),
+        helper.make_node("Equal", ["kept_index", "arange"], ["hits"], name="/proposals/Equal"),
+        helper.make_node("Cast", ["hits"], ["hits_f"], name="/proposals/Cast", to=FLOAT),
+        helper.make_node("ReduceMax", ["hits_f"], ["kept"], name="/proposals/ReduceMax", axes=[0], keepdims=0),
+        helper.make_node("RoiAlign", ["features", "top_boxes", "zero_batch"], ["pooled"], name="/roi_pool/RoiAlign",
+                         output_height=2, output_width=2, sampling_ratio=2, spatial_scale=1.0),
+        helper.make_node("ReduceMean", ["pooled"], ["pooled_mean"], name="/box_head/ReduceMean", axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["pooled_mean", "kept"], ["masked"], name="/detections/Mul"),
+        helper.make_node("Add", ["masked", "top_scores"], ["scores"], name="/detections/Add"),
+        helper.make_node("Min", ["top_boxes", "image_size_max"], ["boxes"], name="/detections/Min"),
+        helper.make_node("ReduceMax", ["image_size"], ["image_size_max"], name="/detections/ReduceMax", keepdims=1),
+        helper.make_node("Cast", ["kept"], ["labels"], name="/detections/Cast", to=INT32),
+        helper.make_node("ReduceSum", ["labels", "one_axis"], ["total"], name="/detections/ReduceSum", keepdims=1),
+        helper.make_node("Reshape", ["total", "one_shape"], ["num_detections"], name="/detections/Reshape"),
+    ]
+    inits += [const("zero_axis", [0], np.int64), const("nms_score_shape", [1, 1, k], np.int64), const("one_axis", [0], np.int64)]
+    outputs = [tensor("boxes", FLOAT, [k, 4]), tensor("scores", FLOAT, [k]), tensor("labels", INT32, [k]),
+               tensor("num_detections", INT32, [1])]
+    model = make_model(nodes, inputs, outputs, inits)
+    # ReduceMax of image_size comes after its user above: put the graph in topological order
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
+    produced = {o: n.name for n in model.graph.node for o in n.output}
+    done, ordered = set(i.name for i in model.graph.input) | {t.name for t in model.graph.initializer}, []
+    pending = list(model.graph.node)
+    while pending:
+        for node in pending:
+            if all(not i or i in done or i not in produced for i in node.input):
+                ordered.append(node)
+                done.update(node.output)
+                pending.remove(node)
+                break
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+    assert len(order) == len(ordered)
+    return model
+
+
+DETECTOR_STAGE = {"file": "detector.onnx", "backend": "onnxruntime", "precision": "fp32",
+                  "inputs": [{"name": "image", "shape": [1, 8, 8, 3], "dtype": "uint8"},
+                             {"name": "image_size", "shape": [2], "dtype": "float32"}],
+                  "outputs": [{"name": "boxes", "shape": [10, 4], "dtype": "float32"},
+                              {"name": "scores", "shape": [10], "dtype": "float32"},
+                              {"name": "labels", "shape": [10], "dtype": "int32"},
+                              {"name": "num_detections", "shape": [1], "dtype": "int32"}]}
+
+
+def write_engine_bundle(directory: Any, model: onnx.ModelProto) -> str:
+    """An engine-layout bundle (manifest layout "engine", one stage "detector") around `model`."""
+    bundle = str(directory)
+    onnx.save(model, os.path.join(bundle, "detector.onnx"))
+    manifest = _manifest_dict("stage1.onnx", "stage2.onnx")
+    manifest.update(format_version=2, layout="engine", stages={"detector": DETECTOR_STAGE})
+    with open(os.path.join(bundle, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f)
+    return bundle
+
+
+def test_detector_graph_runs_in_onnxruntime():
+    import onnxruntime as ort
+    onnx.checker.check_model(detector_graph(), full_check=True)
+    session = ort.InferenceSession(detector_graph().SerializeToString(), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).integers(0, 255, (1, 8, 8, 3), dtype=np.uint8)
+    boxes, scores, labels, count = session.run(None, {"image": image, "image_size": np.array([8, 8], np.float32)})
+    assert boxes.shape == (10, 4) and labels.dtype == np.int32 and count.shape == (1,) and 0 < count[0] <= 10
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("k_from", ["initializer", "constant-node"])
+def test_engine_graph_with_static_topk_nms_and_roi_align_is_clean(target, k_from):
+    # TopK with a constant K and NonMaxSuppression import natively from TensorRT 8.5 (JetPack 5.1) on;
+    # NMS's data-dependent row count is no finding while the graph reduces it to static outputs
+    report = check.check_model_report(detector_graph(k_from=k_from), target)
+    assert report.findings == []
+    assert len(report.notes) == 1 and "'/roi_pool/RoiAlign' (RoiAlign)" in report.notes[0]
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_topk_k_above_the_tensorrt_limit_is_refused(target):
+    # ITopKLayer: 'Currently only values up to 3840 are supported' (TensorRT 8.x and 10.x)
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="/proposals/TopK")
+    model = make_model([node], [tensor("x", FLOAT, [1, 5000])],
+                       [tensor("values", FLOAT, [1, 4000]), tensor("indices", INT64, [1, 4000])],
+                       [const("k", [4000], np.int64)])
+    findings = with_kind(check_model(model, target), "topk")
+    assert len(findings) == 1, findings
+    assert "'/proposals/TopK' (TopK) has K = 4000, more than the 3840" in findings[0]
+    assert f"TensorRT {TARGETS[target]} ({target})" in findings[0]
+    at_limit = make_model([node], [tensor("x", FLOAT, [1, 5000])],
+                          [tensor("values", FLOAT, [1, 3840]), tensor("indices", INT64, [1, 3840])],
+                          [const("k", [3840], np.int64)])
+    assert with_kind(check_model(at_limit, target), "topk") == []
+
+
+def test_topk_k_computed_at_run_time_is_refused():
+    findings = with_kind(check_model(detector_graph(k_from="shape"), "jetpack5"), "topk")
+    assert len(findings) == 1 and "'/proposals/TopK' (TopK) takes K from 'k'" in findings[0], findings
+    assert "computed at run time" in findings[0] and "imports TopK only with K as an initializer" in findings[0]
+    # TensorRT 8.6 imports a dynamic K, but edge-fpn's engines stay static
+    findings = with_kind(check_model(detector_graph(k_from="shape"), "jetpack6.1"), "topk")
+    assert len(findings) == 1 and "initializer" not in findings[0] and "constant" in findings[0]
+
+
+def test_topk_k_from_a_graph_input_is_refused():
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="topk")
+    model = make_model([node], [tensor("x", FLOAT, [1, 10]), tensor("k", INT64, [1])],
+                       [tensor("values", FLOAT, [1, "n"]), tensor("indices", INT64, [1, "n"])])
+    assert with_kind(check_model(model, "jetpack6.1"), "topk")
+
+
+def test_nms_whose_rows_reach_an_output_is_still_flagged():
+    # NMS is allowed, its data-dependent row count is not an allowed output
+    findings = check_model(graph_nms(), "jetpack6.1")
+    assert findings and not with_kind(findings, "forbidden-op"), findings
+    assert any("'keep'" in f for f in findings)
+
+
+def test_roi_align_is_a_plugin_on_the_gpu_a_finding_only_for_the_dla():
+    report = check.check_model_report(detector_graph(), "jetpack6.1")
+    assert not report.findings
+    note = report.notes[0]
+    assert note.startswith("plugin: ") and "ROIAlign_TRT" in note and "init_libnvinfer_plugins" in note
+    assert "runs on the GPU, not the DLA" in note
+    dla = check.check_model_report(detector_graph(), "jetpack6.1", dla=True)
+    assert len(dla.findings) == 1 and dla.findings[0].startswith("dla: ") and "GPU fallback" in dla.findings[0]
+
+
+def test_layouts_per_target(monkeypatch):
+    for target in TARGETS:
+        assert check.layouts_line(target) == "layouts: engine, host"
+    table = json.loads(json.dumps(check.load_support_table()))
+    old = dict(table["tensorrt"]["8.5"], not_importable=table["tensorrt"]["8.5"]["not_importable"] + ["NonMaxSuppression"])
+    table["tensorrt"]["8.4"] = old
+    table["jetpack"]["jetpack5.0"] = {"tensorrt": "8.4", "sources": ["test"]}
+    monkeypatch.setattr(check, "load_support_table", lambda: table)
+    monkeypatch.setitem(check.TARGETS, "jetpack5.0", "8.4")
+    assert check.layouts_line("jetpack5.0") == "layouts: host only (TensorRT 8.4 (jetpack5.0) cannot import NonMaxSuppression)"
+
+
+def test_engine_layout_bundle_is_checked_by_its_manifest(tmp_path):
+    bundle = write_engine_bundle(tmp_path, detector_graph())
+    report = check.check_path_report(bundle, "jetpack5")
+    assert report.findings == [] and report.notes[0].startswith("detector.onnx: plugin: ")
+
+
+def test_builder_check_raises_the_sentence_check_prints(tmp_path):
+    bundle = write_engine_bundle(tmp_path, detector_graph(k_from="shape"))
+    printed = check_path(bundle, "jetpack5")
+    assert printed and printed[0].startswith("detector.onnx: topk: ")
+    with pytest.raises(EdgeFpnError) as info:
+        check.require_bundle_buildable(bundle, "8.5.2.2")
+    more = len(printed) - 1  # the data-dependent sizes that follow from K
+    assert str(info.value) == printed[0] + f" (and {more} more: `edge-fpn check {bundle}` lists them)"
+    assert check.require_bundle_buildable(write_engine_bundle(tmp_path, detector_graph()), "10.3.0.30")[0].startswith(
+        "detector.onnx: plugin: ")
+
+
+def test_tensorrt_rules_for_the_machine_version():
+    assert check.tensorrt_rules("10.3.0.30") == ("10.3", "TensorRT 10.3 (jetpack6.1)")
+    assert check.tensorrt_rules("8.6.2") == ("8.6", "TensorRT 8.6 (jetpack6.0)")
+    assert check.tensorrt_rules("10.8.0") == ("10.3", "TensorRT 10.8.0 (checked with the rules of 10.3)")
+    assert check.tensorrt_rules("11.2.1")[0] == "10.13"
+    with pytest.raises(EdgeFpnError, match="older than edge-fpn supports"):
+        check.tensorrt_rules("8.4.1")
+
+
+def test_check_cli_prints_findings_notes_and_layouts(tmp_path, capsys):
+    from edge_fpn.cli import main
+    bundle = write_engine_bundle(tmp_path, detector_graph())
+    assert main(["check", bundle, "--target", "jetpack5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{bundle}: clean for jetpack5"
+    assert any(line.startswith("note: detector.onnx: plugin: ") for line in out)
+    assert out[-1] == "layouts: engine, host"
+    assert main(["check", bundle, "--target", "jetpack5", "--dla"]) == 1
+    assert capsys.readouterr().out.startswith("detector.onnx: dla: ")
 
 
 # ---------------------------------------------------------------------------------- clean graphs
@@ -348,9 +562,9 @@ def test_bundle_with_declared_dynamic_axis_is_clean(tmp_path):
 
 
 def test_bundle_findings_carry_the_stage_file_and_engines_are_skipped(tmp_path):
-    findings = check_path(write_bundle(tmp_path, graph_topk(), None), "jetpack6.1")
+    findings = check_path(write_bundle(tmp_path, graph_nonzero(), None), "jetpack6.1")
     assert findings and all(f.startswith("stage1.onnx: ") for f in findings), findings
-    assert any("(TopK)" in f for f in findings)
+    assert any("(NonZero)" in f for f in findings)
 
 
 def test_bundle_dynamic_axis_without_range_is_flagged(tmp_path):
@@ -399,10 +613,13 @@ def test_targets_and_table_agree():
     assert TARGETS == {"jetpack5": "8.5", "jetpack6.0": "8.6", "jetpack6.1": "10.3", "jetpack7": "10.13"}
     table = check.load_support_table()
     assert set(table["policy"]["forbidden"]) >= set(FORBIDDEN)
+    assert not set(table["policy"]["forbidden"]) & {"TopK", "NonMaxSuppression", "RoiAlign"}
     for version in TARGETS.values():
         entry = table["tensorrt"][version]
         assert entry["sources"] and entry["max_opset"] >= 17 and entry["int64"] in ("cast-to-int32", "native")
-        assert "RoiAlign" not in entry["not_importable"]
+        assert not {"RoiAlign", "NonMaxSuppression", "TopK"} & set(entry["not_importable"])
+        assert entry["topk_max_k"] == 3840 and entry["plugin_ops"] == {"RoiAlign": "ROIAlign_TRT"}
+    assert table["tensorrt"]["8.5"]["topk_dynamic_k"] is False  # the 8.5 parser: 'K input must be an initializer'
     for target in table["jetpack"].values():
         assert target["sources"]
 

@@ -228,20 +228,49 @@ def make_fake_cuda(memory, integrated=False, name="Orin", cc=(8, 7)):
     return cuda
 
 
-def make_fake_trt(memory, version="10.3.0.30"):
-    """An 'engine' file is JSON naming an ONNX file; executing it runs ONNX Runtime on fake memory."""
+def make_fake_trt(memory, version="10.3.0.30", dla_cores=0):
+    """An 'engine' file is JSON naming an ONNX file; executing it runs ONNX Runtime on fake memory.
+
+    As strict as TensorRT where the backend depends on it: an engine that holds a plugin
+    ("plugins" in its JSON; RoiAlign's ROIAlign_TRT) deserializes only after init_libnvinfer_plugins;
+    a DLA engine ("dla_core") only with the runtime's DLA_core set to that core first;
+    set_tensor_address returns a bool (False for an unknown name, a null or misaligned address);
+    tensor types come from the graph (uint8 image, int32 labels) through trt.nptype."""
     import onnxruntime as ort
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
-    trt.calls = []
+    trt.calls = []  # "v2" / "v3" executions
+    trt.events = []  # "plugins", "DLA_core=<n>", "deserialize", in order
+    trt.plugins_registered = False
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-    trt.nptype = lambda dtype: np.dtype(dtype).type
+    kinds = {"tensor(float)": "FLOAT", "tensor(float16)": "HALF", "tensor(int32)": "INT32", "tensor(int8)": "INT8",
+             "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL", "tensor(int64)": "INT64"}
+    trt.DataType = types.SimpleNamespace(**{v: "DataType." + v for v in kinds.values()})
+    numpy_of = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16, trt.DataType.INT32: np.int32,
+                trt.DataType.INT8: np.int8, trt.DataType.UINT8: np.uint8, trt.DataType.BOOL: np.bool_,
+                trt.DataType.INT64: np.int64}
+
+    def nptype(dtype):
+        if dtype not in numpy_of:
+            raise TypeError(f"nptype: {dtype!r} is not a tensorrt.DataType")
+        return numpy_of[dtype]
+
+    trt.nptype = nptype
 
     class Logger:
         WARNING = 2
 
         def __init__(self, level):
             self.level = level
+            self.errors = []
+
+    def init_libnvinfer_plugins(logger, namespace):
+        assert isinstance(logger, Logger) and isinstance(namespace, str)
+        trt.events.append("plugins")
+        trt.plugins_registered = True
+        return True
+
+    trt.init_libnvinfer_plugins = init_libnvinfer_plugins
 
     class Context:
         def __init__(self, engine):
@@ -252,11 +281,14 @@ def make_fake_trt(memory, version="10.3.0.30"):
             return True
 
         def set_tensor_address(self, name, ptr):
+            if name not in self.engine.names or not ptr or int(ptr) % 256:
+                return False
             self.addresses[name] = int(ptr)
+            return True
 
         def _run(self, addresses):
             session = self.engine.session
-            feeds = {i.name: memory.view(addresses[i.name], np.float32, self.shapes[i.name]).copy()
+            feeds = {i.name: memory.view(addresses[i.name], self.engine.numpy(i.name), self.shapes[i.name]).copy()
                      for i in session.get_inputs()}
             outputs = session.run(None, feeds)
             for meta, value in zip(session.get_outputs(), outputs):
@@ -265,6 +297,7 @@ def make_fake_trt(memory, version="10.3.0.30"):
 
         def execute_async_v3(self, stream_handle):
             assert logic.parse_version(version)[0] >= 10, "execute_async_v3 is used only on TensorRT 10+"
+            assert set(self.addresses) == set(self.engine.names), "every I/O tensor needs an address"
             trt.calls.append("v3")
             return self._run(self.addresses)
 
@@ -280,6 +313,11 @@ def make_fake_trt(memory, version="10.3.0.30"):
             outputs = [o.name for o in self.session.get_outputs()]
             self.names = inputs[::-1] + outputs  # an engine's own order, not the manifest's
             self.modes = {n: ("INPUT" if n in inputs else "OUTPUT") for n in self.names}
+            self.types = {t.name: getattr(trt.DataType, kinds[t.type])
+                          for t in list(self.session.get_inputs()) + list(self.session.get_outputs())}
+
+        def numpy(self, name):
+            return nptype(self.types[name])
 
         @property
         def num_io_tensors(self):
@@ -292,41 +330,77 @@ def make_fake_trt(memory, version="10.3.0.30"):
             return self.modes[name]
 
         def get_tensor_dtype(self, name):
-            return np.float32
+            return self.types[name]
 
         def create_execution_context(self):
             return Context(self)
 
     class Runtime:
+        num_DLA_cores = dla_cores
+
         def __init__(self, logger):
             self.logger = logger
+            self._dla_core = -1
+
+        @property
+        def DLA_core(self):
+            return self._dla_core
+
+        @DLA_core.setter
+        def DLA_core(self, core):
+            if not 0 <= core < self.num_DLA_cores:
+                raise RuntimeError(f"setDLACore({core}): this device has {self.num_DLA_cores} DLA core(s)")
+            trt.events.append(f"DLA_core={core}")
+            self._dla_core = core
 
         def deserialize_cuda_engine(self, blob):
+            trt.events.append("deserialize")
             try:
-                return Engine(json.loads(blob.decode())["onnx"])
+                spec = json.loads(blob.decode())
+                onnx_path = spec["onnx"]
             except (ValueError, KeyError):
                 return None
+            if spec.get("plugins") and not trt.plugins_registered:
+                self.logger.errors.append(f"Cannot deserialize plugin {spec['plugins'][0]}: not in the plugin registry")
+                return None
+            if spec.get("dla_core") is not None and self._dla_core != spec["dla_core"]:
+                self.logger.errors.append("the engine was built for another DLA core")
+                return None
+            return Engine(onnx_path)
 
     trt.Logger, trt.Runtime = Logger, Runtime
     return trt
 
 
-@pytest.fixture()
-def trt_bundle(tiny_bundle, tmp_path):
-    """The tiny bundle as a 'tensorrt' bundle whose engine files point at its ONNX stages."""
-    out = tmp_path / "trt"
+def _make_trt_bundle(source, out):
+    """`source` as a 'tensorrt' bundle whose engine files point at its ONNX stages."""
+    import onnx
     out.mkdir()
-    manifest = json.loads(open(os.path.join(tiny_bundle, "manifest.json")).read())
+    manifest = json.loads(open(os.path.join(source, "manifest.json")).read())
     for key, stage in manifest["stages"].items():
-        (out / f"{key}.engine").write_text(json.dumps({"onnx": os.path.join(tiny_bundle, stage["file"])}))
+        onnx_path = os.path.join(source, stage["file"])
+        plugins = ["ROIAlign_TRT"] if any(n.op_type == "RoiAlign" for n in onnx.load(onnx_path).graph.node) else []
+        (out / f"{key}.engine").write_text(json.dumps({"onnx": onnx_path, "plugins": plugins}))
         stage.update(file=f"{key}.engine", backend="tensorrt", precision="fp32")
     manifest["provenance"].update(PROVENANCE)
     (out / "manifest.json").write_text(json.dumps(manifest))
     return str(out)
 
 
-def install_fakes(monkeypatch, memory, version="10.3.0.30", integrated=False, name="Orin", cc=(8, 7)):
-    trt = make_fake_trt(memory, version)
+@pytest.fixture()
+def trt_bundle(tiny_host_bundle, tmp_path):
+    """The tiny host-layout bundle (stage 1 + stage 2) as a 'tensorrt' bundle."""
+    return _make_trt_bundle(tiny_host_bundle, tmp_path / "trt")
+
+
+@pytest.fixture()
+def trt_engine_bundle(tiny_bundle, tmp_path):
+    """The tiny engine-layout bundle (one "detector" stage) as a 'tensorrt' bundle."""
+    return _make_trt_bundle(tiny_bundle, tmp_path / "trt-engine")
+
+
+def install_fakes(monkeypatch, memory, version="10.3.0.30", integrated=False, name="Orin", cc=(8, 7), dla_cores=0):
+    trt = make_fake_trt(memory, version, dla_cores=dla_cores)
     cuda = make_fake_cuda(memory, integrated=integrated, name=name, cc=cc)
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = cuda
@@ -337,7 +411,8 @@ def install_fakes(monkeypatch, memory, version="10.3.0.30", integrated=False, na
 
 
 @pytest.mark.parametrize("version, integrated, api", [("10.3.0.30", False, "v3"), ("8.6.2.3", True, "v2")])
-def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_bundle, trt_bundle, version, integrated, api):
+def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_host_bundle, trt_bundle, version, integrated,
+                                                      api):
     from conftest import textured_image
     from edge_fpn.runtime import Detector
     from edge_fpn.runtime.backends.tensorrt_backend import DeviceTensor
@@ -349,9 +424,9 @@ def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_bundle, 
     memory = FakeMemory()
     trt, _ = install_fakes(monkeypatch, memory, version=version, integrated=integrated)
     image = textured_image(5, 240, 320)
-    reference = Detector(tiny_bundle)(image)
+    reference = Detector(tiny_host_bundle)(image)
     with Detector(trt_bundle) as detector:
-        assert detector.stage1.mode == ("mapped" if integrated else "pinned")
+        assert detector.layout.stage1.mode == ("mapped" if integrated else "pinned")
         result = detector(image)
         # stage 1's feature maps came back as device handles, and stage 2 took them as they were
         outputs1 = detector.run_stage1(detector.preprocess(image)[0])
@@ -367,8 +442,9 @@ def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_bundle, 
         assert host.shape == tuple(outputs1[features[0]].shape)
         detector.run_stage1(detector.preprocess(image)[0])
         with pytest.raises(RuntimeError, match="stale"):
-            detector.stage2({"proposals": np.zeros((2, 4), np.float32), **{n: outputs1[n] for n in features}})
+            detector.layout.stage2({"proposals": np.zeros((2, 4), np.float32), **{n: outputs1[n] for n in features}})
     assert set(trt.calls) == {api}
+    assert trt.events.index("plugins") < trt.events.index("deserialize")  # stage 2 holds ROIAlign_TRT
     assert len(result) == len(reference) > 0
     np.testing.assert_allclose(result.boxes, reference.boxes, atol=1e-3)
     np.testing.assert_allclose(result.scores, reference.scores, atol=1e-5)
@@ -409,6 +485,132 @@ def test_corrupt_engine(monkeypatch, trt_bundle):
         Detector(trt_bundle)
 
 
+@pytest.mark.parametrize("version, integrated, api", [("10.3.0.30", False, "v3"), ("8.5.2.2", True, "v2")])
+def test_engine_layout_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_bundle, trt_engine_bundle, version,
+                                                           integrated, api):
+    """One "detector" engine: uint8 image in the engine's own input buffer, int32 labels and count out."""
+    from conftest import textured_image
+    from edge_fpn.runtime import Detector
+
+    manifest_path = os.path.join(trt_engine_bundle, "manifest.json")
+    manifest = json.loads(open(manifest_path).read())
+    manifest["provenance"]["tensorrt_version"] = version
+    open(manifest_path, "w").write(json.dumps(manifest))
+    memory = FakeMemory()
+    trt, _ = install_fakes(monkeypatch, memory, version=version, integrated=integrated)
+    image = textured_image(5, 240, 320)
+    reference = Detector(tiny_bundle)(image)
+    with Detector(trt_engine_bundle) as detector:
+        engine = detector.layout.engine
+        buffer = engine.input_array("image")
+        assert buffer.dtype == np.uint8 and buffer.shape == tuple(manifest["stages"]["detector"]["inputs"][0]["shape"])
+        assert engine.buffers["labels"].plan.dtype == np.int32 and engine.buffers["num_detections"].plan.dtype == np.int32
+        assert detector.layout.own_buffer is buffer or np.shares_memory(detector.layout.own_buffer, buffer)
+        result = detector(image)
+        result_again = detector(image)
+    assert trt.calls == [api, api] and trt.events.index("plugins") < trt.events.index("deserialize")
+    if integrated:
+        assert not memory.copies, "mapped memory needs no copies"
+    for got in (result, result_again):
+        assert len(got) == len(reference) > 0
+        np.testing.assert_allclose(got.boxes, reference.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.scores, reference.scores, atol=1e-5)
+        np.testing.assert_array_equal(got.labels, reference.labels)
+
+
+def test_the_input_buffer_is_not_copied_into_itself(monkeypatch, tiny_bundle, trt_engine_bundle):
+    from edge_fpn.runtime.backends import tensorrt_backend
+    from edge_fpn.bundle import load_manifest
+
+    memory = FakeMemory()
+    install_fakes(monkeypatch, memory)
+    stage = load_manifest(trt_engine_bundle).stages["detector"]
+    copies = []
+    real_copyto = np.copyto
+
+    def copyto(dst, src, **kwargs):
+        copies.append(dst.shape)
+        return real_copyto(dst, src, **kwargs)
+
+    with tensorrt_backend.TensorRTBackend(os.path.join(trt_engine_bundle, stage.file), stage) as engine:
+        image = engine.input_array("image")
+        image[...] = 7
+        size = np.array([200, 320], np.float32)
+        monkeypatch.setattr(tensorrt_backend.np, "copyto", copyto)
+        in_place = engine({"image": image, "image_size": size})
+        assert copies == [(2,)]  # image_size only: the image is already in the engine's buffer
+        elsewhere = engine({"image": np.full_like(image, 7), "image_size": size})
+        assert copies == [(2,), image.shape, (2,)]
+        monkeypatch.setattr(tensorrt_backend.np, "copyto", real_copyto)
+        for name in in_place:
+            np.testing.assert_array_equal(in_place[name], elsewhere[name])
+        with pytest.raises(ValueError, match="input image is float32, the engine takes uint8"):
+            engine({"image": image.astype(np.float32), "image_size": size})
+        with pytest.raises(KeyError, match="not an input"):
+            engine.input_array("boxes")
+
+
+def test_an_engine_with_a_plugin_needs_the_plugin_library(monkeypatch, trt_engine_bundle):
+    # the defect this guards against: without init_libnvinfer_plugins the engine (ROIAlign_TRT) does not
+    # load, and the user was told it was corrupt
+    from edge_fpn.runtime import Detector
+    trt, _ = install_fakes(monkeypatch, FakeMemory())
+    trt.init_libnvinfer_plugins = lambda logger, namespace: False  # the library could not register
+    with pytest.raises(EdgeFpnError, match="libnvinfer_plugin"):
+        Detector(trt_engine_bundle)
+
+
+def _with_dla(bundle, core):
+    path = os.path.join(bundle, "manifest.json")
+    manifest = json.loads(open(path).read())
+    manifest["provenance"]["dla_core"] = core
+    for stage in manifest["stages"].values():
+        engine = os.path.join(bundle, stage["file"])
+        spec = json.loads(open(engine).read())
+        open(engine, "w").write(json.dumps(dict(spec, dla_core=core)))
+    open(path, "w").write(json.dumps(manifest))
+
+
+def test_a_dla_engine_gets_its_core_before_deserializing(monkeypatch, trt_engine_bundle):
+    from edge_fpn.runtime import Detector
+    _with_dla(trt_engine_bundle, 1)
+    trt, _ = install_fakes(monkeypatch, FakeMemory(), dla_cores=2)
+    with Detector(trt_engine_bundle) as detector:
+        assert detector.layout.engine._runtime.DLA_core == 1
+    assert trt.events.index("DLA_core=1") < trt.events.index("deserialize")
+    install_fakes(monkeypatch, FakeMemory(), dla_cores=0)
+    with pytest.raises(EdgeFpnError, match="built for DLA core 1, but TensorRT sees no DLA"):
+        Detector(trt_engine_bundle)
+    install_fakes(monkeypatch, FakeMemory(), dla_cores=1)
+    with pytest.raises(EdgeFpnError, match=r"has 1 DLA core\(s\)"):
+        Detector(trt_engine_bundle)
+    assert logic.dla_core_of({"build": {"dla_core": 0}}) == 0 and logic.dla_core_of({}) is None
+
+
+def test_a_refused_tensor_address_is_an_error(monkeypatch, trt_engine_bundle):
+    from conftest import textured_image
+    from edge_fpn.runtime import Detector
+    install_fakes(monkeypatch, FakeMemory())
+    with Detector(trt_engine_bundle) as detector:
+        context = detector.layout.engine.context
+        real = context.set_tensor_address
+        monkeypatch.setattr(context, "set_tensor_address", lambda name, ptr: False if name == "boxes" else real(name, ptr))
+        with pytest.raises(RuntimeError, match="refused the address .* of tensor boxes"):
+            detector(textured_image(1, 120, 160))
+
+
+def test_buffer_identity_and_engine_dtypes():
+    host = np.zeros(12, np.uint8)
+    assert logic.is_buffer(host[:12].reshape(1, 2, 2, 3), host, np.uint8)
+    assert not logic.is_buffer(host.copy().reshape(1, 2, 2, 3), host, np.uint8)
+    assert not logic.is_buffer(host[1:], host, np.uint8) and not logic.is_buffer(host.view(np.int8), host, np.uint8)
+    stage = StageSpec(file="detector.engine", backend="tensorrt", precision="fp16",
+                      inputs=[TensorSpec("image", [1, 8, 8, 3], "uint8"), TensorSpec("image_size", [2])],
+                      outputs=[TensorSpec("labels", [10], "int32")])
+    plans = {p.name: p for p in logic.plan_buffers(stage, dtypes={"image": np.uint8, "labels": np.int32})}
+    assert plans["image"].nbytes == 192 and plans["labels"].dtype == np.int32 and plans["image_size"].dtype == np.float32
+
+
 # ---------------------------------------------------------------- on a real GPU
 
 def _have_gpu_stack():
@@ -422,18 +624,45 @@ def _have_gpu_stack():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _have_gpu_stack(), reason="needs tensorrt and pycuda (an NVIDIA GPU)")
-def test_real_tensorrt_bundle(tiny_bundle, tmp_path):
+def test_real_tensorrt_bundle(tiny_host_bundle, tmp_path):
     """Build engines for the tiny bundle with the project's builder, then compare with ONNX Runtime."""
     from conftest import textured_image
     from edge_fpn.runtime import Detector
     from edge_fpn.builder.builder import build_engine
     out = str(tmp_path / "engines")
-    build_engine(tiny_bundle, precision="fp32", backend="tensorrt", output=out, eval_data=None, progress=False,
+    build_engine(tiny_host_bundle, precision="fp32", backend="tensorrt", output=out, eval_data=None, progress=False,
                  log=lambda text: None)
     image = textured_image(7, 320, 320)
-    reference = Detector(tiny_bundle)(image)
+    reference = Detector(tiny_host_bundle)(image)
     with Detector(out) as detector:
         result = detector(image)
     assert len(result) == len(reference)
     np.testing.assert_allclose(result.boxes, reference.boxes, atol=0.5)
     shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _have_gpu_stack(), reason="needs tensorrt and pycuda (an NVIDIA GPU)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_real_tensorrt_engine_layout(tiny_bundle, tmp_path, precision):
+    """The engine layout built and run on the GPU: the same detections as ONNX Runtime (FP16: the
+    network in FP16, the postprocessing kept FP32), the frame letterboxed into the engine's buffer."""
+    from conftest import textured_image
+    from edge_fpn.builder.builder import build_engine
+    from edge_fpn.runtime import Detector
+    out = str(tmp_path / precision)
+    build_engine(tiny_bundle, precision=precision, backend="tensorrt", output=out, eval_data=None, progress=False,
+                 log=lambda text: None)
+    image = textured_image(7, 320, 320)
+    reference = Detector(tiny_bundle)(image)
+    with Detector(out) as detector:
+        engine = detector.layout.engine
+        assert np.shares_memory(detector.layout.own_buffer, engine.input_array("image"))
+        result = detector(image)
+    if precision == "fp32":
+        assert len(result) == len(reference)
+        np.testing.assert_allclose(result.boxes, reference.boxes, atol=0.5)
+        np.testing.assert_array_equal(result.labels, reference.labels)
+    else:
+        assert abs(len(result) - len(reference)) <= max(2, len(reference) // 10)
+        np.testing.assert_allclose(result.boxes[:1], reference.boxes[:1], atol=2.0)

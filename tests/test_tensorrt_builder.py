@@ -13,28 +13,53 @@ import pytest
 from edge_fpn.builder.cache import parse_cache
 from edge_fpn.builder.tensorrt_builder import (TrtOptions, capabilities, jetpack_of_l4t, network_flags_value,
                                              parse_version, plan_build, profile_shapes)
+from edge_fpn.builder.builder import build_engine
 from edge_fpn.cli import main
 from edge_fpn.errors import EdgeFpnError
 
 
 # ------------------------------------------------------------------ a stand-in tensorrt module
 
-def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False):
-    major = int(version.split(".")[0])
-    calls = []
+def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
+    """A stand-in `tensorrt` as strict as the real one where edge-fpn's logic depends on it:
+
+    - the ONNX parser of TensorRT 10+ does not register libnvinfer_plugin's plugins: a RoiAlign node
+      fails to import ("ROIAlign_TRT ... not found") unless init_libnvinfer_plugins ran first;
+    - the network has one layer per ONNX node, named after it (and "[ONNX Layer: ...]" metadata
+      from 8.6), with TensorRT's tensor types (INT64 becomes INT32 before 9.0); setting a layer's
+      precision or output type raises in a strongly typed network (11, or STRONGLY_TYPED), and an
+      output type other than FP32/FP16 on a non-float output raises (TopK's indices, shapes);
+    - set_timing_cache returns False for a cache made on another GPU (and does not use it);
+    - BuilderFlag has no FP16/INT8/OBEY_PRECISION_CONSTRAINTS on 11.
+    """
+    import onnx
+
+    major, minor = (int(v) for v in version.split(".")[:2])
+    calls, events = [], []
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.calls = calls
+    trt.events = events  # "plugins" / "parse:<file>" / "build:<file>", in order
     flags = {"EXPLICIT_BATCH": 0}
     if major >= 10:
         flags["STRONGLY_TYPED"] = 1
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**flags)
     builder_flags = {"GPU_FALLBACK": "GPU_FALLBACK"}
     if major < 11:
-        builder_flags.update(FP16="FP16", INT8="INT8")
+        builder_flags.update(FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY_PRECISION_CONSTRAINTS")
     trt.BuilderFlag = types.SimpleNamespace(**builder_flags)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.DeviceType = types.SimpleNamespace(GPU="GPU", DLA="DLA")
+    names = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8"] + (["INT64"] if major >= 9 else [])
+    trt.DataType = types.SimpleNamespace(**{n: "DataType." + n for n in names})
+    trt.float32, trt.float16, trt.int32 = trt.DataType.FLOAT, trt.DataType.HALF, trt.DataType.INT32
+    floats = {trt.DataType.FLOAT, trt.DataType.HALF}
+    trt.LayerType = types.SimpleNamespace(SHAPE="SHAPE", TOPK="TOPK", NMS="NMS", PLUGIN="PLUGIN", OTHER="OTHER")
+    layer_types = {"Shape": "SHAPE", "TopK": "TOPK", "NonMaxSuppression": "NMS", "RoiAlign": "PLUGIN"}
+    onnx_types = {onnx.TensorProto.FLOAT: "FLOAT", onnx.TensorProto.FLOAT16: "HALF", onnx.TensorProto.INT8: "INT8",
+                  onnx.TensorProto.INT32: "INT32", onnx.TensorProto.BOOL: "BOOL", onnx.TensorProto.UINT8: "UINT8",
+                  onnx.TensorProto.INT64: "INT64" if major >= 9 else "INT32"}
+    trt.plugins_registered = False
 
     class ILogger:
         Severity = types.SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
@@ -42,12 +67,18 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False):
         def __init__(self):
             pass
 
+    def init_libnvinfer_plugins(logger, namespace):
+        assert isinstance(logger, ILogger) and isinstance(namespace, str)
+        events.append("plugins")
+        trt.plugins_registered = True
+        return True
+
     class TimingCache:
-        def __init__(self, data):
-            self.data = data
+        def __init__(self, device, entries):
+            self.device, self.entries = device, entries
 
         def serialize(self):
-            return b"timing:" + self.data
+            return b"TC|" + self.device + b"|" + self.entries
 
     class Profile:
         def __init__(self):
@@ -79,15 +110,76 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False):
             self.calibration_profile = profile
 
         def create_timing_cache(self, data):
-            return TimingCache(bytes(data))
+            data = bytes(data)
+            if not data:
+                return TimingCache(gpu.encode(), b"")
+            if not data.startswith(b"TC|") or data.count(b"|") < 2:
+                return None  # not a timing cache
+            _, device, entries = data.split(b"|", 2)
+            return TimingCache(device, entries)
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            if cache.device != gpu.encode() and not ignore_mismatch:
+                return False  # "a failure will be reported if the CUDA device property ... is different"
             self.timing_cache = cache
             return True
+
+    class Tensor:
+        def __init__(self, name, dtype):
+            self.name, self.dtype = name, dtype
+
+    class Layer:
+        def __init__(self, network, node, tensors):
+            self.network = network
+            self.name = node.name or f"node_of_{node.output[0]}"
+            self.type = getattr(trt.LayerType, layer_types.get(node.op_type, "OTHER"))
+            if (major, minor) >= (8, 6):
+                self.metadata = f"[ONNX Layer: {self.name}]"
+            self.inputs = [tensors.get(i) if i else None for i in node.input]
+            self.outputs = [tensors[o] for o in node.output]
+            self._precision = None
+            self.output_types = {}
+
+        num_inputs = property(lambda self: len(self.inputs))
+        num_outputs = property(lambda self: len(self.outputs))
+
+        def get_input(self, index):
+            return self.inputs[index]
+
+        def get_output(self, index):
+            return self.outputs[index]
+
+        @property
+        def precision(self):
+            return self._precision or trt.DataType.FLOAT
+
+        @precision.setter
+        def precision(self, dtype):
+            if self.network.strongly_typed:
+                raise RuntimeError("strongly typed networks reject setPrecision")
+            assert dtype in vars(trt.DataType).values()
+            self._precision = dtype
+
+        def set_output_type(self, index, dtype):
+            if self.network.strongly_typed:
+                raise RuntimeError("strongly typed networks reject setOutputType")
+            if self.type == trt.LayerType.TOPK and index == 1 or self.outputs[index].dtype not in floats:
+                raise RuntimeError(f"setOutputType on the {self.outputs[index].dtype} output {index} of {self.name}")
+            self.output_types[index] = dtype
 
     class Network:
         def __init__(self, flags):
             self.flags = flags
+            self.strongly_typed = major >= 11 or bool(flags & (1 << flags_of("STRONGLY_TYPED")))
+            self.layers = []
+
+        num_layers = property(lambda self: len(self.layers))
+
+        def get_layer(self, index):
+            return self.layers[index]
+
+    def flags_of(name):
+        return getattr(trt.NetworkDefinitionCreationFlag, name, 99)
 
     class Builder:
         num_DLA_cores = dla_cores
@@ -105,6 +197,7 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False):
             return Profile()
 
         def build_serialized_network(self, network, config):
+            events.append("build:" + os.path.basename(network.onnx["path"]))
             calibration = None
             if config.int8_calibrator is not None:
                 calibration = config.int8_calibrator.read_calibration_cache().decode()
@@ -112,20 +205,52 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False):
                           "profiles": [p.shapes for p in config.profiles], "device": config.default_device_type,
                           "dla_core": config.DLA_core, "calibration": calibration,
                           "calibration_profile": config.calibration_profile.shapes if config.calibration_profile else None,
-                          "timing_cache": config.timing_cache.data if config.timing_cache else None,
+                          "timing_cache": config.timing_cache.entries if config.timing_cache else None,
+                          "fp32_layers": sorted(l.name for l in network.layers if l._precision == trt.DataType.FLOAT),
+                          "output_types": {l.name: dict(l.output_types) for l in network.layers if l.output_types},
                           "onnx": network.onnx})
+            if config.timing_cache is not None:
+                config.timing_cache.entries += b"t"  # this build's timings
             if fail_build:
                 return None
             return b"ENGINE"
 
+    class ParserError:
+        def __init__(self, text):
+            self.text = text
+
+        def desc(self):
+            return self.text
+
     class OnnxParser:
         def __init__(self, network, logger):
             self.network = network
-            self.num_errors = 0
+            self.errors = []
+
+        num_errors = property(lambda self: len(self.errors))
+
+        def get_error(self, index):
+            return self.errors[index]
 
         def parse_from_file(self, path):
-            import onnx
+            events.append("parse:" + os.path.basename(path))
             model = onnx.load(path)
+            for node in model.graph.node:
+                if node.op_type == "RoiAlign" and major >= 10 and not trt.plugins_registered:
+                    self.errors.append(ParserError(
+                        f"In node {node.name} (checkFallbackPluginImporter): creator && \"Plugin not found, are the "
+                        "plugin name, version, and namespace correct?\" (ROIAlign_TRT was not found in the plugin registry)"))
+                    return False
+            inferred = onnx.shape_inference.infer_shapes(model)
+            tensors = {}
+            for info in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+                tensors[info.name] = Tensor(info.name, getattr(trt.DataType, onnx_types.get(info.type.tensor_type.elem_type, "FLOAT")))
+            for init in model.graph.initializer:
+                tensors[init.name] = Tensor(init.name, getattr(trt.DataType, onnx_types.get(init.data_type, "FLOAT")))
+            for node in model.graph.node:
+                for name in node.output:
+                    tensors.setdefault(name, Tensor(name, trt.DataType.FLOAT))
+                self.network.layers.append(Layer(self.network, node, tensors))
             self.network.onnx = {"path": path, "opset": model.opset_import[0].version,
                                  "types": sorted({i.type.tensor_type.elem_type for i in model.graph.input}),
                                  "ops": sorted({n.op_type for n in model.graph.node}),
@@ -139,6 +264,7 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False):
     trt.ILogger = ILogger
     trt.Builder = Builder
     trt.OnnxParser = OnnxParser
+    trt.init_libnvinfer_plugins = init_libnvinfer_plugins
     if major < 11:
         trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (Calibrator,), {})
         trt.IInt8MinMaxCalibrator = type("IInt8MinMaxCalibrator", (Calibrator,), {})
@@ -213,9 +339,9 @@ def test_device_info_on_a_jetson_without_cuda_bindings(monkeypatch):
                     "l4t": "36.4.0", "jetpack": "6.1"}
 
 
-def test_profile_shapes_follow_the_manifest(tiny_bundle):
+def test_profile_shapes_follow_the_manifest(tiny_host_bundle):
     from edge_fpn.bundle import load_manifest
-    manifest = load_manifest(tiny_bundle)
+    manifest = load_manifest(tiny_host_bundle)
     assert profile_shapes(manifest.stages["stage1"]) == {}
     shapes = profile_shapes(manifest.stages["stage2"])
     top = manifest.rpn.post_nms_top_n
@@ -225,9 +351,9 @@ def test_profile_shapes_follow_the_manifest(tiny_bundle):
 # ------------------------------------------------------------------ the whole build, against the stand-in
 
 @pytest.fixture(scope="module")
-def calibration(tiny_bundle, tmp_path_factory):
+def calibration(tiny_host_bundle, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("trt-cal") / "cal")
-    assert main(["calibrate", tiny_bundle, "--data", "synthetic:2", "--output", out, "--quiet"]) == 0
+    assert main(["calibrate", tiny_host_bundle, "--data", "synthetic:2", "--output", out, "--quiet"]) == 0
     return out
 
 
@@ -236,19 +362,24 @@ def _manifest(path):
         return json.load(f)
 
 
-def test_tensorrt_10_int8_qdq_build(with_tensorrt, tiny_bundle, calibration, tmp_path):
+def test_tensorrt_10_int8_qdq_build(with_tensorrt, tiny_host_bundle, calibration, tmp_path):
     trt = with_tensorrt("10.3.0")
     out, cache = str(tmp_path / "engine"), str(tmp_path / "timing.cache")
-    assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", calibration, "--output", out,
+    assert main(["build", tiny_host_bundle, "--precision", "int8", "--calibration", calibration, "--output", out,
                  "--workspace", "512", "--timing-cache", cache, "--eval-data", "none", "--quiet"]) == 0
     stage1, stage2 = trt.calls
     for call in trt.calls:
-        assert call["flags"] == ["INT8", "FP16"] and call["network_flags"] == 0 and call["pool"] == {"WORKSPACE": 512 << 20}
+        assert call["flags"][:2] == ["INT8", "FP16"] and call["network_flags"] == 0
+        assert call["pool"] == {"WORKSPACE": 512 << 20} and call["calibration"] is None
         assert "QuantizeLinear" in call["onnx"]["ops"] and call["onnx"]["opset"] == 17
-        assert call["timing_cache"] == b"" and call["calibration"] is None
+    # stage 2's box arithmetic and RoIAlign (the /roi_pool/ scope) stay FP32; stage 1 has no postprocessing
+    assert stage1["fp32_layers"] == [] and len(stage1["flags"]) == 2
+    assert "/roi_pool/RoiAlign" in stage2["fp32_layers"] and stage2["flags"][2:] == ["OBEY_PRECISION_CONSTRAINTS"]
+    # a new cache, shared by both stages, written with both stages' timings
+    assert stage1["timing_cache"] == b"" and stage2["timing_cache"] == b"t"
     assert stage1["profiles"] == [] and stage2["profiles"][0]["proposals"][0] == (1, 4)
     with open(cache, "rb") as f:
-        assert f.read() == b"timing:"
+        assert f.read() == b"TC|Orin|tt"
     manifest = _manifest(out)
     assert {k: (s["file"], s["backend"], s["precision"]) for k, s in manifest["stages"].items()} == {
         "stage1": ("stage1.engine", "tensorrt", "int8"), "stage2": ("stage2.engine", "tensorrt", "int8")}
@@ -258,17 +389,17 @@ def test_tensorrt_10_int8_qdq_build(with_tensorrt, tiny_bundle, calibration, tmp
         assert f.read() == b"ENGINE"
 
 
-def test_tensorrt_8_implicit_int8_reads_the_cache_with_the_local_header(with_tensorrt, tiny_bundle, calibration, tmp_path,
+def test_tensorrt_8_implicit_int8_reads_the_cache_with_the_local_header(with_tensorrt, tiny_host_bundle, calibration, tmp_path,
                                                                        capsys):
     trt = with_tensorrt("8.5.2")
     out = str(tmp_path / "engine")
     # implicit INT8 needs every layer's range: the default (Q/DQ inputs only) calibration is refused
-    assert main(["build", tiny_bundle, "--precision", "int8", "--implicit-int8", "--calibration", calibration,
+    assert main(["build", tiny_host_bundle, "--precision", "int8", "--implicit-int8", "--calibration", calibration,
                  "--output", out, "--eval-data", "none", "--quiet"]) == 2
     assert "--tensors all" in capsys.readouterr().err and not os.path.exists(out)
     every = str(tmp_path / "cal-all")
-    assert main(["calibrate", tiny_bundle, "--data", "synthetic:2", "--tensors", "all", "--output", every, "--quiet"]) == 0
-    assert main(["build", tiny_bundle, "--precision", "int8", "--implicit-int8", "--calibration", every,
+    assert main(["calibrate", tiny_host_bundle, "--data", "synthetic:2", "--tensors", "all", "--output", every, "--quiet"]) == 0
+    assert main(["build", tiny_host_bundle, "--precision", "int8", "--implicit-int8", "--calibration", every,
                  "--output", out, "--eval-data", "none", "--quiet"]) == 0
     stage1, stage2 = trt.calls
     assert stage1["network_flags"] == 1  # EXPLICIT_BATCH
@@ -281,10 +412,10 @@ def test_tensorrt_8_implicit_int8_reads_the_cache_with_the_local_header(with_ten
     assert _manifest(out)["provenance"]["build"]["int8_mode"] == "implicit"
 
 
-def test_tensorrt_11_builds_fp16_from_a_strongly_typed_fp16_graph(with_tensorrt, tiny_bundle, tmp_path):
+def test_tensorrt_11_builds_fp16_from_a_strongly_typed_fp16_graph(with_tensorrt, tiny_host_bundle, tmp_path):
     trt = with_tensorrt("11.0.0")
     out = str(tmp_path / "engine")
-    assert main(["build", tiny_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 0
+    assert main(["build", tiny_host_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 0
     for call in trt.calls:
         assert call["flags"] == [] and call["network_flags"] == 2  # STRONGLY_TYPED, no precision flags
         assert call["onnx"]["float16_initializers"] > 0 and call["onnx"]["types"] == [1]  # float32 I/O kept
@@ -292,40 +423,257 @@ def test_tensorrt_11_builds_fp16_from_a_strongly_typed_fp16_graph(with_tensorrt,
     assert _manifest(out)["stages"]["stage1"]["precision"] == "fp16"
 
 
-def test_tensorrt_11_int8_uses_fp16_qdq_graphs(with_tensorrt, tiny_bundle, calibration, tmp_path):
+def test_tensorrt_11_int8_uses_fp16_qdq_graphs(with_tensorrt, tiny_host_bundle, calibration, tmp_path):
     trt = with_tensorrt("11.0.0")
     out = str(tmp_path / "engine")
-    assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", calibration, "--output", out,
+    assert main(["build", tiny_host_bundle, "--precision", "int8", "--calibration", calibration, "--output", out,
                  "--eval-data", "none", "--quiet"]) == 0
     for call in trt.calls:
         assert call["onnx"]["opset"] == 19 and "DequantizeLinear" in call["onnx"]["ops"]
         assert call["flags"] == []
 
 
-def test_tensorrt_errors(with_tensorrt, tiny_bundle, calibration, tmp_path, capsys):
+def test_tensorrt_errors(with_tensorrt, tiny_host_bundle, calibration, tmp_path, capsys):
     out = str(tmp_path / "engine")
     with_tensorrt("10.3.0", dla_cores=0)
-    assert main(["build", tiny_bundle, "--precision", "fp16", "--dla-core", "0", "--output", out, "--quiet"]) == 2
+    assert main(["build", tiny_host_bundle, "--precision", "fp16", "--dla-core", "0", "--output", out, "--quiet"]) == 2
     assert "has no DLA" in capsys.readouterr().err
     with_tensorrt("10.3.0", dla_cores=2)
-    assert main(["build", tiny_bundle, "--precision", "fp16", "--dla-core", "2", "--output", out, "--quiet"]) == 2
+    assert main(["build", tiny_host_bundle, "--precision", "fp16", "--dla-core", "2", "--output", out, "--quiet"]) == 2
     assert "2 DLA core(s)" in capsys.readouterr().err
     with_tensorrt("11.0.0")
-    assert main(["build", tiny_bundle, "--precision", "int8", "--implicit-int8", "--calibration", calibration,
+    assert main(["build", tiny_host_bundle, "--precision", "int8", "--implicit-int8", "--calibration", calibration,
                  "--eval-data", "none", "--output", out, "--quiet"]) == 2
     assert "removed implicit INT8" in capsys.readouterr().err
     with_tensorrt("10.3.0", fail_build=True)
-    assert main(["build", tiny_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 2
+    assert main(["build", tiny_host_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 2
     assert "could not build" in capsys.readouterr().err
     assert not os.path.exists(out)
+    # TensorRT 11.0-11.3 have no DLA at all: say that, not "this device has no DLA"
+    trt = with_tensorrt("11.2.1", dla_cores=2)
+    assert main(["build", tiny_host_bundle, "--precision", "fp16", "--dla-core", "0", "--output", out, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT 11.2.1 has no DLA support" in err and "11.4.1" in err and "device has no DLA" not in err
+    assert trt.events == []  # refused before TensorRT was touched
 
 
-def test_dla_build_sets_the_core_and_gpu_fallback(with_tensorrt, tiny_bundle, tmp_path):
+def test_dla_build_sets_the_core_and_gpu_fallback(with_tensorrt, tiny_host_bundle, tmp_path):
     trt = with_tensorrt("8.5.2", dla_cores=2)
     out = str(tmp_path / "engine")
-    assert main(["build", tiny_bundle, "--precision", "fp16", "--dla-core", "1", "--output", out, "--quiet"]) == 0
-    assert all(c["device"] == "DLA" and c["dla_core"] == 1 and c["flags"] == ["FP16", "GPU_FALLBACK"] for c in trt.calls)
-    assert _manifest(out)["provenance"]["build"]["dla_core"] == 1
+    assert main(["build", tiny_host_bundle, "--precision", "fp16", "--dla-core", "1", "--output", out, "--quiet"]) == 0
+    assert all(c["device"] == "DLA" and c["dla_core"] == 1 and c["flags"][:2] == ["FP16", "GPU_FALLBACK"] for c in trt.calls)
+    manifest = _manifest(out)
+    assert manifest["provenance"]["build"]["dla_core"] == 1
+    assert manifest["provenance"]["dla_core"] == 1  # where the runtime reads it before deserializing
+
+
+def test_dla_support_by_version():
+    from edge_fpn.builder.tensorrt_builder import dla_unsupported
+    assert dla_unsupported((10, 3, 0)) == "" and dla_unsupported((11, 4, 1)) == "" and dla_unsupported((8, 5, 2)) == ""
+    for version in ((11, 0, 0), (11, 1, 0), (11, 3, 1)):
+        assert "has no DLA support" in dla_unsupported(version)
+    assert "Windows on ARM only" in dla_unsupported((11, 4, 0))
+    with pytest.raises(EdgeFpnError, match="TensorRT 11.3.0 has no DLA support"):
+        plan_build(capabilities((11, 3, 0)), TrtOptions(precision="fp16", dla_core=0))
+    plan = plan_build(capabilities((11, 4, 1)), TrtOptions(precision="fp16", dla_core=0))
+    assert plan.dla_core == 0 and plan.network_flags == ("STRONGLY_TYPED",)
+
+
+# ------------------------------------------------------------------ plugins and the timing cache
+
+def test_plugins_are_registered_before_parsing(with_tensorrt, tiny_host_bundle, tmp_path):
+    trt = with_tensorrt("10.3.0")
+    out = str(tmp_path / "engine")
+    assert main(["build", tiny_host_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 0
+    assert trt.events[0] == "plugins" and trt.events.count("plugins") == 1
+    assert "parse:stage2.onnx" in trt.events and "RoiAlign" in trt.calls[1]["onnx"]["ops"]
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
+def test_without_plugins_the_roi_align_stage_fails_to_parse(with_tensorrt, tiny_host_bundle, tmp_path, monkeypatch,
+                                                           capsys, version):
+    # the defect this guards against: TensorRT 10's parser does not register ROIAlign_TRT itself
+    from edge_fpn.builder import tensorrt_builder
+    with_tensorrt(version)
+    monkeypatch.setattr(tensorrt_builder, "init_plugins", lambda trt, logger: True)
+    out = str(tmp_path / "engine")
+    assert main(["build", tiny_host_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot parse stage2" in err and "ROIAlign_TRT was not found in the plugin registry" in err
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("stale, why", [(b"TC|RTX 4090|tttttt", "made on another GPU"),
+                                        (b"garbage", "not a TensorRT timing cache")])
+def test_a_rejected_timing_cache_is_replaced_and_said_once(with_tensorrt, tiny_host_bundle, tmp_path, stale, why):
+    trt = with_tensorrt("10.3.0")
+    cache = str(tmp_path / "timing.cache")
+    _write(cache, stale)
+    lines = []
+    build_engine(tiny_host_bundle, precision="fp16", backend="tensorrt", timing_cache=cache,
+                 output=str(tmp_path / "engine"), eval_data=None, progress=False, log=lines.append)
+    warnings = [line for line in lines if "timing cache" in line]
+    assert len(warnings) == 1 and why in warnings[0] and "replaces" in warnings[0], lines
+    assert [call["timing_cache"] for call in trt.calls] == [b"", b"t"]  # built from an empty cache
+    with open(cache, "rb") as f:
+        assert f.read() == b"TC|Orin|tt"  # this build's cache, not the stale one
+
+
+def test_a_timing_cache_of_this_gpu_is_used_and_extended(with_tensorrt, tiny_host_bundle, tmp_path):
+    trt = with_tensorrt("10.3.0")
+    cache = str(tmp_path / "timing.cache")
+    _write(cache, b"TC|Orin|tt")
+    lines = []
+    build_engine(tiny_host_bundle, precision="fp16", backend="tensorrt", timing_cache=cache,
+                 output=str(tmp_path / "engine"), eval_data=None, progress=False, log=lines.append)
+    assert not [line for line in lines if "timing cache" in line]
+    assert [call["timing_cache"] for call in trt.calls] == [b"tt", b"ttt"]
+    with open(cache, "rb") as f:
+        assert f.read() == b"TC|Orin|tttt"
+
+
+# ------------------------------------------------------------------ the engine layout
+
+def _detector(bundle):
+    from edge_fpn.bundle import load_manifest
+    manifest = load_manifest(bundle)
+    assert manifest.layout == "engine" and list(manifest.stages) == ["detector"]
+    return manifest.stages["detector"], os.path.join(bundle, manifest.stages["detector"].file)
+
+
+@pytest.mark.parametrize("version, precision, flags", [
+    ("8.5.2", "fp16", ["FP16", "OBEY_PRECISION_CONSTRAINTS"]),
+    ("10.3.0", "fp16", ["FP16", "OBEY_PRECISION_CONSTRAINTS"]),
+    ("10.3.0", "fp32", []),
+])
+def test_engine_layout_is_one_static_engine_with_fp32_postprocessing(with_tensorrt, tiny_bundle, tmp_path, version,
+                                                                    precision, flags):
+    import onnx
+    from edge_fpn.builder.tensorrt_builder import build_engines
+    from edge_fpn.graph_names import is_postprocess_node
+
+    trt = with_tensorrt(version)
+    stage, path = _detector(tiny_bundle)
+    assert profile_shapes(stage) == {}  # every input static: no optimization profile
+    facts = build_engines(trt, {"detector": stage}, {"detector": path}, TrtOptions(precision=precision),
+                          str(tmp_path), log=lambda line: None)
+    (call,) = trt.calls
+    assert facts["files"] == {"detector": "detector.engine"} and call["profiles"] == []
+    assert call["flags"] == flags
+    assert call["onnx"]["types"] == [onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8]  # image_size, image
+    assert {"TopK", "NonMaxSuppression", "RoiAlign"} <= set(call["onnx"]["ops"])
+    if precision == "fp32":
+        assert call["fp32_layers"] == [] and "postprocess_fp32_layers" not in facts
+        return
+    kept = call["fp32_layers"]
+    assert kept and all(is_postprocess_node(name) for name in kept)
+    assert facts["postprocess_fp32_layers"] == {"detector": len(kept)}
+    graph = onnx.load(path).graph
+    ops = {n.name: n.op_type for n in graph.node}
+    assert {ops[name] for name in kept} >= {"TopK", "NonMaxSuppression", "RoiAlign", "Softmax"}
+    assert not [n for n in graph.node if n.op_type == "Conv" and n.name in kept]  # the network stays FP16
+    # output types only on float outputs: never TopK's indices, NMS's rows or the int32 labels
+    for name, outputs in call["output_types"].items():
+        assert set(outputs.values()) == {trt.DataType.FLOAT}
+        if ops[name] == "TopK":
+            assert list(outputs) == [0]
+        assert ops[name] != "NonMaxSuppression"
+
+
+def test_engine_layout_on_tensorrt_11_takes_fp32_postprocessing_from_the_fp16_graph(with_tensorrt, tiny_bundle,
+                                                                                     tmp_path):
+    import onnx
+    from edge_fpn.builder.fp16 import convert_to_fp16
+    from edge_fpn.builder.tensorrt_builder import build_engines
+
+    trt = with_tensorrt("11.0.0")  # strongly typed: the fake raises on any layer precision call
+    stage, path = _detector(tiny_bundle)
+    half = str(tmp_path / "detector.fp16.onnx")
+    onnx.save(convert_to_fp16(onnx.load(path)), half)
+    build_engines(trt, {"detector": stage}, {"detector": half}, TrtOptions(precision="fp16"), str(tmp_path),
+                  log=lambda line: None)
+    (call,) = trt.calls
+    assert call["flags"] == [] and call["fp32_layers"] == [] and call["network_flags"] == 2
+    assert call["onnx"]["float16_initializers"] > 0
+
+
+@pytest.mark.parametrize("version, flags, network", [("10.3.0", ["FP16", "OBEY_PRECISION_CONSTRAINTS"], 0),
+                                                      ("11.0.0", [], 2)])
+def test_engine_layout_bundle_build(with_tensorrt, tiny_bundle, tmp_path, version, flags, network):
+    trt = with_tensorrt(version)
+    out = str(tmp_path / "engine")
+    assert main(["build", tiny_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 0
+    (call,) = trt.calls
+    assert call["flags"] == flags and call["network_flags"] == network and call["profiles"] == []
+    assert trt.events[:2] == ["plugins", "parse:" + ("detector.fp16.onnx" if version.startswith("11") else "detector.onnx")]
+    manifest = _manifest(out)
+    assert manifest["layout"] == "engine"
+    assert {k: (s["file"], s["backend"], s["precision"]) for k, s in manifest["stages"].items()} == {
+        "detector": ("detector.engine", "tensorrt", "fp16")}
+    kept = manifest["provenance"]["build"].get("postprocess_fp32_layers")
+    assert (kept == {"detector": len(call["fp32_layers"])} and kept["detector"] > 0) if not version.startswith("11") else kept is None
+
+
+def test_postprocess_layers_are_found_by_onnx_metadata_too(with_tensorrt):
+    from edge_fpn.builder.tensorrt_builder import keep_postprocess_fp32
+    trt = with_tensorrt("10.3.0")
+    f32, i32 = trt.DataType.FLOAT, trt.DataType.INT32
+
+    class Tensor:
+        def __init__(self, dtype):
+            self.dtype = dtype
+
+    class Layer:
+        def __init__(self, name, metadata, inputs, outputs, type_="OTHER"):
+            self.name, self.metadata, self.type = name, metadata, type_
+            self.inputs, self.outputs = [Tensor(t) for t in inputs], [Tensor(t) for t in outputs]
+            self.precision, self.set = None, {}
+            self.num_inputs, self.num_outputs = len(inputs), len(outputs)
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+        def get_output(self, i):
+            return self.outputs[i]
+
+        def set_output_type(self, i, dtype):
+            self.set[i] = dtype
+
+    helper_layer = Layer("ONNXTRT_Broadcast_12", "[ONNX Layer: /detections/Mul]", [f32], [f32])
+    shape = Layer("/proposals/Shape", "[ONNX Layer: /proposals/Shape]", [f32], [i32], type_=trt.LayerType.SHAPE)
+    compare = Layer("/proposals/Greater", "", [f32, f32], [trt.DataType.BOOL])
+    ints = Layer("/detections/Cast_1", "", [i32], [i32])
+    backbone = Layer("/backbone/Conv", "[ONNX Layer: /backbone/Conv]", [f32], [f32])
+    network = types.SimpleNamespace(num_layers=5, get_layer=[helper_layer, shape, compare, ints, backbone].__getitem__)
+    assert keep_postprocess_fp32(trt, network) == 2
+    assert helper_layer.precision == f32 and helper_layer.set == {0: f32}
+    assert compare.precision == f32 and compare.set == {}  # compared in FP32; a bool output keeps its type
+    assert shape.precision is ints.precision is backbone.precision is None
+
+
+def test_build_stops_before_tensorrt_with_the_sentence_check_prints(with_tensorrt, tmp_path, capsys):
+    from test_check import helper, make_model, proposals_head, tensor, write_bundle
+    from edge_fpn.export.check import check_path
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    node = helper.make_node("TopK", ["x", "k"], ["y", "i"], name="/proposals/TopK")
+    stage1 = make_model([node], [tensor("x", TensorProto.FLOAT, [1, 5000])],
+                        [tensor("y", TensorProto.FLOAT, [1, 4000]), tensor("i", TensorProto.INT64, [1, 4000])],
+                        [numpy_helper.from_array(np.array([4000], np.int64), "k")])
+    bundle_dir = tmp_path / "bundle"
+    bundle_dir.mkdir()
+    bundle = write_bundle(bundle_dir, stage1, proposals_head())
+    (finding,) = [f for f in check_path(bundle, "jetpack5") if ": topk: " in f]
+    trt = with_tensorrt("8.5.2")
+    assert main(["build", bundle, "--precision", "fp16", "--backend", "tensorrt", "--output",
+                 str(tmp_path / "engine"), "--quiet"]) == 2
+    assert finding in capsys.readouterr().err
+    assert trt.events == [] and not os.path.exists(str(tmp_path / "engine"))
 
 
 # ------------------------------------------------------------------ on a real GPU
@@ -338,9 +686,9 @@ def _real_tensorrt():
 @pytest.mark.gpu
 @pytest.mark.skipif(_real_tensorrt() is None, reason="needs TensorRT (and a GPU)")
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_real_tensorrt_build(tiny_bundle, calibration, tmp_path, precision):
+def test_real_tensorrt_build(tiny_host_bundle, calibration, tmp_path, precision):
     out = str(tmp_path / precision)
-    args = ["build", tiny_bundle, "--precision", precision, "--backend", "tensorrt", "--output", out,
+    args = ["build", tiny_host_bundle, "--precision", precision, "--backend", "tensorrt", "--output", out,
             "--timing-cache", str(tmp_path / "timing.cache"), "--eval-data", "none", "--quiet"]
     if precision == "int8":
         args += ["--calibration", calibration]
@@ -350,3 +698,18 @@ def test_real_tensorrt_build(tiny_bundle, calibration, tmp_path, precision):
     assert os.path.getsize(os.path.join(out, "stage1.engine")) > 1000
     assert manifest["provenance"]["tensorrt_version"] == _real_tensorrt().__version__
     assert os.path.getsize(str(tmp_path / "timing.cache")) > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_real_tensorrt() is None, reason="needs TensorRT (and a GPU)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_real_tensorrt_engine_layout_build(tiny_bundle, tmp_path, precision):
+    """The engine layout on a real TensorRT: plugins registered, one static engine, FP32 postprocessing."""
+    out = str(tmp_path / precision)
+    assert main(["build", tiny_bundle, "--precision", precision, "--backend", "tensorrt", "--output", out,
+                 "--timing-cache", str(tmp_path / "timing.cache"), "--eval-data", "none", "--quiet"]) == 0
+    manifest = _manifest(out)
+    assert list(manifest["stages"]) == ["detector"] and manifest["stages"]["detector"]["backend"] == "tensorrt"
+    assert os.path.getsize(os.path.join(out, "detector.engine")) > 1000
+    if precision == "fp16" and not str(_real_tensorrt().__version__).startswith("11"):
+        assert manifest["provenance"]["build"]["postprocess_fp32_layers"]["detector"] > 0

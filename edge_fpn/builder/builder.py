@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..bundle import Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest, write_manifest
 from ..errors import EdgeFpnError
-from .calibrate import STAGES, CalibrationRanges, load_ranges, ranges_hash, require_fp32_onnx
+from .calibrate import CalibrationRanges, load_ranges, ranges_hash, require_fp32_onnx, stage_keys
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
@@ -83,6 +83,8 @@ def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str
             log(f"note: {' and '.join(ignored)} apply to TensorRT only; ignored")
         if implicit_int8:
             raise EdgeFpnError("--implicit-int8 is a TensorRT path; ONNX Runtime builds INT8 from Q/DQ graphs (drop --implicit-int8)")
+    else:
+        _tensorrt_precheck(trt, bundle, precision, implicit_int8, workspace_mib, dla_core, log)
 
     report: Dict[str, Any] = {"precision": precision, "backend": "tensorrt" if trt is not None else "onnxruntime",
                               "source_bundle": os.path.abspath(bundle), "source_bundle_hash": source_hash}
@@ -100,7 +102,7 @@ def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str
     try:
         with atomic_directory(output, force) as tmp:
             qdq_dir = None
-            stage_precision = {key: precision for key in STAGES}
+            stage_precision = {key: precision for key in stage_keys(manifest)}
             if precision == "int8" and not implicit_int8:
                 qdq_dir = os.path.join(work, "qdq")
                 os.makedirs(qdq_dir)
@@ -163,7 +165,7 @@ def _resolve_backend(backend: str, dla_core: Optional[int], precision: str):
 def _usable_eval_data(eval_data: Optional[str], manifest: Manifest, log: Callable[[str], None]) -> Optional[str]:
     """The eval data spec, or None where AP cannot be measured (said in one line)."""
     from .data import parse_synthetic
-    from .evaluate import classes_match_synthetic
+    from ..evaluate import classes_match_synthetic
 
     if not eval_data:
         return None
@@ -178,7 +180,7 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
                     max_ap_drop: float, eval_data: Optional[str], want_sensitivity: bool, progress: bool,
                     log: Callable[[str], None], qdq_dir: str) -> Dict[str, Any]:
     """Write the final Q/DQ stages into `qdq_dir`, after the AP report, sensitivity and fallback."""
-    from .evaluate import evaluate_bundle
+    from ..evaluate import evaluate_bundle
     from .precision import QuantizedStages, choose_fallback, sensitivity
 
     stages = QuantizedStages(bundle, manifest, ranges)
@@ -240,7 +242,7 @@ def _ap_line(label: str, metrics: Dict[str, float], reference: Optional[Dict[str
 def _write_onnxruntime_bundle(bundle: str, manifest: Manifest, tmp: str, precision: str, qdq_dir: Optional[str],
                               stage_precision: Dict[str, str], provenance: Dict[str, Any]) -> None:
     stages: Dict[str, StageSpec] = {}
-    for key in STAGES:
+    for key in stage_keys(manifest):  # the layout (and its stage names) stays the source's
         spec = manifest.stages[key]
         source_dir = qdq_dir if qdq_dir is not None else bundle
         shutil.copyfile(os.path.join(source_dir, spec.file), os.path.join(tmp, spec.file))
@@ -262,6 +264,22 @@ def _lint(directory: str) -> None:
         raise EdgeFpnError(f"the Q/DQ graphs fail the TensorRT lint: {findings[0]} (and {len(findings) - 1} more); please report this")
 
 
+def _tensorrt_precheck(trt: Any, bundle: str, precision: str, implicit_int8: bool, workspace_mib: Optional[int],
+                       dla_core: Optional[int], log: Callable[[str], None]) -> None:
+    """Before any calibration or TensorRT work: the options this TensorRT refuses (implicit INT8 on
+    11, --dla-core on 11.0-11.3, ...), and the first finding `edge-fpn check` would print for the
+    graphs, as that same sentence. With --dla-core, the lint's notes say which layers stay on the GPU."""
+    from ..export.check import require_bundle_buildable
+    from .tensorrt_builder import TrtOptions, capabilities, parse_version, plan_build
+
+    plan_build(capabilities(parse_version(trt.__version__)),
+               TrtOptions(precision=precision, implicit_int8=implicit_int8, workspace_mib=workspace_mib, dla_core=dla_core))
+    notes = require_bundle_buildable(bundle, str(trt.__version__))
+    if dla_core is not None:
+        for note in notes:
+            log(f"note: {note}")
+
+
 def _write_tensorrt_bundle(trt: Any, bundle: str, manifest: Manifest, tmp: str, work: str, precision: str,
                            qdq_dir: Optional[str], stage_precision: Dict[str, str],
                            ranges: Optional[CalibrationRanges], provenance: Dict[str, Any],
@@ -276,9 +294,13 @@ def _write_tensorrt_bundle(trt: Any, bundle: str, manifest: Manifest, tmp: str, 
     options = TrtOptions(precision=precision, implicit_int8=implicit_int8, workspace_mib=workspace_mib,
                          dla_core=dla_core, timing_cache=timing_cache)
     plan = plan_build(capabilities(parse_version(trt.__version__)), options)
+    keys = list(manifest.stages)  # "stage1", "stage2" (host layout) or "detector" (engine layout)
+    if qdq_dir is not None:  # the Q/DQ graphs TensorRT will parse pass the same lint as the exported ones
+        from ..export.check import require_bundle_buildable
+        require_bundle_buildable(bundle, str(trt.__version__), stage_dir=qdq_dir)
     sources = {"fp32": bundle, "qdq": qdq_dir, "fp16": bundle, "qdq_fp16": qdq_dir}
     onnx_paths: Dict[str, str] = {}
-    for key in STAGES:
+    for key in keys:
         spec = manifest.stages[key]
         source = os.path.join(sources[plan.onnx_variant] or bundle, spec.file)
         if plan.onnx_variant in ("fp16", "qdq_fp16"):
@@ -292,24 +314,26 @@ def _write_tensorrt_bundle(trt: Any, bundle: str, manifest: Manifest, tmp: str, 
             raise EdgeFpnError("implicit INT8 needs the range of every layer, but this calibration measured only the Q/DQ "
                                "inputs; re-run `edge-fpn calibrate` with --tensors all")
         algorithm = ALGORITHMS[ranges.method]
-        caches = {key: (format_cache(ranges.amax(key), trt.__version__, ranges.method), algorithm) for key in STAGES}
-    facts = build_engines(trt, {k: manifest.stages[k] for k in STAGES}, onnx_paths, options, tmp,
+        caches = {key: (format_cache(ranges.amax(key), trt.__version__, ranges.method), algorithm) for key in keys}
+    facts = build_engines(trt, {k: manifest.stages[k] for k in keys}, onnx_paths, options, tmp,
                           calibration_caches=caches, log=log)
     stages: Dict[str, StageSpec] = {}
-    for key in STAGES:
+    for key in keys:
         spec = manifest.stages[key]
-        stages[key] = StageSpec(facts["files"][key], "tensorrt", stage_precision[key], spec.inputs, spec.outputs,
-                                spec.dynamic_axes)
+        stages[key] = StageSpec(facts["files"][key], "tensorrt", stage_precision.get(key, precision), spec.inputs,
+                                spec.outputs, spec.dynamic_axes)
     provenance["stage_precision"] = dict(stage_precision)
     provenance["int8_mode"] = "implicit" if implicit_int8 else ("explicit" if precision == "int8" else None)
-    for key in ("tensorrt_version", "gpu_name", "compute_capability", "jetpack", "l4t", "dla_core"):
+    for key in ("tensorrt_version", "gpu_name", "compute_capability", "jetpack", "l4t", "dla_core",
+                "postprocess_fp32_layers"):
         if key in facts:
             provenance[key] = facts[key]
     provenance["tensorrt_flags"] = {"builder": facts["builder_flags"], "network": facts["network_flags"],
                                     "onnx": facts["onnx_variant"]}
     top = dict(manifest.provenance, build=provenance)
-    # the facts the runtime checks before loading an engine, at the top level of the provenance
-    for key in ("tensorrt_version", "gpu_name", "compute_capability", "jetpack"):
+    # the facts the runtime checks before loading an engine (dla_core: the runtime's DLA core before
+    # deserializing), at the top level of the provenance
+    for key in ("tensorrt_version", "gpu_name", "compute_capability", "jetpack", "dla_core"):
         if key in facts:
             top[key] = facts[key]
     write_manifest(tmp, manifest.replace(stages=stages, provenance=top))

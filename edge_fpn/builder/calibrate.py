@@ -1,17 +1,21 @@
 """`edge-fpn calibrate`: activation ranges of an FP32 bundle, measured with ONNX Runtime on the CPU.
 
-Each image goes through the runtime exactly as at inference (``Detector.preprocess``, stage 1, the
-per-level proposal postprocessing, stage 2 on the proposals stage 1 really produced), on a copy of
-the bundle whose stages also output the intermediate tensors to be measured. Every tensor's
+Each image goes through the runtime exactly as at inference, on a copy of the bundle whose stages
+also output the intermediate tensors to be measured: for the engine layout ``Detector.preprocess``
+(the letterboxed uint8 frame) and the one "detector" graph, for the host layout
+``Detector.preprocess``, stage 1, the per-level proposal postprocessing, and stage 2 on the
+proposals stage 1 really produced. Every tensor's
 values go into a fixed-size |x| histogram (``histogram.AbsHistogram``) and are dropped: memory does
 not grow with the number of images. At the end each tensor's range (amax) is chosen by the method
 and written as CAL_DIR/ranges.json (what the Q/DQ writer reads) and CAL_DIR/calibration.cache
 (TensorRT's own format, for the implicit INT8 path of older TensorRT).
 
 Measured tensors: by default those that get a Q/DQ pair (the inputs of weighted layers and of
-residual Adds, ``qdq.plan_quantization``); with ``tensors="all"`` every float activation computed
-from the image or the features (stage 2's box arithmetic on the proposals is never measured), so
-that the TensorRT cache has a scale for each layer's input and output, as implicit INT8 needs.
+residual Adds, ``qdq.plan_quantization``); with ``tensors="all"`` every float network activation
+(backbone, FPN, RPN head, box head), so that the TensorRT cache has a scale for each layer's input
+and output, as implicit INT8 needs. Never measured: the postprocessing part (nodes under
+graph_names.POSTPROCESS_SCOPES, kept FP32), box arithmetic, integer and boolean tensors, and the
+engine layout's in-graph preprocessing before the first convolution's input.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..bundle import Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest
+from ..bundle import LAYOUT_STAGES, Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest
 from ..errors import EdgeFpnError
 from .cache import DEFAULT_TENSORRT_VERSION, format_cache, merge_stage_ranges
 from .histogram import DEFAULT_PERCENTILE, METHODS, NUM_BINS, AbsHistogram, compute_amax
@@ -29,7 +33,11 @@ from .histogram import DEFAULT_PERCENTILE, METHODS, NUM_BINS, AbsHistogram, comp
 RANGES_FILE = "ranges.json"
 CACHE_FILE = "calibration.cache"
 RANGES_FORMAT = 1
-STAGES = ("stage1", "stage2")
+
+
+def stage_keys(manifest: Manifest) -> tuple:
+    """The stages of the bundle's layout, in run order: ("detector",) or ("stage1", "stage2")."""
+    return tuple(LAYOUT_STAGES[manifest.layout])
 
 
 @dataclass
@@ -103,7 +111,7 @@ def load_ranges(cal_dir: str, bundle_dir: Optional[str] = None, manifest: Option
 
 
 def require_fp32_onnx(bundle_dir: str, manifest: Manifest, what: str) -> None:
-    for key in STAGES:
+    for key in stage_keys(manifest):
         stage = manifest.stages[key]
         if stage.backend != "onnxruntime" or not stage.file.endswith(".onnx") or stage.precision != "fp32":
             raise EdgeFpnError(f"{what} needs the FP32 ONNX bundle that `edge-fpn export` writes, but {bundle_dir!r} holds "
@@ -145,11 +153,10 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
     started = time.time()
     plans, measured = _plans(bundle_dir, manifest, tensors)
     histograms = {stage: {name: AbsHistogram() for name in names} for stage, names in measured.items()}
-    readable, skipped, proposals_total, stage2_runs, data_hash = _collect(
-        bundle_dir, manifest, plans, measured, source, histograms, threads, progress)
-    require_enough(readable, skipped, source, num)
-    if stage2_runs == 0:
-        raise EdgeFpnError(f"stage 1 proposed no box on any of the {readable} calibration images, so stage 2 cannot be "
+    run = _collect(bundle_dir, manifest, measured, source, histograms, threads, progress)
+    require_enough(run.readable, run.skipped, source, num)
+    if manifest.layout == "host" and run.stage2_runs == 0:
+        raise EdgeFpnError(f"stage 1 proposed no box on any of the {run.readable} calibration images, so stage 2 cannot be "
                            "calibrated; use images that show the objects the model detects")
 
     qdq = {stage: set(plan.activation_tensors) for stage, plan in plans.items()}
@@ -161,22 +168,27 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
                 continue  # a stage-2 input never fed (cannot happen once stage 2 ran)
             amax = compute_amax(hist, method, percentile)
             stages[stage][name] = TensorRange(amax=amax, absmax=float(hist.absmax), method=method, qdq=name in qdq[stage])
+    if manifest.layout == "host":
+        per_image = {"mean_proposals": round(run.proposals / max(run.stage2_runs, 1), 1)}
+    else:  # the engine keeps its proposals inside; what it hands out is the detections
+        per_image = {"mean_detections": round(run.detections / max(run.readable, 1), 1)}
     ranges = CalibrationRanges(
         bundle_hash=source_hash, method=method, percentile=float(percentile) if method == "percentile" else None,
-        data={"spec": data, "hash": data_hash, "images": readable,
-              "skipped": skipped, "description": source.description},
+        data={"spec": data, "hash": run.data_hash, "images": run.readable,
+              "skipped": run.skipped, "description": source.description},
         stages=stages,
-        extra={"seconds": round(time.time() - started, 1), "tensors": tensors,
-               "mean_proposals": round(proposals_total / max(stage2_runs, 1), 1)})
+        extra={"seconds": round(time.time() - started, 1), "tensors": tensors, "layout": manifest.layout, **per_image})
     version = tensorrt_version or _local_tensorrt_version() or DEFAULT_TENSORRT_VERSION
     with atomic_directory(output, force) as tmp:
         write_ranges(tmp, ranges)
         with open(os.path.join(tmp, CACHE_FILE), "w", encoding="utf-8") as f:
-            f.write(format_cache(merge_stage_ranges((s, ranges.amax(s)) for s in STAGES if s in ranges.stages), version, method))
+            f.write(format_cache(merge_stage_ranges((s, ranges.amax(s)) for s in stage_keys(manifest) if s in ranges.stages),
+                                 version, method))
     counts = ", ".join(f"{stage} {len(t)} ({sum(r.qdq for r in t.values())} Q/DQ)" for stage, t in stages.items())
-    log(f"calibrated {bundle_dir} by {method} on {readable} images of {data}"
-        + (f" ({skipped} unreadable skipped)" if skipped else "")
-        + f": {counts} tensors, {ranges.extra['mean_proposals']:g} proposals per image, "
+    (what, value), = per_image.items()
+    log(f"calibrated {bundle_dir} by {method} on {run.readable} images of {data}"
+        + (f" ({run.skipped} unreadable skipped)" if run.skipped else "")
+        + f": {counts} tensors, {value:g} {what.split('_')[1]} per image, "
         f"{ranges.extra['seconds']:g} s; wrote {os.path.join(output, RANGES_FILE)} and {CACHE_FILE} (TensorRT {version})")
     return output
 
@@ -206,14 +218,14 @@ def _local_tensorrt_version() -> Optional[str]:
 
 
 def _plans(bundle_dir: str, manifest: Manifest, tensors: str) -> Tuple[Dict[str, Any], Dict[str, List[str]]]:
-    """Each stage's Q/DQ plan, and the tensors to measure (every dense float activation, or the Q/DQ ones)."""
+    """Each stage's Q/DQ plan, and the tensors to measure (every network activation, or the Q/DQ ones)."""
     import onnx
 
     from .qdq import ensure_node_names, plan_quantization
 
     plans: Dict[str, Any] = {}
     measured: Dict[str, List[str]] = {}
-    for key in STAGES:
+    for key in stage_keys(manifest):
         model = onnx.load(os.path.join(bundle_dir, manifest.stages[key].file), load_external_data=False)
         ensure_node_names(model)
         plans[key] = plan_quantization(model, key)
@@ -221,16 +233,31 @@ def _plans(bundle_dir: str, manifest: Manifest, tensors: str) -> Tuple[Dict[str,
     return plans, measured
 
 
-def _collect(bundle_dir: str, manifest: Manifest, plans: Dict[str, Any], measured: Dict[str, List[str]],
-             source: Any, histograms: Dict[str, Dict[str, AbsHistogram]], threads: int,
-             progress: bool) -> Tuple[int, int, int, int, str]:
+@dataclass
+class _Run:
+    """What running the calibration images gave, besides the histograms."""
+    readable: int = 0
+    skipped: int = 0
+    data_hash: str = ""
+    proposals: int = 0  # host layout: proposals fed to stage 2, over the images that had any
+    stage2_runs: int = 0
+    detections: int = 0  # engine layout: num_detections, over every image
+
+
+# the runtime layout's attribute that holds each stage's backend
+_LAYOUT_ATTRIBUTES = {"detector": "engine", "stage1": "stage1", "stage2": "stage2"}
+
+
+def _collect(bundle_dir: str, manifest: Manifest, measured: Dict[str, List[str]], source: Any,
+             histograms: Dict[str, Dict[str, AbsHistogram]], threads: int, progress: bool) -> _Run:
     """Run every image through the runtime (``Detector``'s own steps) and feed the histograms.
 
-    The Detector's stages are swapped for ``MeasuringStage`` backends of the same graphs, which
-    also hand each measured tensor to its histogram and then drop it.
+    The Detector's engine backends are swapped for ``MeasuringStage`` backends of the same graphs,
+    which also hand each measured tensor to its histogram and then drop it.
     """
     import onnx
 
+    from .. import graph_names as names
     from ..runtime.detector import Detector
     from ..runtime.preprocess import FrameError
     from .data import ContentHash
@@ -238,43 +265,50 @@ def _collect(bundle_dir: str, manifest: Manifest, plans: Dict[str, Any], measure
     from .qdq import ensure_node_names
 
     digest = ContentHash()
-    readable = skipped = proposals_total = stage2_runs = 0
+    run = _Run()
     detector = Detector(bundle_dir, threads=threads)
     detector.close()  # calibration runs the same graphs through measuring backends instead
     dynamic = {axis: int(bounds[-1]) for spec in manifest.stages.values() for axis, bounds in spec.dynamic_axes.items()}
-    for key in STAGES:
+    for key in stage_keys(manifest):
         model = onnx.load(os.path.join(bundle_dir, manifest.stages[key].file))
         ensure_node_names(model)
         table = histograms[key]
         stage = MeasuringStage(model, measured[key], lambda name, value, table=table: table[name].update(value),
                                threads=threads, dynamic_sizes=dynamic)
         del model
-        setattr(detector, key, stage)
+        setattr(detector.layout, _LAYOUT_ATTRIBUTES[key], stage)
     bar = _bar(len(source), progress)
     try:
         for _, frame in source:
             bar.update(1)
             if frame is None:
-                skipped += 1
+                run.skipped += 1
                 continue
             try:
-                tensor, letterbox = detector.preprocess(frame)
+                inputs, letterbox = detector.preprocess(frame)
             except FrameError:
-                skipped += 1
+                run.skipped += 1
                 continue
-            readable += 1
+            run.readable += 1
             digest.update(frame)
-            outputs1 = detector.run_stage1(tensor)
-            proposals = detector.propose(outputs1, letterbox)
-            if len(proposals):
-                detector.run_stage2(outputs1, proposals)
-                proposals_total += len(proposals)
-                stage2_runs += 1
-            del outputs1, proposals, tensor
+            if manifest.layout == "engine":
+                outputs, _ = detector.infer(inputs, letterbox)
+                run.detections += int(outputs[names.NUM_DETECTIONS].reshape(-1)[0])
+                del outputs
+            else:
+                outputs1 = detector.run_stage1(inputs)
+                proposals = detector.propose(outputs1, letterbox)
+                if len(proposals):
+                    detector.run_stage2(outputs1, proposals)
+                    run.proposals += len(proposals)
+                    run.stage2_runs += 1
+                del outputs1, proposals
+            del inputs
     finally:
         detector.close()
         bar.close()
-    return readable, skipped, proposals_total, stage2_runs, digest.hexdigest()
+    run.data_hash = digest.hexdigest()
+    return run
 
 
 class _NoBar:

@@ -1,4 +1,5 @@
-"""The `calibrate` and `build` subcommands (registered by edge_fpn.cli).
+"""The `calibrate` and `build` subcommands (registered by edge_fpn.cli), and the default folders
+that `export`, `calibrate` and `build` write into when --output is left out.
 
 Importing this module costs nothing: the work is imported inside the command functions (no
 torch, onnx, onnxruntime or tensorrt at import time).
@@ -6,19 +7,51 @@ torch, onnx, onnxruntime or tensorrt at import time).
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional
+import contextlib
+import os
+from typing import Any, Iterator, Optional
 
 from .data import DEFAULT_VIDEO_FRAMES
 
 METHODS = ("entropy", "percentile", "minmax", "mse")
 
+# Where bundles and calibrations go when --output is left out, relative to the working directory:
+# export -> engines/<model or arch>, calibrate -> calibration/<bundle>, build -> engines/<bundle>-<precision>.
+ENGINES_DIR = "engines"
+CALIBRATION_DIR = "calibration"
+
+
+def bundle_name(path: str) -> str:
+    """The name of a bundle directory: its last path component ('engines/shapes/' -> 'shapes')."""
+    return os.path.basename(os.path.normpath(os.path.abspath(path)))
+
+
+@contextlib.contextmanager
+def output_or_default(output: Optional[str], default: str) -> Iterator[str]:
+    """`output` when given. Otherwise `default`, creating its missing parent folder (engines/,
+    calibration/) first, and removing that folder again if the command fails leaving it empty."""
+    if output:
+        yield output
+        return
+    parent = os.path.dirname(default)
+    created = bool(parent) and not os.path.isdir(parent)
+    if created:
+        os.makedirs(parent)
+    try:
+        yield default
+    except BaseException:
+        if created and os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)
+        raise
+
 
 def _calibrate(args: argparse.Namespace) -> int:
     from .calibrate import calibrate
 
-    calibrate(args.bundle, args.data, num=args.num, method=args.method, percentile=args.percentile,
-              output=args.output, force=args.force, progress=not args.quiet, tensorrt_version=args.tensorrt_version,
-              tensors=args.tensors)
+    with output_or_default(args.output, os.path.join(CALIBRATION_DIR, bundle_name(args.bundle))) as output:
+        calibrate(args.bundle, args.data, num=args.num, method=args.method, percentile=args.percentile,
+                  output=output, force=args.force, progress=not args.quiet, tensorrt_version=args.tensorrt_version,
+                  tensors=args.tensors)
     return 0
 
 
@@ -28,11 +61,13 @@ def _build(args: argparse.Namespace) -> int:
     eval_data: Optional[str] = args.eval_data
     if eval_data is not None and eval_data.strip().lower() in ("", "none", "off"):
         eval_data = None
-    build_engine(args.bundle, precision=args.precision, calibration=args.calibration, backend=args.backend,
-                 workspace_mib=args.workspace, dla_core=args.dla_core, timing_cache=args.timing_cache,
-                 output=args.output, force=args.force, implicit_int8=args.implicit_int8,
-                 fp16_fallback=args.fp16_fallback, max_ap_drop=args.max_ap_drop, eval_data=eval_data,
-                 sensitivity=args.sensitivity, progress=not args.quiet)
+    default = os.path.join(ENGINES_DIR, f"{bundle_name(args.bundle)}-{args.precision}")
+    with output_or_default(args.output, default) as output:
+        build_engine(args.bundle, precision=args.precision, calibration=args.calibration, backend=args.backend,
+                     workspace_mib=args.workspace, dla_core=args.dla_core, timing_cache=args.timing_cache,
+                     output=output, force=args.force, implicit_int8=args.implicit_int8,
+                     fp16_fallback=args.fp16_fallback, max_ap_drop=args.max_ap_drop, eval_data=eval_data,
+                     sensitivity=args.sensitivity, progress=not args.quiet)
     return 0
 
 
@@ -65,7 +100,9 @@ def register(subparsers: Any) -> None:
                    help="how a tensor's range is chosen: entropy (TensorRT's KL-divergence method, 2048 bins; "
                         "default), percentile, minmax, mse")
     p.add_argument("--percentile", type=float, default=99.99, metavar="P", help="the percentile of |x| kept by --method percentile (default 99.99)")
-    p.add_argument("--output", required=True, metavar="CAL_DIR", help="calibration directory to write")
+    p.add_argument("--output", default=None, metavar="CAL_DIR",
+                   help=f"calibration directory to write (default {CALIBRATION_DIR}/<bundle name>, e.g. "
+                        f"{CALIBRATION_DIR}/shapes for {ENGINES_DIR}/shapes; the folder is created if missing)")
     p.add_argument("--tensors", choices=("qdq", "all"), default="qdq",
                    help="qdq: the tensors the Q/DQ graphs quantize (default); all: every activation, so that "
                         "calibration.cache also serves `build --implicit-int8` (TensorRT < 11), about twice the time")
@@ -103,7 +140,9 @@ def register(subparsers: Any) -> None:
                         "'none' skips it (default synthetic:100)")
     p.add_argument("--sensitivity", action="store_true",
                    help="int8: rank the layers by the AP lost when only that layer is quantized (one evaluation per layer)")
-    p.add_argument("--output", required=True, metavar="ENGINE_DIR", help="engine bundle directory to write")
+    p.add_argument("--output", default=None, metavar="ENGINE_DIR",
+                   help=f"engine bundle directory to write (default {ENGINES_DIR}/<bundle name>-<precision>, e.g. "
+                        f"{ENGINES_DIR}/shapes-int8; the folder is created if missing)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_build)

@@ -8,6 +8,10 @@ float32 inside:
 - RoIAlign (whose TensorRT plugin takes float32 boxes) and all of stage 2's box arithmetic on the
   proposals (a 300x300 px box has an area of 90000, beyond float16's 65504, and the FPN level of a
   box is computed from it);
+- the engine layout's postprocessing, every node named under graph_names.POSTPROCESS_SCOPES
+  (anchors, decoding, clipping, NMS, RoIAlign's boxes, the final class-wise step): DESIGN.md keeps
+  it FP32, and TensorRT 11's strong typing takes each layer's precision from this graph, so Casts
+  at its boundary are what keeps it there;
 - inputs that ONNX types as float32 only (Resize's scales).
 
 For a Q/DQ graph, quantization scales become float16 too, so that every DequantizeLinear yields
@@ -30,8 +34,10 @@ QDQ_FP16_OPSET = 19
 
 
 def float32_nodes(model: Any) -> Set[str]:
-    """Nodes kept in float32: RoIAlign, and every node computed from the proposals but not from a
-    feature map (stage 2's box arithmetic). Nodes on constants alone (weight Q/DQ) go to float16."""
+    """Nodes kept in float32: the postprocessing scopes, RoIAlign, and every node computed from the
+    proposals but not from a feature map (stage 2's box arithmetic). Nodes on constants alone
+    (weight Q/DQ) go to float16."""
+    from ..graph_names import is_postprocess_node
     from .qdq import NON_FEATURE_INPUTS, plan_quantization
 
     dense = set(plan_quantization(model, "fp16").dense_tensors)
@@ -41,7 +47,8 @@ def float32_nodes(model: Any) -> Set[str]:
         from_boxes = any(i in boxes for i in node.input if i)
         if from_boxes:
             boxes.update(node.output)
-        if node.op_type == "RoiAlign" or (from_boxes and not any(o in dense for o in node.output)):
+        if (node.op_type == "RoiAlign" or is_postprocess_node(node.name)
+                or (from_boxes and not any(o in dense for o in node.output))):
             keep.add(node.name)
     return keep
 
@@ -94,8 +101,11 @@ def convert_to_fp16(model: Any, keep_float32: Optional[Set[str]] = None) -> Any:
     def cast_of(tensor: str, to: int) -> str:
         key = (tensor, to)
         if key not in casts:
-            name = f"{tensor}_to_{'fp16' if to == HALF else 'fp32'}"
-            new_nodes.append(helper.make_node("Cast", [tensor], [name], name=f"{name}_Cast", to=to))
+            kind = "fp16" if to == HALF else "fp32"
+            name = f"{tensor}_to_{kind}"
+            # a node name that does not start with the tensor's scope: a boundary Cast belongs to
+            # neither side (graph_names.is_postprocess_node must not claim it)
+            new_nodes.append(helper.make_node("Cast", [tensor], [name], name=f"Cast_to_{kind}_{tensor}", to=to))
             casts[key] = name
         return casts[key]
 

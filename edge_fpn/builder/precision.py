@@ -1,7 +1,8 @@
 """INT8 Q/DQ bundles from calibration ranges, and accuracy-aware precision.
 
-``QuantizedStages`` holds both FP32 stages, their Q/DQ plans and the calibrated ranges, and writes
-Q/DQ stages with any set of layers left in higher precision. On top of it:
+``QuantizedStages`` holds the FP32 stages of the bundle's layout (the one "detector" graph, or
+stage 1 and stage 2), their Q/DQ plans and the calibrated ranges, and writes Q/DQ stages with any
+set of layers left in higher precision. On top of it:
 
 - ``sensitivity``: each layer's AP cost, measured with only that layer quantized;
 - ``choose_fallback``: the fewest worst layers to keep unquantized so that the INT8 bundle's AP is
@@ -22,12 +23,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..bundle import Manifest, StageSpec, write_manifest
 from ..errors import EdgeFpnError
-from .calibrate import STAGES, CalibrationRanges
+from .calibrate import CalibrationRanges, stage_keys
 
 
 @dataclass
 class SensitivityEntry:
-    layer: str  # "stage1:/backbone/..." (qualified)
+    layer: str  # "detector:/backbone/..." or "stage1:/backbone/..." (qualified)
     ap: float  # AP with only this layer quantized
     drop: float  # FP32 AP - ap
 
@@ -55,7 +56,8 @@ class QuantizedStages:
         self.ranges = ranges
         self.models: Dict[str, Any] = {}
         self.plans: Dict[str, Any] = {}
-        for key in STAGES:
+        self.keys = stage_keys(manifest)
+        for key in self.keys:
             model = onnx.load(os.path.join(bundle_dir, manifest.stages[key].file))
             ensure_node_names(model)
             plan = plan_quantization(model, key)
@@ -68,7 +70,7 @@ class QuantizedStages:
 
     @property
     def layers(self) -> List[str]:
-        return [layer.qualified_name for key in STAGES for layer in self.plans[key].layers]
+        return [layer.qualified_name for key in self.keys for layer in self.plans[key].layers]
 
     def resolve(self, names: Sequence[str]) -> List[str]:
         """Qualified layer names for user-given names (qualified, or a node name unique in the bundle)."""
@@ -101,7 +103,7 @@ class QuantizedStages:
             keep_out |= set(self.layers) - set(only)
         precisions: Dict[str, str] = {}
         stages: Dict[str, StageSpec] = {}
-        for key in STAGES:
+        for key in self.keys:
             spec = self.manifest.stages[key]
             plan = self.plans[key]
             quantized_model, quantized = quantize_model(self.models[key], plan, self.ranges.amax(key), exclude=keep_out)

@@ -22,6 +22,13 @@ Placement follows TensorRT's Q/DQ recommendations (developer guide, "Explicit Qu
   come from weighted layers, the second (the skip branch in torchvision's blocks) is quantized.
 - Nothing on RoIAlign, on the box arithmetic of stage 2 (proposals, level selection) or on any
   non-weighted op; biases stay float (TensorRT adds them in float after the INT8 GEMM).
+- The engine layout ("detector", one graph from uint8 pixels to detections): nothing on the
+  postprocessing part (nodes named under graph_names.POSTPROCESS_SCOPES: anchors, decode, NMS,
+  RoIAlign and its level selection, the final class-wise step), nor on the in-graph preprocessing
+  (uint8 -> float, mean/std), whose last tensor is the first convolution's input and gets the
+  usual Q/DQ. A network layer reading a tensor that a postprocess node produced (the pooled RoI
+  features, input of a box head that starts with a convolution, as the shapes model's) still gets
+  its input Q/DQ: the Q reads that FP32 output, the postprocess node itself stays FP32.
 - Symmetric INT8: every zero point is an int8 0 (TensorRT accepts nothing else).
 - Weights stay float32 initializers behind a QuantizeLinear -> DequantizeLinear pair, the form
   pytorch-quantization exports and every TensorRT from 8.0 on imports (INT8 initializers feeding a
@@ -39,9 +46,13 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
+from ..graph_names import IMAGE_SIZE, is_postprocess_node
+
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # graph inputs that are box coordinates, not feature maps: nothing computed from them alone is quantized
 NON_FEATURE_INPUTS = ("proposals",)
+# the engine layout's (h, w) of the frame inside the input: masks and clipping, never a feature
+_SIZE_INPUTS = (IMAGE_SIZE,)
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,10 @@ class Layer:
 class QuantPlan:
     stage: str
     layers: List[Layer]
-    dense_tensors: List[str]  # every float activation computed from the feature inputs (graph order)
+    # every float network activation (graph order): the feature inputs, the layers' activation
+    # inputs and what the weighted layers compute, never the postprocessing part, the box
+    # arithmetic or the in-graph preprocessing; what `calibrate --tensors all` measures
+    dense_tensors: List[str]
     residual_adds: Dict[str, str] = field(default_factory=dict)  # Add node -> quantized input tensor
 
     @property
@@ -140,25 +154,29 @@ def plan_quantization(model: Any, stage: str) -> QuantPlan:
         for output in node.output:
             producer[output] = node
 
-    # dense tensors: float activations that depend on a feature input (not on proposals alone)
-    dense: Set[str] = {i.name for i in graph.input if i.name not in NON_FEATURE_INPUTS and i.name not in initializers}
+    # reachable tensors: float activations that depend on a feature input (not on boxes alone)
+    non_feature = set(NON_FEATURE_INPUTS) | set(_SIZE_INPUTS)
+    feature_inputs = [i.name for i in graph.input
+                      if i.name not in non_feature and i.name not in initializers and i.name in floats]
+    dense: Set[str] = {i.name for i in graph.input if i.name not in non_feature and i.name not in initializers}
     order: List[str] = [i.name for i in graph.input if i.name in dense]
     for node in graph.node:
         if any(i in dense for i in node.input if i):
             for output in node.output:
                 dense.add(output)  # reachability passes through int8 (Q/DQ) and shape tensors too
                 order.append(output)
-    dense_float = [t for t in order if t in floats]
-    dense_set = set(dense_float)
+    dense_set = {t for t in order if t in floats}
 
     def is_activation(tensor: str) -> bool:
         return bool(tensor) and tensor in dense_set and tensor not in constants
 
-    # weighted nodes, grouped by their weight initializer
+    # weighted nodes, grouped by their weight initializer (none of the postprocessing part)
     groups: Dict[str, List[Any]] = {}
     group_order: List[str] = []
     for node in graph.node:
         if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or not is_activation(node.input[0]):
+            continue
+        if is_postprocess_node(node.name):
             continue
         weight = node.input[1] if node.input[1] in initializers else None
         if weight is not None and initializers[weight].data_type != 1:  # float weights only
@@ -179,7 +197,7 @@ def plan_quantization(model: Any, stage: str) -> QuantPlan:
     residual_inputs: Dict[str, List[Tuple[str, int, str]]] = {key: [] for key in group_order}
     residual_adds: Dict[str, str] = {}
     for node in graph.node:
-        if node.op_type != "Add" or len(node.input) != 2:
+        if node.op_type != "Add" or len(node.input) != 2 or is_postprocess_node(node.name):
             continue
         a, b = node.input
         if not (is_activation(a) and is_activation(b)):
@@ -210,7 +228,27 @@ def plan_quantization(model: Any, stage: str) -> QuantPlan:
         layers.append(Layer(name=first.name, stage=stage, nodes=tuple(n.name for n in nodes), op_type=first.op_type,
                             weight=weight, weight_axis=_weight_axis(first, initializers.get(weight) if weight else None),
                             activation_inputs=tuple(inputs)))
-    return QuantPlan(stage=stage, layers=layers, dense_tensors=dense_float, residual_adds=residual_adds)
+    return QuantPlan(stage=stage, layers=layers, residual_adds=residual_adds,
+                     dense_tensors=_network_tensors(graph, order, dense_set, feature_inputs, conv_of, layers))
+
+
+def _network_tensors(graph: Any, order: List[str], dense: Set[str], feature_inputs: List[str],
+                     weighted_outputs: Collection[str], layers: List[Layer]) -> List[str]:
+    """The float network activations, in graph order: the float feature inputs, every layer's
+    activation inputs and output, and the outputs of non-postprocess nodes computed from a layer.
+
+    What this leaves out: the postprocessing part (by node scope), the box arithmetic (computed from
+    boxes alone), and the engine layout's in-graph preprocessing (before the first weighted layer,
+    whose input, the normalized image, is kept as that layer's activation input).
+    """
+    wanted: Set[str] = set(feature_inputs) | set(weighted_outputs) | {t for layer in layers for t in layer.activations}
+    downstream: Set[str] = set(weighted_outputs)
+    for node in graph.node:
+        if any(i in downstream for i in node.input if i):
+            downstream.update(o for o in node.output if o)
+            if not is_postprocess_node(node.name):
+                wanted.update(o for o in node.output if o)
+    return [t for t in order if t in dense and t in wanted]
 
 
 def _weight_axis(node: Any, weight: Any) -> int:

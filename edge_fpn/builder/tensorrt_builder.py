@@ -17,6 +17,19 @@ What differs between versions, from NVIDIA's API documentation and migration gui
 - Calibration cache headers carry the version as major*1000+minor*100+patch up to 8.x and
   major*10000+minor*100+patch from 9/10 on; TensorRT recalibrates (here: fails) on a mismatch,
   so the cache handed to the calibrator is rewritten to the local version.
+- RoiAlign imports through the ROIAlign_TRT plugin of libnvinfer_plugin; from TensorRT 10 the
+  ONNX parser no longer registers those plugins itself, so ``init_libnvinfer_plugins(logger, "")``
+  is called before parsing ("plugin was not found in the plugin registry" otherwise).
+- ``IBuilderConfig.set_timing_cache(cache, ignore_mismatch)`` returns False for a cache made on
+  another GPU or by another TensorRT (it is then not used): the build starts from an empty cache,
+  says so in one line, and writes its own cache over the stale file.
+- The engine layout's postprocessing (layers named by graph_names.POSTPROCESS_SCOPES; TensorRT
+  names a layer after its ONNX node, and from 8.6 also records "[ONNX Layer: <node>]" in its
+  metadata) stays FP32 in FP16/INT8 engines: layer precision and output types FP32 plus
+  BuilderFlag.OBEY_PRECISION_CONSTRAINTS on 8.5-10.x; TensorRT 11 rejects both (strong typing),
+  so there the FP16 ONNX itself keeps those nodes float32 (fp16.py).
+- DLA: TensorRT 11.0 to 11.3 have none (and 11.4.0 only on Windows on ARM); it returned in
+  11.4.1 for Jetson AGX Orin on JetPack 7.2.2+ (NVIDIA's "Working with DLA", 11.x).
 
 Python 3.8: this module runs on the device.
 """
@@ -124,6 +137,10 @@ def plan_build(caps: Capabilities, options: TrtOptions) -> BuildPlan:
     if strong and caps.strongly_typed_flag:
         network.append("STRONGLY_TYPED")
     if options.dla_core is not None:
+        no_dla = dla_unsupported(caps.version)
+        if no_dla:
+            raise EdgeFpnError(f"--dla-core {options.dla_core}: {no_dla}; drop --dla-core, or build for the DLA with "
+                               "TensorRT 10.x (JetPack 6) or 11.4.1 and newer (JetPack 7.2.2 on Jetson AGX Orin)")
         if precision == "fp32":
             raise EdgeFpnError("the DLA runs FP16 and INT8 only; use --precision fp16 or int8 with --dla-core")
         if options.dla_core < 0:
@@ -135,6 +152,18 @@ def plan_build(caps: Capabilities, options: TrtOptions) -> BuildPlan:
                      use_calibrator=use_calibrator, dla_core=options.dla_core, notes=tuple(notes))
 
 
+def dla_unsupported(version: Version) -> str:
+    """Why this TensorRT cannot build for the DLA ('' where it can). NVIDIA's "Working with DLA"
+    (11.3 and 11.4.1): DLA was unavailable in TensorRT 11.0 through 11.3; 11.4.0 restored it on
+    Windows on ARM only; 11.4.1 on Jetson AGX Orin with JetPack 7.2.2 or later."""
+    text = ".".join(str(v) for v in version)
+    if (11, 0, 0) <= tuple(version) < (11, 4, 0):
+        return f"TensorRT {text} has no DLA support (NVIDIA removed it in 11.0; it returned in 11.4.1)"
+    if tuple(version[:2]) == (11, 4) and tuple(version) < (11, 4, 1):
+        return f"TensorRT {text} supports the DLA on Windows on ARM only (Jetson DLA support returned in 11.4.1)"
+    return ""
+
+
 def network_flags_value(trt: Any, names: Sequence[str]) -> int:
     value = 0
     for name in names:
@@ -142,6 +171,40 @@ def network_flags_value(trt: Any, names: Sequence[str]) -> int:
         if member is not None:  # a flag this TensorRT no longer has is simply not needed
             value |= 1 << int(member)
     return value
+
+
+def onnx_node_names(layer: Any) -> List[str]:
+    """The ONNX nodes a network layer comes from: its name (the parser names a layer after its node)
+    and, from TensorRT 8.6, the "[ONNX Layer: <node>]" entries of its metadata (helper layers too)."""
+    names = [str(layer.name)]
+    names += re.findall(r"\[ONNX Layer: ([^\]]+)\]", str(getattr(layer, "metadata", "") or ""))
+    return names
+
+
+def keep_postprocess_fp32(trt: Any, network: Any) -> int:
+    """Constrain the postprocessing layers (graph_names.POSTPROCESS_SCOPES) to FP32 in a weakly typed
+    network: computation precision FP32 for every such layer that reads or writes float data (shape
+    layers excepted: they compute dimensions), output type FP32 for its float outputs only (TensorRT
+    refuses other output types: TopK's indices, shape outputs). Returns how many layers it set."""
+    from ..graph_names import is_postprocess_node
+
+    floats = {trt.DataType.FLOAT, trt.DataType.HALF}
+    shape_type = getattr(getattr(trt, "LayerType", None), "SHAPE", None)
+    count = 0
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        if not any(is_postprocess_node(name) for name in onnx_node_names(layer)):
+            continue
+        inputs = [layer.get_input(i) for i in range(layer.num_inputs)]
+        float_outputs = [i for i in range(layer.num_outputs) if layer.get_output(i).dtype in floats]
+        reads_float = any(t is not None and t.dtype in floats for t in inputs)
+        if not float_outputs and (not reads_float or (shape_type is not None and layer.type == shape_type)):
+            continue
+        layer.precision = trt.DataType.FLOAT
+        for i in float_outputs:
+            layer.set_output_type(i, trt.DataType.FLOAT)
+        count += 1
+    return count
 
 
 def profile_shapes(stage: StageSpec) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
@@ -185,6 +248,7 @@ class _Logger:
     def __init__(self, trt: Any, verbose: bool = False):
         self.trt = trt
         self.errors: List[str] = []
+        self.plugins: Optional[bool] = None  # init_libnvinfer_plugins' result, once called
 
         class Logger(trt.ILogger):  # type: ignore[misc,name-defined]
             def __init__(inner) -> None:
@@ -224,18 +288,37 @@ def cache_calibrator(trt: Any, cache_text: str, algorithm: str) -> Any:
     return CacheCalibrator()
 
 
+def init_plugins(trt: Any, logger: "_Logger") -> bool:
+    """Register libnvinfer_plugin's plugins (ROIAlign_TRT for RoiAlign) once per logger, before
+    parsing: TensorRT 10's ONNX parser no longer does it. Registering twice is harmless (TensorRT
+    skips creators it has), but one call per build is enough."""
+    if logger.plugins is None:
+        logger.plugins = bool(trt.init_libnvinfer_plugins(logger.logger, ""))
+    return logger.plugins
+
+
 def load_timing_cache(trt: Any, config: Any, path: Optional[str]) -> Tuple[Any, str]:
-    """An ITimingCache from `path` (empty if the file is missing or from another TensorRT/GPU)."""
+    """An ITimingCache from `path` and a warning line ('' if none): the cache is empty where the
+    file is missing, unreadable, or rejected by TensorRT (made on another GPU or by another
+    TensorRT: ``set_timing_cache`` returns False, and `config` is a probe config for that test)."""
     data = b""
-    note = ""
     if path and os.path.isfile(path):
         with open(path, "rb") as f:
             data = f.read()
-    cache = config.create_timing_cache(data)
-    if cache is None and data:
-        note = f"the timing cache {path} does not match this TensorRT or GPU; starting a new one"
-        cache = config.create_timing_cache(b"")
-    return cache, note
+    if not data:
+        return config.create_timing_cache(b""), ""
+    try:
+        cache = config.create_timing_cache(data)
+    except Exception:  # a corrupt file: some TensorRT versions raise instead of returning None
+        cache = None
+    if cache is None:
+        why = "is not a TensorRT timing cache (corrupt?)"
+    elif not config.set_timing_cache(cache, False):
+        why = "was made on another GPU or by another TensorRT, and TensorRT rejected it"
+    else:
+        return cache, ""
+    return config.create_timing_cache(b""), (f"warning: the timing cache {path} {why}; building with an empty cache, "
+                                             f"which then replaces {path}")
 
 
 def save_timing_cache(cache: Any, path: str) -> None:
@@ -250,12 +333,14 @@ def save_timing_cache(cache: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
-def check_dla(builder: Any, dla_core: Optional[int]) -> None:
+def check_dla(builder: Any, dla_core: Optional[int], version: Optional[Version] = None) -> None:
     if dla_core is None:
         return
     cores = int(getattr(builder, "num_DLA_cores", 0) or 0)
     if cores == 0:
-        raise EdgeFpnError(f"--dla-core {dla_core} was given but this device has no DLA; drop --dla-core "
+        late = (" (or this TensorRT has no DLA support: NVIDIA names 10.7 as the last 10.x release with it, "
+                "beside the 10.x of JetPack 6)" if version is not None and (10, 8) <= tuple(version[:2]) < (11, 0) else "")
+        raise EdgeFpnError(f"--dla-core {dla_core} was given but this device has no DLA{late}; drop --dla-core "
                            "(DLAs exist on Jetson AGX/NX Orin and Xavier)")
     if dla_core >= cores:
         raise EdgeFpnError(f"--dla-core {dla_core} was given but this device has {cores} DLA core(s) "
@@ -264,20 +349,31 @@ def check_dla(builder: Any, dla_core: Optional[int]) -> None:
 
 def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan, options: TrtOptions,
                      timing_cache: Any = None, calibrator: Any = None, logger: Optional[_Logger] = None,
-                     builder: Any = None) -> bytes:
-    """Parse `onnx_path` and build one serialized engine."""
+                     builder: Any = None, stats: Optional[Dict[str, Any]] = None) -> bytes:
+    """Parse `onnx_path` and build one serialized engine; `stats` (if given) gets "fp32_layers", the
+    number of postprocessing layers constrained to FP32."""
     logger = logger or _Logger(trt)
     builder = builder or trt.Builder(logger.logger)
-    check_dla(builder, plan.dla_core)
+    check_dla(builder, plan.dla_core, parse_version(trt.__version__))
+    plugins = init_plugins(trt, logger)
     network = builder.create_network(network_flags_value(trt, plan.network_flags))
     parser = trt.OnnxParser(network, logger.logger)
     if not parser.parse_from_file(os.path.abspath(onnx_path)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        why = "" if plugins else " (TensorRT's plugin library could not be registered: is libnvinfer_plugin installed?)"
         raise EdgeFpnError(f"TensorRT {trt.__version__} cannot parse {os.path.basename(onnx_path)}: "
-                           f"{(errors or logger.errors or ['unknown error'])[0]}; run `edge-fpn check` on the bundle")
+                           f"{(errors or logger.errors or ['unknown error'])[0]}{why}; run `edge-fpn check` on the bundle")
     config = builder.create_builder_config()
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    fp32_layers = 0
+    if any(flag in plan.builder_flags for flag in ("FP16", "INT8")):
+        fp32_layers = keep_postprocess_fp32(trt, network)
+        if fp32_layers:
+            # weak typing: the constraints bind only with this flag (else TensorRT may still pick FP16)
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    if stats is not None:
+        stats["fp32_layers"] = fp32_layers
     if options.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
     if plan.dla_core is not None:
@@ -296,8 +392,9 @@ def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan
             for name, (_, opt, _) in shapes.items():
                 calibration.set_shape(name, opt, opt, opt)
             config.set_calibration_profile(calibration)
-    if timing_cache is not None:
-        config.set_timing_cache(timing_cache, False)
+    if timing_cache is not None and not config.set_timing_cache(timing_cache, False):
+        raise EdgeFpnError("TensorRT rejected the timing cache it had accepted for the first stage; "
+                           "build again without --timing-cache")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         detail = logger.errors[-1] if logger.errors else "no error message"
@@ -402,7 +499,7 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
         log(note)
     logger = _Logger(trt)
     builder = trt.Builder(logger.logger)
-    check_dla(builder, plan.dla_core)
+    check_dla(builder, plan.dla_core, version)
     timing_cache = None
     if options.timing_cache:
         probe = builder.create_builder_config()
@@ -410,6 +507,7 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
         if note:
             log(note)
     files = {}
+    fp32_layers: Dict[str, int] = {}
     for key, stage in stages.items():
         calibrator = None
         if plan.use_calibrator:
@@ -417,8 +515,10 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
                 raise EdgeFpnError("implicit INT8 needs the calibration ranges; pass --calibration CAL_DIR")
             text, algorithm = calibration_caches[key]
             calibrator = cache_calibrator(trt, text, algorithm)
+        stats: Dict[str, Any] = {}
         engine = build_serialized(trt, onnx_paths[key], stage, plan, options, timing_cache=timing_cache,
-                                  calibrator=calibrator, logger=logger, builder=builder)
+                                  calibrator=calibrator, logger=logger, builder=builder, stats=stats)
+        fp32_layers[key] = int(stats.get("fp32_layers", 0))
         name = f"{key}.engine"
         with open(os.path.join(output_dir, name), "wb") as f:
             f.write(engine)
@@ -428,6 +528,8 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
     facts: Dict[str, Any] = {"tensorrt_version": str(trt.__version__), "files": files,
                              "onnx_variant": plan.onnx_variant, "builder_flags": list(plan.builder_flags),
                              "network_flags": list(plan.network_flags)}
+    if any(fp32_layers.values()):
+        facts["postprocess_fp32_layers"] = fp32_layers  # kept FP32 by layer constraints (weak typing)
     if plan.dla_core is not None:
         facts["dla_core"] = int(plan.dla_core)
     facts.update(device_info(trt))

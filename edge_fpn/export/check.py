@@ -10,13 +10,26 @@ What TensorRT supports, per version, and which JetPack ships which TensorRT, liv
 tensorrt_support.json, beside this module, with where each fact comes from.
 
 Each finding is one line: "<kind>: <what, naming the tensor or node>; <what to do>", where kind is
-one of dynamic-dim, data-dependent-shape, forbidden-op, unsupported-op, opset, int64, qdq,
+one of dynamic-dim, data-dependent-shape, forbidden-op, unsupported-op, topk, dla, opset, int64, qdq,
 shape-inference. `check_path` on a bundle prefixes each line with the stage's file name.
+
+Besides findings (what stops a build), a report carries notes (what a user should know and need not
+fix): RoiAlign imports through TensorRT's ROIAlign_TRT plugin, which the builder and the runtime
+register with init_libnvinfer_plugins, and which runs on the GPU, never on the DLA.
+
+The engine layout (one graph with TopK, NonMaxSuppression and RoiAlign) is allowed where TensorRT
+imports all three (8.5 on): TopK only with a constant K within the parser's limit, NonMaxSuppression
+as the one data-dependent shape a graph may hold, provided its outputs are static again.
+`layouts_line` says which layouts a target can build. The builder calls `require_bundle_buildable`
+with the TensorRT it runs on, so that `edge-fpn build` stops before TensorRT with the sentence
+`edge-fpn check` prints.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
@@ -62,51 +75,163 @@ def tensorrt_version(target: str) -> str:
     return TARGETS[target]
 
 
+@dataclass
+class CheckReport:
+    """Findings (each stops a build) and notes (each worth knowing, none stops a build)."""
+    findings: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    def extend(self, other: "CheckReport", prefix: str = "") -> None:
+        self.findings += [prefix + line for line in other.findings]
+        self.notes += [prefix + line for line in other.notes]
+
+
 def check_path(path: str, target: str = DEFAULT_TARGET) -> List[str]:
     """Lint an .onnx file, or every ONNX stage of a bundle directory (engine files are skipped)."""
-    tensorrt_version(target)
-    if os.path.isdir(path):
-        return _check_bundle(path, target)
-    if not os.path.exists(path):
-        raise EdgeFpnError(f"{path!r} does not exist; give an .onnx file or a bundle directory")
-    if path.endswith(_ENGINE_SUFFIXES):
-        raise EdgeFpnError(f"{path!r} is a serialized TensorRT engine, which cannot be checked without TensorRT; "
-                           "check the .onnx file or the bundle it was built from")
-    return check_model(path, target)
+    return check_path_report(path, target).findings
+
+
+def check_path_report(path: str, target: str = DEFAULT_TARGET, dla: bool = False) -> CheckReport:
+    """`check_path` with the notes too. dla: the engine must run on the DLA alone (no GPU
+    fallback), so that layers only the GPU runs are findings instead of notes."""
+    version = tensorrt_version(target)
+    return _check_any_path(path, version, f"TensorRT {version} ({target})", dla)
 
 
 def check_model(model_or_path: Any, target: str = DEFAULT_TARGET,
                 declared_dynamic: Optional[Declared] = None) -> List[str]:
     """Lint one ONNX model (a ModelProto or a path) for `target`; an empty list means clean."""
+    return check_model_report(model_or_path, target, declared_dynamic).findings
+
+
+def check_model_report(model_or_path: Any, target: str = DEFAULT_TARGET, declared_dynamic: Optional[Declared] = None,
+                       dla: bool = False) -> CheckReport:
     version = tensorrt_version(target)
+    return _check_model(model_or_path, version, f"TensorRT {version} ({target})", declared_dynamic, dla)
+
+
+def _check_model(model_or_path: Any, version: str, label: str, declared_dynamic: Optional[Declared],
+                 dla: bool) -> CheckReport:
     trt = load_support_table()["tensorrt"][version]
-    label = f"TensorRT {version} ({target})"
     model, base_dir = _load_model(model_or_path)
     declared = _normalize_declared(declared_dynamic)
-    findings: List[str] = []
-    findings += _check_opset(model, trt, label)
-    findings += _check_ops(model.graph, trt, label, "")
-    findings += _check_declared(model.graph, declared)
-    findings += _check_data_dependent(model, declared)
-    findings += _check_int64(model.graph, trt, label)
-    findings += _check_qdq(model.graph, base_dir, label)
-    return findings
+    report = CheckReport()
+    report.findings += _check_opset(model, trt, label)
+    report.findings += _check_ops(model.graph, trt, label, "")
+    report.findings += _check_topk(model, trt, label)
+    report.findings += _check_declared(model.graph, declared)
+    report.findings += _check_data_dependent(model, declared, _bounded_ops(trt))
+    report.findings += _check_int64(model.graph, trt, label)
+    report.findings += _check_qdq(model.graph, base_dir, label)
+    plugin_findings, plugin_notes = _check_plugins(model.graph, trt, dla)
+    report.findings += plugin_findings
+    report.notes += plugin_notes
+    return report
+
+
+# --------------------------------------------------------------------- layouts and the builder's check
+
+def layouts_for_target(target: str) -> Tuple[List[str], str]:
+    """The bundle layouts `target` can build, and why the others cannot ('' when all can)."""
+    version = tensorrt_version(target)
+    return _layouts(version, f"TensorRT {version} ({target})")
+
+
+def layouts_line(target: str) -> str:
+    """'layouts: engine, host', or 'layouts: host only (<why>)', for `edge-fpn check --target`."""
+    layouts, why = layouts_for_target(target)
+    if not layouts:
+        return f"layouts: none ({why})"
+    if len(layouts) == 1:
+        return f"layouts: {layouts[0]} only ({why})"
+    return "layouts: " + ", ".join(layouts)
+
+
+def _layouts(version: str, label: str) -> Tuple[List[str], str]:
+    table = load_support_table()
+    unsupported = set(table["tensorrt"][version]["not_importable"])
+    needs = {"engine": table["engine_layout"]["needs"], "host": table["engine_layout"]["host_needs"]}
+    layouts, missing = [], []
+    for layout in ("engine", "host"):
+        lacking = [op for op in needs[layout] if op in unsupported]
+        if lacking:
+            missing += [op for op in lacking if op not in missing]
+        else:
+            layouts.append(layout)
+    why = f"{label} cannot import {', '.join(missing)}" if missing else ""
+    return layouts, why
+
+
+def tensorrt_rules(tensorrt: str) -> Tuple[str, str]:
+    """(support-table version, label) for a TensorRT found on a machine: the newest table entry
+    not newer than it. The label equals `edge-fpn check --target`'s where the versions agree, so
+    that `edge-fpn build` and `edge-fpn check` say the same sentence."""
+    here = _version_key(tensorrt)
+    entries = sorted(load_support_table()["tensorrt"], key=_version_key)
+    usable = [entry for entry in entries if _version_key(entry) <= here[:2]]
+    if not usable:
+        raise EdgeFpnError(f"TensorRT {tensorrt} is older than edge-fpn supports (TensorRT 8.5, JetPack 5.1, or newer); "
+                           "upgrade JetPack, or build an ONNX Runtime bundle (--backend onnxruntime)")
+    entry = usable[-1]
+    targets = sorted(name for name, version in TARGETS.items() if version == entry)
+    if _version_key(entry) == here[:2] and targets:
+        return entry, f"TensorRT {entry} ({targets[0]})"
+    return entry, f"TensorRT {tensorrt} (checked with the rules of {entry})"
+
+
+def check_bundle_for_tensorrt(bundle_dir: str, tensorrt: str, stage_dir: Optional[str] = None) -> CheckReport:
+    """Lint every ONNX stage of a bundle for the TensorRT version `tensorrt` (the builder's machine).
+    stage_dir: where the stage files are, if not in the bundle (the Q/DQ graphs of an INT8 build)."""
+    entry, label = tensorrt_rules(tensorrt)
+    return _check_bundle(bundle_dir, entry, label, False, stage_dir)
+
+
+def require_bundle_buildable(bundle_dir: str, tensorrt: str, stage_dir: Optional[str] = None) -> List[str]:
+    """Raise the first finding as an EdgeFpnError (the sentence `edge-fpn check` prints for it);
+    return the notes. The builder calls this before it hands a graph to TensorRT."""
+    report = check_bundle_for_tensorrt(bundle_dir, tensorrt, stage_dir)
+    if report.findings:
+        more = len(report.findings) - 1
+        raise EdgeFpnError(report.findings[0] + (f" (and {more} more: `edge-fpn check {bundle_dir}` lists them)"
+                                                 if more else ""))
+    return report.notes
+
+
+def _version_key(text: str) -> Tuple[int, ...]:
+    numbers = [int(n) for n in re.findall(r"\d+", str(text))[:3]]
+    if not numbers:
+        raise EdgeFpnError(f"cannot read the TensorRT version {text!r}")
+    while len(numbers) < 2:
+        numbers.append(0)
+    return tuple(numbers)
 
 
 # ---------------------------------------------------------------------------------------- loading
 
-def _check_bundle(bundle_dir: str, target: str) -> List[str]:
+def _check_any_path(path: str, version: str, label: str, dla: bool) -> CheckReport:
+    if os.path.isdir(path):
+        return _check_bundle(path, version, label, dla)
+    if not os.path.exists(path):
+        raise EdgeFpnError(f"{path!r} does not exist; give an .onnx file or a bundle directory")
+    if path.endswith(_ENGINE_SUFFIXES):
+        raise EdgeFpnError(f"{path!r} is a serialized TensorRT engine, which cannot be checked without TensorRT; "
+                           "check the .onnx file or the bundle it was built from")
+    return _check_model(path, version, label, None, dla)
+
+
+def _check_bundle(bundle_dir: str, version: str, label: str, dla: bool, stage_dir: Optional[str] = None) -> CheckReport:
+    """Every stage the manifest declares, whatever the layout (stage1/stage2, or detector)."""
     from ..bundle import load_manifest  # the manifest checks its own files and format
 
     manifest = load_manifest(bundle_dir)
-    findings: List[str] = []
+    report = CheckReport()
     for key in sorted(manifest.stages):
         stage = manifest.stages[key]
         if stage.file.endswith(_ENGINE_SUFFIXES):
             continue  # a serialized engine cannot be linted without TensorRT
-        stage_findings = check_model(os.path.join(bundle_dir, stage.file), target, declared_from_stage(stage))
-        findings += [f"{stage.file}: {finding}" for finding in stage_findings]
-    return findings
+        path = os.path.join(stage_dir or bundle_dir, stage.file)
+        report.extend(_check_model(path, version, label, declared_from_stage(stage), dla), prefix=f"{stage.file}: ")
+    return report
 
 
 def declared_from_stage(stage: Any) -> Dict[str, Dict[int, Optional[Range]]]:
@@ -228,12 +353,15 @@ def _check_io_dims(role: str, vi: Any, axes: Dict[int, Optional[Range]], allowed
     return findings
 
 
-def _check_data_dependent(model: Any, declared: Dict[str, Dict[int, Optional[Range]]]) -> List[str]:
+def _check_data_dependent(model: Any, declared: Dict[str, Dict[int, Optional[Range]]],
+                          bounded: Set[str] = frozenset()) -> List[str]:
     """(b) Tensors whose size is not a function of the input shapes, found by shape inference.
 
     Every dynamic input axis is replaced by a number (a declared axis by its max) before inference,
     so that anything derived from input shapes becomes a number too, even through Shape/Reshape
     arithmetic that symbolic inference loses; what stays unknown depends on the data.
+    `bounded`: operators whose data-dependent output TensorRT builds (NonMaxSuppression); they are
+    no finding themselves, but whatever of theirs reaches a graph output still is.
     """
     import onnx
 
@@ -246,10 +374,11 @@ def _check_data_dependent(model: Any, declared: Dict[str, Dict[int, Optional[Ran
                 "run onnx.checker.check_model on it and re-export"]
     known = _known_dims(inferred.graph)
     origins = _dynamic_origins(inferred.graph, known)
-    findings = [_origin_finding(tensor, label, known.get(tensor)) for tensor, label in origins.items()]
+    findings = [_origin_finding(tensor, label, known.get(tensor)) for tensor, (label, op) in origins.items()
+                if op not in bounded]
     for vi in model.graph.output:
         dims = known.get(vi.name)
-        if vi.name not in origins and not _is_static(dims):
+        if (vi.name not in origins or origins[vi.name][1] in bounded) and not _is_static(dims):
             findings.append(f"data-dependent-shape: output {vi.name!r} has {_unknown_part(dims)} that shape "
                             "inference cannot derive from the input shapes; an output's size must be fixed or "
                             "follow a declared input axis: move the data-dependent step into the runtime")
@@ -347,14 +476,14 @@ def _unknown_part(dims: Dims) -> str:
     return ("dimension " if len(axes) == 1 else "dimensions ") + ", ".join(axes)
 
 
-def _dynamic_origins(graph: Any, known: Dict[str, Dims]) -> Dict[str, str]:
-    """Tensors that become dynamic at their node (all of its inputs static): tensor -> node label.
+def _dynamic_origins(graph: Any, known: Dict[str, Dims]) -> Dict[str, Tuple[str, str]]:
+    """Tensors that become dynamic at their node (all of its inputs static): tensor -> (node label, op type).
 
     Reporting only where a dynamic size starts keeps one finding per cause instead of one per
     downstream tensor. Nodes of custom domains are skipped: inference cannot know them, and the
     operator check reports them already.
     """
-    origins: Dict[str, str] = {}
+    origins: Dict[str, Tuple[str, str]] = {}
     for index, node in enumerate(graph.node):
         if node.domain not in _DEFAULT_DOMAINS:
             continue
@@ -362,7 +491,7 @@ def _dynamic_origins(graph: Any, known: Dict[str, Dims]) -> Dict[str, str]:
             continue
         for name in node.output:
             if name and not _is_static(known.get(name)):
-                origins[name] = _node_label(node, index)
+                origins[name] = (_node_label(node, index), node.op_type)
     return origins
 
 
@@ -422,6 +551,73 @@ def _op_finding(node: Any, node_label: str, policy: Dict[str, str], unsupported:
         return ("unsupported-op", f"{node_label} is not importable by the ONNX parser of {label}; rewrite it with "
                 "supported operators, or choose a newer --target")
     return None
+
+
+def _bounded_ops(trt: Dict[str, Any]) -> Set[str]:
+    """Operators whose data-dependent output the target's TensorRT builds (NonMaxSuppression from 8.5)."""
+    bounded = load_support_table()["policy"]["bounded_data_dependent"]
+    return {op for op in bounded if op not in trt["not_importable"]}
+
+
+def _check_topk(model: Any, trt: Dict[str, Any], label: str) -> List[str]:
+    """TopK needs a constant K (edge-fpn's policy; TensorRT 8.5's parser too) within TensorRT's limit."""
+    graph = model.graph
+    opset = max([op.version for op in model.opset_import if op.domain in _DEFAULT_DOMAINS] or [0])
+    constants = _constant_tensors(graph)
+    limit = int(trt["topk_max_k"])
+    findings = []
+    for node, index, prefix in _walk_nodes(graph, ""):
+        if node.op_type != "TopK" or node.domain not in _DEFAULT_DOMAINS:
+            continue
+        node_label = _node_label(node, index)
+        if opset < 10:  # TopK-1 carries K as an attribute: always a constant
+            k: Optional[int] = next((int(a.i) for a in node.attribute if a.name == "k"), None)
+        else:
+            name = node.input[1] if len(node.input) > 1 else ""
+            if name not in constants:
+                parser = ("" if trt.get("topk_dynamic_k") else
+                          f", and the ONNX parser of {label} imports TopK only with K as an initializer")
+                findings.append(f"topk: {prefix}{node_label} takes K from {name!r}, which is computed at run time; "
+                                f"edge-fpn's static engines need K as a constant{parser}: export K as a Python int "
+                                "(or constant-fold the graph, e.g. with onnxslim)")
+                continue
+            k = _first_int(constants[name])
+        if k is not None and k > limit:
+            findings.append(f"topk: {prefix}{node_label} has K = {k}, more than the {limit} that {label} supports for "
+                            f"TopK; lower the count it selects (pre_nms_top_n, post_nms_top_n or the detection "
+                            f"candidates) to {limit} or less")
+    return findings
+
+
+def _first_int(tensor: Any) -> Optional[int]:
+    from onnx import numpy_helper
+
+    try:
+        values = numpy_helper.to_array(tensor).ravel()
+    except Exception:  # external data that is not there: the value cannot be checked
+        return None
+    return int(values[0]) if values.size else None
+
+
+def _check_plugins(graph: Any, trt: Dict[str, Any], dla: bool) -> Tuple[List[str], List[str]]:
+    """Operators TensorRT imports through a libnvinfer_plugin plugin (RoiAlign: ROIAlign_TRT): a
+    note, or with `dla` (every layer on the DLA) a finding, since plugin layers run on the GPU only."""
+    plugins = trt.get("plugin_ops", {})
+    findings, notes = [], []
+    for node, index, prefix in _walk_nodes(graph, ""):
+        plugin = plugins.get(node.op_type) if node.domain in _DEFAULT_DOMAINS else None
+        if plugin is None or node.op_type in trt["not_importable"]:
+            continue
+        node_label = _node_label(node, index)
+        if dla:
+            findings.append(f"dla: {prefix}{node_label} imports through TensorRT's {plugin} plugin, which runs on the "
+                            "GPU only, so an engine on the DLA alone cannot hold it; build with GPU fallback "
+                            "(`edge-fpn build --dla-core N` sets it) or without the DLA")
+        else:
+            notes.append(f"plugin: {prefix}{node_label} imports through TensorRT's {plugin} plugin of "
+                         "libnvinfer_plugin (edge-fpn registers it with init_libnvinfer_plugins before parsing and "
+                         "before loading the engine) and runs on the GPU, not the DLA")
+    return findings, notes
 
 
 def _check_opset(model: Any, trt: Dict[str, Any], label: str) -> List[str]:

@@ -11,6 +11,14 @@ Same interface as the ONNX Runtime backend (``backend(inputs) -> outputs``, name
   each tensor's largest shape (stage 2's proposal count at its maximum);
 * page-locked host buffers with async copies on a discrete GPU; mapped (zero-copy) page-locked
   host memory on an integrated GPU (Jetson), where the GPU reads the host buffer directly;
+  ``input_array(name)`` hands out an input's own host buffer, so that the caller writes the input
+  there (the Detector letterboxes the frame straight into it); a call given that very array does
+  not copy it again;
+* each buffer has the engine's own type (``trt.nptype``): the engine layout's uint8 image, int32
+  labels and detection count;
+* libnvinfer_plugin's plugins registered (``init_libnvinfer_plugins``) before deserializing, since
+  an engine holding RoiAlign's ROIAlign_TRT plugin cannot be loaded without them; a DLA engine's
+  core (from the manifest) set on the runtime before deserializing;
 * **stage 1's feature maps stay on the device.** An output that another stage of the bundle takes
   as input is not copied back: the call returns a ``DeviceTensor`` for it (a device pointer with
   its shape and dtype) instead of an array. The Detector passes stage 1's outputs to stage 2 by
@@ -37,8 +45,8 @@ import numpy as np
 from ...bundle import MANIFEST_NAME, StageSpec
 from ...errors import EdgeFpnError
 from .tensorrt_logic import (BufferPlan, bind_axes, check_engine_io, compatibility_problem, device_resident_outputs,
-                             execute_api, host_memory_mode, missing_provenance, parse_version, plan_buffers,
-                             resolve_shape)
+                             dla_core_of, dla_problem, execute_api, host_memory_mode, is_buffer, missing_provenance,
+                             parse_version, plan_buffers, resolve_shape)
 
 logger = logging.getLogger("edge_fpn.runtime")
 
@@ -187,8 +195,8 @@ class TensorRTBackend:
             logger.warning("the manifest does not record %s for %s; cannot check that this engine fits this machine",
                            ", ".join(missing), path)
         self.mode = host_memory_mode(self.session.integrated, self.session.can_map)
-        device_outputs = device_resident_outputs(stage_key, stages) if stage_key and stages else []
-        self.plans = plan_buffers(stage, device_outputs)
+        self.provenance = dict(provenance)
+        self.device_outputs = device_resident_outputs(stage_key, stages) if stage_key and stages else []
         self.input_names = [t.name for t in stage.inputs]
         self.output_names = [t.name for t in stage.outputs]
         self._specs = {t.name: t for t in list(stage.inputs) + list(stage.outputs)}
@@ -197,7 +205,16 @@ class TensorRTBackend:
 
     def _load(self, trt: Any, cuda: Any) -> None:
         self._logger = trt.Logger(trt.Logger.WARNING)
+        # the engine may hold plugin layers (RoiAlign: ROIAlign_TRT), which deserialize only once
+        # libnvinfer_plugin has registered them; a second registration is skipped by TensorRT
+        plugins = bool(trt.init_libnvinfer_plugins(self._logger, ""))
         self._runtime = trt.Runtime(self._logger)
+        dla_core = dla_core_of(self.provenance)
+        if dla_core is not None:
+            problem = dla_problem(dla_core, int(getattr(self._runtime, "num_DLA_cores", 0) or 0), self.path)
+            if problem:
+                raise EdgeFpnError(problem)
+            self._runtime.DLA_core = dla_core  # before deserializing: the engine runs on that core
         try:
             with open(self.path, "rb") as f:
                 blob = f.read()
@@ -205,7 +222,10 @@ class TensorRTBackend:
             raise EdgeFpnError(f"cannot read engine {self.path} ({exc.strerror}); re-run `edge-fpn build`") from None
         self.engine = self._runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
-            raise EdgeFpnError(f"TensorRT could not deserialize {self.path} (corrupt, or built by another TensorRT); rebuild it with `edge-fpn build`")
+            why = ("" if plugins else "; TensorRT's plugin library (libnvinfer_plugin) could not be registered, so an "
+                   "engine with RoiAlign cannot load: install JetPack's libnvinfer-plugin")
+            raise EdgeFpnError(f"TensorRT could not deserialize {self.path} (see TensorRT's message above: a corrupt file, "
+                               f"or one built by another TensorRT){why}; rebuild it with `edge-fpn build`")
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise EdgeFpnError(f"TensorRT could not create an execution context for {self.path} (out of GPU memory?); close other GPU programs")
@@ -218,7 +238,18 @@ class TensorRTBackend:
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             engine_io[name] = (is_input, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
         check_engine_io(self.stage, engine_io, self.path)
+        self.plans = plan_buffers(self.stage, self.device_outputs, {name: dtype for name, (_, dtype) in engine_io.items()})
         self.buffers: Dict[str, _Buffer] = {plan.name: _Buffer(plan, cuda, self.mode) for plan in self.plans}
+
+    def input_array(self, name: str) -> np.ndarray:
+        """The page-locked (on Jetson: mapped, zero-copy) host buffer of input `name`, shaped for the
+        input's largest shape and of the engine's type. Write the input into it and pass this array
+        to the call: it is then not copied again. It may be rewritten between calls only (the
+        engine reads it during a call; on Jetson the GPU reads it in place)."""
+        buffer = self.buffers.get(name)
+        if buffer is None or not buffer.plan.is_input:
+            raise KeyError(f"{name!r} is not an input of {self.path} (inputs: {', '.join(self.input_names)})")
+        return buffer.host_view(buffer.plan.max_shape)
 
     # ------------------------------------------------------------ inference
     def __call__(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
@@ -244,8 +275,15 @@ class TensorRTBackend:
                         raise ValueError(f"input {name} is {value.dtype} on the device, the engine takes {buffer.plan.dtype}")
                     addresses[name] = value.ptr  # stage 1's feature map, bound where it lies
                 else:
-                    view = buffer.host_view(shape)
-                    np.copyto(view, np.asarray(value), casting="same_kind")
+                    array = np.asarray(value)
+                    if is_buffer(array, buffer.host, buffer.plan.dtype):
+                        view = array  # written in place by the caller (input_array): nothing to copy
+                    else:
+                        if not np.can_cast(array.dtype, buffer.plan.dtype, casting="same_kind"):
+                            raise ValueError(f"{os.path.basename(self.path)}: input {name} is {array.dtype}, the engine "
+                                             f"takes {buffer.plan.dtype}")
+                        view = buffer.host_view(shape)
+                        np.copyto(view, array, casting="same_kind")
                     if buffer.device is not None:
                         cuda.memcpy_htod_async(buffer.address, view, stream)
                     addresses[name] = buffer.address
@@ -277,7 +315,10 @@ class TensorRTBackend:
     def _execute(self, addresses: Dict[str, int], stream: Any) -> None:
         if self.api == "v3":
             for name in self.tensor_order:
-                self.context.set_tensor_address(name, addresses[name])
+                # False (TensorRT 10) for an unknown name or a misaligned or null address
+                if not self.context.set_tensor_address(name, addresses[name]):
+                    raise RuntimeError(f"TensorRT refused the address 0x{addresses[name]:x} of tensor {name} of "
+                                       f"{self.path} (see the TensorRT log above)")
             ok = self.context.execute_async_v3(stream_handle=stream.handle)
         else:
             bindings = [addresses[name] for name in self.tensor_order]

@@ -1,5 +1,6 @@
 """The TensorRT backend's pure logic, testable without a GPU: version and GPU compatibility,
-execution-API dispatch, buffer planning from the manifest's TensorSpecs, dynamic shapes.
+execution-API dispatch, buffer planning from the manifest's TensorSpecs, dynamic shapes, the DLA
+core an engine was built for, and whether an input array is the backend's own input buffer.
 """
 from __future__ import annotations
 
@@ -175,13 +176,51 @@ class BufferPlan:
         return self.is_input or not self.device_resident
 
 
-def plan_buffers(stage: StageSpec, device_outputs: Iterable[str] = ()) -> List[BufferPlan]:
-    """Buffers for every input and output of a stage, from its TensorSpecs (inputs first)."""
+def plan_buffers(stage: StageSpec, device_outputs: Iterable[str] = (),
+                 dtypes: Optional[Mapping[str, Any]] = None) -> List[BufferPlan]:
+    """Buffers for every input and output of a stage, from its TensorSpecs (inputs first). dtypes:
+    the engine's own type of each tensor (``trt.nptype(engine.get_tensor_dtype(name))``: uint8
+    image, int32 labels), which win over the manifest's (``check_engine_io`` makes them agree)."""
     keep = set(device_outputs)
-    plans = [BufferPlan(t.name, True, numpy_dtype(t.dtype), max_shape(t, stage.dynamic_axes), False) for t in stage.inputs]
-    plans += [BufferPlan(t.name, False, numpy_dtype(t.dtype), max_shape(t, stage.dynamic_axes), t.name in keep)
+    dtypes = dtypes or {}
+
+    def dtype(t: TensorSpec) -> np.dtype:
+        return np.dtype(dtypes[t.name]) if t.name in dtypes else numpy_dtype(t.dtype)
+
+    plans = [BufferPlan(t.name, True, dtype(t), max_shape(t, stage.dynamic_axes), False) for t in stage.inputs]
+    plans += [BufferPlan(t.name, False, dtype(t), max_shape(t, stage.dynamic_axes), t.name in keep)
               for t in stage.outputs]
     return plans
+
+
+def is_buffer(array: Any, buffer: Optional[np.ndarray], dtype: np.dtype) -> bool:
+    """Whether `array` is (a leading view of) the page-locked host buffer `buffer`, as
+    ``input_array`` hands it out: then the input is already in place and is not copied again."""
+    if buffer is None or not isinstance(array, np.ndarray) or array.dtype != np.dtype(dtype):
+        return False
+    if not array.flags.c_contiguous or array.size > buffer.size:
+        return False
+    return array.__array_interface__["data"][0] == buffer.__array_interface__["data"][0]
+
+
+def dla_core_of(provenance: Mapping[str, Any]) -> Optional[int]:
+    """The DLA core an engine was built for (the builder records it at the top of the provenance,
+    and under "build"), or None for a GPU engine."""
+    value = provenance.get("dla_core")
+    if value is None:
+        value = (provenance.get("build") or {}).get("dla_core")
+    return None if value is None else int(value)
+
+
+def dla_problem(dla_core: int, available: int, engine_file: str) -> Optional[str]:
+    """Why a DLA engine cannot be loaded here (IRuntime.DLA_core must name an existing core), or None."""
+    if available <= 0:
+        return (f"engine {engine_file} was built for DLA core {dla_core}, but TensorRT sees no DLA on this device; "
+                "rebuild the bundle without --dla-core (or on this device)")
+    if not 0 <= dla_core < available:
+        return (f"engine {engine_file} was built for DLA core {dla_core}, but this device has {available} DLA core(s) "
+                f"(0..{available - 1}); rebuild it with --dla-core 0..{available - 1}")
+    return None
 
 
 def device_resident_outputs(stage_key: str, stages: Mapping[str, StageSpec]) -> List[str]:
