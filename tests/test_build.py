@@ -41,8 +41,9 @@ def test_fp32_onnxruntime_bundle(tiny_bundle, tmp_path, monkeypatch, capsys):
     assert os.listdir(tmp_path) == ["engines"]
     out = str(tmp_path / default)
     manifest = _manifest(out)
+    assert manifest["layout"] == "engine"  # the source's layout and stage name are kept
     assert {k: (s["file"], s["backend"], s["precision"]) for k, s in manifest["stages"].items()} == {
-        "stage1": ("stage1.onnx", "onnxruntime", "fp32"), "stage2": ("stage2.onnx", "onnxruntime", "fp32")}
+        "detector": ("detector.onnx", "onnxruntime", "fp32")}
     from edge_fpn.bundle import bundle_hash
     assert manifest["provenance"]["build"]["source_bundle_hash"] == bundle_hash(tiny_bundle)
     image = textured_image(9, *TEST_SIZE)
@@ -118,13 +119,17 @@ def test_explicit_fallback_layers_stay_float(tiny_bundle, calibration, tmp_path)
     assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", calibration, "--backend", "onnxruntime",
                  "--fp16-fallback", ",".join(keep), "--eval-data", "none", "--output", out, "--quiet"]) == 0
     manifest = _manifest(out)
-    assert manifest["stages"]["stage1"]["precision"] == "mixed" and manifest["stages"]["stage2"]["precision"] == "mixed"
+    assert manifest["layout"] == "engine" and manifest["stages"]["detector"]["precision"] == "mixed"
     quantization = manifest["provenance"]["build"]["quantization"]
     assert quantization["fp16_fallback"] == [stages.layers[0], stages.layers[-1]]
-    first = stages.plans["stage1"].layers[0]
-    model = onnx.load(os.path.join(out, "stage1.onnx"))
-    node = next(n for n in model.graph.node if n.name == first.nodes[0])
-    assert node.input[0] == "images" and node.input[1] == first.weight  # untouched: FP32 on ONNX Runtime
+    assert stages.layers[0].startswith("detector:/backbone/")
+    first, last = stages.plans["detector"].layers[0], stages.plans["detector"].layers[-1]
+    model = onnx.load(os.path.join(out, "detector.onnx"))
+    source = onnx.load(os.path.join(tiny_bundle, "detector.onnx"))
+    for layer in (first, last):  # untouched: FP32 on ONNX Runtime
+        node = next(n for n in model.graph.node if n.name == layer.nodes[0])
+        original = next(n for n in source.graph.node if n.name == layer.nodes[0])
+        assert list(node.input) == list(original.input) and node.input[1] == layer.weight
     assert len(Detector(out)(textured_image(3, *TEST_SIZE))) > 0
 
 
@@ -161,8 +166,8 @@ def test_sensitivity_quantizes_one_layer_at_a_time(tiny_bundle, calibration):
 
     def evaluate(directory):
         quantize = 0
-        for stage in ("stage1.onnx", "stage2.onnx"):
-            model = onnx.load(os.path.join(directory, stage))
+        for spec in load_manifest(directory).stages.values():
+            model = onnx.load(os.path.join(directory, spec.file))
             quantize += sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
         seen[len(seen)] = quantize
         return {"AP": 0.5 - 0.01 * len(seen)}
@@ -173,12 +178,12 @@ def test_sensitivity_quantizes_one_layer_at_a_time(tiny_bundle, calibration):
     assert ranking[0].drop == pytest.approx(0.03)
 
 
-def test_int8_ap_report_and_fallback_on_shapes_classes(bundle_factory, tmp_path, capsys):
-    """The AP report, sensitivity and automatic fallback, end to end, on a model with the synthetic classes
-    (the random shapes-architecture bundle with the shapes class names in its manifest: its AP is ~0,
-    which exercises the path, not the accuracy; the shipped model's figures are measured separately)."""
+def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, capsys):
+    """The AP report and automatic fallback, end to end, on an engine-layout model with the synthetic
+    classes (the random test bundle with the shapes class names in its manifest: its AP is ~0, which
+    exercises the path, not the accuracy; the shipped model's is tested below)."""
     from edge_fpn.runtime.synthetic import CLASS_NAMES
-    _, source = bundle_factory("shapes")
+    source = tiny_bundle
     bundle = str(tmp_path / "shapes-classes")
     shutil.copytree(source, bundle)
     manifest = _manifest(bundle)
@@ -192,7 +197,9 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(bundle_factory, tmp_path,
                  "--output", out, "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("FP32: AP ") for line in lines) and any(line.startswith("INT8: AP ") for line in lines)
-    report = _manifest(out)["provenance"]["build"]["quantization"]
+    built = _manifest(out)
+    assert built["layout"] == "engine" and built["stages"]["detector"]["precision"] == "int8"
+    report = built["provenance"]["build"]["quantization"]
     assert set(report["ap"]["fp32"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert report["fp16_fallback"] == [] and report["max_ap_drop"] == 0.5
     with open(os.path.join(out, "build_report.json")) as f:

@@ -180,8 +180,8 @@ def detector_graph(k: int = 10, k_from: str = "initializer", topk_name: str = "/
         helper.make_node("ReduceMean", ["pooled"], ["pooled_mean"], name="/box_head/ReduceMean", axes=[1, 2, 3], keepdims=0),
         helper.make_node("Mul", ["pooled_mean", "kept"], ["masked"], name="/detections/Mul"),
         helper.make_node("Add", ["masked", "top_scores"], ["scores"], name="/detections/Add"),
-        helper.make_node("Min", ["top_boxes", "image_size_max"], ["boxes"], name="/detections/Min"),
         helper.make_node("ReduceMax", ["image_size"], ["image_size_max"], name="/detections/ReduceMax", keepdims=1),
+        helper.make_node("Min", ["top_boxes", "image_size_max"], ["boxes"], name="/detections/Min"),
         helper.make_node("Cast", ["kept"], ["labels"], name="/detections/Cast", to=INT32),
         helper.make_node("ReduceSum", ["labels", "one_axis"], ["total"], name="/detections/ReduceSum", keepdims=1),
         helper.make_node("Reshape", ["total", "one_shape"], ["num_detections"], name="/detections/Reshape"),
@@ -189,23 +189,7 @@ def detector_graph(k: int = 10, k_from: str = "initializer", topk_name: str = "/
     inits += [const("zero_axis", [0], np.int64), const("nms_score_shape", [1, 1, k], np.int64), const("one_axis", [0], np.int64)]
     outputs = [tensor("boxes", FLOAT, [k, 4]), tensor("scores", FLOAT, [k]), tensor("labels", INT32, [k]),
                tensor("num_detections", INT32, [1])]
-    model = make_model(nodes, inputs, outputs, inits)
-    # ReduceMax of image_size comes after its user above: put the graph in topological order
-    order = {n.name: i for i, n in enumerate(model.graph.node)}
-    produced = {o: n.name for n in model.graph.node for o in n.output}
-    done, ordered = set(i.name for i in model.graph.input) | {t.name for t in model.graph.initializer}, []
-    pending = list(model.graph.node)
-    while pending:
-        for node in pending:
-            if all(not i or i in done or i not in produced for i in node.input):
-                ordered.append(node)
-                done.update(node.output)
-                pending.remove(node)
-                break
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
-    assert len(order) == len(ordered)
-    return model
+    return make_model(nodes, inputs, outputs, inits)
 
 
 DETECTOR_STAGE = {"file": "detector.onnx", "backend": "onnxruntime", "precision": "fp32",

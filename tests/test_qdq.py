@@ -13,15 +13,24 @@ from detection_matching import iou_matrix
 from edge_fpn.cli import main
 
 
-@pytest.fixture(scope="module")
-def int8_bundle(tiny_bundle, tmp_path_factory):
-    root = tmp_path_factory.mktemp("qdq")
+def _int8(bundle, root):
     cal = str(root / "cal")
     out = str(root / "int8")
-    assert main(["calibrate", tiny_bundle, "--data", "synthetic:3", "--output", cal, "--quiet"]) == 0
-    assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
+    assert main(["calibrate", bundle, "--data", "synthetic:3", "--output", cal, "--quiet"]) == 0
+    assert main(["build", bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
                  "--eval-data", "none", "--output", out, "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_bundle, tmp_path_factory):
+    """The engine layout (one "detector" graph), the default of `edge-fpn export`."""
+    return _int8(tiny_bundle, tmp_path_factory.mktemp("qdq"))
+
+
+@pytest.fixture(scope="module")
+def int8_host_bundle(tiny_host_bundle, tmp_path_factory):
+    return _int8(tiny_host_bundle, tmp_path_factory.mktemp("qdq-host"))
 
 
 def _graph(path):
@@ -29,9 +38,13 @@ def _graph(path):
     return onnx.load(path)
 
 
-def test_every_zero_point_is_int8_zero_and_scales_are_positive(int8_bundle):
+@pytest.mark.parametrize("layout", ["engine", "host"])
+def test_every_zero_point_is_int8_zero_and_scales_are_positive(layout, request):
     from onnx import TensorProto, numpy_helper
-    for stage in ("stage1.onnx", "stage2.onnx"):
+    from edge_fpn.bundle import load_manifest
+    int8_bundle = request.getfixturevalue("int8_bundle" if layout == "engine" else "int8_host_bundle")
+    for spec in load_manifest(int8_bundle).stages.values():
+        stage = spec.file
         model = _graph(os.path.join(int8_bundle, stage))
         inits = {t.name: t for t in model.graph.initializer}
         qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
@@ -45,8 +58,72 @@ def test_every_zero_point_is_int8_zero_and_scales_are_positive(int8_bundle):
             assert scale.dtype == np.float32 and (scale > 0).all()
 
 
-def test_placement_follows_tensorrt_rules(int8_bundle):
+def test_engine_layout_placement(int8_bundle, tiny_bundle):
+    """One graph from pixels to detections: Q/DQ on every network Conv and Gemm (and residual Adds),
+    nothing on the postprocessing part, nothing on the uint8 -> float preprocessing but the first
+    convolution's input; otherwise the FP32 graph, node for node."""
     from onnx import helper, numpy_helper
+    from edge_fpn.graph_names import is_postprocess_node
+    model = _graph(os.path.join(int8_bundle, "detector.onnx"))
+    source = _graph(os.path.join(tiny_bundle, "detector.onnx"))
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    consumers = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    inits = {t.name: t for t in model.graph.initializer}
+
+    def from_dq(tensor):
+        return tensor in producer and producer[tensor].op_type == "DequantizeLinear"
+
+    qdq_ops = ("QuantizeLinear", "DequantizeLinear")
+    assert sorted(n.name for n in nodes if n.op_type not in qdq_ops) == sorted(n.name for n in source.graph.node)
+    weighted = [n for n in nodes if n.op_type in ("Conv", "Gemm")]
+    assert len(weighted) > 50 and not any(is_postprocess_node(n.name) for n in weighted)
+    for node in weighted:
+        assert from_dq(node.input[0]) and from_dq(node.input[1]), node.name
+        dq = producer[node.input[1]]
+        axis = helper.get_attribute_value(next(a for a in dq.attribute if a.name == "axis"))
+        assert axis == 0 and numpy_helper.to_array(inits[dq.input[1]]).ndim == 1  # per output channel
+    # no Q/DQ reads a postprocess node's output or feeds a postprocess node
+    for node in nodes:
+        if node.op_type == "QuantizeLinear" and node.input[0] in producer:
+            assert not is_postprocess_node(producer[node.input[0]].name), node.name
+        if node.op_type == "DequantizeLinear":
+            assert all(not is_postprocess_node(c.name) and c.op_type in ("Conv", "Gemm", "Add")
+                       for c in consumers[node.output[0]]), node.name
+        if is_postprocess_node(node.name) or node.op_type in ("RoiAlign", "NonMaxSuppression", "TopK"):
+            assert not any(from_dq(i) for i in node.input), node.name
+    # the preprocessing (unscoped nodes before the backbone): only its last tensor, the first conv's input
+    first_conv = next(n for n in nodes if n.op_type == "Conv")
+    quantized_preprocessing = [n.input[0] for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in producer
+                               and producer[n.input[0]].name.count("/") == 1]
+    assert quantized_preprocessing == [producer[producer[first_conv.input[0]].input[0]].input[0]]  # DQ <- Q <- it
+    # the outputs (boxes, scores, labels, num_detections) are the FP32 graph's
+    assert [(o.name, o.type.tensor_type.elem_type) for o in model.graph.output] == \
+        [(o.name, o.type.tensor_type.elem_type) for o in source.graph.output]
+
+
+def test_engine_layout_int8_bundle_runs_through_detector(int8_bundle, tiny_bundle):
+    from edge_fpn import Detector
+    from edge_fpn.bundle import load_manifest
+    manifest = load_manifest(int8_bundle)
+    assert manifest.layout == "engine" and list(manifest.stages) == ["detector"]
+    detector = Detector(int8_bundle)
+    image = textured_image(7, 240, 400)  # another frame size: letterboxed into the engine input
+    inputs, letterbox = detector.preprocess(image)
+    assert set(inputs) == {"image", "image_size"}
+    detections = detector.finish(detector.infer(inputs, letterbox)[0], letterbox)
+    reference = Detector(tiny_bundle)(image)
+    assert len(detections) > 0 and len(reference) > 0
+    assert (detections.boxes[:, 2] <= 400 + 1e-3).all() and (detections.boxes[:, 3] <= 240 + 1e-3).all()
+
+
+def test_placement_follows_tensorrt_rules(int8_host_bundle):
+    """The host layout: stage 1 quantized throughout, stage 2 only on its box head."""
+    from onnx import helper, numpy_helper
+    int8_bundle = int8_host_bundle
     model = _graph(os.path.join(int8_bundle, "stage1.onnx"))
     producer = {o: n for n in model.graph.node for o in n.output}
     inits = {t.name: t for t in model.graph.initializer}
@@ -93,13 +170,17 @@ def test_placement_follows_tensorrt_rules(int8_bundle):
     assert len(quantize) == 3 + 4  # 3 activations (fc6, fc7, predictor input) + 4 weights
 
 
-def test_qdq_bundle_passes_the_tensorrt_lint(int8_bundle):
+@pytest.mark.parametrize("layout", ["engine", "host"])
+def test_qdq_bundle_passes_the_tensorrt_lint(layout, request):
     from edge_fpn.bundle import load_manifest
     from edge_fpn.export.check import check_path
+    int8_bundle = request.getfixturevalue("int8_bundle" if layout == "engine" else "int8_host_bundle")
     assert check_path(int8_bundle, "jetpack6.1") == []
     manifest = load_manifest(int8_bundle)
-    assert {k: (s.backend, s.precision) for k, s in manifest.stages.items()} == {
-        "stage1": ("onnxruntime", "int8"), "stage2": ("onnxruntime", "int8")}
+    expected = ({"detector": ("onnxruntime", "int8")} if layout == "engine"
+                else {"stage1": ("onnxruntime", "int8"), "stage2": ("onnxruntime", "int8")})
+    assert manifest.layout == layout
+    assert {k: (s.backend, s.precision) for k, s in manifest.stages.items()} == expected
     build = manifest.provenance["build"]
     assert build["precision"] == "int8" and build["calibration"]["method"] == "entropy"
     assert len(build["source_bundle_hash"]) == 64 and len(build["calibration"]["ranges_sha256"]) == 64
