@@ -410,6 +410,15 @@ def install_fakes(monkeypatch, memory, version="10.3.0.30", integrated=False, na
     return trt, cuda
 
 
+def _record_tensorrt_version(bundle, version):
+    """Make a bundle claim it was built by this TensorRT version (the fake installed with it)."""
+    manifest_path = os.path.join(bundle, "manifest.json")
+    manifest = json.loads(open(manifest_path).read())
+    manifest["provenance"]["tensorrt_version"] = version
+    open(manifest_path, "w").write(json.dumps(manifest))
+    return manifest
+
+
 @pytest.mark.parametrize("version, integrated, api", [("10.3.0.30", False, "v3"), ("8.6.2.3", True, "v2")])
 def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_host_bundle, trt_bundle, version, integrated,
                                                       api):
@@ -417,10 +426,7 @@ def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_host_bun
     from edge_fpn.runtime import Detector
     from edge_fpn.runtime.backends.tensorrt_backend import DeviceTensor
 
-    manifest_path = os.path.join(trt_bundle, "manifest.json")
-    manifest = json.loads(open(manifest_path).read())
-    manifest["provenance"]["tensorrt_version"] = version
-    open(manifest_path, "w").write(json.dumps(manifest))
+    _record_tensorrt_version(trt_bundle, version)
     memory = FakeMemory()
     trt, _ = install_fakes(monkeypatch, memory, version=version, integrated=integrated)
     image = textured_image(5, 240, 320)
@@ -492,10 +498,7 @@ def test_engine_layout_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_bun
     from conftest import textured_image
     from edge_fpn.runtime import Detector
 
-    manifest_path = os.path.join(trt_engine_bundle, "manifest.json")
-    manifest = json.loads(open(manifest_path).read())
-    manifest["provenance"]["tensorrt_version"] = version
-    open(manifest_path, "w").write(json.dumps(manifest))
+    manifest = _record_tensorrt_version(trt_engine_bundle, version)
     memory = FakeMemory()
     trt, _ = install_fakes(monkeypatch, memory, version=version, integrated=integrated)
     image = textured_image(5, 240, 320)
