@@ -277,7 +277,9 @@ def main() -> int:
         print("  " + json.dumps(result), flush=True)
 
     print()
-    print(f"{ARCH if args.bundle is None else args.bundle}, {args.size}x{args.size}, {args.layout} layout, {os.cpu_count()} CPUs")
+    from edge_fpn.bundle import load_manifest
+    layout = load_manifest(bundle).layout
+    print(f"{ARCH if args.bundle is None else args.bundle}, {args.size}x{args.size}, {layout} layout, {os.cpu_count()} CPUs")
     print(f"{'tool':<12} {'method':<11} {'images':>6} {'time s':>8} {'s/image':>8} {'peak MiB':>9}   notes")
     for r in results:
         note = r.get("error", "")

@@ -206,6 +206,27 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, ca
         assert json.load(f)["quantization"]["ap"]["data"] == "synthetic:2"
 
 
+@pytest.mark.slow
+def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path):
+    """The goal, on the shipped model in the default (engine) layout: entropy calibration on synthetic
+    scenes, INT8 Q/DQ bundle AP >= 99% of the FP32 bundle's on held-out scenes. 64 calibration and 100
+    evaluation images here (about a minute); the README's figure uses 128 and 500."""
+    bundle, cal, out = str(tmp_path / "shapes"), str(tmp_path / "cal"), str(tmp_path / "shapes-int8")
+    assert main(["export", "--model", "shapes", "--output", bundle, "--quiet"]) == 0
+    assert _manifest(bundle)["layout"] == "engine"
+    assert main(["calibrate", bundle, "--data", "synthetic:64", "--method", "entropy", "--output", cal, "--quiet"]) == 0
+    report_lines = []
+    from edge_fpn.builder.builder import build_engine
+    report = build_engine(bundle, precision="int8", calibration=cal, backend="onnxruntime", output=out,
+                          eval_data="synthetic:100", progress=False, log=report_lines.append)
+    ap = report["quantization"]["ap"]
+    assert ap["fp32"]["AP"] >= 0.7, ap
+    assert ap["int8"]["AP"] >= 0.99 * ap["fp32"]["AP"], ap
+    assert any(line.startswith("INT8: AP ") and "% of its AP" in line for line in report_lines)
+    built = _manifest(out)
+    assert built["layout"] == "engine" and built["stages"]["detector"]["precision"] == "int8"
+
+
 def test_build_modules_import_without_heavy_dependencies():
     import subprocess
     import sys

@@ -5,6 +5,7 @@ INT8 is explicit quantization: Q/DQ stages from the calibration ranges (``qdq``)
 is measured through the runtime on held-out images before anything is written, with optional
 per-layer sensitivity and FP16 fallback (``precision``). TensorRT then builds those Q/DQ graphs
 (or, with ``implicit_int8``, the FP32 graphs with a calibrator fed from the calibration cache).
+The built bundle keeps the source's layout and stage names ("detector", or "stage1" and "stage2").
 
 Python 3.8: this module runs on the device.
 """

@@ -109,10 +109,11 @@ def retarget(text: str, version: str, algorithm: Optional[str] = None) -> str:
 
 
 def merge_stage_ranges(stages: Iterable[Tuple[str, Mapping[str, float]]]) -> Dict[str, float]:
-    """One name -> amax table for several stages; a name seen twice keeps its first value.
+    """One name -> amax table for the stages of a layout; a name seen twice keeps its first value.
 
-    The two stages share only the feature tensors (stage 1's outputs are stage 2's inputs, the
-    same values); every other name is scoped by its module and appears in one stage only.
+    The engine layout has one stage ("detector"). The host layout's two stages share only the
+    feature tensors (stage 1's outputs are stage 2's inputs, the same values); every other name is
+    scoped by its module and appears in one stage only.
     """
     merged: Dict[str, float] = {}
     for _, table in stages:

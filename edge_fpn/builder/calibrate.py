@@ -4,11 +4,11 @@ Each image goes through the runtime exactly as at inference, on a copy of the bu
 also output the intermediate tensors to be measured: for the engine layout ``Detector.preprocess``
 (the letterboxed uint8 frame) and the one "detector" graph, for the host layout
 ``Detector.preprocess``, stage 1, the per-level proposal postprocessing, and stage 2 on the
-proposals stage 1 really produced. Every tensor's
-values go into a fixed-size |x| histogram (``histogram.AbsHistogram``) and are dropped: memory does
-not grow with the number of images. At the end each tensor's range (amax) is chosen by the method
-and written as CAL_DIR/ranges.json (what the Q/DQ writer reads) and CAL_DIR/calibration.cache
-(TensorRT's own format, for the implicit INT8 path of older TensorRT).
+proposals stage 1 really produced. Every tensor's values go into a fixed-size |x| histogram
+(``histogram.AbsHistogram``) and are dropped: memory does not grow with the number of images. At
+the end each tensor's range (amax) is chosen by the method and written as CAL_DIR/ranges.json
+(what the Q/DQ writer reads) and CAL_DIR/calibration.cache (TensorRT's own format, for the
+implicit INT8 path of older TensorRT).
 
 Measured tensors: by default those that get a Q/DQ pair (the inputs of weighted layers and of
 residual Adds, ``qdq.plan_quantization``); with ``tensors="all"`` every float network activation
@@ -35,7 +35,7 @@ CACHE_FILE = "calibration.cache"
 RANGES_FORMAT = 1
 
 
-def stage_keys(manifest: Manifest) -> tuple:
+def stage_keys(manifest: Manifest) -> Tuple[str, ...]:
     """The stages of the bundle's layout, in run order: ("detector",) or ("stage1", "stage2")."""
     return tuple(LAYOUT_STAGES[manifest.layout])
 
@@ -126,9 +126,9 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
 
     data: an image directory, a glob, a video file or ``synthetic:N``; num: at most this many
     images (all by default; a video is sampled). tensors: "qdq" (default) measures the tensors the
-    Q/DQ graphs quantize (inputs of Conv/Gemm/MatMul and of residual Adds); "all" every activation,
-    so that calibration.cache also serves TensorRT's implicit INT8, which needs each layer's output
-    range too (about twice the time: ONNX Runtime loses its Conv+ReLU fusions).
+    Q/DQ graphs quantize (inputs of Conv/Gemm/MatMul and of residual Adds); "all" every network
+    activation, so that calibration.cache also serves TensorRT's implicit INT8, which needs each
+    layer's output range too (about twice the time: ONNX Runtime loses its Conv+ReLU fusions).
     Returns `output`.
     """
     from .data import open_source, require_enough
@@ -185,10 +185,11 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
             f.write(format_cache(merge_stage_ranges((s, ranges.amax(s)) for s in stage_keys(manifest) if s in ranges.stages),
                                  version, method))
     counts = ", ".join(f"{stage} {len(t)} ({sum(r.qdq for r in t.values())} Q/DQ)" for stage, t in stages.items())
-    (what, value), = per_image.items()
+    per_image_line = (f"{ranges.extra['mean_proposals']:g} proposals" if manifest.layout == "host"
+                      else f"{ranges.extra['mean_detections']:g} detections")
     log(f"calibrated {bundle_dir} by {method} on {run.readable} images of {data}"
         + (f" ({run.skipped} unreadable skipped)" if run.skipped else "")
-        + f": {counts} tensors, {value:g} {what.split('_')[1]} per image, "
+        + f": {counts} tensors, {per_image_line} per image, "
         f"{ranges.extra['seconds']:g} s; wrote {os.path.join(output, RANGES_FILE)} and {CACHE_FILE} (TensorRT {version})")
     return output
 

@@ -9,7 +9,8 @@ extra compute; the sessions run without a memory arena so that one sub-graph's b
 back before the next runs.
 
 It has the runtime backends' interface (``backend(inputs) -> outputs``) so that calibration runs
-the stages through ``Detector``'s own methods.
+the stages through ``Detector``'s own methods: the engine layout's one graph (postprocessing and
+all, of which nothing is measured) or the host layout's stage 1 and stage 2.
 """
 from __future__ import annotations
 
