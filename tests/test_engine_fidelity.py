@@ -61,7 +61,8 @@ def shapes_model_and_bundle(tmp_path_factory):
 def test_engine_layout_matches_torchvision(bundle_factory, arch):
     model, bundle = bundle_factory(arch, layout="engine")
     with Detector(bundle) as detector:
-        for seed in range(3):
+        # seed 3 holds an IoU within 1e-6 of the NMS threshold for ResNet-50 (see test_fidelity.py)
+        for seed in (0, 1, 2, 4, 5):
             frame = textured_image(seed, *TEST_SIZE)
             _assert_exact(_torchvision(model, frame), _ours(detector, frame), f"{arch} image {seed}")
 

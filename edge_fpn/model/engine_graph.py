@@ -106,7 +106,9 @@ class ProposalStep(nn.Module):
             level_deltas = delta.reshape(num_anchors, 4, grid_h, grid_w).permute(2, 3, 0, 1).reshape(-1, 4)
             anchors = getattr(self, f"anchors_{index}")
             boxes = _clip(self.box_coder.decode_single(level_deltas[top], anchors[top]), image_size)
-            scores = torch.sigmoid(top_logits)
+            # 1 / (1 + exp(-x)) spelled out: ONNX Runtime's Sigmoid kernel is an approximation that
+            # saturates differently, and which scores tie at 1.0 decides NMS's order among them
+            scores = 1.0 / (1.0 + torch.exp(-top_logits))
             ok = _large(boxes, self.rpn.min_size) & (scores >= self.rpn.score_thresh)
             scores = torch.where(ok, scores, torch.full_like(scores, MASKED))
             kept = _kept_mask(boxes, scores[None], int(boxes.shape[0]), self.rpn.nms_thresh)

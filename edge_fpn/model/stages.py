@@ -11,6 +11,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 
@@ -32,16 +33,29 @@ class Stage1(nn.Module):
         return tuple(outputs)
 
 
+# the largest stack of pooled levels (bytes of float32) worth one RoIAlign instead of one per level
+STACKED_LEVELS_LIMIT = 32 << 20
+
+
 class MultiLevelRoiAlign(nn.Module):
     """torchvision's MultiScaleRoIAlign on R boxes, as a static graph.
 
     torchvision assigns each box to one level and scatters the pooled results back with
-    index_put, which exports as NonZero/ScatterND. Here RoIAlign runs on every level and a 0/1
-    mask picks each box's level: same numbers, static graph.
+    index_put, which exports as NonZero/ScatterND. Two static equivalents, both exact:
+
+    - stacked (when the stack is small): every pooled level is padded at the top and left to the
+      largest level's size and the levels are stacked on the batch axis; each box is scaled by its
+      level's power-of-two scale (exact, as torchvision's box * spatial_scale), shifted by that
+      padding, and pooled from its level's batch item: one RoIAlign of R boxes, torchvision's own
+      sampling work. The padding goes top-left so that each level's bottom and right edges stay
+      the edges of its item, where RoIAlign's clamping and zeroing rules apply as in torchvision
+      (a box thinner than a pixel samples past the edge).
+    - masked (large maps, e.g. ResNet-50 at 800, where the stack would copy four times the
+      largest map): RoIAlign on every level and a 0/1 mask picks each box's level.
     """
 
     def __init__(self, model: nn.Module, image_size: Tuple[int, int],
-                 pooled_feature_sizes: Sequence[Tuple[int, int]]):
+                 pooled_feature_sizes: Sequence[Tuple[int, int]], stack_limit: int = STACKED_LEVELS_LIMIT):
         super().__init__()
         pooler = model.roi_heads.box_roi_pool
         self.output_size = tuple(pooler.output_size)
@@ -54,6 +68,16 @@ class MultiLevelRoiAlign(nn.Module):
         # the mapper only ever picks levels 0..k_max-k_min; features past that (MobileNet's two
         # pooled maps share one scale) would cost a RoIAlign whose result is always masked out
         self.scales = self.scales[: self.k_max - self.k_min + 1]
+        sizes = [(int(h), int(w)) for h, w in pooled_feature_sizes[: len(self.scales)]]
+        self.stack_size = (max(h for h, _ in sizes), max(w for _, w in sizes))
+        channels = int(getattr(model.backbone, "out_channels", 256))
+        stack_bytes = 4 * channels * len(sizes) * self.stack_size[0] * self.stack_size[1]
+        self.stacked = len(sizes) > 1 and stack_bytes <= stack_limit
+        # per level: its scale on every coordinate, and the (left, top) padding its boxes move by
+        self.register_buffer("box_scale", torch.tensor([[s] * 4 for s in self.scales], dtype=torch.float32),
+                             persistent=False)
+        shifts = [[float(self.stack_size[1] - w), float(self.stack_size[0] - h)] * 2 for h, w in sizes]
+        self.register_buffer("box_shift", torch.tensor(shifts, dtype=torch.float32), persistent=False)
         self.canonical_scale = float(getattr(pooler, "canonical_scale", 224))
         self.canonical_level = float(getattr(pooler, "canonical_level", 4))
         self.eps = 1e-6
@@ -67,8 +91,9 @@ class MultiLevelRoiAlign(nn.Module):
 
     def forward(self, boxes: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
         level = self.level_of_boxes(boxes)
-        batch_index = torch.zeros_like(boxes[:, :1])
-        rois = torch.cat([batch_index, boxes], dim=1)
+        if self.stacked:
+            return self._stacked(boxes, level, features)
+        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
         pooled = None
         for index, (feature, scale) in enumerate(zip(features, self.scales)):
             level_pooled = roi_align(feature, rois, self.output_size, spatial_scale=scale,
@@ -76,6 +101,16 @@ class MultiLevelRoiAlign(nn.Module):
             mask = (level == index).to(level_pooled.dtype).reshape(-1, 1, 1, 1)
             pooled = level_pooled * mask if pooled is None else pooled + level_pooled * mask
         return pooled
+
+    def _stacked(self, boxes: torch.Tensor, level: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        height, width = self.stack_size
+        stack = torch.cat([F.pad(f, (width - int(f.shape[3]), 0, height - int(f.shape[2]), 0))
+                           for f in features[: len(self.scales)]], dim=0)
+        index = level.to(torch.int64)
+        moved = boxes * self.box_scale[index] + self.box_shift[index]
+        rois = torch.cat([level[:, None], moved], dim=1)
+        return roi_align(stack, rois, self.output_size, spatial_scale=1.0, sampling_ratio=self.sampling_ratio,
+                         aligned=False)
 
 
 class Stage2(nn.Module):
