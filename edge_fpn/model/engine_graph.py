@@ -69,8 +69,10 @@ def _kept_mask(boxes: torch.Tensor, class_scores: torch.Tensor, max_output: int,
     count = int(boxes.shape[0])
     selected = _NonMaxSuppression.apply(boxes[None], class_scores[None], max_output, iou_threshold,
                                         NMS_SCORE_THRESHOLD)
-    # int32 on both sides: an INT64 arange constant costs TensorRT memory and a cast at build time
-    return (selected[:, 2:3].to(torch.int32) == torch.arange(count, dtype=torch.int32)[None, :]).any(dim=0)
+    # int32 on both sides: an INT64 arange constant costs TensorRT memory and a cast at build time;
+    # "any" as a float sum (an empty selection sums to 0): float reductions import on every TensorRT
+    hits = selected[:, 2:3].to(torch.int32) == torch.arange(count, dtype=torch.int32)[None, :]
+    return hits.to(torch.float32).sum(dim=0) > 0.5
 
 
 def _clip(boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
@@ -85,7 +87,7 @@ def _large(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
 
 
 class ProposalStep(nn.Module):
-    """RPN head outputs -> (proposals [P, 4], valid [P]); P = min(post_nms_top_n, candidates)."""
+    """RPN head outputs -> (proposals [P, 4], their scores [P]; -1 marks padding); P = min(post_nms_top_n, candidates)."""
 
     def __init__(self, levels: Sequence[LevelSpec], rpn: RpnSpec, box_coder: nn.Module):
         super().__init__()
@@ -116,7 +118,7 @@ class ProposalStep(nn.Module):
             all_scores.append(torch.where(kept, scores, torch.full_like(scores, MASKED)))
         boxes = torch.cat(all_boxes)
         scores, best = torch.cat(all_scores).topk(min(self.rpn.post_nms_top_n, int(boxes.shape[0])))
-        return boxes[best], scores > NMS_SCORE_THRESHOLD
+        return boxes[best], scores
 
 
 class DetectionStep(nn.Module):
@@ -130,13 +132,16 @@ class DetectionStep(nn.Module):
         self.candidates = candidates
 
     def forward(self, class_logits: torch.Tensor, box_regression: torch.Tensor, proposals: torch.Tensor,
-                valid: torch.Tensor, image_size: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+                proposal_scores: torch.Tensor, image_size: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         count, classes = (int(d) for d in class_logits.shape)
         boxes = self.box_coder.decode_single(box_regression, proposals).reshape(count, classes, 4)
         boxes = _clip(boxes, image_size)[:, 1:].reshape(-1, 4)  # no background column
-        scores = torch.softmax(class_logits, -1)[:, 1:].reshape(-1)
+        scores = torch.softmax(class_logits, -1)[:, 1:]
+        # padded proposals first, on [P, classes - 1] (a broadcast select, no boolean expand)
+        padded = proposal_scores[:, None] < NMS_SCORE_THRESHOLD
+        scores = torch.where(padded, torch.full_like(scores, MASKED), scores).reshape(-1)
         labels = torch.arange(1, classes, dtype=torch.int32).repeat(count)  # int32: TensorRT's own
-        ok = valid[:, None].expand(count, classes - 1).reshape(-1) & (scores > self.roi.score_thresh) & _large(boxes, 1e-2)
+        ok = (scores > self.roi.score_thresh) & _large(boxes, 1e-2)
         scores = torch.where(ok, scores, torch.full_like(scores, MASKED))
         # the named cap: the best `candidates` pairs go to NMS (torchvision sends them all)
         scores, best = scores.topk(min(self.candidates, int(scores.shape[0])))
@@ -147,10 +152,11 @@ class DetectionStep(nn.Module):
         scores = torch.where(kept, scores, torch.full_like(scores, MASKED))
         scores, best = scores.topk(min(self.roi.detections_per_img, int(scores.shape[0])))
         found = scores > NMS_SCORE_THRESHOLD
-        boxes = torch.where(found[:, None], boxes[best], torch.zeros_like(boxes[best]))
+        boxes = boxes[best] * found.to(torch.float32)[:, None]  # padding rows are zero
         labels = torch.where(found, labels[best], torch.zeros_like(labels[best]))
         scores = torch.where(found, scores, torch.zeros_like(scores))
-        return boxes, scores, labels, found.sum().to(torch.int32).reshape(1)
+        count = found.to(torch.float32).sum().to(torch.int32)  # a float reduction, as everywhere here
+        return boxes, scores, labels, count.reshape(1)
 
 
 class DetectorGraph(nn.Module):
@@ -179,19 +185,19 @@ class DetectorGraph(nn.Module):
         x = image.permute(0, 3, 1, 2)[:, [2, 1, 0]].to(torch.float32) / 255.0
         x = (x - self.mean) / self.std
         height, width = self.input_size
-        rows = torch.arange(height, dtype=torch.float32) < image_size[0]
-        cols = torch.arange(width, dtype=torch.float32) < image_size[1]
-        return x * (rows[:, None] & cols[None, :]).to(torch.float32)
+        rows = (torch.arange(height, dtype=torch.float32) < image_size[0]).to(torch.float32)
+        cols = (torch.arange(width, dtype=torch.float32) < image_size[1]).to(torch.float32)
+        return x * (rows[:, None] * cols[None, :])
 
     def forward(self, image: torch.Tensor, image_size: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         features = self.backbone(self.normalize(image, image_size))
         objectness, deltas = self.rpn_head(list(features.values()))
-        proposals, valid = self.proposals(objectness, deltas, image_size)
+        proposals, proposal_scores = self.proposals(objectness, deltas, image_size)
         # as MultiScaleRoIAlign: the backbone's features that it names, in the backbone's order
         maps = [feature for name, feature in features.items() if name in self.pooled_names]
         pooled = self.roi_pool(proposals, *maps[: len(self.roi_pool.scales)])
         class_logits, box_regression = self.box_predictor(self.box_head(pooled))
-        return self.detections(class_logits, box_regression, proposals, valid, image_size)
+        return self.detections(class_logits, box_regression, proposals, proposal_scores, image_size)
 
 
 def example_inputs(input_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
