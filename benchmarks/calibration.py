@@ -71,27 +71,19 @@ def child_ort(bundle: str, data: str, method: str, out: str, bins: int) -> dict:
     paths = sorted(glob.glob(os.path.join(data, "*.png")))
     detector = Detector(bundle)
 
-    class EngineReader(CalibrationDataReader):
-        def __init__(self):
+    class FrameReader(CalibrationDataReader):
+        """The preprocessed images, as the first graph's feeds (the detector, or stage 1)."""
+
+        def __init__(self, feeds):
             self.paths = iter(paths)
+            self.feeds = feeds
 
         def get_next(self):
             path = next(self.paths, None)
             if path is None:
                 return None
             inputs, _ = detector.preprocess(cv2.imread(path))
-            return {name: value.copy() for name, value in inputs.items()}
-
-    class Stage1Reader(CalibrationDataReader):
-        def __init__(self):
-            self.paths = iter(paths)
-
-        def get_next(self):
-            path = next(self.paths, None)
-            if path is None:
-                return None
-            tensor, _ = detector.preprocess(cv2.imread(path))
-            return {"images": tensor.copy()}
+            return self.feeds(inputs)
 
     class Stage2Reader(CalibrationDataReader):
         def __init__(self):
@@ -118,9 +110,9 @@ def child_ort(bundle: str, data: str, method: str, out: str, bins: int) -> dict:
         import onnx
         graph = onnx.load(os.path.join(bundle, "detector.onnx"), load_external_data=False).graph
         excluded = [node.name for node in graph.node if is_postprocess_node(node.name)]
-        jobs = [("detector", EngineReader(), excluded)]
+        jobs = [("detector", FrameReader(lambda inputs: {k: v.copy() for k, v in inputs.items()}), excluded)]
     else:
-        jobs = [("stage1", Stage1Reader(), []), ("stage2", Stage2Reader(), [])]
+        jobs = [("stage1", FrameReader(lambda tensor: {"images": tensor.copy()}), []), ("stage2", Stage2Reader(), [])]
     for stage, reader, excluded in jobs:
         quantize_static(os.path.join(bundle, f"{stage}.onnx"), os.path.join(out, f"{stage}.qdq.onnx"), reader,
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "Gemm"], per_channel=True,
