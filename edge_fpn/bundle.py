@@ -198,6 +198,10 @@ def atomic_directory(output: str, force: bool = False) -> Iterator[str]:
     check_output_dir(output, force)
     parent = os.path.dirname(os.path.abspath(output))
     tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(os.path.abspath(output)) + "-", dir=parent)
+    # mkdtemp makes it 0700; a bundle is read by other users too (a robot's service account)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         if os.path.exists(output):

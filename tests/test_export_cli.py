@@ -70,6 +70,17 @@ def test_export_writes_a_clean_bundle(tmp_path, checkpoint, capsys, postprocess)
         code, stdout, _ = _run(capsys, "check", str(out), "--target", target)
         assert code == 0, stdout
     assert _leftovers(tmp_path) == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # readable by others, as any directory here
+
+
+def test_detection_candidates_beyond_tensorrts_top_k_are_refused(tmp_path, checkpoint, capsys):
+    code, _, err = _run(capsys, "export", "--arch", ARCH, "--checkpoint", checkpoint, "--num-classes", "3",
+                        "--input-size", "320", "--output", str(tmp_path / "b"), "--quiet",
+                        "--detection-candidates", "5000")
+    assert code == 2 and "between 1 and 3840" in _one_line_error(err)
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("case", ["missing", "unreadable", "other_arch", "other_classes", "size", "exists"])

@@ -267,7 +267,7 @@ def _collect(bundle_dir: str, manifest: Manifest, measured: Dict[str, List[str]]
 
     digest = ContentHash()
     run = _Run()
-    detector = Detector(bundle_dir, threads=threads)
+    detector = Detector(bundle_dir, threads=threads, device="cpu")
     detector.close()  # calibration runs the same graphs through measuring backends instead
     dynamic = {axis: int(bounds[-1]) for spec in manifest.stages.values() for axis, bounds in spec.dynamic_axes.items()}
     for key in stage_keys(manifest):

@@ -47,6 +47,8 @@ def float32_nodes(model: Any) -> Set[str]:
         from_boxes = any(i in boxes for i in node.input if i)
         if from_boxes:
             boxes.update(node.output)
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue  # Q/DQ follow their layer: a Cast between a DQ and its conv would break the INT8 fusion
         if (node.op_type == "RoiAlign" or is_postprocess_node(node.name)
                 or (from_boxes and not any(o in dense for o in node.output))):
             keep.add(node.name)

@@ -48,6 +48,11 @@ import numpy as np
 
 from ..graph_names import IMAGE_SIZE, is_postprocess_node
 
+# Q/DQ node and tensor names start here, never with a postprocess scope: a quantized tensor may be
+# named after a postprocess node (RoIAlign's output feeds the box head's first conv), and the
+# builders find the FP32 part by node name
+QDQ_PREFIX = "qdq/"
+
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # graph inputs that are box coordinates, not feature maps: nothing computed from them alone is quantized
 NON_FEATURE_INPUTS = ("proposals",)
@@ -315,9 +320,9 @@ def quantize_model(model: Any, plan: QuantPlan, amax: Mapping[str, float],
                 scale_name = f"{tensor}_scale"
                 new_initializers.append(numpy_helper.from_array(np.array(activation_scale(amax[tensor]), np.float32), scale_name))
                 zp_name = zero_point(f"{tensor}_zero_point", None)
-                q_out, dq_out = f"{tensor}_QuantizeLinear_Output", f"{tensor}_DequantizeLinear_Output"
-                nodes = [helper.make_node("QuantizeLinear", [tensor, scale_name, zp_name], [q_out], name=f"{tensor}_QuantizeLinear"),
-                         helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out], name=f"{tensor}_DequantizeLinear")]
+                q_out, dq_out = f"{QDQ_PREFIX}{tensor}/QuantizeLinear_Output", f"{QDQ_PREFIX}{tensor}/DequantizeLinear_Output"
+                nodes = [helper.make_node("QuantizeLinear", [tensor, scale_name, zp_name], [q_out], name=f"{QDQ_PREFIX}{tensor}/QuantizeLinear"),
+                         helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out], name=f"{QDQ_PREFIX}{tensor}/DequantizeLinear")]
                 if tensor in produced:
                     qdq_after.setdefault(tensor, []).extend(nodes)
                 else:
@@ -334,12 +339,12 @@ def quantize_model(model: Any, plan: QuantPlan, amax: Mapping[str, float],
             # convolutions share their weights across levels, not their Q/DQ nodes)
             for index, node_name in enumerate(layer.nodes):
                 suffix = f"_{index}" if len(layer.nodes) > 1 else ""
-                q_out = f"{layer.weight}_QuantizeLinear_Output{suffix}"
-                dq_out = f"{layer.weight}_DequantizeLinear_Output{suffix}"
+                q_out = f"{QDQ_PREFIX}{layer.weight}/QuantizeLinear_Output{suffix}"
+                dq_out = f"{QDQ_PREFIX}{layer.weight}/DequantizeLinear_Output{suffix}"
                 leading.append(helper.make_node("QuantizeLinear", [layer.weight, scale_name, zp_name], [q_out],
-                                                name=f"{layer.weight}_QuantizeLinear{suffix}", axis=layer.weight_axis))
+                                                name=f"{QDQ_PREFIX}{layer.weight}/QuantizeLinear{suffix}", axis=layer.weight_axis))
                 leading.append(helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out],
-                                                name=f"{layer.weight}_DequantizeLinear{suffix}", axis=layer.weight_axis))
+                                                name=f"{QDQ_PREFIX}{layer.weight}/DequantizeLinear{suffix}", axis=layer.weight_axis))
                 rewire[(node_name, 1)] = dq_out
 
     nodes_out: List[Any] = list(leading)

@@ -20,6 +20,7 @@ from ..errors import EdgeFpnError
 OPSET = 17
 LARGEST_STRIDE = 32  # the backbone's; torchvision pads its batches to a multiple of it
 PROPOSALS_AXIS = "num_proposals"
+TOPK_MAX_K = 3840  # TensorRT 8.5-10's largest TopK K: the engine graph's cap on its candidates
 
 
 def parse_input_size(text: str) -> Tuple[int, int]:
@@ -121,8 +122,9 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
 
     if layout not in LAYOUTS:
         raise EdgeFpnError(f"unknown layout {layout!r}; choose {' or '.join(LAYOUTS)}")
-    if detection_candidates is not None and detection_candidates < 1:
-        raise EdgeFpnError(f"--detection-candidates must be at least 1, not {detection_candidates}")
+    if detection_candidates is not None and not 1 <= detection_candidates <= TOPK_MAX_K:
+        raise EdgeFpnError(f"--detection-candidates must be between 1 and {TOPK_MAX_K} (TensorRT's largest top-k), "
+                           f"not {detection_candidates}")
     check_output_dir(output, force)
     model = model.eval()
     configure_transform(model, input_size)

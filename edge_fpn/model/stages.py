@@ -104,8 +104,7 @@ class MultiLevelRoiAlign(nn.Module):
 
     def _stacked(self, boxes: torch.Tensor, level: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
         height, width = self.stack_size
-        stack = torch.cat([F.pad(f, (width - int(f.shape[3]), 0, height - int(f.shape[2]), 0))
-                           for f in features[: len(self.scales)]], dim=0)
+        stack = torch.cat([_pad_top_left(f, height, width) for f in features[: len(self.scales)]], dim=0)
         index = level.to(torch.int64)
         moved = boxes * self.box_scale[index] + self.box_shift[index]
         rois = torch.cat([level[:, None], moved], dim=1)
@@ -131,6 +130,11 @@ class Stage2(nn.Module):
         box_features = self.box_head(self.roi_pool(proposals, *features))
         class_logits, box_regression = self.box_predictor(box_features)
         return class_logits, box_regression
+
+
+def _pad_top_left(feature: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    top, left = height - int(feature.shape[2]), width - int(feature.shape[3])
+    return F.pad(feature, (left, 0, top, 0)) if top or left else feature
 
 
 def _infer_scale(feature_size: Tuple[int, int], image_size: Tuple[int, int]) -> float:
