@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "host: two graphs with the per-level postprocessing in numpy between them "
                         "(for a TensorRT that rejects the engine layout, and as a reference)")
     p.add_argument("--detection-candidates", type=int, default=None,
-                   help="engine layout: (proposal, class) pairs sent to the final NMS, best first (default 2000, "
-                        "TensorRT's NMS limit on the smallest Jetsons); torchvision sends all above the score threshold")
+                   help="engine layout: (proposal, class) pairs sent to the final NMS, best first (default 2000, at most "
+                        "3840, TensorRT's largest top-k); torchvision sends all above the score threshold")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_export)
@@ -176,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="jetpack6.1", choices=["jetpack5", "jetpack6.0", "jetpack6.1", "jetpack7"],
                    help="JetPack release whose TensorRT must import the graphs (default jetpack6.1)")
     p.add_argument("--dla", action="store_true",
-                   help="the engine must run on the DLA alone (no GPU fallback): layers only the GPU runs are findings")
+                   help="the engine must run on the DLA alone: plugin layers (RoiAlign), which never run on the DLA, "
+                        "are findings. Other layers' DLA support is decided by TensorRT at build time (with GPU "
+                        "fallback), so check does not list them")
     p.set_defaults(func=_check)
 
     p = sub.add_parser("detect", help="run a bundle on a source (images, directory, video, camera URI) into sinks")

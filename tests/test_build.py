@@ -222,6 +222,52 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, ca
         assert json.load(f)["quantization"]["ap"]["data"] == "synthetic:2"
 
 
+def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle, tmp_path, monkeypatch, capsys):
+    """JetPack without pycocotools: the INT8 build stops up front with one line naming the fix, not
+    with a traceback from coco_metrics after the whole FP32 evaluation; --eval-data none builds."""
+    import sys
+    import edge_fpn.evaluate
+    from edge_fpn.builder import builder, precision
+    from edge_fpn.bundle import load_manifest
+    from edge_fpn.runtime.synthetic import CLASS_NAMES
+    bundle = str(tmp_path / "shapes-classes")  # the synthetic scenes can score it: the AP report is due
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = _manifest(bundle)
+    manifest["class_names"] = list(CLASS_NAMES)[: len(manifest["class_names"]) + 1]
+    with open(os.path.join(bundle, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    cal, out = str(tmp_path / "cal"), str(tmp_path / "int8")
+    assert main(["calibrate", bundle, "--data", "synthetic:2", "--output", cal, "--quiet"]) == 0
+    capsys.readouterr()
+
+    work = []
+    monkeypatch.setattr(edge_fpn.evaluate, "evaluate_bundle", lambda *a, **k: work.append("evaluate_bundle"))
+    real_stages = precision.QuantizedStages
+
+    def stages(*args, **kwargs):
+        work.append("QuantizedStages")
+        return real_stages(*args, **kwargs)
+
+    monkeypatch.setattr(precision, "QuantizedStages", stages)
+    for name in ("pycocotools", "pycocotools.coco", "pycocotools.cocoeval"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import pycocotools...` raises ImportError
+    assert main(["build", bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
+                 "--eval-data", "synthetic:2", "--output", out, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "the INT8 accuracy report needs pycocotools: pip3 install pycocotools, or pass --eval-data none" in err
+    assert work == [] and not os.path.exists(out)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    # the option the sentence names skips the report, and the build needs no pycocotools then
+    assert main(["build", bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
+                 "--eval-data", "none", "--output", out, "--quiet"]) == 0
+    assert "evaluate_bundle" not in work and _manifest(out)["stages"]["detector"]["precision"] == "int8"
+    # data that cannot score the bundle's classes is a note, not a demand for pycocotools
+    notes = []
+    assert builder._usable_eval_data("synthetic:100", load_manifest(tiny_bundle), notes.append) is None
+    assert len(notes) == 1 and notes[0].startswith("note: AP not measured")
+
+
 @pytest.mark.slow
 def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path):
     """The goal, on the shipped model in the default (engine) layout: entropy calibration on synthetic

@@ -281,6 +281,24 @@ def test_roi_align_is_a_plugin_on_the_gpu_a_finding_only_for_the_dla():
     assert len(dla.findings) == 1 and dla.findings[0].startswith("dla: ") and "GPU fallback" in dla.findings[0]
 
 
+def test_dla_help_promises_only_what_check_reports():
+    """--dla reports plugin layers only (they never run on the DLA); the other layers' DLA support is
+    TensorRT's decision at build time, which the help and the docstrings must say, not promise more."""
+    import argparse
+    from edge_fpn.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices["check"]._actions if "--dla" in a.option_strings)
+    for text in (action.help, check.check_path_report.__doc__, check._check_plugins.__doc__):
+        words = " ".join(text.split())
+        assert "plugin layers" in words and "build time" in words, words
+        assert "only the GPU runs" not in words, words
+    # as the help says: a graph of ordinary layers has no dla finding (TensorRT places them at build
+    # time), and the detector's one plugin layer (RoiAlign) is its one dla finding
+    assert check.check_model_report(clean_conv_relu(), "jetpack6.1", dla=True).findings == []
+    findings = check.check_model_report(detector_graph(), "jetpack6.1", dla=True).findings
+    assert len(findings) == 1 and findings[0].startswith("dla: ") and "ROIAlign_TRT" in findings[0]
+
+
 def test_layouts_per_target(monkeypatch):
     for target in TARGETS:
         assert check.layouts_line(target) == "layouts: engine, host"

@@ -228,6 +228,23 @@ def make_fake_cuda(memory, integrated=False, name="Orin", cc=(8, 7)):
     return cuda
 
 
+class FakeDataType:
+    """A member of tensorrt.DataType (a pybind11 enum): ``.name`` "FLOAT", ``str`` "DataType.FLOAT"."""
+
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def __str__(self):
+        return f"DataType.{self.name}"
+
+    def __repr__(self):
+        return f"<DataType.{self.name}: {self.value}>"
+
+    @classmethod
+    def enum(cls, names):
+        return types.SimpleNamespace(**{name: cls(name, value) for value, name in enumerate(names)})
+
+
 def make_fake_trt(memory, version="10.3.0.30", dla_cores=0):
     """An 'engine' file is JSON naming an ONNX file; executing it runs ONNX Runtime on fake memory.
 
@@ -235,7 +252,9 @@ def make_fake_trt(memory, version="10.3.0.30", dla_cores=0):
     ("plugins" in its JSON; RoiAlign's ROIAlign_TRT) deserializes only after init_libnvinfer_plugins;
     a DLA engine ("dla_core") only with the runtime's DLA_core set to that core first;
     set_tensor_address returns a bool (False for an unknown name, a null or misaligned address);
-    tensor types come from the graph (uint8 image, int32 labels) through trt.nptype."""
+    tensor types come from the graph (uint8 image, int32 labels) as trt.DataType members (an enum:
+    ``.name`` "FLOAT", ``str`` "DataType.FLOAT"); and trt.nptype, like TensorRT 8.5's with NumPy >= 1.24
+    (it looks up the removed np.bool; NVIDIA/TensorRT #2557, #2701), raises AttributeError before 8.6."""
     import onnxruntime as ort
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -245,14 +264,17 @@ def make_fake_trt(memory, version="10.3.0.30", dla_cores=0):
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     kinds = {"tensor(float)": "FLOAT", "tensor(float16)": "HALF", "tensor(int32)": "INT32", "tensor(int8)": "INT8",
              "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL", "tensor(int64)": "INT64"}
-    trt.DataType = types.SimpleNamespace(**{v: "DataType." + v for v in kinds.values()})
+    trt.DataType = FakeDataType.enum(list(kinds.values()) + ["FP8", "BF16", "INT4"])
     numpy_of = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16, trt.DataType.INT32: np.int32,
                 trt.DataType.INT8: np.int8, trt.DataType.UINT8: np.uint8, trt.DataType.BOOL: np.bool_,
                 trt.DataType.INT64: np.int64}
 
     def nptype(dtype):
+        if logic.parse_version(version)[:2] < (8, 6):  # TensorRT 8.5's mapping holds np.bool: gone in NumPy 1.24
+            raise AttributeError("module 'numpy' has no attribute 'bool'.\n`np.bool` was a deprecated alias for the "
+                                 "builtin `bool`.")
         if dtype not in numpy_of:
-            raise TypeError(f"nptype: {dtype!r} is not a tensorrt.DataType")
+            raise TypeError(f"Could not resolve TensorRT datatype to an equivalent numpy datatype: {dtype}")
         return numpy_of[dtype]
 
     trt.nptype = nptype
@@ -317,7 +339,7 @@ def make_fake_trt(memory, version="10.3.0.30", dla_cores=0):
                           for t in list(self.session.get_inputs()) + list(self.session.get_outputs())}
 
         def numpy(self, name):
-            return nptype(self.types[name])
+            return numpy_of[self.types[name]]
 
         @property
         def num_io_tensors(self):
@@ -612,6 +634,48 @@ def test_buffer_identity_and_engine_dtypes():
                       outputs=[TensorSpec("labels", [10], "int32")])
     plans = {p.name: p for p in logic.plan_buffers(stage, dtypes={"image": np.uint8, "labels": np.int32})}
     assert plans["image"].nbytes == 192 and plans["labels"].dtype == np.int32 and plans["image_size"].dtype == np.float32
+
+
+def test_tensorrt_types_map_to_numpy_without_trt_nptype():
+    """TensorRT's DataType -> numpy by name, since trt.nptype raises on TensorRT 8.5 with NumPy >= 1.24."""
+    data_type = FakeDataType.enum(["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8", "INT64", "BF16", "INT4"])
+    want = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+            "BOOL": np.bool_, "UINT8": np.uint8}
+    for name, numpy_type in want.items():
+        member = getattr(data_type, name)
+        assert logic.tensorrt_numpy_dtype(member, "t") == np.dtype(numpy_type)  # by .name
+        assert logic.tensorrt_numpy_dtype(str(member), "t") == np.dtype(numpy_type)  # by str: "DataType.FLOAT"
+    assert logic.tensorrt_numpy_dtype(data_type.BOOL, "t").itemsize == 1
+    for name in ("FP8", "BF16", "INT4"):
+        with pytest.raises(EdgeFpnError) as info:
+            logic.tensorrt_numpy_dtype(getattr(data_type, name), "boxes", "detector.engine")
+        message = str(info.value)
+        assert len(message.splitlines()) == 1 and name in message and "tensor boxes" in message
+        assert "detector.engine" in message and "edge-fpn build" in message
+
+
+def test_an_engine_loads_on_tensorrt_8_5_whose_nptype_is_broken(monkeypatch, trt_engine_bundle):
+    """JetPack 5.1 (TensorRT 8.5) with NumPy >= 1.24: trt.nptype raises for every type, and an engine
+    must load regardless; an I/O type numpy cannot hold (BF16) is one sentence naming the tensor."""
+    from edge_fpn.runtime import Detector
+    _record_tensorrt_version(trt_engine_bundle, "8.5.2.2")
+    trt, _ = install_fakes(monkeypatch, FakeMemory(), version="8.5.2.2", integrated=True)
+    with pytest.raises(AttributeError, match="np.bool"):  # the fake is as broken as the real one
+        trt.nptype(trt.DataType.FLOAT)
+    with Detector(trt_engine_bundle) as detector:
+        engine = detector.layout.engine
+        assert engine.buffers["image"].plan.dtype == np.uint8 and engine.buffers["labels"].plan.dtype == np.int32
+        assert engine.buffers["boxes"].plan.dtype == np.float32
+    real = trt.Runtime.deserialize_cuda_engine
+
+    def deserialize(self, blob):
+        engine = real(self, blob)
+        engine.types["boxes"] = trt.DataType.BF16
+        return engine
+
+    monkeypatch.setattr(trt.Runtime, "deserialize_cuda_engine", deserialize)
+    with pytest.raises(EdgeFpnError, match=r"detector\.engine: tensor boxes is of TensorRT type BF16"):
+        Detector(trt_engine_bundle)
 
 
 # ---------------------------------------------------------------- on a real GPU

@@ -74,6 +74,10 @@ def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str
         ranges = load_ranges(calibration, expected_hash=source_hash, bundle_dir=bundle)  # type: ignore[arg-type]
     if precision != "int8" and calibration is not None:
         log("note: --calibration is used by --precision int8 only; ignored")
+    if precision == "int8" and not implicit_int8:
+        # the AP report's data is decided (and pycocotools, which scores it, found) before any build or
+        # evaluation work; _int8_decisions asks again and gets the same answer, without a second note
+        eval_data = _usable_eval_data(eval_data, manifest, log)
 
     trt, why_not = _resolve_backend(backend, dla_core, precision)
     if trt is None:
@@ -164,7 +168,9 @@ def _resolve_backend(backend: str, dla_core: Optional[int], precision: str):
 
 
 def _usable_eval_data(eval_data: Optional[str], manifest: Manifest, log: Callable[[str], None]) -> Optional[str]:
-    """The eval data spec, or None where AP cannot be measured (said in one line)."""
+    """The eval data spec, or None where AP cannot be measured (said in one line). A usable spec
+    needs pycocotools (evaluate.coco_metrics scores with it): without it, one line now, rather than a
+    traceback after the whole FP32 evaluation."""
     from .data import parse_synthetic
     from ..evaluate import classes_match_synthetic
 
@@ -174,6 +180,12 @@ def _usable_eval_data(eval_data: Optional[str], manifest: Manifest, log: Callabl
         log("note: AP not measured: synthetic evaluation scenes hold the shapes classes, not this bundle's "
             f"({', '.join(manifest.class_names[1:4])}, ...); give --eval-data DIR with COCO annotations.json")
         return None
+    try:
+        import pycocotools.coco  # noqa: F401  (what evaluate.coco_metrics imports)
+        import pycocotools.cocoeval  # noqa: F401
+    except ImportError:
+        raise EdgeFpnError("the INT8 accuracy report needs pycocotools: pip3 install pycocotools, or pass "
+                           "--eval-data none to build without it") from None
     return eval_data
 
 

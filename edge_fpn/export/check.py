@@ -15,7 +15,9 @@ shape-inference. `check_path` on a bundle prefixes each line with the stage's fi
 
 Besides findings (what stops a build), a report carries notes (what a user should know and need not
 fix): RoiAlign imports through TensorRT's ROIAlign_TRT plugin, which the builder and the runtime
-register with init_libnvinfer_plugins, and which runs on the GPU, never on the DLA.
+register with init_libnvinfer_plugins, and which runs on the GPU, never on the DLA. With ``dla`` (an
+engine on the DLA alone) such plugin layers are findings (kind dla); whether any other layer runs on
+the DLA is decided by TensorRT at build time (with GPU fallback), so `check` does not list those.
 
 The engine layout (one graph with TopK, NonMaxSuppression and RoiAlign) is allowed where TensorRT
 imports all three (8.5 on): TopK only with a constant K within the parser's limit, NonMaxSuppression
@@ -92,8 +94,9 @@ def check_path(path: str, target: str = DEFAULT_TARGET) -> List[str]:
 
 
 def check_path_report(path: str, target: str = DEFAULT_TARGET, dla: bool = False) -> CheckReport:
-    """`check_path` with the notes too. dla: the engine must run on the DLA alone (no GPU
-    fallback), so that layers only the GPU runs are findings instead of notes."""
+    """`check_path` with the notes too. dla: the engine must run on the DLA alone, so plugin layers
+    (RoiAlign), which never run on the DLA, are findings instead of notes; other layers' DLA support is
+    decided by TensorRT at build time (GPU fallback), so they are not listed."""
     version = tensorrt_version(target)
     return _check_any_path(path, version, f"TensorRT {version} ({target})", dla)
 
@@ -601,7 +604,8 @@ def _first_int(tensor: Any) -> Optional[int]:
 
 def _check_plugins(graph: Any, trt: Dict[str, Any], dla: bool) -> Tuple[List[str], List[str]]:
     """Operators TensorRT imports through a libnvinfer_plugin plugin (RoiAlign: ROIAlign_TRT): a
-    note, or with `dla` (every layer on the DLA) a finding, since plugin layers run on the GPU only."""
+    note, or with `dla` (the engine on the DLA alone) a finding, since plugin layers never run on the
+    DLA. Only plugins: other layers' DLA support is decided by TensorRT at build time (GPU fallback)."""
     plugins = trt.get("plugin_ops", {})
     findings, notes = [], []
     for node, index, prefix in _walk_nodes(graph, ""):

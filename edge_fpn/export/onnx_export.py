@@ -115,7 +115,7 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
     """Export `model` as a bundle of `layout` ("engine" or "host"), simplified, linted, written atomically.
 
     detection_candidates: the engine layout's cap on (proposal, class) pairs sent to the final NMS
-    (default 2000, TensorRT's NMS limit on the smallest Jetsons).
+    (default 2000, at most TOPK_MAX_K).
     """
     import torch
     from ..model.stages import MultiLevelRoiAlign

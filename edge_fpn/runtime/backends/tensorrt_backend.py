@@ -14,8 +14,9 @@ Same interface as the ONNX Runtime backend (``backend(inputs) -> outputs``, name
   ``input_array(name)`` hands out an input's own host buffer, so that the caller writes the input
   there (the Detector letterboxes the frame straight into it); a call given that very array does
   not copy it again;
-* each buffer has the engine's own type (``trt.nptype``): the engine layout's uint8 image, int32
-  labels and detection count;
+* each buffer has the engine's own type (``tensorrt_numpy_dtype``, not ``trt.nptype``, which
+  raises on TensorRT 8.5 with NumPy >= 1.24): the engine layout's uint8 image, int32 labels and
+  detection count;
 * libnvinfer_plugin's plugins registered (``init_libnvinfer_plugins``) before deserializing, since
   an engine holding RoiAlign's ROIAlign_TRT plugin cannot be loaded without them; a DLA engine's
   core (from the manifest) set on the runtime before deserializing;
@@ -46,7 +47,7 @@ from ...bundle import MANIFEST_NAME, StageSpec
 from ...errors import EdgeFpnError
 from .tensorrt_logic import (BufferPlan, bind_axes, check_engine_io, compatibility_problem, device_resident_outputs,
                              dla_core_of, dla_problem, execute_api, host_memory_mode, is_buffer, missing_provenance,
-                             parse_version, plan_buffers, resolve_shape)
+                             parse_version, plan_buffers, resolve_shape, tensorrt_numpy_dtype)
 
 logger = logging.getLogger("edge_fpn.runtime")
 
@@ -236,7 +237,8 @@ class TensorRTBackend:
             name = self.engine.get_tensor_name(index)
             self.tensor_order.append(name)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            engine_io[name] = (is_input, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
+            # not trt.nptype: TensorRT 8.5's uses np.bool, gone from NumPy >= 1.24 (JetPack 5.1)
+            engine_io[name] = (is_input, tensorrt_numpy_dtype(self.engine.get_tensor_dtype(name), name, self.path))
         check_engine_io(self.stage, engine_io, self.path)
         self.plans = plan_buffers(self.stage, self.device_outputs, {name: dtype for name, (_, dtype) in engine_io.items()})
         self.buffers: Dict[str, _Buffer] = {plan.name: _Buffer(plan, cuda, self.mode) for plan in self.plans}

@@ -105,6 +105,33 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(aliases.get(name, name))
 
 
+# numpy's type of each TensorRT DataType an engine's I/O tensor may have, by the type's name. Not
+# trt.nptype: TensorRT 8.5's (JetPack 5.1) uses np.bool, which NumPy 1.24 removed, so it raises
+# AttributeError for every type there (NVIDIA/TensorRT #2557, #2701; fixed in 8.6).
+TENSORRT_NUMPY_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
+                        "INT64": np.int64, "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+def tensorrt_type_name(dtype: Any) -> str:
+    """A TensorRT DataType's name: "FLOAT" for trt.DataType.FLOAT (``dtype.name``, else the part
+    of ``str(dtype)`` after the last dot: "DataType.FLOAT")."""
+    name = getattr(dtype, "name", None)
+    if not isinstance(name, str):
+        name = str(dtype).rsplit(".", 1)[-1]
+    return name.strip().upper()
+
+
+def tensorrt_numpy_dtype(dtype: Any, tensor: str, engine_file: str = "") -> np.dtype:
+    """numpy's dtype for TensorRT DataType `dtype` of I/O tensor `tensor` (in place of trt.nptype);
+    a one-line EdgeFpnError for a type numpy has no equivalent of (FP8, BF16, INT4, FP4, ...)."""
+    name = tensorrt_type_name(dtype)
+    if name not in TENSORRT_NUMPY_TYPES:
+        where = f"engine {engine_file}: " if engine_file else ""
+        raise EdgeFpnError(f"{where}tensor {tensor} is of TensorRT type {name}, which edge-fpn cannot hold in a numpy "
+                           f"buffer (it takes {', '.join(TENSORRT_NUMPY_TYPES)}); rebuild the bundle with `edge-fpn build`")
+    return np.dtype(TENSORRT_NUMPY_TYPES[name])
+
+
 def max_shape(spec: TensorSpec, dynamic_axes: Mapping[str, Sequence[int]]) -> Tuple[int, ...]:
     """The largest shape a tensor can take: symbolic dimensions at their declared maximum."""
     return tuple(_dim(d, dynamic_axes, spec.name, use="max") for d in spec.shape)
@@ -179,7 +206,7 @@ class BufferPlan:
 def plan_buffers(stage: StageSpec, device_outputs: Iterable[str] = (),
                  dtypes: Optional[Mapping[str, Any]] = None) -> List[BufferPlan]:
     """Buffers for every input and output of a stage, from its TensorSpecs (inputs first). dtypes:
-    the engine's own type of each tensor (``trt.nptype(engine.get_tensor_dtype(name))``: uint8
+    the engine's own type of each tensor (``tensorrt_numpy_dtype(engine.get_tensor_dtype(name))``: uint8
     image, int32 labels), which win over the manifest's (``check_engine_io`` makes them agree)."""
     keep = set(device_outputs)
     dtypes = dtypes or {}
