@@ -26,7 +26,10 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
     - the ONNX parser of TensorRT 10+ does not register libnvinfer_plugin's plugins: a RoiAlign node
       fails to import ("ROIAlign_TRT ... not found") unless init_libnvinfer_plugins ran first;
     - the network has one layer per ONNX node, named after it (and "[ONNX Layer: ...]" metadata
-      from 8.6), with TensorRT's tensor types (INT64 becomes INT32 before 9.0); setting a layer's
+      from 8.6), with TensorRT's tensor types (INT64 becomes INT32 before 9.0), in topological
+      order, plus the parser's helper layers, named as TensorRT names an unnamed layer
+      ("(Unnamed Layer* 7) [Shuffle]"; metadata of their node from 8.6, none on 8.5): the transpose
+      of NonMaxSuppression's scores and the unsqueeze/squeeze around a TopK of 1-D data; setting a layer's
       precision or output type raises in a strongly typed network (11, or STRONGLY_TYPED), and an
       output type other than FP32/FP16 on a non-float output raises (TopK's indices, shapes);
     - set_timing_cache returns False for a cache made on another GPU (and does not use it);
@@ -54,8 +57,11 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
     trt.DataType = types.SimpleNamespace(**{n: "DataType." + n for n in names})
     trt.float32, trt.float16, trt.int32 = trt.DataType.FLOAT, trt.DataType.HALF, trt.DataType.INT32
     floats = {trt.DataType.FLOAT, trt.DataType.HALF}
-    trt.LayerType = types.SimpleNamespace(SHAPE="SHAPE", TOPK="TOPK", NMS="NMS", PLUGIN="PLUGIN", OTHER="OTHER")
-    layer_types = {"Shape": "SHAPE", "TopK": "TOPK", "NonMaxSuppression": "NMS", "RoiAlign": "PLUGIN"}
+    trt.LayerType = types.SimpleNamespace(SHAPE="SHAPE", TOPK="TOPK", NMS="NMS", PLUGIN="PLUGIN", SHUFFLE="SHUFFLE",
+                                          ELEMENTWISE="ELEMENTWISE", OTHER="OTHER")
+    layer_types = {"Shape": "SHAPE", "TopK": "TOPK", "NonMaxSuppression": "NMS", "RoiAlign": "PLUGIN",
+                   "Reshape": "SHUFFLE", "Unsqueeze": "SHUFFLE", "Squeeze": "SHUFFLE", "Flatten": "SHUFFLE",
+                   "Transpose": "SHUFFLE", "Add": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Sub": "ELEMENTWISE"}
     onnx_types = {onnx.TensorProto.FLOAT: "FLOAT", onnx.TensorProto.FLOAT16: "HALF", onnx.TensorProto.INT8: "INT8",
                   onnx.TensorProto.INT32: "INT32", onnx.TensorProto.BOOL: "BOOL", onnx.TensorProto.UINT8: "UINT8",
                   onnx.TensorProto.INT64: "INT64" if major >= 9 else "INT32"}
@@ -129,14 +135,13 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
             self.name, self.dtype = name, dtype
 
     class Layer:
-        def __init__(self, network, node, tensors):
+        def __init__(self, network, name, type_, inputs, outputs, node=None):
             self.network = network
-            self.name = node.name or f"node_of_{node.output[0]}"
-            self.type = getattr(trt.LayerType, layer_types.get(node.op_type, "OTHER"))
-            if (major, minor) >= (8, 6):
-                self.metadata = f"[ONNX Layer: {self.name}]"
-            self.inputs = [tensors.get(i) if i else None for i in node.input]
-            self.outputs = [tensors[o] for o in node.output]
+            self.name = name
+            self.type = type_
+            if (major, minor) >= (8, 6):  # ILayer.metadata exists from 8.6 ("" where the parser set none)
+                self.metadata = f"[ONNX Layer: {node}]" if node else ""
+            self.inputs, self.outputs = list(inputs), list(outputs)
             self._precision = None
             self.output_types = {}
 
@@ -171,12 +176,53 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
         def __init__(self, flags):
             self.flags = flags
             self.strongly_typed = major >= 11 or bool(flags & (1 << flags_of("STRONGLY_TYPED")))
-            self.layers = []
+            self.layers, self.inputs = [], []
+            self.helpers = {}  # the parser's helper layers: name -> their ONNX node
 
         num_layers = property(lambda self: len(self.layers))
+        num_inputs = property(lambda self: len(self.inputs))
+
+        def get_input(self, index):
+            return self.inputs[index]
+
+        def add_input(self, name, dtype, shape):
+            assert dtype in vars(trt.DataType).values() and name not in {t.name for t in self.inputs}
+            self.inputs.append(Tensor(name, dtype))
+            return self.inputs[-1]
 
         def get_layer(self, index):
             return self.layers[index]
+
+        # not TensorRT's API: how the stand-in parser (and a test) adds a layer; name=None gives
+        # TensorRT's name of an unnamed layer, outputs as dtypes get TensorRT's default tensor names
+        def add_layer(self, name, type_, inputs, outputs, node=None):
+            default = f"(Unnamed Layer* {len(self.layers)}) [{type_.title()}]"
+            outputs = [t if isinstance(t, Tensor) else
+                       Tensor(default + ("_output" if len(outputs) == 1 else f"_output_{i}"), t)
+                       for i, t in enumerate(outputs)]
+            layer = Layer(self, name or default, type_, inputs, outputs, node)
+            self.layers.append(layer)
+            return layer
+
+        def add_helper(self, type_, inputs, outputs, node):
+            layer = self.add_layer(None, type_, inputs, outputs, node)
+            self.helpers[layer.name] = node
+            return layer
+
+        def import_node(self, node, tensors, ranks):
+            name = node.name or f"node_of_{node.output[0]}"
+            type_ = getattr(trt.LayerType, layer_types.get(node.op_type, "OTHER"))
+            inputs = [tensors.get(i) if i else None for i in node.input]
+            outputs = [tensors[o] for o in node.output]
+            if node.op_type == "NonMaxSuppression":  # INMSLayer reads scores as [batch, boxes, classes]
+                inputs[1] = self.add_helper(trt.LayerType.SHUFFLE, [inputs[1]], [inputs[1].dtype], name).outputs[0]
+            if node.op_type == "TopK" and ranks.get(node.input[0]) == 1:  # ITopKLayer needs 2-D data
+                inputs[0] = self.add_helper(trt.LayerType.SHUFFLE, [inputs[0]], [inputs[0].dtype], name).outputs[0]
+                topk = self.add_layer(name, type_, inputs, [t.dtype for t in outputs], name)
+                for i, final in enumerate(outputs):
+                    self.add_helper(trt.LayerType.SHUFFLE, [topk.outputs[i]], [final], name)
+                return
+            self.add_layer(name, type_, inputs, outputs, name)
 
     def flags_of(name):
         return getattr(trt.NetworkDefinitionCreationFlag, name, 99)
@@ -208,6 +254,8 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
                           "timing_cache": config.timing_cache.entries if config.timing_cache else None,
                           "fp32_layers": sorted(l.name for l in network.layers if l._precision == trt.DataType.FLOAT),
                           "output_types": {l.name: dict(l.output_types) for l in network.layers if l.output_types},
+                          "helpers": {l.name: (network.helpers[l.name], any(t.dtype in floats for t in l.outputs))
+                                      for l in network.layers if l.name in network.helpers},
                           "onnx": network.onnx})
             if config.timing_cache is not None:
                 config.timing_cache.entries += b"t"  # this build's timings
@@ -242,15 +290,19 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
                         "plugin name, version, and namespace correct?\" (ROIAlign_TRT was not found in the plugin registry)"))
                     return False
             inferred = onnx.shape_inference.infer_shapes(model)
-            tensors = {}
+            tensors, ranks = {}, {}
             for info in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
                 tensors[info.name] = Tensor(info.name, getattr(trt.DataType, onnx_types.get(info.type.tensor_type.elem_type, "FLOAT")))
+                if info.type.tensor_type.HasField("shape"):
+                    ranks[info.name] = len(info.type.tensor_type.shape.dim)
             for init in model.graph.initializer:
                 tensors[init.name] = Tensor(init.name, getattr(trt.DataType, onnx_types.get(init.data_type, "FLOAT")))
+            self.network.inputs += [tensors[i.name] for i in model.graph.input if i.name in tensors
+                                    and i.name not in {init.name for init in model.graph.initializer}]
             for node in model.graph.node:
                 for name in node.output:
                     tensors.setdefault(name, Tensor(name, trt.DataType.FLOAT))
-                self.network.layers.append(Layer(self.network, node, tensors))
+                self.network.import_node(node, tensors, ranks)
             self.network.onnx = {"path": path, "opset": model.opset_import[0].version,
                                  "types": sorted({i.type.tensor_type.elem_type for i in model.graph.input}),
                                  "ops": sorted({n.op_type for n in model.graph.node}),
@@ -570,18 +622,28 @@ def test_engine_layout_is_one_static_engine_with_fp32_postprocessing(with_tensor
         assert call["fp32_layers"] == [] and "postprocess_fp32_layers" not in facts
         return
     kept = call["fp32_layers"]
-    assert kept and all(is_postprocess_node(name) for name in kept)
     assert facts["postprocess_fp32_layers"] == {"detector": len(kept)}
+    # the parser's helper layers (NMS's score transpose, TopK's unsqueeze/squeeze of 1-D data) stay FP32
+    # too where they carry float data: from their metadata on 10.x, from their producers on 8.5
+    helpers = call["helpers"]
+    assert {h for h, (node, _) in helpers.items() if "NonMaxSuppression" in node} and all(
+        is_postprocess_node(node) for node, _ in helpers.values())
+    assert sorted(h for h in kept if h in helpers) == sorted(h for h, (_, floats) in helpers.items() if floats)
+    assert all(is_postprocess_node(name) for name in kept if name not in helpers)
     graph = onnx.load(path).graph
     ops = {n.name: n.op_type for n in graph.node}
-    assert {ops[name] for name in kept} >= {"TopK", "NonMaxSuppression", "RoiAlign", "Softmax"}
+    assert {ops[name] for name in kept if name in ops} >= {"TopK", "NonMaxSuppression", "RoiAlign", "Softmax"}
     assert not [n for n in graph.node if n.op_type == "Conv" and n.name in kept]  # the network stays FP16
+    # nodes outside the scopes that read postprocessing output (the box head after RoIAlign) stay free
+    scoped = {t for n in graph.node if is_postprocess_node(n.name) for t in n.output}
+    readers = {n.name for n in graph.node if not is_postprocess_node(n.name) and set(n.input) & scoped}
+    assert any(name.startswith("/box_head/") for name in readers) and not readers & set(kept)
     # output types only on float outputs: never TopK's indices, NMS's rows or the int32 labels
     for name, outputs in call["output_types"].items():
         assert set(outputs.values()) == {trt.DataType.FLOAT}
-        if ops[name] == "TopK":
+        if ops.get(name) == "TopK":
             assert list(outputs) == [0]
-        assert ops[name] != "NonMaxSuppression"
+        assert ops.get(name) != "NonMaxSuppression"
 
 
 def test_engine_layout_on_tensorrt_11_takes_fp32_postprocessing_from_the_fp16_graph(with_tensorrt, tiny_bundle,
@@ -618,41 +680,118 @@ def test_engine_layout_bundle_build(with_tensorrt, tiny_bundle, tmp_path, versio
     assert (kept == {"detector": len(call["fp32_layers"])} and kept["detector"] > 0) if not version.startswith("11") else kept is None
 
 
-def test_postprocess_layers_are_found_by_onnx_metadata_too(with_tensorrt):
+def test_postprocess_layers_are_found_by_onnx_metadata_too():
     from edge_fpn.builder.tensorrt_builder import keep_postprocess_fp32
-    trt = with_tensorrt("10.3.0")
-    f32, i32 = trt.DataType.FLOAT, trt.DataType.INT32
-
-    class Tensor:
-        def __init__(self, dtype):
-            self.dtype = dtype
-
-    class Layer:
-        def __init__(self, name, metadata, inputs, outputs, type_="OTHER"):
-            self.name, self.metadata, self.type = name, metadata, type_
-            self.inputs, self.outputs = [Tensor(t) for t in inputs], [Tensor(t) for t in outputs]
-            self.precision, self.set = None, {}
-            self.num_inputs, self.num_outputs = len(inputs), len(outputs)
-
-        def get_input(self, i):
-            return self.inputs[i]
-
-        def get_output(self, i):
-            return self.outputs[i]
-
-        def set_output_type(self, i, dtype):
-            self.set[i] = dtype
-
-    helper_layer = Layer("ONNXTRT_Broadcast_12", "[ONNX Layer: /detections/Mul]", [f32], [f32])
-    shape = Layer("/proposals/Shape", "[ONNX Layer: /proposals/Shape]", [f32], [i32], type_=trt.LayerType.SHAPE)
-    compare = Layer("/proposals/Greater", "", [f32, f32], [trt.DataType.BOOL])
-    ints = Layer("/detections/Cast_1", "", [i32], [i32])
-    backbone = Layer("/backbone/Conv", "[ONNX Layer: /backbone/Conv]", [f32], [f32])
-    network = types.SimpleNamespace(num_layers=5, get_layer=[helper_layer, shape, compare, ints, backbone].__getitem__)
+    trt = fake_tensorrt("10.3.0")
+    f32, i32, kinds = trt.DataType.FLOAT, trt.DataType.INT32, trt.LayerType
+    network = trt.Builder(trt.ILogger()).create_network(0)
+    x, y = network.add_input("x", f32, (4,)), network.add_input("y", f32, (4,))
+    n = network.add_input("n", i32, (4,))
+    helper_layer = network.add_layer("ONNXTRT_Broadcast_12", kinds.SHUFFLE, [x], [f32], "/detections/Mul")
+    shape = network.add_layer("/proposals/Shape", kinds.SHAPE, [x], [i32], "/proposals/Shape")
+    compare = network.add_layer("/proposals/Greater", kinds.OTHER, [x, y], [trt.DataType.BOOL])  # no metadata
+    ints = network.add_layer("/detections/Cast_1", kinds.OTHER, [n], [i32])
+    backbone = network.add_layer("/backbone/Conv", kinds.OTHER, [x], [f32], "/backbone/Conv")
     assert keep_postprocess_fp32(trt, network) == 2
-    assert helper_layer.precision == f32 and helper_layer.set == {0: f32}
-    assert compare.precision == f32 and compare.set == {}  # compared in FP32; a bool output keeps its type
-    assert shape.precision is ints.precision is backbone.precision is None
+    assert helper_layer._precision == f32 and helper_layer.output_types == {0: f32}
+    assert compare._precision == f32 and compare.output_types == {}  # compared in FP32; a bool output keeps its type
+    assert shape._precision is ints._precision is backbone._precision is None
+
+
+def _postprocess_onnx(path):
+    """A small graph with the engine layout's shapes of trouble: a 1-D TopK and a NonMaxSuppression
+    inside the scopes (their parser helpers carry postprocessing data), a 1-D TopK outside them (its
+    helpers do not), and the box head reading RoIAlign's output."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = {"w": np.ones((4, 3, 1, 1), np.float32),
+              "flat": np.array([-1], np.int64), "k": np.array([3], np.int64), "axis0": np.array([0], np.int64),
+              "scores_shape": np.array([1, 1, 6], np.int64), "half": np.array([0.5], np.float32),
+              "max_out": np.array([10], np.int64), "iou": np.array([0.5], np.float32),
+              "score_thr": np.array([0.05], np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["feat"], name="/backbone/Conv"),
+        helper.make_node("Reshape", ["feat", "flat"], ["feat_flat"], name="/backbone/Reshape"),
+        helper.make_node("TopK", ["feat_flat", "k"], ["top", "top_i"], name="/backbone/TopK"),
+        helper.make_node("Mul", ["rois", "half"], ["boxes"], name="/roi_pool/Mul"),
+        helper.make_node("RoiAlign", ["feat", "boxes", "batch"], ["pooled"], name="/roi_pool/RoiAlign",
+                         output_height=2, output_width=2),
+        helper.make_node("Flatten", ["pooled"], ["pooled_flat"], name="/box_head/Flatten"),
+        helper.make_node("Relu", ["pooled_flat"], ["head"], name="/box_head/Relu"),
+        helper.make_node("Reshape", ["logits", "flat"], ["flat_logits"], name="/detections/Reshape"),
+        helper.make_node("Sigmoid", ["flat_logits"], ["probs"], name="/detections/Sigmoid"),
+        helper.make_node("TopK", ["probs", "k"], ["top_scores", "order"], name="/detections/TopK"),
+        helper.make_node("Unsqueeze", ["boxes", "axis0"], ["nms_boxes"], name="/detections/Unsqueeze"),
+        helper.make_node("Reshape", ["probs", "scores_shape"], ["nms_scores"], name="/detections/Reshape_1"),
+        helper.make_node("NonMaxSuppression", ["nms_boxes", "nms_scores", "max_out", "iou", "score_thr"],
+                         ["selected"], name="/detections/NonMaxSuppression"),
+    ]
+    F, I = TensorProto.FLOAT, TensorProto.INT64
+    inputs = [helper.make_tensor_value_info("image", F, [1, 3, 8, 8]), helper.make_tensor_value_info("rois", F, [6, 4]),
+              helper.make_tensor_value_info("batch", I, [6]), helper.make_tensor_value_info("logits", F, [1, 1, 6])]
+    outputs = [helper.make_tensor_value_info(name, elem, None) for name, elem in (
+        ("top", F), ("top_i", I), ("head", F), ("top_scores", F), ("order", I), ("selected", I))]
+    graph = helper.make_graph(nodes, "postprocess", inputs, outputs,
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_parser_helpers_of_postprocessing_are_kept_fp32_without_metadata(tmp_path, version):
+    """TensorRT 8.5 records no ONNX node for the parser's helper layers and names them "(Unnamed
+    Layer* N) [Shuffle]": they are constrained from their producers; 10.x finds them by metadata."""
+    from edge_fpn.builder.tensorrt_builder import keep_postprocess_fp32
+    trt = fake_tensorrt(version)
+    f32 = trt.DataType.FLOAT
+    path = str(tmp_path / "postprocess.onnx")
+    _postprocess_onnx(path)
+    trt.init_libnvinfer_plugins(trt.ILogger(), "")  # RoiAlign imports through ROIAlign_TRT
+    flags = network_flags_value(trt, ["EXPLICIT_BATCH"] if version.startswith("8.") else [])
+    network = trt.Builder(trt.ILogger()).create_network(flags)
+    assert trt.OnnxParser(network, trt.ILogger()).parse_from_file(path)
+    layers = {layer.name: layer for layer in network.layers}
+    assert all(hasattr(layer, "metadata") == (version != "8.5.2") for layer in network.layers)
+    by_node = {}
+    for name, node in network.helpers.items():
+        by_node.setdefault(node, []).append(layers[name])
+    (transpose,) = by_node["/detections/NonMaxSuppression"]  # between /detections/Reshape_1 and the NMS layer
+    nms = layers["/detections/NonMaxSuppression"]
+    assert transpose.get_input(0).name == "nms_scores" and nms.get_input(1) is transpose.get_output(0)
+    unsqueeze, values, indices = by_node["/detections/TopK"]
+    free = by_node["/backbone/TopK"]  # fed by /backbone/Reshape, and by the TopK outside the scopes
+    # layers no parser adds, in topological order: a helper fed by a helper (kept), one fed by both sides (free)
+    chained = network.add_layer(None, trt.LayerType.SHUFFLE, [values.get_output(0)], [f32])
+    mixed = network.add_layer(None, trt.LayerType.ELEMENTWISE, [values.get_output(0), free[1].get_output(0)], [f32])
+
+    count = keep_postprocess_fp32(trt, network)
+    kept = [layer for layer in network.layers if layer._precision is not None]
+    assert count == len(kept) and all(layer._precision == f32 for layer in kept)
+    for helper_layer in (transpose, unsqueeze, values, chained):
+        assert helper_layer in kept and helper_layer.output_types == {0: f32}, helper_layer.name
+    assert indices not in kept and indices.output_types == {}  # int32 indices: nothing to keep, no output type
+    assert layers["/detections/TopK"].output_types == {0: f32}  # never its indices (TensorRT refuses)
+    assert nms in kept and nms.output_types == {}
+    box_head = [layers["/box_head/Flatten"], layers["/box_head/Relu"]]  # read RoIAlign's output, and only that
+    assert box_head[0].get_input(0) is layers["/roi_pool/RoiAlign"].get_output(0) and box_head[0].num_inputs == 1
+    for free_layer in free + box_head + [mixed, layers["/backbone/Conv"], layers["/backbone/TopK"]]:
+        assert free_layer not in kept and free_layer.output_types == {}, free_layer.name
+    assert layers["/roi_pool/RoiAlign"] in kept  # while the box head it feeds stays free for INT8/FP16
+
+
+def test_postprocess_fp32_is_refused_on_a_strongly_typed_network(tmp_path):
+    # the stand-in is as strict as TensorRT: no precision on a strongly typed network (build_serialized
+    # calls keep_postprocess_fp32 only with the FP16/INT8 flags, which strong typing has not)
+    from edge_fpn.builder.tensorrt_builder import keep_postprocess_fp32
+    trt = fake_tensorrt("10.3.0")
+    path = str(tmp_path / "postprocess.onnx")
+    _postprocess_onnx(path)
+    trt.init_libnvinfer_plugins(trt.ILogger(), "")
+    network = trt.Builder(trt.ILogger()).create_network(network_flags_value(trt, ["STRONGLY_TYPED"]))
+    assert trt.OnnxParser(network, trt.ILogger()).parse_from_file(path)
+    with pytest.raises(RuntimeError, match="strongly typed"):
+        keep_postprocess_fp32(trt, network)
 
 
 def test_build_stops_before_tensorrt_with_the_sentence_check_prints(with_tensorrt, tmp_path, capsys):

@@ -27,7 +27,10 @@ What differs between versions, from NVIDIA's API documentation and migration gui
   names a layer after its ONNX node, and from 8.6 also records "[ONNX Layer: <node>]" in its
   metadata) stays FP32 in FP16/INT8 engines: layer precision and output types FP32 plus
   BuilderFlag.OBEY_PRECISION_CONSTRAINTS on 8.5-10.x; TensorRT 11 rejects both (strong typing),
-  so there the FP16 ONNX itself keeps those nodes float32 (fp16.py).
+  so there the FP16 ONNX itself keeps those nodes float32 (fp16.py). The parser's helper layers
+  (NonMaxSuppression's score transpose, TopK's unsqueeze/squeeze of 1-D data, ...) carry a generated
+  name ("(Unnamed Layer* 12) [Shuffle]", "ONNXTRT_..."), and on 8.5 no metadata: such a layer is
+  constrained too when all the float data it reads comes from constrained layers.
 - DLA: TensorRT 11.0 to 11.3 have none (and 11.4.0 only on Windows on ARM); it returned in
   11.4.1 for Jetson AGX Orin on JetPack 7.2.2+ (NVIDIA's "Working with DLA", 11.x).
 
@@ -173,10 +176,18 @@ def network_flags_value(trt: Any, names: Sequence[str]) -> int:
     return value
 
 
+# names TensorRT and its ONNX parser give layers of their own: TensorRT's default name of an unnamed
+# layer, and the parser's helper names (ONNXTRT_Broadcast, ONNXTRT_ShapeElementWise, ...)
+_GENERATED_LAYER_NAME = re.compile(r"^(\(Unnamed Layer\* \d+\)|ONNXTRT_)")
+
+
 def onnx_node_names(layer: Any) -> List[str]:
-    """The ONNX nodes a network layer comes from: its name (the parser names a layer after its node)
-    and, from TensorRT 8.6, the "[ONNX Layer: <node>]" entries of its metadata (helper layers too)."""
-    names = [str(layer.name)]
+    """The ONNX nodes a network layer comes from, as far as the network says: its name (the parser
+    names a layer after its node; a generated name says nothing) and, from TensorRT 8.6, the
+    "[ONNX Layer: <node>]" entries of its metadata (helper layers too). Empty for a helper layer of
+    TensorRT 8.5 (no metadata, a generated name)."""
+    name = str(layer.name or "")
+    names = [name] if name and not _GENERATED_LAYER_NAME.match(name) else []
     names += re.findall(r"\[ONNX Layer: ([^\]]+)\]", str(getattr(layer, "metadata", "") or ""))
     return names
 
@@ -185,24 +196,36 @@ def keep_postprocess_fp32(trt: Any, network: Any) -> int:
     """Constrain the postprocessing layers (graph_names.POSTPROCESS_SCOPES) to FP32 in a weakly typed
     network: computation precision FP32 for every such layer that reads or writes float data (shape
     layers excepted: they compute dimensions), output type FP32 for its float outputs only (TensorRT
-    refuses other output types: TopK's indices, shape outputs). Returns how many layers it set."""
+    refuses other output types: TopK's indices, shape outputs). Returns how many layers it set.
+
+    A layer that no ONNX node name identifies (a parser helper on TensorRT 8.5: NonMaxSuppression's
+    score transpose, TopK's unsqueeze/squeeze of 1-D data, casts) is constrained the same way when it
+    reads float data and all of it from layers constrained before it (the network is in topological
+    order, so one pass propagates along chains of helpers). A layer named after an ONNX node outside
+    the scopes is never constrained (the box head reading RoIAlign's output stays free)."""
     from ..graph_names import is_postprocess_node
 
     floats = {trt.DataType.FLOAT, trt.DataType.HALF}
     shape_type = getattr(getattr(trt, "LayerType", None), "SHAPE", None)
+    fp32_tensors = set()  # names of the float tensors that constrained layers write
     count = 0
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        if not any(is_postprocess_node(name) for name in onnx_node_names(layer)):
-            continue
         inputs = [layer.get_input(i) for i in range(layer.num_inputs)]
+        float_inputs = [t for t in inputs if t is not None and t.dtype in floats]
+        nodes = onnx_node_names(layer)
+        if nodes:
+            if not any(is_postprocess_node(name) for name in nodes):
+                continue
+        elif not float_inputs or any(t.name not in fp32_tensors for t in float_inputs):
+            continue  # a helper that reads no float data, or some not kept FP32
         float_outputs = [i for i in range(layer.num_outputs) if layer.get_output(i).dtype in floats]
-        reads_float = any(t is not None and t.dtype in floats for t in inputs)
-        if not float_outputs and (not reads_float or (shape_type is not None and layer.type == shape_type)):
+        if not float_outputs and (not float_inputs or (shape_type is not None and layer.type == shape_type)):
             continue
         layer.precision = trt.DataType.FLOAT
         for i in float_outputs:
             layer.set_output_type(i, trt.DataType.FLOAT)
+            fp32_tensors.add(layer.get_output(i).name)
         count += 1
     return count
 
