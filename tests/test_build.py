@@ -199,22 +199,7 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, ca
     assert any(line.startswith("FP32: AP ") for line in lines) and any(line.startswith("INT8: AP ") for line in lines)
     built = _manifest(out)
     assert built["layout"] == "engine" and built["stages"]["detector"]["precision"] == "int8"
-    # no Q/DQ node is taken for postprocessing (the shapes box head's first conv reads RoIAlign's
-    # output), and the strongly typed FP16 graph of TensorRT 11 feeds every DQ straight into its layer
-    import onnx
-    from edge_fpn.builder.fp16 import convert_to_fp16, float32_nodes
-    from edge_fpn.graph_names import is_postprocess_node
-    qdq = onnx.load(os.path.join(out, "detector.onnx"))
-    quant = [n for n in qdq.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    assert quant and not [n.name for n in quant if is_postprocess_node(n.name)]
-    fp16 = convert_to_fp16(qdq, float32_nodes(qdq))
-    consumers = {}
-    for node in fp16.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node.op_type)
-    for node in fp16.graph.node:
-        if node.op_type == "DequantizeLinear" and node.output[0] in consumers:
-            assert "Cast" not in consumers[node.output[0]], node.name
+    _assert_qdq_stays_out_of_postprocessing(out)
     report = built["provenance"]["build"]["quantization"]
     assert set(report["ap"]["fp32"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert report["fp16_fallback"] == [] and report["max_ap_drop"] == 0.5
@@ -287,12 +272,16 @@ def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path):
     assert any(line.startswith("INT8: AP ") and "% of its AP" in line for line in report_lines)
     built = _manifest(out)
     assert built["layout"] == "engine" and built["stages"]["detector"]["precision"] == "int8"
-    # no Q/DQ node is taken for postprocessing (the shapes box head's first conv reads RoIAlign's
-    # output), and the strongly typed FP16 graph of TensorRT 11 feeds every DQ straight into its layer
+    _assert_qdq_stays_out_of_postprocessing(out)
+
+
+def _assert_qdq_stays_out_of_postprocessing(bundle):
+    """No Q/DQ node is taken for postprocessing (the shapes box head's first conv reads RoIAlign's
+    output), and the strongly typed FP16 graph of TensorRT 11 feeds every DQ straight into its layer."""
     import onnx
     from edge_fpn.builder.fp16 import convert_to_fp16, float32_nodes
     from edge_fpn.graph_names import is_postprocess_node
-    qdq = onnx.load(os.path.join(out, "detector.onnx"))
+    qdq = onnx.load(os.path.join(bundle, "detector.onnx"))
     quant = [n for n in qdq.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert quant and not [n.name for n in quant if is_postprocess_node(n.name)]
     fp16 = convert_to_fp16(qdq, float32_nodes(qdq))
