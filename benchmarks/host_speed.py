@@ -177,6 +177,9 @@ def fmt_spread(values: Sequence[float], width: int = 7) -> str:
     return f"{lo:{width}.1f}/{mid:{width}.1f}/{hi:{width}.1f}" if mid >= 10 else f"{lo:{width}.2f}/{mid:{width}.2f}/{hi:{width}.2f}"
 
 
+QUIET_GAP_S = 0.3
+
+
 def interleave(paths: Dict[str, Callable[[], Any]], frames: int, warmup: int,
                after: Optional[Dict[str, Callable[[float], None]]] = None) -> Dict[str, List[float]]:
     """Milliseconds per call of each path, the paths taking turns frame by frame; warm-up calls dropped.
@@ -184,6 +187,9 @@ def interleave(paths: Dict[str, Callable[[], Any]], frames: int, warmup: int,
     times: Dict[str, List[float]] = {name: [] for name in paths}
     for i in range(warmup + frames):
         for name, fn in paths.items():
+            # a quiet start for every call: the previous path's idle threads (OpenMP's, ONNX Runtime's
+            # with spinning on) busy-wait for a while after it returns and would bill the next path
+            time.sleep(QUIET_GAP_S)
             t = time.perf_counter()
             fn()
             seconds = time.perf_counter() - t
