@@ -22,8 +22,9 @@ def _boxes(height, width):
     return torch.tensor(np.concatenate([boxes, edge]), dtype=torch.float32)
 
 
-@pytest.mark.parametrize("stack_limit", [0, 1 << 40], ids=["masked", "stacked"])
-def test_multi_level_roi_align_equals_torchvision(reference_models, stack_limit):
+@pytest.mark.parametrize("stack_limit, split", [(0, 4), (1 << 40, 0), (10 << 20, 1)],
+                         ids=["masked", "stacked", "largest-masked-rest-stacked"])
+def test_multi_level_roi_align_equals_torchvision(reference_models, stack_limit, split):
     model = get_model(reference_models, "fasterrcnn_resnet50_fpn")
     height, width = TEST_SIZE
     with torch.no_grad():
@@ -31,7 +32,7 @@ def test_multi_level_roi_align_equals_torchvision(reference_models, stack_limit)
     pooler = model.roi_heads.box_roi_pool
     names = [n for n in features if n in pooler.featmap_names]
     ours = MultiLevelRoiAlign(model, TEST_SIZE, [tuple(features[n].shape[2:]) for n in names], stack_limit=stack_limit)
-    assert ours.stacked == bool(stack_limit)
+    assert ours.split == split  # ResNet-50 at 320: P2..P5 of 80, 40, 20, 10 pixels, 256 channels
     boxes = _boxes(height, width)
     with torch.no_grad():
         reference = pooler(features, [boxes], [TEST_SIZE])

@@ -41,17 +41,19 @@ class MultiLevelRoiAlign(nn.Module):
     """torchvision's MultiScaleRoIAlign on R boxes, as a static graph.
 
     torchvision assigns each box to one level and scatters the pooled results back with
-    index_put, which exports as NonZero/ScatterND. Two static equivalents, both exact:
+    index_put, which exports as NonZero/ScatterND. Here, static and exact:
 
-    - stacked (when the stack is small): every pooled level is padded at the top and left to the
-      largest level's size and the levels are stacked on the batch axis; each box is scaled by its
+    - stacked: the pooled levels are padded at the top and left to the
+      largest one's size and stacked on the batch axis; each box is scaled by its
       level's power-of-two scale (exact, as torchvision's box * spatial_scale), shifted by that
       padding, and pooled from its level's batch item: one RoIAlign of R boxes, torchvision's own
       sampling work. The padding goes top-left so that each level's bottom and right edges stay
       the edges of its item, where RoIAlign's clamping and zeroing rules apply as in torchvision
       (a box thinner than a pixel samples past the edge).
-    - masked (large maps, e.g. ResNet-50 at 800, where the stack would copy four times the
-      largest map): RoIAlign on every level and a 0/1 mask picks each box's level.
+      Levels are stacked from the smallest up while the stack stays under `stack_limit`.
+    - masked: each larger level (ResNet-50 at 800: P2, whose stack would copy four 200x200 maps)
+      gets a RoIAlign of every box, and a 0/1 mask keeps the boxes of that level; so does the
+      stack's result. ResNet-50 at 800 pools twice per box instead of four times.
     """
 
     def __init__(self, model: nn.Module, image_size: Tuple[int, int],
@@ -69,14 +71,16 @@ class MultiLevelRoiAlign(nn.Module):
         # pooled maps share one scale) would cost a RoIAlign whose result is always masked out
         self.scales = self.scales[: self.k_max - self.k_min + 1]
         sizes = [(int(h), int(w)) for h, w in pooled_feature_sizes[: len(self.scales)]]
-        self.stack_size = (max(h for h, _ in sizes), max(w for _, w in sizes))
         channels = int(getattr(model.backbone, "out_channels", 256))
-        stack_bytes = 4 * channels * len(sizes) * self.stack_size[0] * self.stack_size[1]
-        self.stacked = len(sizes) > 1 and stack_bytes <= stack_limit
-        # per level: its scale on every coordinate, and the (left, top) padding its boxes move by
-        self.register_buffer("box_scale", torch.tensor([[s] * 4 for s in self.scales], dtype=torch.float32),
-                             persistent=False)
-        shifts = [[float(self.stack_size[1] - w), float(self.stack_size[0] - h)] * 2 for h, w in sizes]
+        # levels from `split` on are stacked: the most (smallest first) whose stack fits the limit
+        self.split = next((first for first in range(len(sizes) - 1)
+                           if _stack_bytes(sizes[first:], channels) <= stack_limit), len(sizes))
+        stacked = sizes[self.split:] or sizes[-1:]
+        self.stack_size = (max(h for h, _ in stacked), max(w for _, w in stacked))
+        # per stacked level: its scale on every coordinate, and the (left, top) padding its boxes move by
+        self.register_buffer("box_scale", torch.tensor([[s] * 4 for s in self.scales[len(sizes) - len(stacked):]],
+                                                       dtype=torch.float32), persistent=False)
+        shifts = [[float(self.stack_size[1] - w), float(self.stack_size[0] - h)] * 2 for h, w in stacked]
         self.register_buffer("box_shift", torch.tensor(shifts, dtype=torch.float32), persistent=False)
         self.canonical_scale = float(getattr(pooler, "canonical_scale", 224))
         self.canonical_level = float(getattr(pooler, "canonical_level", 4))
@@ -91,23 +95,31 @@ class MultiLevelRoiAlign(nn.Module):
 
     def forward(self, boxes: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
         level = self.level_of_boxes(boxes)
-        if self.stacked:
-            return self._stacked(boxes, level, features)
-        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
+        levels = len(self.scales)
         pooled = None
-        for index, (feature, scale) in enumerate(zip(features, self.scales)):
-            level_pooled = roi_align(feature, rois, self.output_size, spatial_scale=scale,
-                                     sampling_ratio=self.sampling_ratio, aligned=False)
-            mask = (level == index).to(level_pooled.dtype).reshape(-1, 1, 1, 1)
-            pooled = level_pooled * mask if pooled is None else pooled + level_pooled * mask
+        # the large levels, one RoIAlign each on every box, masked to the boxes of that level
+        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
+        for index in range(min(self.split, levels)):
+            part = roi_align(features[index], rois, self.output_size, spatial_scale=self.scales[index],
+                             sampling_ratio=self.sampling_ratio, aligned=False)
+            part = part * (level == index).to(part.dtype).reshape(-1, 1, 1, 1)
+            pooled = part if pooled is None else pooled + part
+        if self.split < levels:
+            part = self._stacked(boxes, level, features[self.split: levels])
+            if self.split:  # the boxes of the large levels were pooled above
+                part = part * (level >= self.split).to(part.dtype).reshape(-1, 1, 1, 1)
+            pooled = part if pooled is None else pooled + part
         return pooled
 
     def _stacked(self, boxes: torch.Tensor, level: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One RoIAlign of every box on the stacked levels (a box of a larger level samples the
+        first stacked level; the caller masks it out)."""
         height, width = self.stack_size
-        stack = torch.cat([_pad_top_left(f, height, width) for f in features[: len(self.scales)]], dim=0)
-        index = level.to(torch.int64)
+        stack = torch.cat([_pad_top_left(f, height, width) for f in features], dim=0)
+        item = torch.clamp(level - self.split, min=0) if self.split else level
+        index = item.to(torch.int64)
         moved = boxes * self.box_scale[index] + self.box_shift[index]
-        rois = torch.cat([level[:, None], moved], dim=1)
+        rois = torch.cat([item[:, None], moved], dim=1)
         return roi_align(stack, rois, self.output_size, spatial_scale=1.0, sampling_ratio=self.sampling_ratio,
                          aligned=False)
 
@@ -130,6 +142,11 @@ class Stage2(nn.Module):
         box_features = self.box_head(self.roi_pool(proposals, *features))
         class_logits, box_regression = self.box_predictor(box_features)
         return class_logits, box_regression
+
+
+def _stack_bytes(sizes: Sequence[Tuple[int, int]], channels: int) -> int:
+    """float32 bytes of these levels padded to the largest of them and stacked."""
+    return 4 * channels * len(sizes) * max(h for h, _ in sizes) * max(w for _, w in sizes)
 
 
 def _pad_top_left(feature: torch.Tensor, height: int, width: int) -> torch.Tensor:
