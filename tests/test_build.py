@@ -182,16 +182,7 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, ca
     """The AP report and automatic fallback, end to end, on an engine-layout model with the synthetic
     classes (the random test bundle with the shapes class names in its manifest: its AP is ~0, which
     exercises the path, not the accuracy; the shipped model's is tested below)."""
-    from edge_fpn.runtime.synthetic import CLASS_NAMES
-    source = tiny_bundle
-    bundle = str(tmp_path / "shapes-classes")
-    shutil.copytree(source, bundle)
-    manifest = _manifest(bundle)
-    manifest["class_names"] = list(CLASS_NAMES)[: len(manifest["class_names"]) + 1]
-    with open(os.path.join(bundle, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
-    cal, out = str(tmp_path / "cal"), str(tmp_path / "int8")
-    assert main(["calibrate", bundle, "--data", "synthetic:2", "--output", cal, "--quiet"]) == 0
+    bundle, cal, out = _calibrated_shapes_classes_bundle(tiny_bundle, tmp_path)
     assert main(["build", bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
                  "--eval-data", "synthetic:2", "--fp16-fallback", "auto", "--max-ap-drop", "0.5",
                  "--output", out, "--quiet"]) == 0
@@ -214,15 +205,8 @@ def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle,
     import edge_fpn.evaluate
     from edge_fpn.builder import builder, precision
     from edge_fpn.bundle import load_manifest
-    from edge_fpn.runtime.synthetic import CLASS_NAMES
-    bundle = str(tmp_path / "shapes-classes")  # the synthetic scenes can score it: the AP report is due
-    shutil.copytree(tiny_bundle, bundle)
-    manifest = _manifest(bundle)
-    manifest["class_names"] = list(CLASS_NAMES)[: len(manifest["class_names"]) + 1]
-    with open(os.path.join(bundle, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
-    cal, out = str(tmp_path / "cal"), str(tmp_path / "int8")
-    assert main(["calibrate", bundle, "--data", "synthetic:2", "--output", cal, "--quiet"]) == 0
+    # the synthetic scenes can score this bundle: the AP report is due
+    bundle, cal, out = _calibrated_shapes_classes_bundle(tiny_bundle, tmp_path)
     capsys.readouterr()
 
     work = []
@@ -273,6 +257,21 @@ def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path):
     built = _manifest(out)
     assert built["layout"] == "engine" and built["stages"]["detector"]["precision"] == "int8"
     _assert_qdq_stays_out_of_postprocessing(out)
+
+
+def _calibrated_shapes_classes_bundle(tiny_bundle, tmp_path):
+    """A copy of the test bundle that carries the synthetic scenes' class names, calibrated on two
+    scenes: (bundle, calibration, an INT8 output path)."""
+    from edge_fpn.runtime.synthetic import CLASS_NAMES
+    bundle = str(tmp_path / "shapes-classes")
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = _manifest(bundle)
+    manifest["class_names"] = list(CLASS_NAMES)[: len(manifest["class_names"]) + 1]
+    with open(os.path.join(bundle, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    cal, out = str(tmp_path / "cal"), str(tmp_path / "int8")
+    assert main(["calibrate", bundle, "--data", "synthetic:2", "--output", cal, "--quiet"]) == 0
+    return bundle, cal, out
 
 
 def _assert_qdq_stays_out_of_postprocessing(bundle):
