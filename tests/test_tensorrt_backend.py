@@ -17,7 +17,7 @@ import types
 import numpy as np
 import pytest
 
-from edge_fpn.bundle import StageSpec, TensorSpec, load_manifest
+from edge_fpn.bundle import StageSpec, TensorSpec
 from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime.backends import tensorrt_logic as logic
 
