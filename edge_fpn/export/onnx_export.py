@@ -130,7 +130,7 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
     configure_transform(model, input_size)
     if len(class_names) != model.roi_heads.box_predictor.cls_score.out_features:
         raise EdgeFpnError(f"{len(class_names)} class names for a model with {model.roi_heads.box_predictor.cls_score.out_features} classes")
-    feature_names, levels = describe_levels(model, input_size)
+    _, levels = describe_levels(model, input_size)
     pooled = [i for i, level in enumerate(levels) if level.pooled]
     scales = MultiLevelRoiAlign(model, input_size, [tuple(levels[i].feature_shape[1:]) for i in pooled]).scales
     if len(scales) < len(pooled):

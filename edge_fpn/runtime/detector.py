@@ -53,6 +53,8 @@ class Detector:
         self.score_threshold = score_threshold
         self.class_names = self.manifest.class_names
         self.class_filter = _class_filter(self.class_names, classes)
+        # label -> name by one numpy gather a frame, not a Python loop over the detections
+        self._name_table = np.asarray(self.class_names, dtype=object)
         self.layout = open_layout(bundle, self.manifest, threads, device)
         self.timer = StageTimer()
 
@@ -118,7 +120,7 @@ class Detector:
             keep &= np.isin(raw.labels, self.class_filter)
         labels = raw.labels[keep]
         return Detections(boxes=boxes[keep], scores=raw.scores[keep], labels=labels,
-                          names=[self.class_names[int(i)] for i in labels])
+                          names=self._name_table[labels].tolist())
 
     def stream(self, source: Any, **options: Any):
         """Yield (frame, detections) for every frame of a source (URI or Source), pipelined."""
