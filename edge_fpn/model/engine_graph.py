@@ -5,9 +5,10 @@ writes every data-dependent step of torchvision's postprocessing with fixed size
 
 - per level: top-k with a static K, decode against constant anchors, clip, and a mask (score -1)
   for small and low-scoring boxes, which the NMS score threshold then drops;
-- NMS per level (ONNX ``NonMaxSuppression``), the kept boxes found by comparing the selected
-  indices with ``arange(K)`` (no Scatter: TensorRT refuses it), the best post_nms_top_n proposals
-  by one more top-k, padded, with a validity mask;
+- ONE NMS (ONNX ``NonMaxSuppression``) over all levels with the levels as classes, which is
+  torchvision's ``batched_nms`` by level; the kept boxes found by comparing the selected indices
+  with ``arange(K)`` (no Scatter: TensorRT refuses it), the best post_nms_top_n proposals by one
+  more top-k, padded, with a validity mask;
 - multi-scale RoIAlign (every level, selected by a mask, as in the host layout), box head,
   predictor;
 - softmax, class-wise decode, clip, score threshold, then the best ``detection_candidates``
@@ -94,9 +95,19 @@ class ProposalStep(nn.Module):
         super().__init__()
         self.rpn = rpn
         self.box_coder = box_coder
+        counts = []
         for index, level in enumerate(levels):
-            self.register_buffer(f"anchors_{index}", torch.from_numpy(level_anchors(level)), persistent=False)
+            anchors = torch.from_numpy(level_anchors(level))
+            self.register_buffer(f"anchors_{index}", anchors, persistent=False)
+            counts.append(min(rpn.pre_nms_top_n, int(anchors.shape[0])))
         self.num_levels = len(levels)
+        # ONE NMS over all levels with the levels as classes (torchvision's batched_nms by level):
+        # row l of this constant [L, sum K_l] mask marks level l's candidates. One NMS layer instead
+        # of one per level: NMS layers are slow on TensorRT 10.0-10.6 (NVIDIA/TensorRT#4248).
+        level_of = torch.cat([torch.full((count,), index, dtype=torch.int32) for index, count in enumerate(counts)])
+        self.register_buffer("level_rows", level_of[None, :] == torch.arange(len(counts), dtype=torch.int32)[:, None],
+                             persistent=False)
+        self.max_per_level = max(counts)
 
     def forward(self, objectness: List[torch.Tensor], deltas: List[torch.Tensor],
                 image_size: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -113,12 +124,13 @@ class ProposalStep(nn.Module):
             # saturates differently, and which scores tie at 1.0 decides NMS's order among them
             scores = 1.0 / (1.0 + torch.exp(-top_logits))
             ok = _large(boxes, self.rpn.min_size) & (scores >= self.rpn.score_thresh)
-            scores = torch.where(ok, scores, torch.full_like(scores, MASKED))
-            kept = _kept_mask(boxes, scores[None], int(boxes.shape[0]), self.rpn.nms_thresh)
             all_boxes.append(boxes)
-            all_scores.append(torch.where(kept, scores, torch.full_like(scores, MASKED)))
-        boxes = torch.cat(all_boxes)
-        scores, best = torch.cat(all_scores).topk(min(self.rpn.post_nms_top_n, int(boxes.shape[0])))
+            all_scores.append(torch.where(ok, scores, torch.full_like(scores, MASKED)))
+        boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
+        level_scores = torch.where(self.level_rows, scores[None, :], torch.full_like(self.level_rows, MASKED, dtype=scores.dtype))
+        kept = _kept_mask(boxes, level_scores, self.max_per_level, self.rpn.nms_thresh)
+        scores = torch.where(kept, scores, torch.full_like(scores, MASKED))
+        scores, best = scores.topk(min(self.rpn.post_nms_top_n, int(boxes.shape[0])))
         return boxes[best], scores
 
 
@@ -183,7 +195,9 @@ class DetectorGraph(nn.Module):
 
     def normalize(self, image: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
         """BGR uint8 NHWC -> torchvision's normalized RGB NCHW, zero outside the resized frame."""
-        x = image.permute(0, 3, 1, 2)[:, [2, 1, 0]].to(torch.float32) / 255.0
+        # Cast first: TensorRT takes UINT8 only as network I/O, and every UINT8 input must feed a
+        # Cast directly (its parsers reject UINT8 into Transpose, Gather or any other layer)
+        x = image.to(torch.float32).permute(0, 3, 1, 2)[:, [2, 1, 0]] / 255.0
         x = (x - self.mean) / self.std
         height, width = self.input_size
         rows = (torch.arange(height, dtype=torch.float32) < image_size[0]).to(torch.float32)
