@@ -50,14 +50,23 @@ def _export(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from .export.check import check_path_report, layouts_line
+    from .export.nvidia_parser import find_parser
 
-    report = check_path_report(args.path, args.target, dla=args.dla)
+    parser, warning = find_parser()
+    if warning:
+        print(f"warning: {warning}; checking with edge-fpn's table only")
+    report = check_path_report(args.path, args.target, dla=args.dla, nvidia=parser)
     for finding in report.findings:
         print(finding)
     if not report.findings:
         print(f"{args.path}: clean for {args.target}")
     for note in report.notes:
         print(f"note: {note}")
+    if parser is not None:
+        print(f"parsed by NVIDIA's parser ({parser.label}) after edge-fpn's rules for {args.target}")
+    elif not warning:
+        print("note: no NVIDIA parser here (tensorrt, or tensorrt-rtx on an x86-64 host): checked with edge-fpn's "
+              "table of TensorRT rules only")
     print(layouts_line(args.target))
     return 1 if report.findings else 0
 
@@ -171,10 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("check", help="TensorRT lint of an ONNX file or a bundle (no GPU needed)")
+    from .export.check import DEFAULT_TARGET, TARGETS
+
+    p = sub.add_parser("check", help="TensorRT lint of an ONNX file or a bundle (no GPU needed), then NVIDIA's own "
+                                     "ONNX parser where one is importable (tensorrt, or tensorrt-rtx on a host)")
     p.add_argument("path", help="an .onnx file or a bundle directory")
-    p.add_argument("--target", default="jetpack6.1", choices=["jetpack5", "jetpack6.0", "jetpack6.1", "jetpack7"],
-                   help="JetPack release whose TensorRT must import the graphs (default jetpack6.1)")
+    p.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(TARGETS),
+                   help=f"JetPack release whose TensorRT must import the graphs (default {DEFAULT_TARGET})")
     p.add_argument("--dla", action="store_true",
                    help="the engine must run on the DLA alone: plugin layers (RoiAlign), which never run on the DLA, "
                         "are findings. Other layers' DLA support is decided by TensorRT at build time (with GPU "

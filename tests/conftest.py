@@ -12,6 +12,12 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# TensorRT-RTX's parser aborts the process on a plugin layer unless a library link is made before
+# anything loads it (edge_fpn/export/rtx_roialign.py): make it first, whichever test imports it
+from edge_fpn.export.rtx_roialign import ensure_plugin_loading  # noqa: E402
+
+ensure_plugin_loading()
+
 TEST_SIZE = (320, 320)
 TEST_CLASSES = ["__background__", "alpha", "beta", "gamma", "delta"]
 

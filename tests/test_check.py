@@ -228,7 +228,9 @@ def test_engine_graph_with_static_topk_nms_and_roi_align_is_clean(target, k_from
     # NMS's data-dependent row count is no finding while the graph reduces it to static outputs
     report = check.check_model_report(detector_graph(k_from=k_from), target)
     assert report.findings == []
-    assert len(report.notes) == 1 and "'/roi_pool/RoiAlign' (RoiAlign)" in report.notes[0]
+    assert [note.split(":")[0] for note in report.notes] == ["plugin", "nms"]
+    assert "'/roi_pool/RoiAlign' (RoiAlign)" in report.notes[0]
+    assert "gets 10 boxes an image" in report.notes[1] and "at most 5000" in report.notes[1]
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
@@ -631,3 +633,42 @@ def test_exported_bundle_is_clean_for_every_target(tiny_bundle):
     # export_bundle lints for jetpack6.1 itself; the other targets must accept the same graphs
     for target in sorted(TARGETS):
         assert check_path(tiny_bundle, target) == [], target
+
+
+# ------------------------------------------------------------------------------------------ UINT8
+
+def uint8_into(op: str) -> onnx.ModelProto:
+    """The December 2026 default engine's first node: the UINT8 image read by a Transpose (or by `op`)."""
+    attrs = {"perm": [0, 3, 1, 2]} if op == "Transpose" else {}
+    nodes = [helper.make_node(op, ["image"], ["moved"], name="/Transpose" if op == "Transpose" else "/first", **attrs),
+             helper.make_node("Cast", ["moved"], ["y"], name="/Cast", to=FLOAT)]
+    shape = [1, 3, 8, 8] if op == "Transpose" else [1, 8, 8, 3]
+    return make_model(nodes, [tensor("image", UINT8, [1, 8, 8, 3])], [tensor("y", FLOAT, shape)])
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("op", ["Transpose", "Identity"])
+def test_uint8_into_anything_but_a_cast_is_refused_with_the_node(target, op):
+    findings = with_kind(check_model(uint8_into(op), target), "uint8")
+    name = "/Transpose" if op == "Transpose" else "/first"
+    assert findings and findings[0].startswith(f"uint8: node '{name}' ({op}) reads the UINT8 tensor 'image'"), findings
+    # the shipped layout's order: Cast first, then Transpose in float, passes
+    assert with_kind(check_model(detector_graph(), target), "uint8") == []
+
+
+def test_a_uint8_intermediate_tensor_is_refused():
+    nodes = [helper.make_node("Cast", ["x"], ["bytes"], name="/to_bytes", to=UINT8),
+             helper.make_node("Cast", ["bytes"], ["y"], name="/back", to=FLOAT)]
+    model = make_model(nodes, [tensor("x", FLOAT, [4])], [tensor("y", FLOAT, [4])])
+    assert with_kind(check_model(model), "uint8") == [
+        "uint8: node '/to_bytes' (Cast) writes the UINT8 intermediate tensor 'bytes', which TensorRT 10.3 (jetpack6.1) "
+        "refuses (UINT8 is for network inputs and outputs only); keep it float or INT32"]
+
+
+def test_nms_over_more_boxes_than_tensorrt_considers_is_a_finding():
+    boxes = 5001  # one more than INMSLayer considers an image (NVIDIA's NMS operator page)
+    nodes = [helper.make_node("NonMaxSuppression", ["b", "s", "m"], ["sel"], name="/proposals/NonMaxSuppression")]
+    model = make_model(nodes, [tensor("b", FLOAT, [1, boxes, 4]), tensor("s", FLOAT, [1, 5, boxes])],
+                       [tensor("sel", INT64, ["n", 3])], [const("m", [10], np.int64)])
+    findings = with_kind(check_model(model), "nms")
+    assert len(findings) == 1 and "gets 5001 boxes an image" in findings[0] and "only the best 5000" in findings[0]

@@ -110,7 +110,12 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
             self.pool[pool] = size
 
         def add_optimization_profile(self, profile):
+            # as the real one (TensorRT-RTX taught it): an invalid profile is not added, and the
+            # call returns -1 instead of raising
+            if not all(all(lo <= op <= hi for lo, op, hi in zip(*shapes)) for shapes in profile.shapes.values()):
+                return -1
             self.profiles.append(profile)
+            return len(self.profiles) - 1
 
         def set_calibration_profile(self, profile):
             self.calibration_profile = profile
@@ -537,8 +542,13 @@ def test_plugins_are_registered_before_parsing(with_tensorrt, tiny_host_bundle, 
     trt = with_tensorrt("10.3.0")
     out = str(tmp_path / "engine")
     assert main(["build", tiny_host_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 0
-    assert trt.events[0] == "plugins" and trt.events.count("plugins") == 1
-    assert "parse:stage2.onnx" in trt.events and "RoiAlign" in trt.calls[1]["onnx"]["ops"]
+    # the precheck parses every stage with this TensorRT's parser before any work, then the build
+    # parses again; each parse comes after a registration of the plugins
+    parses = [i for i, event in enumerate(trt.events) if event.startswith("parse:")]
+    assert trt.events[0] == "plugins" and all("plugins" in trt.events[:i] for i in parses)
+    first_build = next(i for i, event in enumerate(trt.events) if event.startswith("build:"))
+    assert {trt.events[i] for i in parses if i < first_build} == {"parse:stage1.onnx", "parse:stage2.onnx"}
+    assert "RoiAlign" in trt.calls[1]["onnx"]["ops"]
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
@@ -546,12 +556,16 @@ def test_without_plugins_the_roi_align_stage_fails_to_parse(with_tensorrt, tiny_
                                                            capsys, version):
     # the defect this guards against: TensorRT 10's parser does not register ROIAlign_TRT itself
     from edge_fpn.builder import tensorrt_builder
+    from edge_fpn.export import nvidia_parser
     with_tensorrt(version)
     monkeypatch.setattr(tensorrt_builder, "init_plugins", lambda trt, logger: True)
+    monkeypatch.setattr(nvidia_parser, "prepare_plugins", lambda parser, logger: None)
     out = str(tmp_path / "engine")
     assert main(["build", tiny_host_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "cannot parse stage2" in err and "ROIAlign_TRT was not found in the plugin registry" in err
+    # the precheck asks the parser first, so the build stops there, with the parser's own words
+    assert err.startswith(f"edge-fpn build: error: stage2.onnx: parser: NVIDIA's parser (TensorRT {version}) rejects ")
+    assert "ROIAlign_TRT was not found in the plugin registry" in err and not os.path.exists(out)
 
 
 def _write(path, data):
@@ -671,7 +685,10 @@ def test_engine_layout_bundle_build(with_tensorrt, tiny_bundle, tmp_path, versio
     assert main(["build", tiny_bundle, "--precision", "fp16", "--output", out, "--quiet"]) == 0
     (call,) = trt.calls
     assert call["flags"] == flags and call["network_flags"] == network and call["profiles"] == []
-    assert trt.events[:2] == ["plugins", "parse:" + ("detector.fp16.onnx" if version.startswith("11") else "detector.onnx")]
+    # the precheck parses the exported graph; the build parses the variant its plan names
+    assert trt.events[:2] == ["plugins", "parse:detector.onnx"]
+    built = trt.events.index("build:" + ("detector.fp16.onnx" if version.startswith("11") else "detector.onnx"))
+    assert trt.events[built - 1] == trt.events[built].replace("build:", "parse:")
     manifest = _manifest(out)
     assert manifest["layout"] == "engine"
     assert {k: (s["file"], s["backend"], s["precision"]) for k, s in manifest["stages"].items()} == {

@@ -283,11 +283,14 @@ def _tensorrt_precheck(trt: Any, bundle: str, precision: str, implicit_int8: boo
     11, --dla-core on 11.0-11.3, ...), and the first finding `edge-fpn check` would print for the
     graphs, as that same sentence. With --dla-core, the lint's notes say which layers stay on the GPU."""
     from ..export.check import require_bundle_buildable
-    from .tensorrt_builder import TrtOptions, capabilities, parse_version, plan_build
+    from ..export.nvidia_parser import parser_for
+    from .tensorrt_builder import TrtOptions, api_version, capabilities, plan_build
 
-    plan_build(capabilities(parse_version(trt.__version__)),
+    plan_build(capabilities(api_version(trt)),
                TrtOptions(precision=precision, implicit_int8=implicit_int8, workspace_mib=workspace_mib, dla_core=dla_core))
-    notes = require_bundle_buildable(bundle, str(trt.__version__))
+    # the table's rules, then this TensorRT's own parser: a graph it rejects stops the build here,
+    # before calibration, Q/DQ or AP work
+    notes = require_bundle_buildable(bundle, str(trt.__version__), nvidia=parser_for(trt))
     if dla_core is not None:
         for note in notes:
             log(f"note: {note}")
@@ -302,11 +305,11 @@ def _write_tensorrt_bundle(trt: Any, bundle: str, manifest: Manifest, tmp: str, 
 
     from .cache import ALGORITHMS, format_cache
     from .fp16 import convert_to_fp16
-    from .tensorrt_builder import TrtOptions, build_engines, capabilities, parse_version, plan_build
+    from .tensorrt_builder import TrtOptions, api_version, build_engines, capabilities, plan_build
 
     options = TrtOptions(precision=precision, implicit_int8=implicit_int8, workspace_mib=workspace_mib,
                          dla_core=dla_core, timing_cache=timing_cache)
-    plan = plan_build(capabilities(parse_version(trt.__version__)), options)
+    plan = plan_build(capabilities(api_version(trt)), options)
     keys = list(manifest.stages)  # "stage1", "stage2" (host layout) or "detector" (engine layout)
     if qdq_dir is not None:  # the Q/DQ graphs TensorRT will parse pass the same lint as the exported ones
         from ..export.check import require_bundle_buildable

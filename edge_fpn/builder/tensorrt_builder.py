@@ -34,6 +34,13 @@ What differs between versions, from NVIDIA's API documentation and migration gui
 - DLA: TensorRT 11.0 to 11.3 have none (and 11.4.0 only on Windows on ARM); it returned in
   11.4.1 for Jetson AGX Orin on JetPack 7.2.2+ (NVIDIA's "Working with DLA", 11.x).
 
+TensorRT-RTX (``tensorrt_rtx_bindings``, PyPI wheels for x86-64) has TensorRT 11's builder API
+(strongly typed networks only, no FP16/INT8 builder flags, no calibrators) under its own version
+number, and builds ahead of time on a CPU for a chosen compute capability. The small adapter here
+(``api_version``, ``TrtOptions.compute_capability``, the RoiAlign stand-in in ``init_plugins``)
+lets the tests run this module's real calls against it: TensorRT itself cannot be installed on
+the machines that develop and test edge-fpn.
+
 Python 3.8: this module runs on the device.
 """
 from __future__ import annotations
@@ -45,6 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..bundle import StageSpec
 from ..errors import EdgeFpnError
+from ..export.nvidia_parser import is_tensorrt_rtx, library_label
 
 Version = Tuple[int, int, int]
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -57,6 +65,8 @@ class TrtOptions:
     workspace_mib: Optional[int] = None
     dla_core: Optional[int] = None
     timing_cache: Optional[str] = None
+    # build ahead of time for this GPU ("8.6"), where the library can (TensorRT-RTX); None: this GPU
+    compute_capability: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,12 @@ def parse_version(text: str) -> Version:
     while len(parts) < 3:
         parts.append(0)
     return parts[0], parts[1], parts[2]
+
+
+def api_version(trt: Any) -> Version:
+    """The TensorRT API version a module speaks: its own, except TensorRT-RTX's, which speaks
+    TensorRT 11's (strongly typed only) whatever its own number (1.x)."""
+    return (11, 0, 0) if is_tensorrt_rtx(trt) else parse_version(trt.__version__)
 
 
 def capabilities(version: Version) -> Capabilities:
@@ -314,9 +330,13 @@ def cache_calibrator(trt: Any, cache_text: str, algorithm: str) -> Any:
 def init_plugins(trt: Any, logger: "_Logger") -> bool:
     """Register libnvinfer_plugin's plugins (ROIAlign_TRT for RoiAlign) once per logger, before
     parsing: TensorRT 10's ONNX parser no longer does it. Registering twice is harmless (TensorRT
-    skips creators it has), but one call per build is enough."""
+    skips creators it has), but one call per build is enough. TensorRT-RTX 1.7.1's parser does not
+    find its own ROIAlign_TRT: a stand-in takes its place there (export/rtx_roialign.py)."""
     if logger.plugins is None:
         logger.plugins = bool(trt.init_libnvinfer_plugins(logger.logger, ""))
+        if is_tensorrt_rtx(trt):
+            from ..export.rtx_roialign import register_roialign_stand_in
+            register_roialign_stand_in(trt, logger.logger)
     return logger.plugins
 
 
@@ -377,14 +397,14 @@ def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan
     number of postprocessing layers constrained to FP32."""
     logger = logger or _Logger(trt)
     builder = builder or trt.Builder(logger.logger)
-    check_dla(builder, plan.dla_core, parse_version(trt.__version__))
+    check_dla(builder, plan.dla_core, api_version(trt))
     plugins = init_plugins(trt, logger)
     network = builder.create_network(network_flags_value(trt, plan.network_flags))
     parser = trt.OnnxParser(network, logger.logger)
     if not parser.parse_from_file(os.path.abspath(onnx_path)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         why = "" if plugins else " (TensorRT's plugin library could not be registered: is libnvinfer_plugin installed?)"
-        raise EdgeFpnError(f"TensorRT {trt.__version__} cannot parse {os.path.basename(onnx_path)}: "
+        raise EdgeFpnError(f"{library_label(trt)} cannot parse {os.path.basename(onnx_path)}: "
                            f"{(errors or logger.errors or ['unknown error'])[0]}{why}; run `edge-fpn check` on the bundle")
     config = builder.create_builder_config()
     for name in plan.builder_flags:
@@ -402,12 +422,20 @@ def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan
     if plan.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(plan.dla_core)
+    if options.compute_capability is not None:
+        set_compute_capability(trt, config, options.compute_capability)
     shapes = profile_shapes(stage)
     if shapes:
         profile = builder.create_optimization_profile()
         for name, (low, opt, high) in shapes.items():
             profile.set_shape(name, low, opt, high)
-        config.add_optimization_profile(profile)
+        # add_optimization_profile returns the profile's index, or -1 for one TensorRT refuses
+        # (it does not raise: the build would fail later with "no optimization profile")
+        if config.add_optimization_profile(profile) < 0:
+            ranges = "; ".join(f"{name}: min {list(low)}, opt {list(opt)}, max {list(high)}"
+                               for name, (low, opt, high) in shapes.items())
+            raise EdgeFpnError(f"TensorRT refused the optimization profile of {os.path.basename(onnx_path)} ({ranges}): "
+                               "every axis needs min <= opt <= max; fix the stage's dynamic_axes (re-export the bundle)")
     if calibrator is not None:
         config.int8_calibrator = calibrator
         if shapes:
@@ -421,9 +449,23 @@ def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         detail = logger.errors[-1] if logger.errors else "no error message"
-        raise EdgeFpnError(f"TensorRT {trt.__version__} could not build {os.path.basename(onnx_path)} ({detail}); "
-                           "try a larger --workspace, or --precision fp16")
+        raise EdgeFpnError(f"{library_label(trt)} could not build {os.path.basename(onnx_path)} ({detail}); "
+                           "if it ran out of memory, try a larger --workspace or --precision fp16")
     return bytes(memoryview(serialized))
+
+
+def set_compute_capability(trt: Any, config: Any, capability: str) -> None:
+    """Build ahead of time for one GPU ("8.6" -> ComputeCapability.SM86), as TensorRT-RTX can on
+    a machine without a GPU; TensorRT itself builds for the GPU it runs on."""
+    kinds = getattr(trt, "ComputeCapability", None)
+    member = getattr(kinds, "SM" + str(capability).replace(".", ""), None) if kinds is not None else None
+    if member is None:
+        have = sorted(m for m in dir(kinds) if m.startswith("SM")) if kinds is not None else []
+        where = f"it knows {', '.join(have)}" if have else "it builds for the GPU it runs on"
+        raise EdgeFpnError(f"TensorRT {trt.__version__} cannot build ahead of time for compute capability "
+                           f"{capability} ({where}); drop the compute capability or choose one of those")
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(member, 0)
 
 
 # Jetson modules by /proc/device-tree/model, and their GPU's compute capability (for a device where
@@ -516,7 +558,7 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
     onnx_paths: stage -> the ONNX variant to parse (chosen by `plan_build`); calibration_caches:
     stage -> (cache text, algorithm) for the implicit INT8 path.
     """
-    version = parse_version(trt.__version__)
+    version = api_version(trt)
     plan = plan_build(capabilities(version), options)
     for note in plan.notes:
         log(note)

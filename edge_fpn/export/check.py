@@ -33,9 +33,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from ..errors import EdgeFpnError
+
+if TYPE_CHECKING:
+    from .nvidia_parser import NvidiaParser
 
 SUPPORT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tensorrt_support.json")
 DEFAULT_TARGET = "jetpack6.1"
@@ -93,12 +96,14 @@ def check_path(path: str, target: str = DEFAULT_TARGET) -> List[str]:
     return check_path_report(path, target).findings
 
 
-def check_path_report(path: str, target: str = DEFAULT_TARGET, dla: bool = False) -> CheckReport:
+def check_path_report(path: str, target: str = DEFAULT_TARGET, dla: bool = False,
+                      nvidia: Optional["NvidiaParser"] = None) -> CheckReport:
     """`check_path` with the notes too. dla: the engine must run on the DLA alone, so plugin layers
     (RoiAlign), which never run on the DLA, are findings instead of notes; other layers' DLA support is
-    decided by TensorRT at build time (GPU fallback), so they are not listed."""
+    decided by TensorRT at build time (GPU fallback), so they are not listed. nvidia: a real parser
+    (nvidia_parser.find_parser) whose errors follow the table's findings."""
     version = tensorrt_version(target)
-    return _check_any_path(path, version, f"TensorRT {version} ({target})", dla)
+    return _check_any_path(path, version, f"TensorRT {version} ({target})", dla, nvidia)
 
 
 def check_model(model_or_path: Any, target: str = DEFAULT_TARGET,
@@ -123,12 +128,19 @@ def _check_model(model_or_path: Any, version: str, label: str, declared_dynamic:
     report.findings += _check_ops(model.graph, trt, label, "")
     report.findings += _check_topk(model, trt, label)
     report.findings += _check_declared(model.graph, declared)
-    report.findings += _check_data_dependent(model, declared, _bounded_ops(trt))
+    inferred, inference_findings = _infer(model, declared)
+    report.findings += inference_findings
+    nms_findings: List[str] = []
+    nms_notes: List[str] = []
+    if inferred is not None:
+        report.findings += _check_data_dependent(model, inferred, _bounded_ops(trt))
+        report.findings += _check_uint8(inferred, label)
+        nms_findings, nms_notes = _check_nms(inferred, label)
     report.findings += _check_int64(model.graph, trt, label)
     report.findings += _check_qdq(model.graph, base_dir, label)
     plugin_findings, plugin_notes = _check_plugins(model.graph, trt, dla)
-    report.findings += plugin_findings
-    report.notes += plugin_notes
+    report.findings += plugin_findings + nms_findings
+    report.notes += plugin_notes + nms_notes
     return report
 
 
@@ -182,17 +194,23 @@ def tensorrt_rules(tensorrt: str) -> Tuple[str, str]:
     return entry, f"TensorRT {tensorrt} (checked with the rules of {entry})"
 
 
-def check_bundle_for_tensorrt(bundle_dir: str, tensorrt: str, stage_dir: Optional[str] = None) -> CheckReport:
+def check_bundle_for_tensorrt(bundle_dir: str, tensorrt: str, stage_dir: Optional[str] = None,
+                              nvidia: Optional["NvidiaParser"] = None) -> CheckReport:
     """Lint every ONNX stage of a bundle for the TensorRT version `tensorrt` (the builder's machine).
-    stage_dir: where the stage files are, if not in the bundle (the Q/DQ graphs of an INT8 build)."""
+    stage_dir: where the stage files are, if not in the bundle (the Q/DQ graphs of an INT8 build);
+    nvidia: the real parser to ask after the table (the builder's own TensorRT)."""
     entry, label = tensorrt_rules(tensorrt)
-    return _check_bundle(bundle_dir, entry, label, False, stage_dir)
+    return _check_bundle(bundle_dir, entry, label, False, stage_dir, nvidia)
 
 
-def require_bundle_buildable(bundle_dir: str, tensorrt: str, stage_dir: Optional[str] = None) -> List[str]:
+def require_bundle_buildable(bundle_dir: str, tensorrt: str, stage_dir: Optional[str] = None,
+                             nvidia: Optional["NvidiaParser"] = None) -> List[str]:
     """Raise the first finding as an EdgeFpnError (the sentence `edge-fpn check` prints for it);
-    return the notes. The builder calls this before it hands a graph to TensorRT."""
+    return the notes. The builder calls this with its own TensorRT's parser before any work."""
     report = check_bundle_for_tensorrt(bundle_dir, tensorrt, stage_dir)
+    if nvidia is not None and not report.findings:  # the table's finding already stops the build
+        for stage, path in _stage_paths(bundle_dir, stage_dir):
+            report.findings += _parser_findings(nvidia, path, f"{stage.file}: ")
     if report.findings:
         more = len(report.findings) - 1
         raise EdgeFpnError(report.findings[0] + (f" (and {more} more: `edge-fpn check {bundle_dir}` lists them)"
@@ -211,30 +229,47 @@ def _version_key(text: str) -> Tuple[int, ...]:
 
 # ---------------------------------------------------------------------------------------- loading
 
-def _check_any_path(path: str, version: str, label: str, dla: bool) -> CheckReport:
+def _check_any_path(path: str, version: str, label: str, dla: bool,
+                    nvidia: Optional["NvidiaParser"] = None) -> CheckReport:
     if os.path.isdir(path):
-        return _check_bundle(path, version, label, dla)
+        return _check_bundle(path, version, label, dla, None, nvidia)
     if not os.path.exists(path):
         raise EdgeFpnError(f"{path!r} does not exist; give an .onnx file or a bundle directory")
     if path.endswith(_ENGINE_SUFFIXES):
         raise EdgeFpnError(f"{path!r} is a serialized TensorRT engine, which cannot be checked without TensorRT; "
                            "check the .onnx file or the bundle it was built from")
-    return _check_model(path, version, label, None, dla)
+    report = _check_model(path, version, label, None, dla)
+    if nvidia is not None:
+        report.findings += _parser_findings(nvidia, path, "")
+    return report
 
 
-def _check_bundle(bundle_dir: str, version: str, label: str, dla: bool, stage_dir: Optional[str] = None) -> CheckReport:
+def _parser_findings(nvidia: "NvidiaParser", path: str, prefix: str) -> List[str]:
+    from .nvidia_parser import parser_findings
+
+    return parser_findings(nvidia, path, prefix)
+
+
+def _check_bundle(bundle_dir: str, version: str, label: str, dla: bool, stage_dir: Optional[str] = None,
+                  nvidia: Optional["NvidiaParser"] = None) -> CheckReport:
     """Every stage the manifest declares, whatever the layout (stage1/stage2, or detector)."""
+    report = CheckReport()
+    for stage, path in _stage_paths(bundle_dir, stage_dir):
+        report.extend(_check_model(path, version, label, declared_from_stage(stage), dla), prefix=f"{stage.file}: ")
+        if nvidia is not None:
+            report.findings += _parser_findings(nvidia, path, f"{stage.file}: ")
+    return report
+
+
+def _stage_paths(bundle_dir: str, stage_dir: Optional[str]) -> List[Tuple[Any, str]]:
+    """(stage spec, ONNX path) of every ONNX stage the manifest declares, whatever the layout
+    (stage1/stage2, or detector); engine files are left out (they cannot be linted)."""
     from ..bundle import load_manifest  # the manifest checks its own files and format
 
     manifest = load_manifest(bundle_dir)
-    report = CheckReport()
-    for key in sorted(manifest.stages):
-        stage = manifest.stages[key]
-        if stage.file.endswith(_ENGINE_SUFFIXES):
-            continue  # a serialized engine cannot be linted without TensorRT
-        path = os.path.join(stage_dir or bundle_dir, stage.file)
-        report.extend(_check_model(path, version, label, declared_from_stage(stage), dla), prefix=f"{stage.file}: ")
-    return report
+    stages = [manifest.stages[key] for key in sorted(manifest.stages)]
+    return [(stage, os.path.join(stage_dir or bundle_dir, stage.file)) for stage in stages
+            if not stage.file.endswith(_ENGINE_SUFFIXES)]
 
 
 def declared_from_stage(stage: Any) -> Dict[str, Dict[int, Optional[Range]]]:
@@ -356,8 +391,21 @@ def _check_io_dims(role: str, vi: Any, axes: Dict[int, Optional[Range]], allowed
     return findings
 
 
-def _check_data_dependent(model: Any, declared: Dict[str, Dict[int, Optional[Range]]],
-                          bounded: Set[str] = frozenset()) -> List[str]:
+def _infer(model: Any, declared: Dict[str, Dict[int, Optional[Range]]]) -> Tuple[Optional[Any], List[str]]:
+    """ONNX shape and type inference on a light probe of the model (see _shape_probe): the
+    inferred model, or None and the finding that says why inference failed."""
+    import onnx
+
+    probe = _shape_probe(model, declared)
+    try:
+        return onnx.shape_inference.infer_shapes(probe, check_type=False, strict_mode=False, data_prop=True), []
+    except Exception as exc:  # onnx raises InferenceError, ValidationError or RuntimeError
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, [f"shape-inference: ONNX shape inference failed ({first_line}); the graph is inconsistent: "
+                      "run onnx.checker.check_model on it and re-export"]
+
+
+def _check_data_dependent(model: Any, inferred: Any, bounded: Set[str] = frozenset()) -> List[str]:
     """(b) Tensors whose size is not a function of the input shapes, found by shape inference.
 
     Every dynamic input axis is replaced by a number (a declared axis by its max) before inference,
@@ -366,15 +414,6 @@ def _check_data_dependent(model: Any, declared: Dict[str, Dict[int, Optional[Ran
     `bounded`: operators whose data-dependent output TensorRT builds (NonMaxSuppression); they are
     no finding themselves, but whatever of theirs reaches a graph output still is.
     """
-    import onnx
-
-    probe = _shape_probe(model, declared)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(probe, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as exc:  # onnx raises InferenceError, ValidationError or RuntimeError
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return [f"shape-inference: ONNX shape inference failed ({first_line}); the graph is inconsistent: "
-                "run onnx.checker.check_model on it and re-export"]
     known = _known_dims(inferred.graph)
     origins = _dynamic_origins(inferred.graph, known)
     findings = [_origin_finding(tensor, label, known.get(tensor)) for tensor, (label, op) in origins.items()
@@ -503,6 +542,61 @@ def _origin_finding(tensor: str, node_label: str, dims: Dims) -> str:
             "inference cannot derive from the input shapes (it depends on the data, or on arithmetic TensorRT "
             "cannot do at build time); TensorRT needs sizes fixed by the input shapes: do this step in the "
             "runtime, or give it a fixed size")
+
+
+# -------------------------------------------------------------------------------------- UINT8
+
+def _check_uint8(inferred: Any, label: str) -> List[str]:
+    """TensorRT takes UINT8 only as network I/O, and only through a Cast: every UINT8 tensor may
+    feed Cast nodes alone, and no node may write a UINT8 tensor that is not a graph output (the
+    API docs of 8.5 to 11 say to convert kUINT8 inputs to float first; the 8.5 Gather importer
+    rejects UINT8; from 8.6 the parser refuses UINT8 intermediate tensors; NVIDIA/TensorRT#3985;
+    TensorRT-RTX stops at the first such node: "first input has type UInt8 but must have type Float...")."""
+    import onnx
+
+    uint8 = onnx.TensorProto.UINT8
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)}
+    types.update({t.name: t.data_type for t in inferred.graph.initializer})
+    outputs = {vi.name for vi in inferred.graph.output}
+    findings = []
+    for index, node in enumerate(inferred.graph.node):
+        node_label = _node_label(node, index)
+        read = [name for name in node.input if name and types.get(name) == uint8]
+        if read and node.op_type != "Cast":
+            findings.append(f"uint8: {node_label} reads the UINT8 tensor {read[0]!r}; {label} takes UINT8 only as an "
+                            "input that feeds a Cast directly: cast it to float first (re-export with this edge-fpn)")
+        written = [name for name in node.output if name and types.get(name) == uint8 and name not in outputs]
+        if written:
+            findings.append(f"uint8: {node_label} writes the UINT8 intermediate tensor {written[0]!r}, which {label} "
+                            "refuses (UINT8 is for network inputs and outputs only); keep it float or INT32")
+    return findings
+
+
+def _check_nms(inferred: Any, label: str) -> Tuple[List[str], List[str]]:
+    """TensorRT's NMS layer considers only the best `nms_max_boxes` (5000) boxes of an image
+    across all classes (2000 on SM 5.3/6.2), a limit the ONNX parser cannot raise: more boxes than
+    that are a finding (boxes past it are silently ignored), the limit itself a note."""
+    table = load_support_table()["engine_layout"]
+    limit, small = int(table["nms_max_boxes"]), int(table["nms_max_boxes_sm53_sm62"])
+    known = _known_dims(inferred.graph)
+    findings, notes = [], []
+    for index, node in enumerate(inferred.graph.node):
+        if node.op_type != "NonMaxSuppression" or node.domain not in _DEFAULT_DOMAINS:
+            continue
+        dims = known.get(node.input[0]) or []
+        boxes = dims[1] if len(dims) == 3 and isinstance(dims[1], int) else None
+        node_label = _node_label(node, index)
+        if boxes is not None and boxes > limit:
+            findings.append(f"nms: {node_label} gets {boxes} boxes an image, but {label}'s NMS considers only the best "
+                            f"{limit} (across all classes) and the parser cannot raise that limit; lower the count "
+                            f"that feeds it (pre_nms_top_n summed over the levels, or --detection-candidates) to {limit}")
+        else:
+            count = f"{boxes} boxes" if boxes is not None else "a number of boxes shape inference cannot tell"
+            notes.append(f"nms: {node_label} gets {count} an image; TensorRT's NMS considers at most {limit} "
+                         f"boxes an image across all classes ({small} on SM 5.3/6.2 GPUs), a limit the parser "
+                         "cannot raise")
+    return findings, notes
 
 
 # -------------------------------------------------------------------------------------- operators
