@@ -178,3 +178,40 @@ def test_check_of_a_clean_bundle_says_which_parser_read_it(shapes_bundles, capsy
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{shapes_bundles['engine']}: clean for jetpack5"
     assert f"parsed by NVIDIA's parser ({rtx.rtx().label}) after edge-fpn's rules for jetpack5" in out
+
+
+# --------------------------------------------------------------- the fake learns from the real parser
+
+def _agreement_graphs():
+    """Small graphs, good and bad, that both parsers judge (names say which is which)."""
+    from test_check import clean_conv_relu, detector_graph, make_model, tensor, uint8_into
+    from onnx import TensorProto, helper
+
+    cast_first = make_model([helper.make_node("Cast", ["image"], ["x"], name="/Cast", to=TensorProto.FLOAT),
+                             helper.make_node("Transpose", ["x"], ["y"], name="/Transpose", perm=[0, 3, 1, 2])],
+                            [tensor("image", TensorProto.UINT8, [1, 8, 8, 3])], [tensor("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    to_bytes = make_model([helper.make_node("Cast", ["x"], ["b"], name="/to_bytes", to=TensorProto.UINT8),
+                           helper.make_node("Cast", ["b"], ["y"], name="/back", to=TensorProto.FLOAT)],
+                          [tensor("x", TensorProto.FLOAT, [4])], [tensor("y", TensorProto.FLOAT, [4])])
+    return {"good: conv relu": clean_conv_relu(), "good: uint8 into a cast first": cast_first,
+            "good: detector-shaped graph with TopK, NMS and RoiAlign": detector_graph(),
+            "bad: uint8 into Transpose": uint8_into("Transpose"), "bad: uint8 into Identity": uint8_into("Identity"),
+            "bad: uint8 intermediate tensor": to_bytes}
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
+def test_the_fake_parser_and_nvidias_agree(tmp_path, version):
+    from edge_fpn.export.nvidia_parser import parse
+    from test_tensorrt_builder import fake_tensorrt
+
+    fake = fake_tensorrt(version)
+    fake_parser = type(rtx.rtx())(fake, f"TensorRT {version}", False)
+    for name, model in _agreement_graphs().items():
+        path = str(tmp_path / (name.split(":")[1].strip().replace(" ", "_") + ".onnx"))
+        onnx.save(model, path)
+        real = parse(rtx.rtx(), path).errors
+        ours = parse(fake_parser, path).errors
+        assert (real == []) == name.startswith("good"), f"{name}: NVIDIA's parser said {real}"
+        assert (ours == []) == (real == []), f"{name}: the fake said {ours}, NVIDIA's parser {real}"
+        if real:  # both name the node the real parser stopped at
+            assert ours[0][0] == real[0][0], (ours, real)

@@ -269,11 +269,20 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
             return b"ENGINE"
 
     class ParserError:
-        def __init__(self, text):
-            self.text = text
+        """IParserError: node() (an index) and desc() on every version; node_name() and
+        node_operator() from TensorRT 10 only (8.x has no such methods)."""
+
+        def __init__(self, text, index=-1, node=None):
+            self.text, self.index, self.onnx_node = text, index, node
+            if major >= 10:
+                self.node_name = lambda: node.name if node is not None else ""
+                self.node_operator = lambda: node.op_type if node is not None else ""
 
         def desc(self):
             return self.text
+
+        def node(self):
+            return self.index
 
     class OnnxParser:
         def __init__(self, network, logger):
@@ -295,6 +304,23 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
                         "plugin name, version, and namespace correct?\" (ROIAlign_TRT was not found in the plugin registry)"))
                     return False
             inferred = onnx.shape_inference.infer_shapes(model)
+            # what the real parser taught (TensorRT-RTX, NVIDIA/TensorRT#3985): UINT8 is network I/O
+            # only, read by a Cast alone; from 8.6 no UINT8 intermediate tensor at all
+            elem = {i.name: i.type.tensor_type.elem_type for i in list(inferred.graph.input)
+                    + list(inferred.graph.value_info) + list(inferred.graph.output)}
+            elem.update({t.name: t.data_type for t in model.graph.initializer})
+            outputs = {o.name for o in model.graph.output}
+            for index, node in enumerate(model.graph.node):
+                if node.op_type != "Cast" and any(elem.get(i) == onnx.TensorProto.UINT8 for i in node.input):
+                    self.errors.append(ParserError(
+                        f"Invalid Node - {node.name}\n{node.name}: first input has type UInt8 but must have type "
+                        "Float, Half, Int8, Int32 or Bool", index, node))
+                    return False
+                if (major, minor) >= (8, 6) and any(elem.get(o) == onnx.TensorProto.UINT8 and o not in outputs
+                                                    for o in node.output):
+                    self.errors.append(ParserError(
+                        f"{node.name}: TensorRT does not support UINT8 types for intermediate tensors!", index, node))
+                    return False
             tensors, ranks = {}, {}
             for info in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
                 tensors[info.name] = Tensor(info.name, getattr(trt.DataType, onnx_types.get(info.type.tensor_type.elem_type, "FLOAT")))

@@ -21,14 +21,20 @@ class Detections:
     scores: np.ndarray  # (N,) float32
     labels: np.ndarray  # (N,) int64 (0 is the background, so real labels start at 1)
     names: List[str]  # class name of each detection
+    # (N,) int64 persistent object IDs when a tracker ran (-1: not a confirmed track yet); None without one
+    track_ids: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def to_list(self) -> List[Dict[str, Any]]:
-        return [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 5),
-                 "label": int(label), "name": name}
-                for box, score, label, name in zip(self.boxes, self.scores, self.labels, self.names)]
+        items = [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 5),
+                  "label": int(label), "name": name}
+                 for box, score, label, name in zip(self.boxes, self.scores, self.labels, self.names)]
+        if self.track_ids is not None:
+            for item, track_id in zip(items, self.track_ids.tolist()):
+                item["track_id"] = int(track_id)
+        return items
 
 
 @dataclass

@@ -1,0 +1,550 @@
+"""Persistent object IDs: a ByteTrack-style tracker in numpy (no scipy, lap or filterpy).
+
+::
+
+    tracker = Tracker(TrackerConfig(min_hits=3, lost_seconds=1.0))
+    for frame, timestamp in camera:
+        detections = tracker.track(detector(frame), timestamp)   # detections.track_ids: -1 = not yet confirmed
+
+What it does each frame (``update``), after ByteTrack (Zhang et al., 2022) with three changes
+that matter on a robot (timestamps, classes, boxes that stop overlapping):
+
+1. **Predict** every track to the frame's timestamp with a constant-velocity Kalman filter on
+   (cx, cy, w, h). The step is the frame's timestamp minus the last one, in seconds: a live
+   source drops frames, so the tracker never assumes 1/fps. Noise scales with the box size.
+2. **Associate**, always within one class (a star never takes a ring's ID), each stage an optimal
+   assignment (``linear_assignment``: a Hungarian solver in numpy):
+
+   a. detections scoring >= ``high_threshold`` with the confirmed tracks (tracked and lost), by
+      IoU with the predicted box (>= ``match_iou``);
+   b. detections in [``low_threshold``, ``high_threshold``) with the tracked ones still unmatched
+      (>= ``low_match_iou``): ByteTrack's second stage, which keeps a half-hidden object;
+   c. the high detections left with the tentative tracks (>= ``tentative_match_iou``);
+   d. what is left, by the Mahalanobis distance of the box centre under the filter's own
+      uncertainty (<= ``motion_gate``, chi-square with 2 degrees of freedom) and a size ratio
+      within ``max_size_ratio``: a fast object whose boxes do not overlap from one frame to the
+      next (low frame rates), or an object back from an occlusion off its predicted path.
+3. **Track life**: a new track starts from a high detection scoring >= ``new_track_threshold``
+   and is tentative until ``min_hits`` consecutive matches (jetson-inference's ``minFrames``); a
+   tentative track that misses a frame is dropped. A confirmed track that misses frames is lost,
+   still predicted and matched, and removed ``lost_seconds`` after its last match.
+
+IDs are 1, 2, 3, ... in order of confirmation and never reused in the tracker's life (``reset``
+keeps counting unless told to restart). ``get_state`` / ``set_state`` carry a tracker across a
+restart as plain JSON-able data. Bad input (boxes of the wrong shape, out-of-order or non-finite
+timestamps) raises EdgeFpnError with one sentence and leaves the tracker as it was; detections
+with non-finite or empty boxes are left out of the matching (their ID is -1) and counted in
+``skipped_detections``. At most ``max_detections`` detections a frame (the best scores) take
+part: the rest get -1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import EdgeFpnError
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracker parameters; times are in seconds, noises are fractions of the box size."""
+    high_threshold: float = 0.5  # first-stage detections (ByteTrack's track_thresh)
+    low_threshold: float = 0.1  # below this a detection is ignored (second stage from here)
+    new_track_threshold: float = 0.6  # a new track starts only from a detection this confident
+    match_iou: float = 0.2  # stage a: IoU with the predicted box (ByteTrack: 1 - 0.8)
+    low_match_iou: float = 0.5  # stage b (ByteTrack: 1 - 0.5)
+    tentative_match_iou: float = 0.3  # stage c (ByteTrack: 1 - 0.7)
+    motion_gate: float = 9.21  # stage d: squared Mahalanobis distance of the centre (chi2, 2 dof, 99%); 0 turns it off
+    max_size_ratio: float = 2.0  # stage d: sqrt-area ratio of detection and track at most this
+    min_hits: int = 3  # consecutive matches before a track gets an ID (1: at once)
+    lost_seconds: float = 1.0  # a confirmed track is kept this long after its last match
+    per_class: bool = True  # match only detections and tracks of the same label
+    max_detections: int = 300  # detections a frame that take part (the best scores)
+    measurement_noise: float = 0.05  # std of a measured box coordinate, x box size (ByteTrack's 1/20)
+    position_noise: float = 0.075  # variance of the position random walk, x size^2 per second
+    acceleration_noise: float = 1.0  # variance of the velocity random walk, x size^2 per second^3
+    initial_velocity: float = 10.0  # std of a new track's centre velocity, box sizes per second
+    initial_size_velocity: float = 1.0  # std of a new track's width/height velocity, box sizes per second
+
+    def __post_init__(self) -> None:
+        for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
+                     "tentative_match_iou"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise EdgeFpnError(f"tracker {name} must be between 0 and 1, not {value!r}")
+        if self.low_threshold > self.high_threshold:
+            raise EdgeFpnError(f"tracker low_threshold ({self.low_threshold}) must not exceed high_threshold ({self.high_threshold})")
+        if self.new_track_threshold < self.high_threshold:
+            raise EdgeFpnError(f"tracker new_track_threshold ({self.new_track_threshold}) must be at least high_threshold "
+                               f"({self.high_threshold}): new tracks start from first-stage detections")
+        if not (isinstance(self.min_hits, int) and self.min_hits >= 1):
+            raise EdgeFpnError(f"tracker min_hits must be an integer >= 1, not {self.min_hits!r}")
+        if not (isinstance(self.max_detections, int) and self.max_detections >= 1):
+            raise EdgeFpnError(f"tracker max_detections must be an integer >= 1, not {self.max_detections!r}")
+        for name in ("lost_seconds", "motion_gate", "position_noise", "acceleration_noise", "initial_velocity",
+                     "initial_size_velocity"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
+        if not (isinstance(self.measurement_noise, (int, float)) and 0 < self.measurement_noise < 10):
+            raise EdgeFpnError(f"tracker measurement_noise must be in (0, 10), not {self.measurement_noise!r}")
+        if not (isinstance(self.max_size_ratio, (int, float)) and self.max_size_ratio >= 1):
+            raise EdgeFpnError(f"tracker max_size_ratio must be >= 1, not {self.max_size_ratio!r}")
+
+
+# ---------------------------------------------------------------- assignment
+
+def linear_assignment(cost: np.ndarray, limit: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the pairs of a minimum-cost assignment where only pairs costing less
+    than `limit` may be matched and leaving a row or column unmatched costs ``limit / 2``
+    (lap.lapjv's ``extend_cost=True, cost_limit=limit``, which ByteTrack uses).
+
+    Pairs that are each other's only candidate are matched at once (vectorized); the rest, where
+    candidates compete, go to a Hungarian solver (shortest augmenting paths with potentials; a
+    Python loop over rows, numpy over columns). Clipping every cost at `limit` and matching all
+    rows of the smaller side gives the same optimum as the extended square problem.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.ndim != 2:
+        raise ValueError(f"cost must be a 2-D matrix, not of shape {cost.shape}")
+    empty = np.zeros((0,), np.int64)
+    if cost.size == 0:
+        return empty, empty.copy()
+    feasible = cost < limit  # NaN compares False: never matched
+    row_degree = feasible.sum(axis=1)
+    col_degree = feasible.sum(axis=0)
+    first = feasible.argmax(axis=1)
+    alone = (row_degree == 1) & (col_degree[first] == 1)
+    rows = np.flatnonzero(alone)
+    cols = first[alone]
+    rest_rows = np.flatnonzero((row_degree > 0) & ~alone)
+    if rest_rows.shape[0]:
+        taken = np.zeros(cost.shape[1], bool)
+        taken[cols] = True
+        rest_cols = np.flatnonzero((col_degree > 0) & ~taken)
+        sub = np.minimum(np.where(np.isnan(cost[np.ix_(rest_rows, rest_cols)]), limit, cost[np.ix_(rest_rows, rest_cols)]), limit)
+        if sub.shape[0] <= sub.shape[1]:
+            r, c = np.arange(sub.shape[0]), _hungarian(sub)
+        else:
+            c, r = np.arange(sub.shape[1]), _hungarian(sub.T)
+        good = sub[r, c] < limit
+        rows = np.concatenate([rows, rest_rows[r[good]]])
+        cols = np.concatenate([cols, rest_cols[c[good]]])
+    order = np.argsort(rows, kind="stable")
+    return rows[order].astype(np.int64), cols[order].astype(np.int64)
+
+
+def _hungarian(a: np.ndarray) -> np.ndarray:
+    """Column of each row of the minimum-cost assignment of an (n, m) matrix with n <= m, finite."""
+    n, m = a.shape
+    u = np.zeros(n + 1)
+    v = np.zeros(m + 1)
+    p = np.zeros(m + 1, np.int64)  # p[j]: the row (1-based) on column j (1-based); 0: free
+    way = np.zeros(m + 1, np.int64)
+    for i in range(1, n + 1):
+        p[0] = i
+        j0 = 0
+        minv = np.full(m + 1, np.inf)
+        used = np.zeros(m + 1, bool)
+        while True:
+            used[j0] = True
+            i0 = p[j0]
+            current = a[i0 - 1] - u[i0] - v[1:]
+            better = ~used[1:] & (current < minv[1:])
+            minv[1:][better] = current[better]
+            way[1:][better] = j0
+            masked = np.where(used[1:], np.inf, minv[1:])
+            j1 = int(masked.argmin()) + 1
+            delta = masked[j1 - 1]
+            u[p[used]] += delta
+            v[used] -= delta
+            minv[~used] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    assignment = np.zeros(n, np.int64)
+    assignment[p[1:][p[1:] > 0] - 1] = np.flatnonzero(p[1:] > 0)
+    return assignment
+
+
+# ---------------------------------------------------------------- boxes
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` (N,4 xyxy) with every box of `b` (M,4)."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _to_cxcywh(boxes: np.ndarray) -> np.ndarray:
+    out = np.empty_like(boxes)
+    out[:, 0] = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    out[:, 1] = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    out[:, 2] = boxes[:, 2] - boxes[:, 0]
+    out[:, 3] = boxes[:, 3] - boxes[:, 1]
+    return out
+
+
+def _to_xyxy(state: np.ndarray) -> np.ndarray:
+    half_w = np.maximum(state[:, 2], 1e-3) * 0.5
+    half_h = np.maximum(state[:, 3], 1e-3) * 0.5
+    return np.stack([state[:, 0] - half_w, state[:, 1] - half_h, state[:, 0] + half_w, state[:, 1] + half_h], axis=1)
+
+
+# ---------------------------------------------------------------- the tracker
+
+_TRACK_FIELDS = ("x", "P", "label", "ids", "hits", "last_seen", "lost")
+
+
+class Tracker:
+    """ByteTrack-style multi-object tracker with a Kalman filter on timestamps (see the module doc).
+
+    ``update(boxes, scores, labels, timestamp) -> track_ids`` (one per detection, -1 where it is
+    not (yet) a confirmed track); ``track(detections, timestamp)`` returns the Detections with
+    ``track_ids`` set. Tracks are held as arrays (one row a track), so a frame costs a fixed
+    number of numpy operations, not a Python loop over boxes.
+    """
+
+    def __init__(self, config: Optional[TrackerConfig] = None):
+        if config is None:
+            config = TrackerConfig()
+        if not isinstance(config, TrackerConfig):
+            raise EdgeFpnError(f"tracker config must be a TrackerConfig, not {type(config).__name__}")
+        self.config = config
+        self.next_id = 1
+        self.skipped_detections = 0  # non-finite or empty boxes left out of the matching
+        self.frames = 0
+        self._time: Optional[float] = None
+        self._clear()
+
+    # ------------------------------------------------------------ public API
+    def reset(self, restart_ids: bool = False) -> None:
+        """Forget every track (a new video, a reconnected camera). IDs keep counting, so that an ID
+        is never given twice in this tracker's life, unless `restart_ids` (the next ID is then 1)."""
+        self._clear()
+        self._time = None
+        self.frames = 0
+        if restart_ids:
+            self.next_id = 1
+
+    @property
+    def active_tracks(self) -> int:
+        """Confirmed tracks matched in the last frame."""
+        return int(np.count_nonzero((self._ids >= 0) & ~self._lost))
+
+    @property
+    def lost_tracks(self) -> int:
+        return int(np.count_nonzero((self._ids >= 0) & self._lost))
+
+    def tracks(self) -> Dict[str, np.ndarray]:
+        """The confirmed tracks now: ``ids``, ``labels``, ``boxes`` (xyxy, as of the last frame),
+        ``velocities`` (centre, pixels per second), ``lost`` and ``last_seen`` (timestamp)."""
+        keep = self._ids >= 0
+        return {"ids": self._ids[keep].copy(), "labels": self._label[keep].copy(),
+                "boxes": _to_xyxy(self._x[keep, :4]).astype(np.float32),
+                "velocities": self._x[keep, 4:6].astype(np.float32), "lost": self._lost[keep].copy(),
+                "last_seen": self._last_seen[keep].copy()}
+
+    def track(self, detections: Any, timestamp: float) -> Any:
+        """The same Detections with ``track_ids`` filled."""
+        ids = self.update(detections.boxes, detections.scores, detections.labels, timestamp)
+        return dataclasses.replace(detections, track_ids=ids)
+
+    def update(self, boxes: Any, scores: Any, labels: Any = None, timestamp: Optional[float] = None) -> np.ndarray:
+        """One frame: detections (N,4 xyxy pixels; N scores; N integer labels or None for one class)
+        at `timestamp` (seconds, not before the last frame's). Returns N int64 track IDs (-1: none)."""
+        boxes, scores, labels, usable = self._check(boxes, scores, labels)
+        now = self._check_time(timestamp)
+        cfg = self.config
+        count = scores.shape[0]
+        result = np.full(count, -1, np.int64)
+        self.frames += 1
+        # the detections that take part: finite, above the low threshold, the best max_detections
+        chosen = np.flatnonzero(usable & (scores >= cfg.low_threshold))
+        if chosen.shape[0] > cfg.max_detections:
+            best = np.argsort(-scores[chosen], kind="stable")[:cfg.max_detections]
+            chosen = np.sort(chosen[best])
+        det_boxes = boxes[chosen]
+        det_scores = scores[chosen]
+        det_labels = labels[chosen]
+        z = _to_cxcywh(det_boxes)
+
+        dt = 0.0 if self._time is None else now - self._time
+        self._time = now
+        if self._x.shape[0]:
+            self._predict(dt)
+        ntracks = self._x.shape[0]
+        track_of_det = np.full(chosen.shape[0], -1, np.int64)
+        matched_track = np.zeros(ntracks, bool)
+        if ntracks and chosen.shape[0]:
+            pred = _to_xyxy(self._x[:, :4])
+            high = det_scores >= cfg.high_threshold
+            confirmed = self._ids >= 0
+            # a: high detections x confirmed tracks (tracked and lost)
+            self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), pred, det_boxes, det_labels,
+                            cfg.match_iou, track_of_det, matched_track)
+            # b: low detections x tracked tracks still unmatched
+            low = ~high
+            if low.any():
+                self._match_iou(np.flatnonzero(confirmed & ~self._lost & ~matched_track), np.flatnonzero(low),
+                                pred, det_boxes, det_labels, cfg.low_match_iou, track_of_det, matched_track)
+            # c: high detections left x tentative tracks
+            free_high = np.flatnonzero(high & (track_of_det < 0))
+            if free_high.shape[0]:
+                self._match_iou(np.flatnonzero(~confirmed), free_high, pred, det_boxes, det_labels,
+                                cfg.tentative_match_iou, track_of_det, matched_track)
+            # d: what is left, by motion (boxes that stopped overlapping)
+            free_high = np.flatnonzero(high & (track_of_det < 0))
+            free_tracks = np.flatnonzero(~matched_track)
+            if cfg.motion_gate > 0 and free_high.shape[0] and free_tracks.shape[0]:
+                self._match_motion(free_tracks, free_high, z, det_labels, track_of_det, matched_track)
+
+        matched_dets = np.flatnonzero(track_of_det >= 0)
+        if matched_dets.shape[0]:
+            rows = track_of_det[matched_dets]
+            self._correct(rows, z[matched_dets])
+            self._hits[rows] += 1
+            self._last_seen[rows] = now
+            self._lost[rows] = False
+        # track life: tentative tracks that missed are dropped; confirmed ones get lost, then removed
+        missed = ~matched_track
+        newly_lost = missed & (self._ids >= 0) & ~self._lost
+        if newly_lost.any():
+            self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
+            self._lost |= newly_lost
+        keep = ~(missed & (self._ids < 0)) & ~((self._ids >= 0) & (now - self._last_seen > cfg.lost_seconds))
+        # confirm tentative tracks with enough hits (in detection order: deterministic IDs)
+        confirm = matched_track & (self._ids < 0) & (self._hits >= cfg.min_hits)
+        if confirm.any():
+            order = np.flatnonzero(confirm)
+            self._ids[order] = np.arange(self.next_id, self.next_id + order.shape[0])
+            self.next_id += int(order.shape[0])
+        if matched_dets.shape[0]:
+            result[chosen[matched_dets]] = self._ids[track_of_det[matched_dets]]
+        if not keep.all():
+            self._take(keep)
+        # new tentative tracks from the confident detections nobody took
+        new = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
+        if new.shape[0]:
+            ids = np.full(new.shape[0], -1, np.int64)
+            if cfg.min_hits <= 1:
+                ids = np.arange(self.next_id, self.next_id + new.shape[0])
+                self.next_id += int(new.shape[0])
+                result[chosen[new]] = ids
+            self._add(z[new], det_labels[new], ids, now)
+        return result
+
+    def get_state(self) -> Dict[str, Any]:
+        """Everything the tracker knows, as JSON-able data (lists and numbers), for ``set_state``."""
+        return {"version": STATE_VERSION, "config": dataclasses.asdict(self.config), "next_id": self.next_id,
+                "time": self._time, "frames": self.frames, "skipped_detections": self.skipped_detections,
+                "tracks": {name: getattr(self, "_" + name).tolist() for name in _TRACK_FIELDS}}
+
+    def set_state(self, state: Dict[str, Any]) -> None:
+        """Restore what ``get_state`` returned (IDs go on from where they were). The tracker's own
+        config is kept; a state is refused with one sentence if it is not one this version wrote."""
+        try:
+            if int(state["version"]) != STATE_VERSION:
+                raise EdgeFpnError(f"tracker state version {state['version']} is not {STATE_VERSION}; "
+                                   "it was saved by another edge-fpn: start with a fresh tracker")
+            tracks = state["tracks"]
+            x = np.asarray(tracks["x"], np.float64).reshape(-1, 8)
+            n = x.shape[0]
+            arrays = {"x": x,
+                      "P": np.asarray(tracks["P"], np.float64).reshape(n, 8, 8),
+                      "label": np.asarray(tracks["label"], np.int64).reshape(n),
+                      "ids": np.asarray(tracks["ids"], np.int64).reshape(n),
+                      "hits": np.asarray(tracks["hits"], np.int64).reshape(n),
+                      "last_seen": np.asarray(tracks["last_seen"], np.float64).reshape(n),
+                      "lost": np.asarray(tracks["lost"], bool).reshape(n)}
+            next_id = int(state["next_id"])
+            time_ = None if state["time"] is None else float(state["time"])
+            frames = int(state.get("frames", 0))
+            skipped = int(state.get("skipped_detections", 0))
+        except EdgeFpnError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EdgeFpnError(f"not a tracker state ({type(exc).__name__}: {exc}); pass what Tracker.get_state() returned") from None
+        if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["P"]).all()):
+            raise EdgeFpnError("tracker state holds non-finite numbers; pass what Tracker.get_state() returned")
+        if n and next_id <= int(arrays["ids"].max()):
+            raise EdgeFpnError(f"tracker state's next_id {next_id} is not above its largest track ID {int(arrays['ids'].max())}")
+        for name, value in arrays.items():
+            setattr(self, "_" + name, value)
+        self.next_id, self._time, self.frames, self.skipped_detections = next_id, time_, frames, skipped
+
+    # ------------------------------------------------------------ checks
+    def _check(self, boxes: Any, scores: Any, labels: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        try:
+            boxes = np.asarray(boxes, dtype=np.float64)
+            scores = np.asarray(scores, dtype=np.float64)
+            labels = np.zeros(scores.shape, np.int64) if labels is None else np.asarray(labels)
+        except (TypeError, ValueError) as exc:
+            raise EdgeFpnError(f"tracker input is not numeric arrays ({exc}); pass boxes (N,4), scores (N,) and labels (N,)") from None
+        if boxes.size == 0 and scores.size == 0:
+            boxes = boxes.reshape(0, 4)
+            scores = scores.reshape(0)
+            labels = np.zeros((0,), np.int64)
+        if scores.ndim != 1 or boxes.shape != (scores.shape[0], 4) or labels.shape != scores.shape:
+            raise EdgeFpnError(f"tracker input shapes do not agree: boxes {boxes.shape}, scores {scores.shape}, "
+                               f"labels {labels.shape}; expected (N, 4), (N,), (N,)")
+        if labels.dtype.kind not in "iub":
+            if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+                labels = labels.astype(np.int64)
+            else:
+                raise EdgeFpnError(f"tracker labels must be integers, not {labels.dtype}")
+        labels = labels.astype(np.int64, copy=False)
+        usable = (np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+                  & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+        skipped = scores.shape[0] - int(np.count_nonzero(usable))
+        if skipped:
+            self.skipped_detections += skipped
+            boxes = np.where(usable[:, None], boxes, 0.0)
+            scores = np.where(usable, scores, 0.0)
+        return boxes, scores, labels, usable
+
+    def _check_time(self, timestamp: Optional[float]) -> float:
+        if timestamp is None:
+            raise EdgeFpnError("the tracker needs each frame's timestamp in seconds (e.g. the capture time)")
+        try:
+            now = float(timestamp)
+        except (TypeError, ValueError):
+            raise EdgeFpnError(f"timestamp {timestamp!r} is not a number of seconds") from None
+        if not math.isfinite(now):
+            raise EdgeFpnError(f"timestamp {timestamp!r} is not finite; give the frame's capture time in seconds")
+        if self._time is not None and now < self._time:
+            raise EdgeFpnError(f"timestamp {now:.6f} s is before the last frame's ({self._time:.6f} s); give frames in "
+                               "time order, or reset() the tracker for a new stream")
+        return now
+
+    # ------------------------------------------------------------ tracks as arrays
+    def _clear(self) -> None:
+        self._x = np.zeros((0, 8))
+        self._P = np.zeros((0, 8, 8))
+        self._label = np.zeros((0,), np.int64)
+        self._ids = np.zeros((0,), np.int64)
+        self._hits = np.zeros((0,), np.int64)
+        self._last_seen = np.zeros((0,))
+        self._lost = np.zeros((0,), bool)
+
+    def _take(self, keep: np.ndarray) -> None:
+        for name in _TRACK_FIELDS:
+            setattr(self, "_" + name, getattr(self, "_" + name)[keep])
+
+    def _add(self, z: np.ndarray, labels: np.ndarray, ids: np.ndarray, now: float) -> None:
+        cfg = self.config
+        n = z.shape[0]
+        x = np.zeros((n, 8))
+        x[:, :4] = z
+        w, h = np.maximum(z[:, 2], 1.0), np.maximum(z[:, 3], 1.0)
+        std = np.stack([2 * cfg.measurement_noise * w, 2 * cfg.measurement_noise * h,
+                        2 * cfg.measurement_noise * w, 2 * cfg.measurement_noise * h,
+                        cfg.initial_velocity * w, cfg.initial_velocity * h,
+                        cfg.initial_size_velocity * w, cfg.initial_size_velocity * h], axis=1)
+        P = np.zeros((n, 8, 8))
+        P[:, np.arange(8), np.arange(8)] = std * std
+        self._x = np.concatenate([self._x, x])
+        self._P = np.concatenate([self._P, P])
+        self._label = np.concatenate([self._label, labels])
+        self._ids = np.concatenate([self._ids, ids])
+        self._hits = np.concatenate([self._hits, np.ones(n, np.int64)])
+        self._last_seen = np.concatenate([self._last_seen, np.full(n, now)])
+        self._lost = np.concatenate([self._lost, np.zeros(n, bool)])
+
+    # ------------------------------------------------------------ Kalman filter
+    def _predict(self, dt: float) -> None:
+        """x <- F x, P <- F P F' + Q for a step of dt seconds (constant velocity; white-noise
+        acceleration plus a position random walk, both scaled by each track's box size)."""
+        if dt <= 0.0:
+            return
+        cfg = self.config
+        x, P = self._x, self._P
+        x[:, :4] += dt * x[:, 4:]
+        x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
+        # F P F' with F = [[I, dt I], [0, I]], by blocks
+        pp, pv, vp, vv = P[:, :4, :4], P[:, :4, 4:], P[:, 4:, :4], P[:, 4:, 4:]
+        new_pp = pp + dt * (pv + vp) + (dt * dt) * vv
+        new_pv = pv + dt * vv
+        P[:, :4, :4] = new_pp
+        P[:, :4, 4:] = new_pv
+        P[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
+        scale = np.maximum(np.concatenate([x[:, 2:4], x[:, 2:4]], axis=1), 1.0)  # (N,4): w, h, w, h
+        scale2 = scale * scale
+        q = cfg.acceleration_noise
+        diag = np.arange(4)
+        P[:, diag, diag] += (cfg.position_noise * dt + q * dt ** 3 / 3.0) * scale2
+        P[:, diag, diag + 4] += (q * dt * dt / 2.0) * scale2
+        P[:, diag + 4, diag] += (q * dt * dt / 2.0) * scale2
+        P[:, diag + 4, diag + 4] += (q * dt) * scale2
+
+    def _correct(self, rows: np.ndarray, z: np.ndarray) -> None:
+        """The Kalman update of tracks `rows` with measured boxes z (cx, cy, w, h)."""
+        x, P = self._x[rows], self._P[rows]
+        r = self.config.measurement_noise * np.maximum(np.concatenate([z[:, 2:4], z[:, 2:4]], axis=1), 1.0)
+        S = P[:, :4, :4].copy()
+        diag = np.arange(4)
+        S[:, diag, diag] += r * r
+        PHt = P[:, :, :4]  # (K, 8, 4)
+        # K = P H' S^-1, by solving S K' = H P (S is symmetric)
+        gain = np.swapaxes(np.linalg.solve(S, np.swapaxes(PHt, 1, 2)), 1, 2)
+        x = x + np.einsum("kij,kj->ki", gain, z - x[:, :4])
+        P = P - gain @ np.swapaxes(PHt, 1, 2)
+        x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
+        self._x[rows] = x
+        self._P[rows] = 0.5 * (P + np.swapaxes(P, 1, 2))
+
+    # ------------------------------------------------------------ association
+    def _same_class(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray) -> Optional[np.ndarray]:
+        if not self.config.per_class:
+            return None
+        return self._label[tracks][:, None] == det_labels[dets][None, :]
+
+    def _match_iou(self, tracks: np.ndarray, dets: np.ndarray, pred: np.ndarray, det_boxes: np.ndarray,
+                   det_labels: np.ndarray, min_iou: float, track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+        if not tracks.shape[0] or not dets.shape[0]:
+            return
+        cost = 1.0 - iou_matrix(pred[tracks], det_boxes[dets])
+        same = self._same_class(tracks, dets, det_labels)
+        if same is not None:
+            cost[~same] = 2.0
+        rows, cols = linear_assignment(cost, 1.0 - min_iou + 1e-9)
+        track_of_det[dets[cols]] = tracks[rows]
+        matched_track[tracks[rows]] = True
+
+    def _match_motion(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
+                      track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+        cfg = self.config
+        x, P = self._x[tracks], self._P[tracks]
+        zd = z[dets]
+        r = cfg.measurement_noise * np.maximum(zd[None, :, 2:4], 1.0)  # (1, D, 2)
+        # innovation covariance of the centre, per (track, detection): P_cc + R (2x2, closed-form inverse)
+        sxx = P[:, 0, 0][:, None] + r[..., 0] ** 2
+        syy = P[:, 1, 1][:, None] + r[..., 1] ** 2
+        sxy = P[:, 0, 1][:, None]
+        dx = zd[None, :, 0] - x[:, 0][:, None]
+        dy = zd[None, :, 1] - x[:, 1][:, None]
+        det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
+        distance = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det
+        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
+        size_d = np.sqrt(np.maximum(zd[:, 2] * zd[:, 3], 1.0))[None, :]
+        ratio = np.maximum(size_t / size_d, size_d / size_t)
+        cost = np.where(ratio <= cfg.max_size_ratio, distance, np.inf)
+        same = self._same_class(tracks, dets, det_labels)
+        if same is not None:
+            cost[~same] = np.inf
+        rows, cols = linear_assignment(cost, cfg.motion_gate)
+        track_of_det[dets[cols]] = tracks[rows]
+        matched_track[tracks[rows]] = True
