@@ -75,7 +75,7 @@ def _detect(args: argparse.Namespace) -> int:
     from .runtime.app import detect
 
     detect(args.bundle, args.source, args.sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
-           classes=_split(args.classes), quiet=args.quiet, device=args.device)
+           classes=_split(args.classes), quiet=args.quiet, device=args.device, force=args.force, cuda=args.cuda)
     return 0
 
 
@@ -148,6 +148,12 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                              "else the CPU), cpu, or cuda (default auto)")
 
 
+def add_cuda_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cuda", default="auto", choices=("auto", "cuda-python", "pycuda"),
+                        help="what moves a TensorRT bundle's memory: auto (cuda-python, else pycuda), cuda-python "
+                             "or pycuda (default auto)")
+
+
 def _split(text: Optional[str]) -> Optional[List[str]]:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
@@ -202,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show and write detections scoring at least T (default 0.5; 0.05 shows all the model keeps)")
     p.add_argument("--classes", default=None, help="comma-separated class names to keep")
     p.add_argument("--quiet", action="store_true", help="no periodic statistics")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing output files (an output that is an input is refused even so)")
     add_device_argument(p)
+    add_cuda_argument(p)
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("eval", help="COCO box AP of a bundle (and of the PyTorch reference) on synthetic or COCO data")

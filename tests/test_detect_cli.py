@@ -161,14 +161,16 @@ def test_a_run_that_fails_to_start_leaves_no_output(failure, tiny_bundle, image_
     assert os.listdir(out) == []
 
 
-def test_a_run_without_frames_leaves_empty_outputs(tiny_bundle, tmp_path):
-    # a run that went well but had nothing to show still writes its (empty) outputs
+def test_images_that_cannot_be_read_are_an_error_that_leaves_no_output(tiny_bundle, tmp_path, capsys):
+    # a folder whose only image is broken: exit 2 and nothing written, not exit 0 and empty files
     images = tmp_path / "images"
     images.mkdir()
     (images / "broken.png").write_bytes(b"not a png")
     out, annotated = tmp_path / "out.jsonl", tmp_path / "annotated"
-    assert main(["detect", tiny_bundle, str(images), str(out), str(annotated), "--quiet"]) == 0
-    assert out.read_text() == "" and os.listdir(annotated) == []
+    assert main(["detect", tiny_bundle, str(images), str(out), str(annotated), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edge-fpn detect: error: cannot read the image ") and len(err.splitlines()) == 1
+    assert not out.exists() and not annotated.exists()
 
 
 @pytest.mark.parametrize("count", ["-3", "0"])

@@ -15,21 +15,25 @@ DEFAULT_BENCH_SOURCE = "test://?width=640&height=480&realtime=0"
 
 def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
            score_threshold: Optional[float] = None, classes: Optional[Sequence[str]] = None,
-           quiet: bool = False, stats_interval: float = 5.0, device: str = "auto",
-           **source_options: Any) -> Dict[str, Any]:
+           quiet: bool = False, stats_interval: float = 5.0, device: str = "auto", force: bool = False,
+           cuda: str = "auto", **source_options: Any) -> Dict[str, Any]:
     """Run a bundle on a source into sinks; returns the pipeline statistics.
 
     Detections scoring under `score_threshold` are neither shown nor written (default: 0.5, the
     pipeline's DISPLAY_SCORE_THRESHOLD; 0.05 shows what the model keeps). With no sink, one line a
     frame is printed (index, source, detections). Ctrl-C stops cleanly: the sinks are flushed and
     the statistics printed, as at the end of the stream. A run that fails before its first frame
-    (a bundle that cannot load, a source that cannot open) leaves no output file behind.
+    (a bundle that cannot load, a source that cannot open, a sink that cannot be written) leaves no
+    output file behind. An output that is an input (the same file, the source images' folder, also
+    through `..` or a symlink) is refused before anything is written; an existing output file is
+    replaced only with `force`. A file source none of whose images can be read is an error.
     """
     from ..bundle import load_manifest
     from .detector import Detector
     from .pipeline import Pipeline
+    from .output_guard import refuse_outputs_over_inputs
     from .sinks import abort_sinks, check_sinks, open_sinks
-    from .sources import open_source
+    from .sources import ImageSource, open_source
 
     if max_frames is not None and max_frames < 1:
         raise EdgeFpnError(f"--max-frames must be at least 1, not {max_frames}")
@@ -43,8 +47,9 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
     detector = None
     try:
         opened_source = open_source(source, **source_options)
+        refuse_outputs_over_inputs(opened_source.input_files(), list(sinks), force)
         # the Detector returns all the model keeps; the pipeline shows from the display threshold
-        detector = Detector(bundle, classes=list(classes) if classes else None, device=device)
+        detector = Detector(bundle, classes=list(classes) if classes else None, device=device, cuda=cuda)
         # sinks open last, once the bundle and the source are open (and create their files with
         # the first frame): a run that fails to start leaves nothing behind
         opened_sinks = open_sinks(list(sinks))
@@ -67,6 +72,11 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
                 except KeyboardInterrupt:
                     if not quiet:
                         print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
+        if isinstance(opened_source, ImageSource) and opened_source.paths and not opened_source.frames:
+            count = len(opened_source.paths)
+            what = f"the image {opened_source.paths[0]!r}" if count == 1 else f"any of the {count} images"
+            raise EdgeFpnError(f"cannot read {what} (empty, truncated or not an image); nothing was written: "
+                               "check the files")
         return pipeline.stats.snapshot()
     except BaseException:
         abort_sinks(opened_sinks)  # the pipeline did it if it ran; a sink that wrote nothing leaves nothing
@@ -111,7 +121,8 @@ def _print_result(result: Any) -> None:
 
 
 def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, json: bool = False,
-          warmup: int = 5, threads: int = 0, quiet: bool = False, device: str = "auto") -> Dict[str, Any]:
+          warmup: int = 5, threads: int = 0, quiet: bool = False, device: str = "auto",
+          cuda: str = "auto") -> Dict[str, Any]:
     """Pipeline FPS against engine-only FPS (the two stages alone on pre-made inputs), and their ratio.
 
     Engine-only: the engine call(s) alone on one prepared frame, `frames` times (engine layout: the
@@ -129,7 +140,7 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, js
         raise EdgeFpnError(f"--frames must be at least 2, not {frames}")
     if warmup < 0:
         raise EdgeFpnError(f"--warmup must be 0 or more, not {warmup}")
-    detector = Detector(bundle, threads=threads, device=device)
+    detector = Detector(bundle, threads=threads, device=device, cuda=cuda)
     try:
         # ---------------------------------------------------------------- engine only
         with open_source(source) as probe:

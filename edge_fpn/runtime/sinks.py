@@ -11,12 +11,15 @@
 A sink has ``write(result)``, ``close()`` and ``abort()``; results are ``pipeline.Result`` objects
 (frame, detections, index, source, ...). Boxes are drawn by one function, ``annotate``, used by all sinks.
 
-Opening a sink checks it (the directory exists, the kind is known, the port is free) but creates
-nothing on disk: files and directories appear with the first frame, so a run that fails before
-its first frame leaves nothing behind. ``close()`` ends a run that went well (a JSON-lines file
-or an image directory is then created even if no frame came: the run's output is empty);
+Making a sink object checks it (the directory exists, the kind is known) but creates nothing on
+disk (``check_sinks`` relies on it). ``open_sinks`` then calls each file sink's ``prepare()``,
+which creates its file or directory, so that a path that cannot be written fails before the first
+frame, for all sinks at once. ``close()`` ends a run that went well (a JSON-lines file or an image
+directory stays even if no frame came: the run's output is empty; an empty video is removed);
 ``abort()`` ends a failed one: what the sink wrote stays (for a look at what happened), but a sink
-that wrote nothing removes whatever it created.
+that wrote nothing removes whatever it created, so a run that fails before its first frame leaves
+nothing behind. ``sink_path`` says which path a sink would write, for the checks that refuse an
+output that is an input (output_guard.py).
 """
 from __future__ import annotations
 
@@ -120,13 +123,20 @@ class JsonlSink(Sink):
         self.name = path
         self._file: Any = None
         self._ended = False
+        self._created = False  # whether this sink made the file
         self.count = 0
 
+    def prepare(self) -> None:
+        if self._file is None:
+            self._open()
+
     def _open(self) -> None:
+        existed = os.path.exists(self.name)
         try:
             self._file = open(self.name, "w", encoding="utf-8")
         except OSError as exc:
             raise EdgeFpnError(f"cannot write {self.name!r} ({exc.strerror}); choose a writable path") from None
+        self._created = not existed
 
     def write(self, result: Any) -> None:
         if self._file is None:
@@ -144,9 +154,11 @@ class JsonlSink(Sink):
             self._file.close()
 
     def abort(self) -> None:
-        self._ended = True  # nothing written: nothing created (the file opens with the first frame)
+        self._ended = True
         if self._file is not None and not self._file.closed:
             self._file.close()
+        if not self.count and self._created:
+            _remove_quietly(self.name)  # nothing written: nothing left
 
     def describe(self) -> str:
         return f"{self.name} ({self.count} lines)"
@@ -160,6 +172,7 @@ class VideoSink(Sink):
         _check_writable_file(path)
         self.name = path
         self._existed = os.path.exists(path)
+        self._created = False  # whether prepare() made the (empty) file
         ext = os.path.splitext(path)[1].lower()
         self.fourcc = VIDEO_FOURCC.get(ext, "mp4v")
         self.fps = fps
@@ -182,16 +195,29 @@ class VideoSink(Sink):
         self._writer.write(image)
         self.count += 1
 
+    def prepare(self) -> None:
+        """Create the file now (OpenCV opens it only with the first frame's size), so that a path
+        that cannot be written fails before any sink writes anything."""
+        if self._existed or self._created:
+            return
+        try:
+            open(self.name, "ab").close()
+        except OSError as exc:
+            raise EdgeFpnError(f"cannot write {self.name!r} ({exc.strerror}); choose a writable path") from None
+        self._created = True
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if not self.count and self._created:
+            _remove_quietly(self.name)  # no frame: no (unplayable, empty) video
 
     def abort(self) -> None:
         self.close()
         # OpenCV may have created the file before failing on the first frame
-        if not self.count and not self._existed and os.path.isfile(self.name):
-            os.remove(self.name)
+        if not self.count and not self._existed:
+            _remove_quietly(self.name)
 
     def describe(self) -> str:
         return f"{self.name} ({self.count} frames)"
@@ -217,8 +243,14 @@ class ImageDirSink(Sink):
 
     def _make_directory(self) -> None:
         if not os.path.isdir(self.name):
-            os.makedirs(self.name, exist_ok=True)
+            try:
+                os.makedirs(self.name, exist_ok=True)
+            except OSError as exc:
+                raise EdgeFpnError(f"cannot create {self.name!r} ({exc.strerror}); choose a writable directory") from None
             self._created = True
+
+    def prepare(self) -> None:
+        self._make_directory()
 
     def _filename(self, result: Any) -> str:
         base = os.path.basename(getattr(result, "name", "") or "")
@@ -329,26 +361,55 @@ def open_sink(spec: Any, fps: Optional[float] = None) -> Sink:
         return WebViewerSink(host, port)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
         raise EdgeFpnError(f"unknown sink scheme in {spec!r}; use out.jsonl, out.mp4/.avi, a directory, display://0 or http://HOST:PORT")
+    kind, _ = sink_path(spec)
     ext = os.path.splitext(spec.rstrip("/\\"))[1].lower()
-    if ext == ".jsonl":
-        return JsonlSink(spec)
-    if ext in VIDEO_FOURCC:
-        return VideoSink(spec, fps=fps)
-    if spec.endswith(("/", os.sep)) or os.path.isdir(spec) or not ext:
+    if kind == "file":
+        return JsonlSink(spec) if ext == ".jsonl" else VideoSink(spec, fps=fps)
+    if kind == "dir":
         return ImageDirSink(spec)
     raise EdgeFpnError(f"cannot tell what kind of sink {spec!r} is from its extension {ext!r}; use out.jsonl, out.mp4/.avi, a directory, display://0 or http://HOST:PORT")
 
 
 def open_sinks(specs: Sequence[Any], fps: Optional[float] = None) -> List[Sink]:
-    """Open all sinks, aborting those already open if one fails (nothing is left on disk)."""
+    """Open all sinks and create their files, aborting those already open if one fails (nothing is
+    left on disk): `a.jsonl a.mp4 /proc/x.jsonl` fails here, before a.jsonl gets a line."""
     sinks: List[Sink] = []
     try:
         for spec in specs:
             sinks.append(open_sink(spec, fps=fps))
+        for sink in sinks:
+            prepare = getattr(sink, "prepare", None)
+            if prepare is not None:
+                prepare()
     except BaseException:
         abort_sinks(sinks)
         raise
     return sinks
+
+
+def sink_path(spec: Any) -> Tuple[Optional[str], Optional[str]]:
+    """("file" | "dir", the path) a sink would write, or (None, None) for a window or a web viewer
+    (and for what open_sink would refuse: it says why)."""
+    if isinstance(spec, (JsonlSink, VideoSink)):
+        return "file", spec.name
+    if isinstance(spec, ImageDirSink):
+        return "dir", spec.name
+    if not isinstance(spec, str) or not spec or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
+        return None, None
+    ext = os.path.splitext(spec.rstrip("/\\"))[1].lower()
+    if ext == ".jsonl" or ext in VIDEO_FOURCC:
+        return "file", spec
+    if spec.endswith(("/", os.sep)) or os.path.isdir(spec) or not ext:
+        return "dir", spec.rstrip("/\\") or spec
+    return None, None
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        if os.path.isfile(path):
+            os.remove(path)
+    except OSError:
+        pass
 
 
 def check_sinks(specs: Sequence[Any]) -> None:

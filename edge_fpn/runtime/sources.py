@@ -7,7 +7,8 @@ URI                                         source
 ==========================================  ======================================================
 ``image.jpg``, ``dir/``, ``"dir/*.png"``    image files, a directory or a glob, in sorted order
 ``video.mp4`` (``file://...``)              a video file (OpenCV)
-``test://?width=640&height=480&fps=30``     the synthetic moving scene (``&seed=1&realtime=1&frames=N``)
+``test://?width=640&height=480&fps=30``     the synthetic moving scene (``&seed=1&realtime=1&frames=N``;
+                                            ``&motion=cross|occlude|exit|fast|hard``: tracker tests)
 ``/dev/video0``, ``v4l2:///dev/video0``     a USB/V4L2 camera (``?width=&height=&fps=&format=MJPG``)
 ``csi://0``                                 a Jetson CSI camera (``?width=&height=&fps=&flip=``)
 ``rtsp://host:port/path``                   an RTSP stream over TCP (OpenCV FFmpeg, or GStreamer)
@@ -95,6 +96,11 @@ class Source:
     def close(self) -> None:
         pass
 
+    def input_files(self) -> List[str]:
+        """The local files this source reads (none for cameras, streams and test://): what an
+        output must never be (output_guard.py)."""
+        return []
+
     def stats(self) -> Dict[str, Any]:
         return {"uri": self.uri, "live": self.live, "frames": self.frames, "dropped": self.dropped,
                 "skipped": self.skipped, "reconnects": self.reconnects}
@@ -126,6 +132,9 @@ class ImageSource(Source):
         super().__init__(uri)
         self.paths = list(paths)
         self._next = 0
+
+    def input_files(self) -> List[str]:
+        return list(self.paths)
 
     def read(self, timeout: Optional[float] = None) -> FrameRead:
         import cv2
@@ -169,6 +178,9 @@ class VideoFileSource(Source):
         self.fps = fps if 0.0 < fps < 1000.0 else None
         self._index = 0
 
+    def input_files(self) -> List[str]:
+        return [self.path]
+
     def read(self, timeout: Optional[float] = None) -> FrameRead:
         if self._cap is None:
             return FrameRead(END)
@@ -197,11 +209,12 @@ class SyntheticSource(Source):
     """
 
     def __init__(self, uri: str = "test://", width: int = 640, height: int = 480, fps: float = 30.0,
-                 seed: int = 1, realtime: bool = True, frames: Optional[int] = None):
+                 seed: int = 1, realtime: bool = True, frames: Optional[int] = None, motion: str = "drift"):
         from .synthetic import SyntheticCamera
         super().__init__(uri)
         try:
-            self.camera = SyntheticCamera(width=int(width), height=int(height), fps=float(fps), seed=int(seed))
+            self.camera = SyntheticCamera(width=int(width), height=int(height), fps=float(fps), seed=int(seed),
+                                          motion=str(motion))
         except ValueError as exc:
             raise EdgeFpnError(f"bad test:// source {uri!r}: {exc}") from None
         self.fps = float(fps)
@@ -666,7 +679,8 @@ def open_source(uri: Any, **options: Any) -> Source:
     match = _SCHEME.match(uri)
     scheme = match.group(1).lower() if match else ""
     if scheme == "test":
-        values = _query(uri, {"width": int, "height": int, "fps": float, "seed": int, "realtime": _bool, "frames": int}, options)
+        values = _query(uri, {"width": int, "height": int, "fps": float, "seed": int, "realtime": _bool, "frames": int,
+                              "motion": str}, options)
         return SyntheticSource(uri, **values)
     if scheme == "v4l2" or (not scheme and uri.startswith("/dev/video")):
         return _open_v4l2(uri, options)
