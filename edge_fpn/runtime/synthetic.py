@@ -324,11 +324,35 @@ def write_coco_dataset(directory: str, count: int, seed: int, width: int, height
 
 @dataclass(frozen=True)
 class _Motion:
+    """How one object moves. ``path``:
+
+    - "sine": centre + amplitude * sin(omega t + phase) on each axis (the default drift);
+    - "circle": centre + amplitude * (cos, sin)(omega[0] t + phase[0]), an ellipse (fast objects);
+    - "bounce": straight at ``velocity`` px/s, reflected at the borders (kept fully inside);
+    - "wrap": straight at ``velocity`` (horizontal), out of the frame and in again on the other
+      side as a *new* object (its ground-truth ID changes at each entry);
+    - "static": the centre, still.
+    """
     shape: Shape
     amplitude: Tuple[float, float]
     omega: Tuple[float, float]  # rad/s of the x and y oscillations
     phase: Tuple[float, float]
     spin: float  # rad/s
+    path: str = "sine"
+    velocity: Tuple[float, float] = (0.0, 0.0)
+
+
+# the motion scenarios of the test:// camera (``motion=``); all but "drift" are tracker tests
+MOTIONS = ("drift", "cross", "occlude", "exit", "fast", "hard")
+
+
+def _bounce(start: float, speed: float, t: float, low: float, high: float) -> float:
+    """A straight path from `start` reflected between `low` and `high` (a triangle wave)."""
+    span = high - low
+    if span <= 0:
+        return (low + high) / 2.0
+    u = (start - low + speed * t) % (2.0 * span)
+    return low + (u if u <= span else 2.0 * span - u)
 
 
 @dataclass(frozen=True)
@@ -361,23 +385,52 @@ class SyntheticCamera:
     step, so the camera can never bound a pipeline (>= 500 frames/s at 640x480 on 2 cores).
     """
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 1):
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 1, motion: str = "drift"):
         if width < 32 or height < 32 or fps <= 0:
             raise ValueError(f"a synthetic camera needs width, height >= 32 and fps > 0, not {width}x{height} at {fps}")
+        if motion not in MOTIONS:
+            raise ValueError(f"unknown motion {motion!r}; use one of {', '.join(MOTIONS)}")
         self.width, self.height, self.fps, self.seed = int(width), int(height), float(fps), int(seed)
+        self.motion = motion
         rng = _rng(seed, 0xCA3E1A)
         background = _background(rng, self.width, self.height).astype(np.float32)
         _clutter(rng, background, int(rng.integers(3, 12)))
         # static sensor noise, baked in once: per-frame noise would cost more than the shapes
         background += rng.normal(0, 3.0, background.shape).astype(np.float32)
         self._background = np.clip(background, 0, 255).astype(np.uint8)
-        shapes = _place_shapes(rng, background, int(rng.integers(6, 11)))
-        self._motions = [self._motion(rng, s) for s in shapes]
+        if motion == "drift":
+            shapes = _place_shapes(rng, background, int(rng.integers(6, 11)))
+            self._motions = [self._motion(rng, s) for s in shapes]
+        else:
+            self._motions = _scenario(rng, background, motion, self.fps)
         # a block of each shape's colour as big as any of its sprites: what cv2.copyTo paints from
         self._paint = [np.full((int(math.ceil(m.shape.size / 2.0)) * 2 + 5,) * 2 + (3,), m.shape.color, np.uint8)
                        for m in self._motions]
         self._sprites: List[Dict[int, _Sprite]] = [{} for _ in self._motions]
         self._cache: Tuple[int, Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]] = (-1, None)
+        self._cache_ids = np.zeros((0,), np.int64)
+
+    def _position(self, m: _Motion, t: float) -> Tuple[float, float, int]:
+        """Centre of a motion at time t and its lap (the number of times a "wrap" object re-entered)."""
+        if m.path == "sine":
+            return (m.shape.cx + m.amplitude[0] * math.sin(m.omega[0] * t + m.phase[0]),
+                    m.shape.cy + m.amplitude[1] * math.sin(m.omega[1] * t + m.phase[1]), 0)
+        if m.path == "circle":
+            angle = m.omega[0] * t + m.phase[0]
+            return m.shape.cx + m.amplitude[0] * math.cos(angle), m.shape.cy + m.amplitude[1] * math.sin(angle), 0
+        r = m.shape.size / 2.0
+        if m.path == "bounce":
+            return (_bounce(m.shape.cx, m.velocity[0], t, r + 1, self.width - r - 1),
+                    _bounce(m.shape.cy, m.velocity[1], t, r + 1, self.height - r - 1), 0)
+        if m.path == "wrap":  # fully out on one side, then in again on the other (as a new object)
+            low, span = -r - 2.0, self.width + 2 * r + 4.0
+            u = m.shape.cx - low + m.velocity[0] * t
+            return low + u % span, m.shape.cy, int(math.floor(u / span))
+        return m.shape.cx, m.shape.cy, 0
+
+    def object_id(self, k: int, lap: int) -> int:
+        """Ground-truth ID of motion k on its lap: 1..n for the first pass, then n+1.. for re-entries."""
+        return k + 1 + len(self._motions) * abs(lap)  # an object moves one way: its laps have one sign
 
     def _motion(self, rng: np.random.Generator, shape: Shape) -> _Motion:
         r = shape.size / 2
@@ -395,11 +448,11 @@ class SyntheticCamera:
     def shapes_at(self, index: int) -> List[Shape]:
         """The shapes of frame `index` (exact centres and angles; ``render`` snaps them to pixels and steps)."""
         t = index / self.fps
-        return [replace(m.shape,
-                        cx=m.shape.cx + m.amplitude[0] * math.sin(m.omega[0] * t + m.phase[0]),
-                        cy=m.shape.cy + m.amplitude[1] * math.sin(m.omega[1] * t + m.phase[1]),
-                        angle=m.shape.angle + m.spin * t)
-                for m in self._motions]
+        shapes = []
+        for m in self._motions:
+            cx, cy, _ = self._position(m, t)
+            shapes.append(replace(m.shape, cx=cx, cy=cy, angle=m.shape.angle + m.spin * t))
+        return shapes
 
     def _sprite(self, k: int, angle: float) -> _Sprite:
         """Shape k's sprite at the rotation step nearest `angle` (rendered on first use)."""
@@ -437,6 +490,7 @@ class SyntheticCamera:
         image = self._background.copy()
         occupied = np.zeros((height, width), bool)
         placed: List[Tuple[int, np.ndarray, int, int]] = []  # (shape, visible pixels, x, y), top first
+        laps: Dict[int, int] = {}
         # the last shape is drawn on top: going down from it, each shape sees what is still free;
         # a mostly hidden shape is skipped and hides nothing (as make_scene's _render drops it)
         for k in range(len(self._motions) - 1, -1, -1):
@@ -444,8 +498,9 @@ class SyntheticCamera:
             sprite = self._sprite(k, m.shape.angle + m.spin * t)
             if not sprite.area:
                 continue
-            x = int(math.floor(m.shape.cx + m.amplitude[0] * math.sin(m.omega[0] * t + m.phase[0]))) + sprite.dx
-            y = int(math.floor(m.shape.cy + m.amplitude[1] * math.sin(m.omega[1] * t + m.phase[1]))) + sprite.dy
+            cx, cy, laps[k] = self._position(m, t)
+            x = int(math.floor(cx)) + sprite.dx
+            y = int(math.floor(cy)) + sprite.dy
             h, w = sprite.mask.shape
             x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
             if x1 <= x0 or y1 <= y0:
@@ -461,12 +516,15 @@ class SyntheticCamera:
         placed.reverse()  # drawing order, as make_scene lists its boxes
         boxes = np.zeros((len(placed), 4), np.float32)
         labels = np.zeros((len(placed),), np.int64)
+        ids = np.zeros((len(placed),), np.int64)
         for row, (k, seen, x0, y0) in enumerate(placed):
             rows, cols = np.flatnonzero(seen.any(axis=1)), np.flatnonzero(seen.any(axis=0))
             boxes[row] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)
             labels[row] = self._motions[k].shape.label
+            ids[row] = self.object_id(k, laps[k])
         result = (image, boxes, labels)
         self._cache = (index, result)
+        self._cache_ids = ids
         return result
 
     def frame(self, index: int) -> np.ndarray:
@@ -475,6 +533,97 @@ class SyntheticCamera:
     def ground_truth(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         _, boxes, labels = self.render(index)
         return boxes, labels
+
+    def ground_truth_tracks(self, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame `index`'s (boxes, labels, object IDs): the same boxes as ``ground_truth``, each with
+        the ID of the object it belongs to (stable while the object exists; a hidden object is
+        absent and keeps its ID when it shows again; a "wrap" object re-entering is a new one)."""
+        _, boxes, labels = self.render(index)
+        return boxes, labels, self._cache_ids.copy()
+
+    def timestamp(self, index: int) -> float:
+        """Seconds from frame 0 to frame `index` (the scene's own clock)."""
+        return index / self.fps
+
+
+def _scenario(rng: np.random.Generator, background: np.ndarray, motion: str, fps: float) -> List[_Motion]:
+    """The objects of a tracker-test scenario (drawn in list order: later ones cover earlier ones).
+
+    cross:   pairs of same-class objects on one row, moving towards each other (bouncing at the
+             borders), so that one passes over the other, hiding it, again and again;
+    occlude: a large still object on top in the middle, small ones passing behind it, fully
+             hidden for 0.3-0.6 s at a time;
+    exit:    objects crossing the frame, leaving it and entering again (a new object each time);
+    fast:    small objects on wide ellipses, moving 1.1-1.4 of their size a frame at the camera's fps:
+             their boxes never overlap from one frame to the next;
+    hard:    some of each, with a few drifting shapes.
+    """
+    height, width = background.shape[:2]
+    smin, smax = size_range(width, height)
+    motions: List[_Motion] = []
+
+    def shape(label: int, cx: float, cy: float, size: float) -> Shape:
+        r = int(size / 2)
+        under = background[max(0, int(cy) - r):max(0, int(cy) + r + 1), max(0, int(cx) - r):max(0, int(cx) + r + 1)]
+        inner = float(rng.uniform(0.45, 0.6)) if label == 5 else float(rng.uniform(0.38, 0.5))
+        return Shape(label, float(cx), float(cy), float(size), float(rng.uniform(0, 2 * np.pi)),
+                     _contrasting_color(rng, under), inner)
+
+    def label() -> int:
+        return int(rng.integers(1, len(CLASS_NAMES)))
+
+    def add(s: Shape, path: str, velocity: Tuple[float, float] = (0.0, 0.0), amplitude: Tuple[float, float] = (0.0, 0.0),
+            omega: Tuple[float, float] = (0.0, 0.0), phase: Tuple[float, float] = (0.0, 0.0)) -> None:
+        motions.append(_Motion(s, amplitude, omega, phase, float(rng.uniform(-0.8, 0.8)), path, velocity))
+
+    hard = motion == "hard"
+    if motion == "cross" or hard:
+        pairs = 1 if hard else int(rng.integers(2, 4))
+        rows = rng.permutation(pairs * 2)[:pairs]
+        for p in range(pairs):
+            size = float(rng.uniform(2.5, 5.0) * smin)
+            y = (rows[p] + 0.5) / (pairs * 2) * height
+            speed = float(rng.uniform(0.2, 0.4) * width)
+            kind = label()
+            add(shape(kind, size, y, size), "bounce", (speed, float(rng.uniform(-0.03, 0.03) * height)))
+            add(shape(kind, width - size, y + size * 0.1, size), "bounce", (-speed, 0.0))
+    if motion == "occlude" or hard:
+        big = 0.45 * min(width, height)
+        small = 2 if hard else 3
+        for i in range(small):
+            size = float(rng.uniform(2.0, 3.5) * smin)
+            hidden = float(rng.uniform(0.3, 0.6))  # seconds fully behind the occluder
+            speed = max(big * 0.7 - size, 1.0) / hidden
+            y = height / 2 + (i - (small - 1) / 2) * big * 0.7 / max(small, 1)
+            add(shape(label(), float(rng.uniform(size, width - size)), y, size), "bounce",
+                (speed * (1 if i % 2 == 0 else -1), 0.0))
+        # the occluder last: drawn on top of everything (a square covers its whole box but the corners)
+        add(shape(2, width / 2, height / 2, big / 0.72), "static")
+    if motion == "exit" or hard:
+        count = 2 if hard else int(rng.integers(4, 7))
+        for i in range(count):
+            size = float(rng.uniform(2.5, 6.0) * smin)
+            y = (i + 0.5) / count * height
+            speed = float(rng.uniform(0.15, 0.4) * width) * (1 if rng.random() < 0.5 else -1)
+            add(shape(label(), float(rng.uniform(0, width)), y, size), "wrap", (speed, 0.0))
+    if motion == "fast" or hard:
+        count = 2 if hard else int(rng.integers(3, 6))
+        for i in range(count):
+            size = float(rng.uniform(1.5, 2.5) * smin)
+            radii = (float(rng.uniform(0.28, 0.4) * width), float(rng.uniform(0.28, 0.4) * height))
+            step = float(rng.uniform(1.1, 1.4)) * size  # pixels a frame: more than the box's own size
+            omega = step * fps / math.sqrt(radii[0] * radii[1]) * (1 if rng.random() < 0.5 else -1)
+            cx = width / 2 + float(rng.uniform(-0.05, 0.05) * width)
+            cy = height / 2 + float(rng.uniform(-0.05, 0.05) * height)
+            add(shape(label(), cx, cy, size), "circle", amplitude=radii, omega=(omega, omega),
+                phase=(float(rng.uniform(0, 2 * np.pi)),) * 2)
+    if hard:
+        for s in _place_shapes(rng, background, 3, sizes=np.exp(rng.uniform(np.log(smin * 2), np.log(smax * 0.5), 3))):
+            add(s, "sine", amplitude=(float(rng.uniform(0.05, 0.2) * width), float(rng.uniform(0.05, 0.2) * height)),
+                omega=tuple(float(2 * np.pi / p) for p in rng.uniform(4.0, 12.0, 2)),  # type: ignore[arg-type]
+                phase=(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 2 * np.pi))))
+        motions = motions[-3:] + motions[:-3]  # the drifting ones underneath
+    return motions
 
 
 def _paint(patch: np.ndarray, color: np.ndarray, mask: np.ndarray) -> None:

@@ -21,8 +21,9 @@ that matter on a robot (timestamps, classes, boxes that stop overlapping):
       (>= ``low_match_iou``): ByteTrack's second stage, which keeps a half-hidden object;
    c. the high detections left with the tentative tracks (>= ``tentative_match_iou``);
    d. what is left, by the Mahalanobis distance of the box centre under the filter's own
-      uncertainty (<= ``motion_gate``, chi-square with 2 degrees of freedom) and a size ratio
-      within ``max_size_ratio``: a fast object whose boxes do not overlap from one frame to the
+      uncertainty (<= ``motion_gate``, chi-square with 2 degrees of freedom; a centre within
+      ``min_gate_size`` box sizes of the prediction always passes) and a size ratio within
+      ``max_size_ratio``: a fast object whose boxes do not overlap from one frame to the
       next (low frame rates), or an object back from an occlusion off its predicted path.
 3. **Track life**: a new track starts from a high detection scoring >= ``new_track_threshold``
    and is tentative until ``min_hits`` consecutive matches (jetson-inference's ``minFrames``); a
@@ -62,14 +63,15 @@ class TrackerConfig:
     tentative_match_iou: float = 0.3  # stage c (ByteTrack: 1 - 0.7)
     motion_gate: float = 9.21  # stage d: squared Mahalanobis distance of the centre (chi2, 2 dof, 99%); 0 turns it off
     max_size_ratio: float = 2.0  # stage d: sqrt-area ratio of detection and track at most this
+    min_gate_size: float = 1.5  # stage d: a centre this close (x the track's box size) always passes (a bounce, a turn)
     min_hits: int = 3  # consecutive matches before a track gets an ID (1: at once)
     lost_seconds: float = 1.0  # a confirmed track is kept this long after its last match
     per_class: bool = True  # match only detections and tracks of the same label
     max_detections: int = 300  # detections a frame that take part (the best scores)
     measurement_noise: float = 0.05  # std of a measured box coordinate, x box size (ByteTrack's 1/20)
     position_noise: float = 0.075  # variance of the position random walk, x size^2 per second
-    acceleration_noise: float = 1.0  # variance of the velocity random walk, x size^2 per second^3
-    initial_velocity: float = 10.0  # std of a new track's centre velocity, box sizes per second
+    acceleration_noise: float = 100.0  # variance of the velocity random walk, x size^2 per second^3
+    initial_velocity: float = 40.0  # std of a new track's centre velocity, box sizes per second
     initial_size_velocity: float = 1.0  # std of a new track's width/height velocity, box sizes per second
 
     def __post_init__(self) -> None:
@@ -87,7 +89,7 @@ class TrackerConfig:
             raise EdgeFpnError(f"tracker min_hits must be an integer >= 1, not {self.min_hits!r}")
         if not (isinstance(self.max_detections, int) and self.max_detections >= 1):
             raise EdgeFpnError(f"tracker max_detections must be an integer >= 1, not {self.max_detections!r}")
-        for name in ("lost_seconds", "motion_gate", "position_noise", "acceleration_noise", "initial_velocity",
+        for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
                      "initial_size_velocity"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -539,6 +541,9 @@ class Tracker:
         det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
         distance = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det
         size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
+        if cfg.min_gate_size > 0:  # what the filter did not foresee (a bounce, a sharp turn), within reach
+            plain = (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate
+            distance = np.minimum(distance, plain)
         size_d = np.sqrt(np.maximum(zd[:, 2] * zd[:, 3], 1.0))[None, :]
         ratio = np.maximum(size_t / size_d, size_d / size_t)
         cost = np.where(ratio <= cfg.max_size_ratio, distance, np.inf)
