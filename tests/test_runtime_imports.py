@@ -6,9 +6,11 @@ CODE = """
 import sys
 import edge_fpn, edge_fpn.runtime, edge_fpn.bundle
 from edge_fpn.runtime.backends import open_stage
+import edge_fpn.runtime.backends.tensorrt_backend, edge_fpn.runtime.backends.cuda_memory
 from edge_fpn.cli import build_parser
 build_parser()
-heavy = [m for m in ("torch", "torchvision", "tensorrt", "pycuda", "onnx") if m in sys.modules]
+heavy = [m for m in ("torch", "torchvision", "tensorrt", "pycuda", "cuda.bindings", "cuda", "onnx", "onnxruntime")
+         if m in sys.modules]
 print(",".join(heavy))
 """
 

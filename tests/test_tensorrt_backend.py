@@ -20,6 +20,9 @@ import pytest
 from edge_fpn.bundle import StageSpec, TensorSpec
 from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime.backends import tensorrt_logic as logic
+from fake_cuda import FakeMemory, cuda_python_modules, make_fake_cudart
+
+BINDINGS = ("cuda-python", "pycuda")
 
 PROVENANCE = {"tensorrt_version": "10.3.0.30", "gpu_name": "Orin", "compute_capability": "8.7"}
 
@@ -112,23 +115,6 @@ def test_engine_io_must_match_manifest():
 
 # ---------------------------------------------------------------- fake tensorrt + pycuda
 
-class FakeMemory:
-    def __init__(self):
-        self.blocks = {}
-        self.next = 0x1000
-        self.copies = []  # (direction, ptr, nbytes)
-
-    def alloc(self, nbytes):
-        ptr = self.next
-        self.next += (nbytes + 0xFFF) & ~0xFFF or 0x1000
-        self.blocks[ptr] = np.zeros(max(1, nbytes), np.uint8)
-        return ptr
-
-    def view(self, ptr, dtype, shape):
-        count = int(np.prod(shape)) if shape else 1
-        return self.blocks[ptr][: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
-
-
 def make_fake_cuda(memory, integrated=False, name="Orin", cc=(8, 7)):
     cuda = types.ModuleType("pycuda.driver")
 
@@ -153,6 +139,9 @@ def make_fake_cuda(memory, integrated=False, name="Orin", cc=(8, 7)):
         def get_device_pointer(self):
             assert self.mapped, "get_device_pointer needs DEVICEMAP"
             return self.ptr
+
+        def free(self):
+            assert memory.blocks.pop(self.ptr, None) is not None, "host allocation freed twice"
 
     class Context:
         depth = 0
@@ -182,10 +171,25 @@ def make_fake_cuda(memory, integrated=False, name="Orin", cc=(8, 7)):
             return Context()
 
     class Stream:
-        handle = 1234
+        count = 0
+
+        def __init__(self):
+            assert Context.depth > 0, "a stream is created inside its context"
+            Stream.count += 1
+            self.handle = 1234 + Stream.count
 
         def synchronize(self):
             pass
+
+    class Event:
+        def record(self, stream=None):
+            self.time = len(memory.copies)
+
+        def synchronize(self):
+            pass
+
+        def time_since(self, start):
+            return float(self.time - start.time)
 
     def pagelocked_empty(count, dtype, mem_flags=0):
         return np.asarray(HostAllocation(count, dtype, mapped=bool(mem_flags)))
@@ -218,6 +222,7 @@ def make_fake_cuda(memory, integrated=False, name="Orin", cc=(8, 7)):
     cuda.Device = Device
     cuda.Context = Context
     cuda.Stream = Stream
+    cuda.Event = Event
     cuda.mem_alloc = DeviceAllocation
     cuda.pagelocked_empty = pagelocked_empty
     cuda.memcpy_htod_async = memcpy_htod_async
@@ -320,13 +325,19 @@ def make_fake_trt(memory, version="10.3.0.30", dla_cores=0):
         def execute_async_v3(self, stream_handle):
             assert logic.parse_version(version)[0] >= 10, "execute_async_v3 is used only on TensorRT 10+"
             assert set(self.addresses) == set(self.engine.names), "every I/O tensor needs an address"
+            assert type(stream_handle) is int, "TensorRT takes the stream as an int"
             trt.calls.append("v3")
-            return self._run(self.addresses)
+            addresses = dict(self.addresses)
+            memory.enqueue(stream_handle, lambda: self._run(addresses))  # runs in the stream's order
+            return True
 
         def execute_async_v2(self, bindings, stream_handle):
             assert logic.parse_version(version)[0] < 10, "TensorRT 10 has no execute_async_v2"
+            assert type(stream_handle) is int, "TensorRT takes the stream as an int"
             trt.calls.append("v2")
-            return self._run(dict(zip(self.engine.names, bindings)))
+            addresses = dict(zip(self.engine.names, bindings))
+            memory.enqueue(stream_handle, lambda: self._run(addresses))
+            return True
 
     class Engine:
         def __init__(self, onnx_path):
@@ -421,15 +432,33 @@ def trt_engine_bundle(tiny_bundle, tmp_path):
     return _make_trt_bundle(tiny_bundle, tmp_path / "trt-engine")
 
 
-def install_fakes(monkeypatch, memory, version="10.3.0.30", integrated=False, name="Orin", cc=(8, 7), dla_cores=0):
+def install_fakes(monkeypatch, memory, version="10.3.0.30", integrated=False, name="Orin", cc=(8, 7), dla_cores=0,
+                  binding="cuda-python", driver=12060, runtime=12060, can_map=True):
+    """Fake tensorrt, and the fake of one CUDA binding ("cuda-python" or "pycuda"; the other is made
+    unimportable, as where it is not installed; "both" installs both). Returns (trt, binding module)."""
     trt = make_fake_trt(memory, version, dla_cores=dla_cores)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    cudart = make_fake_cudart(memory, integrated=integrated, name=name, cc=cc, driver=driver, runtime=runtime,
+                              can_map=can_map)
     cuda = make_fake_cuda(memory, integrated=integrated, name=name, cc=cc)
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = cuda
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
-    return trt, cuda
+    with_cuda_python = binding in ("cuda-python", "both")
+    with_pycuda = binding in ("pycuda", "both")
+    for key, module in cuda_python_modules(cudart).items():
+        monkeypatch.setitem(sys.modules, key, module if with_cuda_python else None)
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda if with_pycuda else None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda if with_pycuda else None)
+    return trt, (cudart if binding != "pycuda" else cuda)
+
+
+def assert_nothing_leaks(memory, binding_module):
+    """After every backend closed: no device or host memory, stream or event left."""
+    leaks = binding_module.leaks() if hasattr(binding_module, "leaks") else {}
+    assert not leaks, f"left at teardown: {leaks}"
+    assert not memory.blocks, f"{len(memory.blocks)} allocation(s) left at teardown"
+    from edge_fpn.runtime.backends.cuda_memory import CudaSession
+    assert not [s for s in CudaSession._sessions.values() if s.module is binding_module], "a CUDA session is still open"
 
 
 def _record_tensorrt_version(bundle, version):
@@ -441,20 +470,23 @@ def _record_tensorrt_version(bundle, version):
     return manifest
 
 
+@pytest.mark.parametrize("binding", BINDINGS)
 @pytest.mark.parametrize("version, integrated, api", [("10.3.0.30", False, "v3"), ("8.6.2.3", True, "v2")])
 def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_host_bundle, trt_bundle, version, integrated,
-                                                      api):
+                                                      api, binding):
     from conftest import textured_image
     from edge_fpn.runtime import Detector
     from edge_fpn.runtime.backends.tensorrt_backend import DeviceTensor
 
     _record_tensorrt_version(trt_bundle, version)
     memory = FakeMemory()
-    trt, _ = install_fakes(monkeypatch, memory, version=version, integrated=integrated)
+    trt, cuda = install_fakes(monkeypatch, memory, version=version, integrated=integrated, binding=binding)
     image = textured_image(5, 240, 320)
     reference = Detector(tiny_host_bundle)(image)
     with Detector(trt_bundle) as detector:
         assert detector.layout.stage1.mode == ("mapped" if integrated else "pinned")
+        assert detector.layout.stage1.cuda == detector.layout.stage2.cuda == binding
+        assert detector.layout.stage1.session is detector.layout.stage2.session  # one context, one stream
         result = detector(image)
         # stage 1's feature maps came back as device handles, and stage 2 took them as they were
         outputs1 = detector.run_stage1(detector.preprocess(image)[0])
@@ -471,6 +503,8 @@ def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_host_bun
         detector.run_stage1(detector.preprocess(image)[0])
         with pytest.raises(RuntimeError, match="stale"):
             detector.layout.stage2({"proposals": np.zeros((2, 4), np.float32), **{n: outputs1[n] for n in features}})
+    assert_nothing_leaks(memory, cuda)
+    assert not getattr(cuda, "violations", None)
     assert set(trt.calls) == {api}
     assert trt.events.index("plugins") < trt.events.index("deserialize")  # stage 2 holds ROIAlign_TRT
     assert len(result) == len(reference) > 0
@@ -513,16 +547,17 @@ def test_corrupt_engine(monkeypatch, trt_bundle):
         Detector(trt_bundle)
 
 
+@pytest.mark.parametrize("binding", BINDINGS)
 @pytest.mark.parametrize("version, integrated, api", [("10.3.0.30", False, "v3"), ("8.5.2.2", True, "v2")])
 def test_engine_layout_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_bundle, trt_engine_bundle, version,
-                                                           integrated, api):
+                                                           integrated, api, binding):
     """One "detector" engine: uint8 image in the engine's own input buffer, int32 labels and count out."""
     from conftest import textured_image
     from edge_fpn.runtime import Detector
 
     manifest = _record_tensorrt_version(trt_engine_bundle, version)
     memory = FakeMemory()
-    trt, _ = install_fakes(monkeypatch, memory, version=version, integrated=integrated)
+    trt, cuda = install_fakes(monkeypatch, memory, version=version, integrated=integrated, binding=binding)
     image = textured_image(5, 240, 320)
     reference = Detector(tiny_bundle)(image)
     with Detector(trt_engine_bundle) as detector:
@@ -533,6 +568,7 @@ def test_engine_layout_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_bun
         assert detector.layout.own_buffer is buffer or np.shares_memory(detector.layout.own_buffer, buffer)
         result = detector(image)
         result_again = detector(image)
+    assert_nothing_leaks(memory, cuda)
     assert trt.calls == [api, api] and trt.events.index("plugins") < trt.events.index("deserialize")
     if integrated:
         assert not memory.copies, "mapped memory needs no copies"
@@ -676,6 +712,227 @@ def test_an_engine_loads_on_tensorrt_8_5_whose_nptype_is_broken(monkeypatch, trt
     monkeypatch.setattr(trt.Runtime, "deserialize_cuda_engine", deserialize)
     with pytest.raises(EdgeFpnError, match=r"detector\.engine: tensor boxes is of TensorRT type BF16"):
         Detector(trt_engine_bundle)
+
+
+# ---------------------------------------------------------------- the device-memory layer (cuda_memory)
+
+# every cuda-python call the backend makes, by when: opening a bundle, a frame, closing
+OPEN_CALLS = ["cudaDriverGetVersion", "cudaRuntimeGetVersion", "cudaGetDeviceCount", "cudaSetDevice",
+              "cudaGetDeviceProperties", "cudaDeviceGetAttribute", "cudaStreamCreate", "cudaMalloc", "cudaMallocHost"]
+MAPPED_CALLS = ["cudaHostAlloc", "cudaHostGetDevicePointer"]
+FRAME_CALLS = ["cudaMemcpyAsync", "cudaStreamSynchronize"]
+CLOSE_CALLS = ["cudaFree", "cudaFreeHost", "cudaStreamDestroy"]
+
+
+@pytest.mark.parametrize("call, integrated", [(c, False) for c in OPEN_CALLS] + [(c, True) for c in MAPPED_CALLS])
+def test_every_cuda_python_error_at_open_is_one_line_and_frees_what_was_made(monkeypatch, trt_bundle, call,
+                                                                            integrated):
+    from edge_fpn.runtime import Detector
+    memory = FakeMemory()
+    _, cudart = install_fakes(monkeypatch, memory, integrated=integrated)
+    cudart.fail[call] = cudart.cudaError_t.cudaErrorMemoryAllocation
+    with pytest.raises(EdgeFpnError) as info:
+        Detector(trt_bundle)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and f"CUDA call {call} failed" in message
+    assert "cudaErrorMemoryAllocation" in message and "out of memory" in message
+    assert_nothing_leaks(memory, cudart)  # the stream and every buffer made before the failure
+
+
+@pytest.mark.parametrize("call", FRAME_CALLS)
+def test_a_cuda_python_error_during_a_frame_is_one_line(monkeypatch, trt_engine_bundle, call):
+    from conftest import textured_image
+    from edge_fpn.runtime import Detector
+    memory = FakeMemory()
+    _, cudart = install_fakes(monkeypatch, memory)
+    with Detector(trt_engine_bundle) as detector:
+        cudart.fail[call] = cudart.cudaError_t.cudaErrorIllegalAddress
+        with pytest.raises(EdgeFpnError, match=f"CUDA call {call} failed .*cudaErrorIllegalAddress"):
+            detector(textured_image(1, 120, 160))
+    assert_nothing_leaks(memory, cudart)
+
+
+@pytest.mark.parametrize("call", CLOSE_CALLS)
+def test_a_cuda_python_error_at_close_is_one_line(monkeypatch, trt_engine_bundle, call):
+    from edge_fpn.runtime import Detector
+    memory = FakeMemory()
+    _, cudart = install_fakes(monkeypatch, memory)
+    detector = Detector(trt_engine_bundle)
+    cudart.fail[call] = cudart.cudaError_t.cudaErrorUnknown
+    with pytest.raises(EdgeFpnError, match=f"CUDA call {call} failed"):
+        detector.close()
+    detector.close()  # a second close does nothing
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_session_events_copies_and_teardown(monkeypatch, binding):
+    """The layer on its own: page-locked and mapped buffers, copies both ways on the stream,
+    events, and everything freed by the last release, also what a caller forgot to free."""
+    from edge_fpn.runtime.backends.cuda_memory import CudaSession
+    memory = FakeMemory()
+    _, module = install_fakes(monkeypatch, memory, binding=binding)
+    session = CudaSession.acquire(binding)
+    assert CudaSession.acquire("auto") is session and session.refs == 2  # shared, counted
+    assert session.implementation == binding and session.name == "Orin" and session.compute_capability == (8, 7)
+    assert isinstance(session.stream_handle, int) and session.stream_handle
+    with session:
+        pinned = session.host_buffer(6, np.float16)
+        mapped = session.host_buffer(4, np.int32, mapped=True)
+        device = session.device_buffer(12)
+        assert pinned.array.dtype == np.float16 and pinned.array.shape == (6,) and not pinned.mapped
+        assert mapped.mapped and mapped.device_address != mapped.array.__array_interface__["data"][0]
+        pinned.array[:] = np.arange(6)
+        start = session.event().record()
+        session.copy_to_device(device.address, pinned.array)
+        back = session.host_buffer(6, np.float16)
+        session.copy_to_host(back.array, device.address)
+        end = session.event().record()
+        end.synchronize()
+        np.testing.assert_array_equal(back.array, np.arange(6))
+        assert end.elapsed_ms(start) >= 0
+        np.testing.assert_array_equal(session.download(device.address, (2, 3), np.float16), np.arange(6).reshape(2, 3))
+        mapped.array[:] = 7  # the GPU sees it at its own address
+        assert (memory.view(mapped.device_address, np.int32, (4,)) == 7).all()
+        pinned.free()
+        pinned.free()  # once only
+        start.free()
+    session.release()
+    assert session.refs == 1 and not session.closed
+    session.release()  # the last: frees the rest (mapped, device, back, end) and the stream
+    assert session.closed and session.live == 0
+    assert_nothing_leaks(memory, module)
+
+
+def test_auto_takes_cuda_python_and_never_imports_pycuda(monkeypatch, trt_engine_bundle):
+    from edge_fpn.runtime import Detector
+    memory = FakeMemory()
+    install_fakes(monkeypatch, memory, binding="cuda-python")
+    monkeypatch.delitem(sys.modules, "pycuda")
+    monkeypatch.delitem(sys.modules, "pycuda.driver")
+    real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __builtins__.__import__
+
+    def guarded(name, *args, **kwargs):
+        assert not name.startswith("pycuda"), "the cuda-python path imported pycuda"
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.__import__", guarded)
+    with Detector(trt_engine_bundle) as detector:
+        assert detector.layout.engine.cuda == "cuda-python"
+
+
+def test_binding_choice(monkeypatch, trt_engine_bundle):
+    from edge_fpn.runtime import Detector
+    install_fakes(monkeypatch, FakeMemory(), binding="both")
+    with Detector(trt_engine_bundle) as detector:
+        assert detector.layout.engine.cuda == "cuda-python"
+    with Detector(trt_engine_bundle, cuda="pycuda") as detector:
+        assert detector.layout.engine.cuda == "pycuda"
+    install_fakes(monkeypatch, FakeMemory(), binding="pycuda")  # where only pycuda is installed (JetPack 5.1)
+    with Detector(trt_engine_bundle) as detector:
+        assert detector.layout.engine.cuda == "pycuda"
+    with pytest.raises(EdgeFpnError, match=r"--cuda cuda-python: cuda-python is not installed; pip install 'edge-fpn\[cuda12\]'"):
+        Detector(trt_engine_bundle, cuda="cuda-python")
+    install_fakes(monkeypatch, FakeMemory(), binding="cuda-python")
+    with pytest.raises(EdgeFpnError, match="--cuda pycuda: pycuda is not installed"):
+        Detector(trt_engine_bundle, cuda="pycuda")
+    install_fakes(monkeypatch, FakeMemory(), binding="none")
+    with pytest.raises(EdgeFpnError, match="needs cuda-python .* neither is installed"):
+        Detector(trt_engine_bundle)
+    with pytest.raises(EdgeFpnError, match="cuda must be one of auto, cuda-python, pycuda"):
+        Detector(trt_engine_bundle, cuda="cupy")
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_forced_memory_modes(monkeypatch, tiny_bundle, trt_engine_bundle, binding):
+    """Mapped memory forced on a discrete GPU (what the GPU data-flow check does) and pinned memory
+    forced on an integrated one give ONNX Runtime's outputs; mapped needs a GPU that can map."""
+    from conftest import textured_image
+    from edge_fpn.bundle import load_manifest
+    from edge_fpn.runtime.backends import open_stage
+    from edge_fpn.runtime.backends.tensorrt_backend import TensorRTBackend
+    stage = load_manifest(trt_engine_bundle).stages["detector"]
+    path = os.path.join(trt_engine_bundle, stage.file)
+    reference_backend = open_stage(tiny_bundle, load_manifest(tiny_bundle).stages["detector"], device="cpu")
+    image = np.ascontiguousarray(textured_image(3, 320, 320)[None])
+    size = np.array([320, 320], np.float32)
+    reference = reference_backend({"image": image, "image_size": size})
+    for integrated, memory_mode in ((False, "mapped"), (True, "pinned")):
+        memory = FakeMemory()
+        _, module = install_fakes(monkeypatch, memory, integrated=integrated, binding=binding)
+        with TensorRTBackend(path, stage, cuda=binding, memory=memory_mode) as engine:
+            assert engine.mode == memory_mode
+            got = engine({"image": image, "image_size": size})
+        assert bool(memory.copies) == (memory_mode == "pinned")
+        for name, value in reference.items():
+            np.testing.assert_array_equal(got[name], value)
+        assert_nothing_leaks(memory, module)
+    install_fakes(monkeypatch, FakeMemory(), can_map=False)
+    with pytest.raises(EdgeFpnError, match="memory 'mapped' needs a GPU that can map host memory"):
+        TensorRTBackend(path, stage, memory="mapped")
+    with pytest.raises(EdgeFpnError, match="memory must be one of"):
+        TensorRTBackend(path, stage, memory="unified")
+
+
+def test_cuda_13_bindings_on_a_cuda_12_driver_is_one_line_exit_2(monkeypatch, trt_engine_bundle, capsys):
+    from edge_fpn.cli import main
+    memory = FakeMemory()
+    _, cudart = install_fakes(monkeypatch, memory, driver=12020, runtime=13050)
+    assert main(["detect", trt_engine_bundle, "test://?frames=1&realtime=0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "cuda-python 13.5.0 is built for CUDA 13.5" in err and "driver supports CUDA 12.2" in err
+    assert "edge-fpn[cuda12]" in err and "Traceback" not in err
+    assert_nothing_leaks(memory, cudart)
+    # an older major still: JetPack 5.1's CUDA 11.4 has no cuda-python wheels: pycuda
+    install_fakes(monkeypatch, FakeMemory(), driver=11040, runtime=12060)
+    assert main(["detect", trt_engine_bundle, "test://?frames=1&realtime=0", "--quiet", "--cuda", "auto"]) == 2
+    assert "use pycuda" in capsys.readouterr().err
+
+
+def test_the_real_cuda_python_without_a_driver_is_one_line(monkeypatch, trt_engine_bundle, capsys):
+    """The real cuda.bindings, where it is installed and no driver is (this CI machine): one line."""
+    real = pytest.importorskip("cuda.bindings.runtime")
+    if real.cudaDriverGetVersion()[1]:
+        pytest.skip("a CUDA driver is installed here")
+    from edge_fpn.cli import main
+    install_fakes(monkeypatch, FakeMemory(), binding="none")
+    for key in ("cuda", "cuda.bindings", "cuda.bindings.runtime"):
+        monkeypatch.delitem(sys.modules, key)
+    assert main(["detect", trt_engine_bundle, "test://?frames=1&realtime=0", "--quiet", "--cuda", "cuda-python"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cudaDriverGetVersion: no NVIDIA driver is installed" in err
+
+
+def test_error_messages_without_a_driver_match_the_real_bindings():
+    """The fake's error tuples have the real bindings' shape and the layer words them in one line."""
+    from edge_fpn.runtime.backends import cuda_memory
+    real = pytest.importorskip("cuda.bindings.runtime")
+    fake = make_fake_cudart(FakeMemory(), driver=0, runtime=13050)
+    for module in (real, fake):
+        result = module.cudaMalloc(16)
+        if int(result[0]) == 0:  # a GPU is here: the real call worked
+            module.cudaFree(result[1])
+            continue
+        assert len(result) == 2 and result[1] is None and result[0].name == "cudaErrorInsufficientDriver"
+        assert len(module.cudaStreamSynchronize(0)) == 1
+        with pytest.raises(EdgeFpnError) as info:
+            cuda_memory.check(module, "cudaMalloc", result)
+        message = str(info.value)
+        assert message.startswith("CUDA call cudaMalloc failed (cudaErrorInsufficientDriver: CUDA driver version is "
+                                  "insufficient for CUDA runtime version)") and "\n" not in message
+    assert cuda_memory.check(fake, "cudaRuntimeGetVersion", fake.cudaRuntimeGetVersion()) == 13050
+    assert cuda_memory.check(fake, "cudaFree", (fake.cudaError_t.cudaSuccess,)) is None
+
+
+def test_missing_onnxruntime_is_one_line(monkeypatch, tiny_bundle):
+    from edge_fpn.runtime import Detector
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(EdgeFpnError) as info:
+        Detector(tiny_bundle)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and "pip install 'edge-fpn[onnxruntime]'" in message
+    assert "neither TensorRT nor ONNX Runtime is installed" in message
 
 
 # ---------------------------------------------------------------- on a real GPU

@@ -17,8 +17,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--warmup", type=int, default=5, help="frames run before timing (default 5)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    from ..cli import add_device_argument
+    from ..cli import add_cuda_argument, add_device_argument
     add_device_argument(p)
+    add_cuda_argument(p)
     p.set_defaults(func=_bench)
 
 
@@ -26,5 +27,5 @@ def _bench(args: argparse.Namespace) -> int:
     from .app import DEFAULT_BENCH_SOURCE, bench
 
     bench(args.bundle, source=args.source or DEFAULT_BENCH_SOURCE, frames=args.frames, json=args.json,
-          warmup=args.warmup, threads=args.threads, device=args.device)
+          warmup=args.warmup, threads=args.threads, device=args.device, cuda=args.cuda)
     return 0

@@ -50,10 +50,13 @@ class Detector:
     0.05 for torchvision's models), for evaluation and embedding; pass ``score_threshold`` to
     keep fewer. ``detect``, ``demo`` and the pipeline's sinks display from 0.5 by default.
     device: "auto" (the GPU where ONNX Runtime has one), "cpu" or "cuda" (ONNX Runtime bundles).
+    cuda: what moves a TensorRT bundle's memory: "auto" (cuda-python, else pycuda), "cuda-python"
+    or "pycuda".
     """
 
     def __init__(self, bundle: str, score_threshold: Optional[float] = None,
-                 classes: Optional[Sequence[str]] = None, threads: int = 0, device: str = "auto"):
+                 classes: Optional[Sequence[str]] = None, threads: int = 0, device: str = "auto",
+                 cuda: str = "auto"):
         self.bundle_dir = bundle
         self.manifest: Manifest = load_manifest(bundle)
         self.score_threshold = score_threshold
@@ -61,7 +64,7 @@ class Detector:
         self.class_filter = _class_filter(self.class_names, classes)
         # label -> name by one numpy gather a frame, not a Python loop over the detections
         self._name_table = np.asarray(self.class_names, dtype=object)
-        self.layout = open_layout(bundle, self.manifest, threads, device)
+        self.layout = open_layout(bundle, self.manifest, threads, device, cuda)
         self.timer = StageTimer()
 
     @property

@@ -25,8 +25,8 @@ class EngineLayout:
 
     engine_steps = ("engine",)
 
-    def __init__(self, bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto"):
-        self.engine = open_stage(bundle_dir, manifest.stages[names.DETECTOR_STAGE], threads, device=device)
+    def __init__(self, bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto", cuda: str = "auto"):
+        self.engine = open_stage(bundle_dir, manifest.stages[names.DETECTOR_STAGE], threads, device=device, cuda=cuda)
         self.letterbox = UInt8Letterbox(manifest.preprocess)
         # Detector.__call__ resizes straight into the engine's own (page-locked) input buffer
         # where the backend offers one, else into this reused array
@@ -64,12 +64,16 @@ class HostLayout:
 
     engine_steps = ("stage1", "stage2")
 
-    def __init__(self, bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto"):
+    def __init__(self, bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto", cuda: str = "auto"):
         self.preprocessor = Preprocessor(manifest.preprocess)
         self.proposal_postprocessor = ProposalPostprocessor(manifest.levels, manifest.rpn)
         self.detection_postprocessor = DetectionPostprocessor(manifest.roi)
-        self.stage1 = open_stage(bundle_dir, manifest.stages["stage1"], threads, device=device)
-        self.stage2 = open_stage(bundle_dir, manifest.stages["stage2"], threads, device=device)
+        self.stage1 = open_stage(bundle_dir, manifest.stages["stage1"], threads, device=device, cuda=cuda)
+        try:
+            self.stage2 = open_stage(bundle_dir, manifest.stages["stage2"], threads, device=device, cuda=cuda)
+        except BaseException:
+            self.stage1.close()  # its buffers and its share of the CUDA session
+            raise
         spec1 = manifest.stages["stage1"]
         self.stage1_input = spec1.inputs[0].name
         outputs = [t.name for t in spec1.outputs]
@@ -136,6 +140,6 @@ class HostLayout:
         self.stage2.close()
 
 
-def open_layout(bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto") -> Any:
+def open_layout(bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto", cuda: str = "auto") -> Any:
     layout = EngineLayout if manifest.layout == "engine" else HostLayout
-    return layout(bundle_dir, manifest, threads, device)
+    return layout(bundle_dir, manifest, threads, device, cuda)

@@ -25,17 +25,23 @@ class Backend(Protocol):
 
 
 DEVICES = ("auto", "cpu", "cuda")
+CUDA_BINDINGS = ("auto", "cuda-python", "pycuda")  # = cuda_memory.CUDA_CHOICES (not imported here: no side effects)
 
 
-def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0, device: str = "auto") -> Backend:
+def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0, device: str = "auto", cuda: str = "auto",
+               memory: str = "auto") -> Backend:
     """Open one stage with the backend its manifest names (TensorRT is imported only here).
 
     device: "auto" (the GPU where there is one), "cpu" or "cuda". It chooses ONNX Runtime's
     execution provider (CUDA, and TensorRT where it loads, with onnxruntime-gpu); a TensorRT
-    engine runs on the GPU only.
+    engine runs on the GPU only. cuda: the binding that moves a TensorRT engine's memory, "auto"
+    (cuda-python, else pycuda), "cuda-python" or "pycuda"; memory: "auto", "pinned" or "mapped"
+    (see tensorrt_backend). Both are ignored by ONNX Runtime stages.
     """
     if device not in DEVICES:
         raise EdgeFpnError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if cuda not in CUDA_BINDINGS:
+        raise EdgeFpnError(f"cuda must be one of {', '.join(CUDA_BINDINGS)}, not {cuda!r}")
     path = os.path.join(bundle_dir, stage.file)
     if stage.backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
@@ -45,5 +51,5 @@ def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0, device: str 
             raise EdgeFpnError(f"{stage.file} is a TensorRT engine, which runs on the GPU only; use --device auto or cuda, "
                                "or run an ONNX Runtime bundle of this model (`edge-fpn build --backend onnxruntime`)")
         from .tensorrt_backend import TensorRTBackend
-        return TensorRTBackend(path, stage)
+        return TensorRTBackend(path, stage, cuda=cuda, memory=memory)
     raise EdgeFpnError(f"stage file {stage.file} names backend {stage.backend!r}, which this edge-fpn does not know; upgrade edge-fpn or rebuild the bundle")

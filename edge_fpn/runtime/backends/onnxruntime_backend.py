@@ -204,6 +204,28 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+# ONNX Runtime is an extra, not a dependency: onnxruntime and onnxruntime-gpu (and NVIDIA's Jetson
+# builds) all install the same `onnxruntime` package, and only one of them may be installed
+INSTALL_ONNXRUNTIME = ("pip install 'edge-fpn[onnxruntime]' on a CPU host, onnxruntime-gpu on a GPU host, "
+                       "NVIDIA's onnxruntime-gpu wheel for your JetPack on a Jetson")
+
+
+def import_onnxruntime(path: str = "") -> Any:
+    """The onnxruntime module, or one sentence saying what to install (naming TensorRT too where
+    it is absent as well: then nothing here can run an engine)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        what = f"{os.path.basename(path)} runs on ONNX Runtime" if path else "this bundle runs on ONNX Runtime"
+        try:
+            import tensorrt  # noqa: F401  (only to word the sentence)
+            other = "or build a TensorRT bundle of this model here (`edge-fpn build --backend tensorrt`)"
+        except Exception:
+            other = "and neither TensorRT nor ONNX Runtime is installed, so no engine can run here"
+        raise EdgeFpnError(f"{what}, which is not installed: {INSTALL_ONNXRUNTIME}; {other}") from None
+    return ort
+
+
 class OnnxRuntimeBackend:
     """``backend(inputs) -> outputs`` on an ONNX Runtime session.
 
@@ -216,7 +238,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, path: str, threads: int = 0, providers: Optional[List[str]] = None,
                  device: str = "auto", stage: Any = None, tensorrt: Optional[bool] = None):
-        import onnxruntime as ort
+        ort = import_onnxruntime(path)
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

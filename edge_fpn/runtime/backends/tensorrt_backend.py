@@ -1,4 +1,4 @@
-"""TensorRT backend: serialized engines run with tensorrt + pycuda (both imported lazily, here only).
+"""TensorRT backend: serialized engines run with tensorrt + cuda-python or pycuda (imported lazily, here only).
 
 Same interface as the ONNX Runtime backend (``backend(inputs) -> outputs``, name -> array), with:
 
@@ -29,9 +29,12 @@ Same interface as the ONNX Runtime backend (``backend(inputs) -> outputs``, name
   stage runs again (stage 2 always runs before the next stage 1, on the same thread); using a
   stale one raises an error rather than reading overwritten memory.
 
-Pycuda is driven with the device's primary context, pushed around each call, so the stages can
-be called from any thread (the pipeline's inference thread), and both stages share it (a device
-pointer is only meaningful inside its context).
+Memory moves through ``cuda_memory`` (one layer, two bindings): cuda-python's ``cuda.bindings``
+by default, pycuda where only pycuda is installed or ``cuda="pycuda"`` asks for it. Either way the
+device's primary context is made current around each call, so the stages can be called from any
+thread (the pipeline's inference thread), and both stages share it and its stream (a device pointer
+is only meaningful inside its context). ``memory="pinned"|"mapped"`` forces a host-memory mode
+(the GPU data-flow check maps memory on a discrete GPU too); "auto" is the rule above.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ import numpy as np
 
 from ...bundle import MANIFEST_NAME, StageSpec
 from ...errors import EdgeFpnError
+from .cuda_memory import MEMORY_MODES, CudaSession, DeviceBuffer, HostBuffer
 from .tensorrt_logic import (BufferPlan, bind_axes, check_engine_io, compatibility_problem, device_resident_outputs,
                              dla_core_of, dla_problem, execute_api, host_memory_mode, is_buffer, missing_provenance,
                              parse_version, plan_buffers, resolve_shape, tensorrt_numpy_dtype)
@@ -52,17 +56,13 @@ from .tensorrt_logic import (BufferPlan, bind_axes, check_engine_io, compatibili
 logger = logging.getLogger("edge_fpn.runtime")
 
 
-def load_api() -> Tuple[Any, Any]:
-    """Import tensorrt and pycuda.driver (never at import time of edge_fpn)."""
+def load_tensorrt() -> Any:
+    """Import tensorrt (never at import time of edge_fpn)."""
     try:
         import tensorrt as trt
     except ImportError:
         raise EdgeFpnError("this bundle's engines need TensorRT, which is not installed here; install JetPack's python3-libnvinfer, or export an onnxruntime bundle for this machine") from None
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise EdgeFpnError("the TensorRT backend needs pycuda, which is not installed; run `pip3 install pycuda` (with the CUDA toolkit on PATH)") from None
-    return trt, cuda
+    return trt
 
 
 class DeviceTensor:
@@ -94,62 +94,26 @@ class DeviceTensor:
         return f"DeviceTensor({self.name!r}, shape={self.shape}, dtype={self.dtype}, ptr=0x{self.ptr:x})"
 
 
-class _CudaSession:
-    """A device's primary context and the one stream the stages enqueue on."""
-
-    _lock = threading.Lock()
-    _sessions: Dict[Tuple[int, int], "_CudaSession"] = {}
-
-    def __init__(self, cuda: Any, device_index: int):
-        cuda.init()
-        self.cuda = cuda
-        self.device = cuda.Device(device_index)
-        self.context = self.device.retain_primary_context()
-        self.context.push()
-        try:
-            self.stream = cuda.Stream()
-        finally:
-            cuda.Context.pop()
-        attribute = cuda.device_attribute
-        self.name = str(self.device.name())
-        self.compute_capability = tuple(int(v) for v in self.device.compute_capability())
-        self.integrated = bool(self.device.get_attribute(attribute.INTEGRATED))
-        self.can_map = bool(self.device.get_attribute(attribute.CAN_MAP_HOST_MEMORY))
-
-    @classmethod
-    def get(cls, cuda: Any, device_index: int) -> "_CudaSession":
-        key = (id(cuda), device_index)
-        with cls._lock:
-            session = cls._sessions.get(key)
-            if session is None:
-                session = cls._sessions[key] = cls(cuda, device_index)
-            return session
-
-    def __enter__(self) -> "_CudaSession":
-        self.context.push()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cuda.Context.pop()
-
-
 class _Buffer:
     """Host and device memory of one I/O tensor (host may be None: device-resident outputs)."""
 
-    def __init__(self, plan: BufferPlan, cuda: Any, mode: str):
+    def __init__(self, plan: BufferPlan, session: CudaSession, mode: str):
         self.plan = plan
         self.host: Optional[np.ndarray] = None
-        self.device: Any = None
+        self.host_memory: Optional[HostBuffer] = None
+        self.device: Optional[DeviceBuffer] = None
         count = max(1, plan.max_elements)
         if mode == "mapped" and plan.needs_host:
             # Jetson: one page-locked buffer mapped into the GPU's address space, no copies at all
-            self.host = cuda.pagelocked_empty(count, plan.dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
-            self.address = int(self.host.base.get_device_pointer())
+            self.host_memory = session.host_buffer(count, plan.dtype, mapped=True)
+            self.address = int(self.host_memory.device_address or 0)
         else:
-            self.device = cuda.mem_alloc(count * plan.dtype.itemsize)
-            self.address = int(self.device)
+            self.device = session.device_buffer(count * plan.dtype.itemsize)
+            self.address = self.device.address
             if plan.needs_host:
-                self.host = cuda.pagelocked_empty(count, plan.dtype)
+                self.host_memory = session.host_buffer(count, plan.dtype)
+        if self.host_memory is not None:
+            self.host = self.host_memory.array
 
     def host_view(self, shape: Tuple[int, ...]) -> np.ndarray:
         assert self.host is not None
@@ -160,6 +124,9 @@ class _Buffer:
         if self.device is not None:
             self.device.free()
             self.device = None
+        if self.host_memory is not None:
+            self.host_memory.free()
+            self.host_memory = None
         self.host = None
 
 
@@ -169,13 +136,19 @@ class TensorRTBackend:
 
     def __init__(self, path: str, stage: StageSpec, provenance: Optional[Dict[str, Any]] = None,
                  stages: Optional[Dict[str, StageSpec]] = None, stage_key: Optional[str] = None,
-                 device: int = 0, api: Optional[Tuple[Any, Any]] = None):
+                 device: int = 0, cuda: str = "auto", memory: str = "auto"):
+        """cuda: "auto" (cuda-python, else pycuda), "cuda-python" or "pycuda". memory: "auto"
+        (mapped on an integrated GPU, pinned on a discrete one), "pinned" or "mapped"."""
         self.path = path
         self.stage = stage
         self.closed = False
         self.generation = 0
-        trt, cuda = api or load_api()
-        self._trt, self._cuda = trt, cuda
+        self.session: Optional[CudaSession] = None
+        self.buffers: Dict[str, _Buffer] = {}
+        if memory not in MEMORY_MODES:
+            raise EdgeFpnError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
+        trt = load_tensorrt()
+        self._trt = trt
         if provenance is None or stages is None:
             provenance_found, stages_found, key_found = _read_manifest(path, stage)
             provenance = provenance if provenance is not None else provenance_found
@@ -183,28 +156,49 @@ class TensorRTBackend:
             stage_key = stage_key or key_found
         self.version = parse_version(trt.__version__)
         self.api = execute_api(self.version)  # refuses TensorRT < 8.5
-        self.session = _CudaSession.get(cuda, device)
-        problem = compatibility_problem(provenance, path, trt.__version__, self.session.name, self.session.compute_capability)
+        self.session = CudaSession.acquire(cuda, device)
+        try:
+            self._open(trt, path, stage, provenance, stages, stage_key, memory)
+        except BaseException:
+            self.close()  # buffers allocated so far, and this backend's share of the session
+            raise
+
+    @property
+    def cuda(self) -> str:
+        """The binding that moves this engine's memory: "cuda-python" or "pycuda"."""
+        return self.session.implementation if self.session is not None else ""
+
+    def _open(self, trt: Any, path: str, stage: StageSpec, provenance: Dict[str, Any],
+              stages: Optional[Dict[str, StageSpec]], stage_key: Optional[str], memory: str) -> None:
+        session = self.session
+        assert session is not None
+        problem = compatibility_problem(provenance, path, trt.__version__, session.name, session.compute_capability)
         if problem:
             raise EdgeFpnError(problem)
         built_gpu = str(provenance.get("gpu_name") or "")
-        if built_gpu and built_gpu.strip().lower() != self.session.name.strip().lower():
+        if built_gpu and built_gpu.strip().lower() != session.name.strip().lower():
             logger.warning("engine %s was built on %s and runs on %s (same compute capability %d.%d)", path,
-                           built_gpu, self.session.name, *self.session.compute_capability)
+                           built_gpu, session.name, *session.compute_capability)
         missing = missing_provenance(provenance)
         if missing:
             logger.warning("the manifest does not record %s for %s; cannot check that this engine fits this machine",
                            ", ".join(missing), path)
-        self.mode = host_memory_mode(self.session.integrated, self.session.can_map)
+        if memory == "auto":
+            self.mode = host_memory_mode(session.integrated, session.can_map)
+        elif memory == "mapped" and not session.can_map:
+            raise EdgeFpnError(f"memory 'mapped' needs a GPU that can map host memory, and {session.name} cannot; "
+                               "use memory 'auto' or 'pinned'")
+        else:
+            self.mode = memory
         self.provenance = dict(provenance)
         self.device_outputs = device_resident_outputs(stage_key, stages) if stage_key and stages else []
         self.input_names = [t.name for t in stage.inputs]
         self.output_names = [t.name for t in stage.outputs]
         self._specs = {t.name: t for t in list(stage.inputs) + list(stage.outputs)}
-        with self.session:
-            self._load(trt, cuda)
+        with session:
+            self._load(trt, session)
 
-    def _load(self, trt: Any, cuda: Any) -> None:
+    def _load(self, trt: Any, session: CudaSession) -> None:
         self._logger = trt.Logger(trt.Logger.WARNING)
         # the engine may hold plugin layers (RoiAlign: ROIAlign_TRT), which deserialize only once
         # libnvinfer_plugin has registered them; a second registration is skipped by TensorRT
@@ -241,7 +235,8 @@ class TensorRTBackend:
             engine_io[name] = (is_input, tensorrt_numpy_dtype(self.engine.get_tensor_dtype(name), name, self.path))
         check_engine_io(self.stage, engine_io, self.path)
         self.plans = plan_buffers(self.stage, self.device_outputs, {name: dtype for name, (_, dtype) in engine_io.items()})
-        self.buffers: Dict[str, _Buffer] = {plan.name: _Buffer(plan, cuda, self.mode) for plan in self.plans}
+        for plan in self.plans:
+            self.buffers[plan.name] = _Buffer(plan, session, self.mode)
 
     def input_array(self, name: str) -> np.ndarray:
         """The page-locked (on Jetson: mapped, zero-copy) host buffer of input `name`, shaped for the
@@ -257,7 +252,8 @@ class TensorRTBackend:
     def __call__(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
         if self.closed:
             raise RuntimeError(f"TensorRT backend for {self.path} is closed")
-        cuda, stream = self._cuda, self.session.stream
+        session = self.session
+        assert session is not None
         shapes = {name: tuple(np.shape(inputs[name])) if not isinstance(inputs[name], DeviceTensor)
                   else inputs[name].shape for name in self.input_names if name in inputs}
         try:
@@ -265,7 +261,7 @@ class TensorRTBackend:
         except ValueError as exc:
             raise ValueError(f"{os.path.basename(self.path)}: {exc}") from None
         addresses: Dict[str, int] = {}
-        with self.session:
+        with session:
             for name in self.input_names:
                 value = inputs[name]
                 shape = shapes[name]
@@ -287,7 +283,7 @@ class TensorRTBackend:
                         view = buffer.host_view(shape)
                         np.copyto(view, array, casting="same_kind")
                     if buffer.device is not None:
-                        cuda.memcpy_htod_async(buffer.address, view, stream)
+                        session.copy_to_device(buffer.address, view)
                     addresses[name] = buffer.address
                 if not self.context.set_input_shape(name, shape):
                     raise ValueError(f"TensorRT refused shape {shape} for input {name} of {self.path}")
@@ -295,12 +291,12 @@ class TensorRTBackend:
                              for name in self.output_names}
             for name in self.output_names:
                 addresses[name] = self.buffers[name].address
-            self._execute(addresses, stream)
+            self._execute(addresses, session.stream_handle)
             for name in self.output_names:
                 buffer = self.buffers[name]
                 if buffer.plan.needs_host and buffer.device is not None:
-                    cuda.memcpy_dtoh_async(buffer.host_view(output_shapes[name]), buffer.address, stream)
-            stream.synchronize()
+                    session.copy_to_host(buffer.host_view(output_shapes[name]), buffer.address)
+            session.synchronize()
         self.generation += 1
         outputs: Dict[str, Any] = {}
         for name in self.output_names:
@@ -314,17 +310,17 @@ class TensorRTBackend:
                 outputs[name] = DeviceTensor(name, shape, buffer.plan.dtype, buffer.address, self, self.generation)
         return outputs
 
-    def _execute(self, addresses: Dict[str, int], stream: Any) -> None:
+    def _execute(self, addresses: Dict[str, int], stream_handle: int) -> None:
         if self.api == "v3":
             for name in self.tensor_order:
                 # False (TensorRT 10) for an unknown name or a misaligned or null address
                 if not self.context.set_tensor_address(name, addresses[name]):
                     raise RuntimeError(f"TensorRT refused the address 0x{addresses[name]:x} of tensor {name} of "
                                        f"{self.path} (see the TensorRT log above)")
-            ok = self.context.execute_async_v3(stream_handle=stream.handle)
+            ok = self.context.execute_async_v3(stream_handle=stream_handle)
         else:
             bindings = [addresses[name] for name in self.tensor_order]
-            ok = self.context.execute_async_v2(bindings=bindings, stream_handle=stream.handle)
+            ok = self.context.execute_async_v2(bindings=bindings, stream_handle=stream_handle)
         if not ok:
             raise RuntimeError(f"TensorRT failed to run {self.path} (see the TensorRT log above)")
 
@@ -332,21 +328,34 @@ class TensorRTBackend:
         """Copy a device tensor to a new host array."""
         if not tensor.valid:
             raise RuntimeError(f"device tensor {tensor.name} is stale: its stage ran again since it was made")
-        out = np.empty(tensor.shape, dtype=tensor.dtype)
+        assert self.session is not None
         with self.session:
-            self._cuda.memcpy_dtoh(out, tensor.ptr)
-        return out
+            return self.session.download(tensor.ptr, tensor.shape, tensor.dtype)
 
     def close(self) -> None:
+        """Free this engine's buffers and release its share of the CUDA session (the last stage to
+        close frees the stream). Safe to call twice, and after a failed open."""
         if self.closed:
             return
         self.closed = True
-        with self.session:
-            for buffer in getattr(self, "buffers", {}).values():
-                buffer.free()
-            self.context = None
-            self.engine = None
-            self._runtime = None
+        session, self.session = self.session, None
+        if session is None:
+            return
+        try:
+            with session:
+                try:
+                    session.synchronize()  # no work of this engine may still use its buffers
+                except EdgeFpnError:
+                    pass  # the frame that failed said why; the memory is freed all the same
+                for buffer in self.buffers.values():
+                    buffer.free()
+                self.buffers = {}
+                # TensorRT's objects before the memory's context goes: context, engine, runtime
+                self.context = None
+                self.engine = None
+                self._runtime = None
+        finally:
+            session.release()
 
     def __enter__(self) -> "TensorRTBackend":
         return self
