@@ -25,6 +25,13 @@ MANIFEST_NAME = "manifest.json"
 # "host": stage 1 and stage 2 graphs with the per-level postprocessing in numpy between them
 LAYOUTS = ("engine", "host")
 LAYOUT_STAGES = {"engine": ("detector",), "host": ("stage1", "stage2")}
+# ONNX metadata (model props) that export stamps into each graph: which stage it is and how many
+# classes its predictor has (the engine layout's outputs do not show it)
+GRAPH_STAGE_KEY = "edge_fpn.stage"
+GRAPH_CLASSES_KEY = "edge_fpn.num_classes"
+# ONNX Runtime's and ONNX's element type names -> the manifest's dtype names
+_TENSOR_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+                 "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
 
 
 @dataclass(frozen=True)
@@ -157,14 +164,20 @@ def load_manifest(bundle_dir: str) -> Manifest:
     except (OSError, ValueError) as exc:
         raise EdgeFpnError(f"{path} is not readable JSON ({exc}); re-run `edge-fpn export` to write the bundle again") from None
     version = data.get("format_version") if isinstance(data, dict) else None
-    if not isinstance(version, int):
+    if version is None:
         raise EdgeFpnError(f"{path} has no format_version; it is not an edge-fpn manifest (re-run `edge-fpn export`)")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise EdgeFpnError(f"{path}: format_version must be a whole number like {FORMAT_VERSION}, not {version!r}; "
+                           "fix it or re-run `edge-fpn export`")
     if version > FORMAT_VERSION:
         raise EdgeFpnError(f"{path} has format version {version}, newer than this edge-fpn understands ({FORMAT_VERSION}); upgrade edge-fpn")
     try:
         manifest = Manifest.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgeFpnError(f"{path} is incomplete or corrupt ({exc!r}); re-run `edge-fpn export`") from None
+    problem = _manifest_problem(data, manifest)
+    if problem:
+        raise EdgeFpnError(f"{path}: {problem}; fix the manifest or re-run `edge-fpn export`")
     if manifest.layout not in LAYOUTS:
         raise EdgeFpnError(f"{path} has layout {manifest.layout!r}, which this edge-fpn does not know ({' or '.join(LAYOUTS)}); "
                            f"upgrade edge-fpn or re-run `edge-fpn export`")
@@ -172,9 +185,153 @@ def load_manifest(bundle_dir: str) -> Manifest:
         if key not in manifest.stages:
             raise EdgeFpnError(f"{path} declares no {key}; re-run `edge-fpn export`")
         stage_file = os.path.join(bundle_dir, manifest.stages[key].file)
+        inside = os.path.realpath(bundle_dir)
+        if os.path.commonpath([inside, os.path.realpath(stage_file)]) != inside:
+            raise EdgeFpnError(f"{path}: the {key} file {manifest.stages[key].file!r} lies outside the bundle; a bundle "
+                               "names only files inside its own directory (re-run `edge-fpn export`)")
         if not os.path.isfile(stage_file):
             raise EdgeFpnError(f"{stage_file} is missing from the bundle; re-run `edge-fpn export` or `edge-fpn build`")
     return manifest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    import math
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _manifest_problem(data: Dict[str, Any], manifest: Manifest) -> str:
+    """The first type or range a manifest gets wrong, as a phrase ('' when none): the one place
+    where a manifest's values are checked, so that nothing downstream meets a negative size."""
+    names = data.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return f"class_names must be a list of names (index 0 the background), not {type(names).__name__}"
+    if len(names) < 2:
+        return "class_names needs the background and at least one class"
+    size = data.get("preprocess", {}).get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+        return f"preprocess.input_size must be two positive whole numbers [H, W], not {size!r}"
+    rpn, roi = manifest.rpn, manifest.roi
+    checks = [
+        ("rpn.pre_nms_top_n", rpn.pre_nms_top_n, _is_int, lambda v: v >= 1, "a whole number >= 1"),
+        ("rpn.post_nms_top_n", rpn.post_nms_top_n, _is_int, lambda v: v >= 1, "a whole number >= 1"),
+        ("rpn.nms_thresh", rpn.nms_thresh, _is_number, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        ("rpn.score_thresh", rpn.score_thresh, _is_number, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        ("roi.score_thresh", roi.score_thresh, _is_number, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        ("roi.nms_thresh", roi.nms_thresh, _is_number, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        ("roi.detections_per_img", roi.detections_per_img, _is_int, lambda v: v >= 1, "a whole number >= 1"),
+    ]
+    for name, value, kind, in_range, wanted in checks:
+        if not kind(value) or not in_range(value):
+            return f"{name} must be {wanted}, not {value!r}"
+    if not isinstance(data.get("stages"), dict) or not data["stages"]:
+        return "stages must name the bundle's graph or engine files"
+    for key, stage in manifest.stages.items():
+        if not isinstance(stage.file, str) or not stage.file or os.path.isabs(stage.file):
+            return f"the {key} file must be a file name inside the bundle, not {stage.file!r}"
+        for tensor in list(stage.inputs) + list(stage.outputs):
+            if not all((_is_int(d) and d >= 0) or (isinstance(d, str) and d) for d in tensor.shape):
+                return f"the shape of {key}'s {tensor.name!r} must hold sizes >= 0 or axis names, not {tensor.shape!r}"
+    return ""
+
+
+def graph_mismatch(key: str, stage: StageSpec, manifest: Manifest, inputs: Dict[str, Tuple[List[Any], str]],
+                   outputs: Dict[str, Tuple[List[Any], str]], metadata: Dict[str, str]) -> str:
+    """How a stage's graph differs from what the manifest says of it, as a phrase ('' when it does
+    not): its input and output names, element types and fixed sizes, and the stage and class count
+    that export stamps into its metadata. `inputs`/`outputs`: name -> (shape with None or a name for
+    a dynamic axis, dtype as the manifest names it), read by ONNX or by ONNX Runtime."""
+    stamped = metadata.get(GRAPH_STAGE_KEY)
+    if stamped and stamped != key:
+        return f"it holds the {stamped} graph, not the {key} graph (another layout's file?)"
+    classes = metadata.get(GRAPH_CLASSES_KEY)
+    if classes and classes.isdigit() and int(classes) != manifest.num_classes:
+        return (f"its predictor has {classes} classes (with the background) but the manifest names "
+                f"{manifest.num_classes}")
+    height, width = manifest.input_size
+    for name, axes in (("image", (1, 2)), ("images", (2, 3))):  # engine layout NHWC; host stage 1 NCHW
+        shape = inputs.get(name, ([], ""))[0]
+        if len(shape) == 4 and all(isinstance(shape[a], int) for a in axes) and \
+                [shape[axes[0]], shape[axes[1]]] != [height, width]:
+            return (f"it takes {shape[axes[0]]}x{shape[axes[1]]} images but the manifest's input_size is "
+                    f"{height}x{width}")
+    logits = outputs.get("class_logits")  # the host layout's stage 2 shows its class count
+    if logits and len(logits[0]) == 2 and isinstance(logits[0][1], int) and logits[0][1] != manifest.num_classes:
+        return (f"its predictor has {logits[0][1]} classes (with the background) but the manifest names "
+                f"{manifest.num_classes}")
+    for role, declared, actual in (("input", stage.inputs, inputs), ("output", stage.outputs, outputs)):
+        wanted = [t.name for t in declared]
+        if sorted(wanted) != sorted(actual):
+            return f"its {role}s are {sorted(actual)}, the manifest's {sorted(wanted)}"
+        for tensor in declared:
+            shape, dtype = actual[tensor.name]
+            if dtype and dtype != tensor.dtype:
+                return f"{role} {tensor.name!r} is {dtype} in the graph, {tensor.dtype} in the manifest"
+            fixed = [(a, b) for a, b in zip(shape, tensor.shape) if isinstance(a, int) and isinstance(b, int)]
+            if len(shape) != len(tensor.shape) or any(a != b for a, b in fixed):
+                return f"{role} {tensor.name!r} has the shape {list(shape)} in the graph, {tensor.shape} in the manifest"
+    return ""
+
+
+def onnx_graph_io(path: str) -> Tuple[Dict[str, Tuple[List[Any], str]], Dict[str, Tuple[List[Any], str]], Dict[str, str]]:
+    """(inputs, outputs, metadata) of an ONNX file for graph_mismatch, read with onnx (weights not loaded)."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+
+    def describe(infos: Any) -> Dict[str, Tuple[List[Any], str]]:
+        out = {}
+        for info in infos:
+            if info.name in initializers:
+                continue
+            tensor_type = info.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
+            name = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name if tensor_type.elem_type else ""
+            out[info.name] = (shape, name)
+        return out
+
+    return describe(model.graph.input), describe(model.graph.output), {p.key: p.value for p in model.metadata_props}
+
+
+def session_graph_io(session: Any) -> Tuple[Dict[str, Tuple[List[Any], str]], Dict[str, Tuple[List[Any], str]], Dict[str, str]]:
+    """(inputs, outputs, metadata) of an ONNX Runtime session for graph_mismatch (no onnx needed)."""
+    def describe(args: Any) -> Dict[str, Tuple[List[Any], str]]:
+        return {a.name: ([d if isinstance(d, int) else None for d in a.shape], _TENSOR_TYPES.get(a.type, ""))
+                for a in args}
+
+    metadata = dict(getattr(session.get_modelmeta(), "custom_metadata_map", {}) or {})
+    return describe(session.get_inputs()), describe(session.get_outputs()), metadata
+
+
+def onnx_stage_mismatches(bundle_dir: str, manifest: Manifest, stage_dir: Optional[str] = None) -> List[Tuple[str, str]]:
+    """(stage file, what differs) for every ONNX stage whose graph does not match the manifest;
+    engine files are checked by the runtime when it loads them."""
+    found = []
+    for key, stage in sorted(manifest.stages.items()):
+        if not stage.file.endswith(".onnx"):
+            continue
+        path = os.path.join(stage_dir or bundle_dir, stage.file)
+        try:
+            inputs, outputs, metadata = onnx_graph_io(path)
+        except Exception as exc:  # protobuf raises several types for a corrupt file
+            found.append((stage.file, f"it is not a readable ONNX graph ({type(exc).__name__})"))
+            continue
+        mismatch = graph_mismatch(key, stage, manifest, inputs, outputs, metadata)
+        if mismatch:
+            found.append((stage.file, mismatch))
+    return found
+
+
+def verify_onnx_stages(bundle_dir: str, manifest: Manifest, stage_dir: Optional[str] = None) -> None:
+    """Refuse (one sentence naming the file and what differs) a bundle whose ONNX graphs do not
+    match its manifest."""
+    for file, mismatch in onnx_stage_mismatches(bundle_dir, manifest, stage_dir)[:1]:
+        raise EdgeFpnError(f"{os.path.join(stage_dir or bundle_dir, file)} does not match its manifest: {mismatch}; "
+                           "re-run `edge-fpn export`")
 
 
 def write_manifest(directory: str, manifest: Manifest) -> None:

@@ -123,3 +123,67 @@ def test_a_single_unreadable_image_is_exit_2_with_no_output(tiny_bundle, tmp_pat
     out = tmp_path / "out.jsonl"
     assert main(["detect", tiny_bundle, str(image), str(out), "--quiet"]) == 2
     assert "cannot read the image" in _one_line_error(capsys, "detect") and not out.exists()
+
+
+# ------------------------------------------------------- 2. a bundle whose graph is not its manifest's
+
+def _edited_bundle(tiny_bundle, tiny_host_bundle, tmp_path, case):
+    import json
+    import shutil
+
+    bundle = str(tmp_path / "bundle")
+    shutil.copytree(tiny_bundle, bundle)
+    path = os.path.join(bundle, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    if case == "another layout's graph under the expected name":
+        shutil.copyfile(os.path.join(tiny_host_bundle, "stage2.onnx"), os.path.join(bundle, "detector.onnx"))
+    elif case == "a stage file outside the bundle":
+        manifest["stages"]["detector"]["file"] = "../../detector.onnx"
+        shutil.copyfile(os.path.join(tiny_bundle, "detector.onnx"), str(tmp_path.parent / "detector.onnx"))
+    elif case == "an input size that is not the graph's":
+        manifest["preprocess"]["input_size"] = [256, 256]
+    elif case == "too few class names":
+        manifest["class_names"] = manifest["class_names"][:-1]
+    elif case == "too many class names":
+        manifest["class_names"] = manifest["class_names"] + ["extra"]
+    elif case == "class names as a string":
+        manifest["class_names"] = "abcde"
+    elif case == "a negative input size":
+        manifest["preprocess"]["input_size"] = [-320, 320]
+    elif case == "a format version as a string":
+        manifest["format_version"] = "2"
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    return bundle
+
+
+MANIFEST_CASES = {
+    "another layout's graph under the expected name": "holds the stage2 graph, not the detector graph",
+    "a stage file outside the bundle": "lies outside the bundle",
+    "an input size that is not the graph's": "takes 320x320 images but the manifest's input_size is 256x256",
+    "too few class names": "predictor has 5 classes (with the background) but the manifest names 4",
+    "too many class names": "predictor has 5 classes (with the background) but the manifest names 6",
+    "class names as a string": "class_names must be a list of names",
+    "a negative input size": "preprocess.input_size must be two positive whole numbers",
+    "a format version as a string": "format_version must be a whole number like 2, not '2'",
+}
+
+
+@pytest.mark.parametrize("command", ["check", "calibrate", "build"])
+@pytest.mark.parametrize("case", sorted(MANIFEST_CASES))
+def test_a_bundle_that_does_not_match_its_graph_is_refused(tiny_bundle, tiny_host_bundle, tmp_path, capsys, case,
+                                                           command):
+    bundle = _edited_bundle(tiny_bundle, tiny_host_bundle, tmp_path, case)
+    out = str(tmp_path / "out")
+    args = {"check": ["check", bundle],
+            "calibrate": ["calibrate", bundle, "--data", "synthetic:2", "--output", out, "--quiet"],
+            "build": ["build", bundle, "--precision", "fp32", "--backend", "onnxruntime", "--output", out]}[command]
+    code = main(args)
+    if command == "check" and code == 1:  # a graph that is not its manifest's is a finding of check
+        printed = capsys.readouterr().out
+        assert MANIFEST_CASES[case] in printed and "clean" not in printed
+    else:
+        assert code == 2
+        assert MANIFEST_CASES[case] in _one_line_error(capsys, command)
+    assert not os.path.exists(out)

@@ -119,7 +119,7 @@ def test_interrupted_export_leaves_nothing(tmp_path, checkpoint, monkeypatch):
     from edge_fpn.export import onnx_export
     from edge_fpn.model.architectures import build_architecture, load_checkpoint
 
-    def boom(path):
+    def boom(path, *stamp):
         raise KeyboardInterrupt
     monkeypatch.setattr(onnx_export, "_slim", boom)
     model = load_checkpoint(build_architecture(ARCH, 3), checkpoint, ARCH)

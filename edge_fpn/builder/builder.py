@@ -19,7 +19,8 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from ..bundle import Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest, write_manifest
+from ..bundle import (Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest,
+                      verify_onnx_stages, write_manifest)
 from ..errors import EdgeFpnError
 from .calibrate import CalibrationRanges, load_ranges, ranges_hash, require_fp32_onnx, stage_keys
 
@@ -49,6 +50,7 @@ def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str
         raise EdgeFpnError("build needs an output directory (--output ENGINE_DIR)")
     manifest = load_manifest(bundle)
     require_fp32_onnx(bundle, manifest, "build")
+    verify_onnx_stages(bundle, manifest)
     if os.path.abspath(output) == os.path.abspath(bundle):
         raise EdgeFpnError("the output directory is the source bundle; choose another --output")
     check_output_dir(output, force)

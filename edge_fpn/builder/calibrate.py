@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..bundle import LAYOUT_STAGES, Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest
+from ..bundle import (LAYOUT_STAGES, Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest,
+                      verify_onnx_stages)
 from ..errors import EdgeFpnError
 from .cache import DEFAULT_TENSORRT_VERSION, format_cache, merge_stage_ranges
 from .histogram import DEFAULT_PERCENTILE, METHODS, NUM_BINS, AbsHistogram, compute_amax
@@ -144,6 +145,7 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
         raise EdgeFpnError(f"--percentile must be in (0, 100], not {percentile}")
     manifest = load_manifest(bundle_dir)
     require_fp32_onnx(bundle_dir, manifest, "calibration")
+    verify_onnx_stages(bundle_dir, manifest)
     check_output_dir(output, force)
     source_hash = bundle_hash(bundle_dir, manifest)
     source = open_source(data, manifest.input_size, num)

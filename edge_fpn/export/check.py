@@ -253,7 +253,12 @@ def _parser_findings(nvidia: "NvidiaParser", path: str, prefix: str) -> List[str
 def _check_bundle(bundle_dir: str, version: str, label: str, dla: bool, stage_dir: Optional[str] = None,
                   nvidia: Optional["NvidiaParser"] = None) -> CheckReport:
     """Every stage the manifest declares, whatever the layout (stage1/stage2, or detector)."""
+    from ..bundle import load_manifest, onnx_stage_mismatches
+
     report = CheckReport()
+    # a graph that is not the one its manifest describes (another layout's, another class count)
+    report.findings += [f"{file}: manifest: {mismatch}; re-run `edge-fpn export`"
+                        for file, mismatch in onnx_stage_mismatches(bundle_dir, load_manifest(bundle_dir), stage_dir)]
     for stage, path in _stage_paths(bundle_dir, stage_dir):
         report.extend(_check_model(path, version, label, declared_from_stage(stage), dla), prefix=f"{stage.file}: ")
         if nvidia is not None:

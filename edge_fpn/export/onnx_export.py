@@ -97,13 +97,19 @@ def _quiet_export(module: Any, args: Tuple[Any, ...], path: str, **kwargs: Any) 
         torch.onnx.export(module, args, path, dynamo=False, opset_version=OPSET, do_constant_folding=True, **kwargs)
 
 
-def _slim(path: str) -> None:
+def _slim(path: str, stage: str = "", num_classes: int = 0) -> None:
+    """Simplify the graph in place; `stage` and `num_classes` are stamped into its metadata
+    (bundle.GRAPH_STAGE_KEY, GRAPH_CLASSES_KEY) so that a loader can tell a graph that does not
+    belong to the manifest, even where the outputs do not show the class count."""
     import onnx
     import onnxslim
 
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         slimmed = onnxslim.slim(onnx.load(path))
+    if stage:
+        from ..bundle import GRAPH_CLASSES_KEY, GRAPH_STAGE_KEY
+        onnx.helper.set_model_props(slimmed, {GRAPH_STAGE_KEY: stage, GRAPH_CLASSES_KEY: str(num_classes)})
     onnx.save(slimmed, path)
 
 
@@ -169,7 +175,7 @@ def _export_engine_layout(model: Any, manifest: Manifest, output: str, force: bo
                       output_names=[names.BOXES, names.SCORES, names.LABELS, names.NUM_DETECTIONS])
         bar.update(1)
         bar.set_description("simplify (onnxslim)")
-        _slim(path)
+        _slim(path, names.DETECTOR_STAGE, manifest.num_classes)
         bar.update(1)
         outputs = _declared_outputs(path)
         manifest = manifest.replace(
@@ -250,10 +256,11 @@ def _export_host_layout(model: Any, manifest: Manifest, output: str, force: bool
                                     "box_regression": {0: PROPOSALS_AXIS}})
         bar.update(1)
         bar.set_description("simplify (onnxslim)")
-        _slim(stage1_path)
-        _slim(stage2_path)
+        _slim(stage2_path, "stage2", num_classes)
+        # stage 1 is stamped once, after its unused outputs are dropped (a second slim)
+        _drop_unused_stage1_outputs(stage1_path, keep=[t.name for t in stage1_outputs if _is_needed(t.name, pooled)],
+                                    stamp=("stage1", num_classes))
         bar.update(1)
-        _drop_unused_stage1_outputs(stage1_path, keep=[t.name for t in stage1_outputs if _is_needed(t.name, pooled)])
         stage1_outputs = [t for t in stage1_outputs if _is_needed(t.name, pooled)]
         dynamic = {PROPOSALS_AXIS: [1, post_nms]}
         manifest = manifest.replace(
@@ -271,25 +278,15 @@ def _is_needed(name: str, pooled: Sequence[int]) -> bool:
     return not name.startswith("features_") or int(name.split("_")[1]) in pooled
 
 
-def _drop_unused_stage1_outputs(path: str, keep: Sequence[str]) -> None:
+def _drop_unused_stage1_outputs(path: str, keep: Sequence[str], stamp: Tuple[str, int]) -> None:
     import onnx
 
     model = onnx.load(path)
     outputs = [o for o in model.graph.output if o.name in keep]
-    if len(outputs) != len(model.graph.output):
-        del model.graph.output[:]
-        model.graph.output.extend(outputs)
-        _slim_model_in_place(model, path)
-
-
-def _slim_model_in_place(model: Any, path: str) -> None:
-    import onnx
-    import onnxslim
-
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        model = onnxslim.slim(model)  # removes the nodes that only fed the dropped outputs
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
     onnx.save(model, path)
+    _slim(path, *stamp)  # removes the nodes that only fed the dropped outputs
 
 
 def _lint(bundle_dir: str) -> List[str]:
