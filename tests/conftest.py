@@ -23,7 +23,7 @@ TEST_CLASSES = ["__background__", "alpha", "beta", "gamma", "delta"]
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU with TensorRT and pycuda (skipped elsewhere)")
+    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU (TensorRT, or cuda-python for the data-flow check; skipped elsewhere)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 

@@ -82,6 +82,7 @@ class FakeMemory:
         self.next = 0x1000
         self.copies = []  # (direction, ptr, nbytes)
         self.queues: Dict[int, List[Callable[[], None]]] = {}  # stream handle -> pending work
+        self.foreign_streams = set()  # handles of the fake pycuda's streams (one driver: usable by both)
 
     def alloc(self, nbytes):
         ptr = self.next
@@ -187,7 +188,7 @@ def make_fake_cudart(memory: FakeMemory, integrated=False, name="Orin", cc=(8, 7
 
     def live_stream(stream):
         handle = int(stream)
-        return handle == 0 or handle in streams
+        return handle == 0 or handle in streams or handle in memory.foreign_streams
 
     @api(1)
     def cudaDriverGetVersion():

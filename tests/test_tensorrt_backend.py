@@ -177,6 +177,7 @@ def make_fake_cuda(memory, integrated=False, name="Orin", cc=(8, 7)):
             assert Context.depth > 0, "a stream is created inside its context"
             Stream.count += 1
             self.handle = 1234 + Stream.count
+            memory.foreign_streams.add(self.handle)
 
         def synchronize(self):
             pass
@@ -939,15 +940,16 @@ def test_missing_onnxruntime_is_one_line(monkeypatch, tiny_bundle):
 
 def _have_gpu_stack():
     try:
-        import pycuda.driver  # noqa: F401
         import tensorrt  # noqa: F401
+        from edge_fpn.runtime.backends.cuda_memory import choose_binding
+        choose_binding("auto")  # cuda-python, else pycuda
     except Exception:
         return False
     return True
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _have_gpu_stack(), reason="needs tensorrt and pycuda (an NVIDIA GPU)")
+@pytest.mark.skipif(not _have_gpu_stack(), reason="needs tensorrt and cuda-python or pycuda (an NVIDIA GPU)")
 def test_real_tensorrt_bundle(tiny_host_bundle, tmp_path):
     """Build engines for the tiny bundle with the project's builder, then compare with ONNX Runtime."""
     from conftest import textured_image
@@ -966,7 +968,7 @@ def test_real_tensorrt_bundle(tiny_host_bundle, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _have_gpu_stack(), reason="needs tensorrt and pycuda (an NVIDIA GPU)")
+@pytest.mark.skipif(not _have_gpu_stack(), reason="needs tensorrt and cuda-python or pycuda (an NVIDIA GPU)")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_real_tensorrt_engine_layout(tiny_bundle, tmp_path, precision):
     """The engine layout built and run on the GPU: the same detections as ONNX Runtime (FP16: the
