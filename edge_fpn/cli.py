@@ -75,7 +75,8 @@ def _detect(args: argparse.Namespace) -> int:
     from .runtime.app import detect
 
     detect(args.bundle, args.source, args.sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
-           classes=_split(args.classes), quiet=args.quiet, device=args.device, force=args.force, cuda=args.cuda)
+           classes=_split(args.classes), quiet=args.quiet, device=args.device, force=args.force, cuda=args.cuda,
+           track=args.track)
     return 0
 
 
@@ -138,7 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     run_demo(args.output, seconds=args.seconds, precision=args.precision, force=args.force,
              eval_images=args.eval_images, calibration_images=args.calibration_images, progress=not args.quiet,
-             device=args.device, score_threshold=args.score_threshold)
+             device=args.device, score_threshold=args.score_threshold, track=args.track)
     return 0
 
 
@@ -208,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show and write detections scoring at least T (default 0.5; 0.05 shows all the model keeps)")
     p.add_argument("--classes", default=None, help="comma-separated class names to keep")
     p.add_argument("--quiet", action="store_true", help="no periodic statistics")
+    p.add_argument("--track", action="store_true",
+                   help="persistent object IDs (ByteTrack-style tracker): drawn as #ID, written as track_id")
     p.add_argument("--force", action="store_true",
                    help="replace existing output files (an output that is an input is refused even so)")
     add_device_argument(p)
@@ -243,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw and write live detections scoring at least T (default 0.5; the AP report uses all)")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--track", action="store_true", help="persistent object IDs in the live run (drawn and written)")
     add_device_argument(p)
     p.set_defaults(func=_demo)
 

@@ -31,10 +31,10 @@ def _prepare_output(output: str, force: bool) -> None:
 
 def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "int8", force: bool = False,
              eval_images: int = 100, calibration_images: int = 32, progress: bool = True,
-             device: str = "auto", score_threshold: Optional[float] = None) -> Dict[str, Any]:
+             device: str = "auto", score_threshold: Optional[float] = None, track: bool = False) -> Dict[str, Any]:
     """Export, calibrate, build, run live, report. The live run draws and writes detections scoring
-    at least `score_threshold` (default 0.5, the pipeline's display threshold); the AP report
-    evaluates everything the model keeps, as `edge-fpn eval` does."""
+    at least `score_threshold` (default 0.5, the pipeline's display threshold), with persistent
+    track IDs if `track`; the AP report evaluates everything the model keeps, as `edge-fpn eval` does."""
     from .builder.builder import build_engine
     from .builder.calibrate import calibrate
     from .evaluate import DEFAULT_EVAL_SEED, bundle_detect_fn, evaluate, synthetic_data, torch_detect_fn
@@ -73,7 +73,8 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
 
     _say(f"4/5 run live on the synthetic camera for {seconds:g} s")
     detector = Detector(engine, device=device)
-    stats, shown_from = run_live(detector, output, seconds, progress=progress, score_threshold=score_threshold)
+    stats, shown_from = run_live(detector, output, seconds, progress=progress, score_threshold=score_threshold,
+                                 track=track)
 
     _say(f"5/5 evaluate on {eval_images} held-out synthetic images (bundle and PyTorch)")
     detect, _, size = bundle_detect_fn(engine, device=device)
@@ -94,6 +95,7 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
         "frames": stats.get("frames", 0),
         "dropped_frames": stats.get("dropped", 0),
         "bad_frames": stats.get("bad_frames", 0),
+        "tracking": bool(track),
         "fps": stats.get("fps", 0.0),
         "latency_ms": _ms(stats.get("latency", {})),
         "stages_ms": {name: _ms(value) for name, value in stats.get("stages", {}).items()},
@@ -110,14 +112,15 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
 
 
 def run_live(detector: Any, output: str, seconds: float, progress: bool = True,
-             score_threshold: Optional[float] = None, source: str = DEMO_SOURCE) -> Tuple[Dict[str, Any], float]:
+             score_threshold: Optional[float] = None, source: str = DEMO_SOURCE,
+             track: bool = False) -> Tuple[Dict[str, Any], float]:
     """The demo's live step: `source` through the pipeline for `seconds` into demo.mp4 and
     detections.jsonl in `output`; returns the statistics and the score threshold shown from."""
     from .runtime.pipeline import Pipeline
 
     sinks = [os.path.join(output, "demo.mp4"), os.path.join(output, "detections.jsonl")]
     with Pipeline(detector, source, sinks, quiet=not progress, stats_interval=max(2.0, seconds / 3),
-                  score_threshold=score_threshold) as pipeline:
+                  score_threshold=score_threshold, tracker=True if track else None) as pipeline:
         pipeline.start()
         pipeline.wait(seconds)
     return pipeline.stats.snapshot(), pipeline.score_threshold

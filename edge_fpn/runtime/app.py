@@ -16,8 +16,11 @@ DEFAULT_BENCH_SOURCE = "test://?width=640&height=480&realtime=0"
 def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
            score_threshold: Optional[float] = None, classes: Optional[Sequence[str]] = None,
            quiet: bool = False, stats_interval: float = 5.0, device: str = "auto", force: bool = False,
-           cuda: str = "auto", **source_options: Any) -> Dict[str, Any]:
+           cuda: str = "auto", track: Any = False, **source_options: Any) -> Dict[str, Any]:
     """Run a bundle on a source into sinks; returns the pipeline statistics.
+
+    track: persistent object IDs (True, a TrackerConfig or a Tracker; runtime/tracking.py), drawn
+    by the image sinks and written as ``track_id`` by the JSON-lines sink.
 
     Detections scoring under `score_threshold` are neither shown nor written (default: 0.5, the
     pipeline's DISPLAY_SCORE_THRESHOLD; 0.05 shows what the model keeps). With no sink, one line a
@@ -57,7 +60,8 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
             if getattr(sink, "fps", "absent") is None and opened_source.fps:
                 sink.fps = opened_source.fps  # type: ignore[attr-defined]
         pipeline = Pipeline(detector, opened_source, opened_sinks, max_frames=max_frames, quiet=quiet,
-                            stats_interval=stats_interval, score_threshold=score_threshold)
+                            stats_interval=stats_interval, score_threshold=score_threshold,
+                            tracker=track or None)
         with pipeline:
             for sink in pipeline.sinks:
                 if getattr(sink, "url", None) and not quiet:

@@ -131,9 +131,14 @@ class Detector:
         return Detections(boxes=boxes[keep], scores=raw.scores[keep], labels=labels,
                           names=self._name_table[labels].tolist())
 
-    def stream(self, source: Any, **options: Any):
-        """Yield (frame, detections) for every frame of a source (URI or Source), pipelined."""
+    def stream(self, source: Any, track: Any = False, **options: Any):
+        """Yield (frame, detections) for every frame of a source (URI or Source), pipelined.
+
+        track: True (or a TrackerConfig, or a Tracker) gives ``detections.track_ids``, persistent
+        object IDs (runtime/tracking.py)."""
         from .pipeline import Pipeline
+        if track:
+            options["tracker"] = track
         with Pipeline(self, source, **options) as pipeline:
             for result in pipeline:
                 yield result.frame, result.detections

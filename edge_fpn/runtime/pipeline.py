@@ -81,8 +81,12 @@ def filter_scores(detections: Any, threshold: float) -> Any:
     if keep.shape[0] == scores.shape[0]:
         return detections
     names = np.asarray(detections.names, dtype=object)[keep].tolist() if keep.shape[0] else []
+    extra = {}
+    track_ids = getattr(detections, "track_ids", None)
+    if track_ids is not None:
+        extra["track_ids"] = track_ids[keep]
     return dataclasses.replace(detections, boxes=detections.boxes[keep], scores=scores[keep],
-                               labels=detections.labels[keep], names=names)
+                               labels=detections.labels[keep], names=names, **extra)
 
 
 class Result:
@@ -198,13 +202,21 @@ class Pipeline:
     source_options: keyword options for ``open_source`` when ``source`` is a string.
     score_threshold: deliver only detections scoring at least this (default: the Detector's own
     threshold if it has one, else DISPLAY_SCORE_THRESHOLD, 0.5; 0.0 delivers all the Detector returns).
+    tracker: True (a Tracker with the default TrackerConfig), a TrackerConfig, or a Tracker: persistent
+    IDs in ``detections.track_ids``. It runs on the postprocessing thread in frame order, on all the
+    detections (ByteTrack's second stage needs the low scores) before the display threshold; its time
+    is each frame's "tracking" stage. Timestamps: the capture time for a live source, the frame index
+    / fps for a file source (a video read faster or slower than real time). A frame the tracker
+    refuses is counted as a bad frame and delivered untracked (IDs -1). A reconnecting live source
+    resets the tracker (its IDs keep counting) unless ``reset_tracker_on_reconnect`` is False.
     """
 
     def __init__(self, detector: Any, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
                  quiet: bool = False, stats_interval: float = 5.0, queue_size: int = 2,
                  on_result: Optional[Callable[[Result], None]] = None,
                  source_options: Optional[Dict[str, Any]] = None, stats_window: int = 1000,
-                 printer: Optional[Callable[[str], None]] = None, score_threshold: Optional[float] = None):
+                 printer: Optional[Callable[[str], None]] = None, score_threshold: Optional[float] = None,
+                 tracker: Any = None, reset_tracker_on_reconnect: bool = True):
         if isinstance(detector, str):
             from .detector import Detector
             detector = Detector(detector)
@@ -214,6 +226,9 @@ class Pipeline:
         if self.max_frames is not None and self.max_frames < 1:
             from ..errors import EdgeFpnError
             raise EdgeFpnError(f"max_frames must be at least 1, not {max_frames}")
+        self.tracker = _make_tracker(tracker)
+        self.reset_tracker_on_reconnect = bool(reset_tracker_on_reconnect)
+        self._reconnects_seen = 0
         self.quiet = quiet
         self.stats_interval = float(stats_interval)
         self.printer = printer or _print_stderr
@@ -462,13 +477,36 @@ class Pipeline:
             if work is None:
                 continue
             t0 = time.perf_counter()
-            detections = filter_scores(detector.finish(work.outputs, work.letterbox), self.score_threshold)
-            work.timings["postprocess"] = time.perf_counter() - t0
+            detections = detector.finish(work.outputs, work.letterbox)
+            t1 = time.perf_counter()
+            if self.tracker is not None:
+                detections = self._track(work, detections)
+                work.timings["tracking"] = time.perf_counter() - t1
+            detections = filter_scores(detections, self.score_threshold)
+            work.timings["postprocess"] = time.perf_counter() - t0 - work.timings.get("tracking", 0.0)
             done = time.monotonic()
             result = Result(work.frame, detections, work.index, work.timestamp, work.name or source_uri,
                             work.name, work.timings, done - work.timestamp, done)
             if output.put(result, stop) < 0:
                 return
+
+    def _track(self, work: _Work, detections: Any) -> Any:
+        """The tracker on one frame; a frame it refuses is a bad frame, delivered with IDs -1."""
+        tracker = self.tracker
+        reconnects = int(getattr(self.source, "reconnects", 0) or 0)
+        if reconnects != self._reconnects_seen:
+            self._reconnects_seen = reconnects
+            if self.reset_tracker_on_reconnect:
+                tracker.reset()
+        if self.live or not self.source.fps:
+            timestamp = work.timestamp if self.live else work.index / 30.0
+        else:
+            timestamp = work.index / float(self.source.fps)
+        try:
+            return tracker.track(detections, timestamp)
+        except Exception as exc:  # noqa: B902 (one bad frame never stops the pipeline)
+            self._bad_frame(work, exc)
+            return dataclasses.replace(detections, track_ids=np.full(len(detections), -1, np.int64))
 
     def _deliver(self, output: _Channel) -> None:
         stop, stats = self._stop, self.stats
@@ -521,6 +559,21 @@ class Pipeline:
                 errors.append(exc)
         if errors and self._error is None:
             raise errors[0]
+
+
+def _make_tracker(tracker: Any) -> Any:
+    """None, or a Tracker from True / a TrackerConfig / a Tracker (anything with ``track``)."""
+    if tracker is None or tracker is False:
+        return None
+    from .tracking import Tracker, TrackerConfig
+    if tracker is True:
+        return Tracker()
+    if isinstance(tracker, TrackerConfig):
+        return Tracker(tracker)
+    if hasattr(tracker, "track"):
+        return tracker
+    from ..errors import EdgeFpnError
+    raise EdgeFpnError(f"tracker must be True, a TrackerConfig or a Tracker, not {type(tracker).__name__}")
 
 
 def _print_stderr(text: str) -> None:

@@ -48,7 +48,8 @@ def label_color(label: int) -> Tuple[int, int, int]:
 
 
 def annotate(frame: np.ndarray, detections: Any, thickness: Optional[int] = None) -> np.ndarray:
-    """A copy of a BGR frame with each detection's box, class name and score drawn on it."""
+    """A copy of a BGR frame with each detection's box, class name and score drawn on it (and its
+    track ID, "#7", where a tracker gave one)."""
     import cv2
     image = np.ascontiguousarray(frame).copy()
     if detections is None or len(detections) == 0:
@@ -56,11 +57,14 @@ def annotate(frame: np.ndarray, detections: Any, thickness: Optional[int] = None
     height, width = image.shape[:2]
     scale = max(0.35, min(width, height) / 900.0)
     thick = thickness or max(1, int(round(min(width, height) / 300.0)))
-    for box, score, label, name in zip(detections.boxes, detections.scores, detections.labels, detections.names):
+    track_ids = getattr(detections, "track_ids", None)
+    ids = track_ids.tolist() if track_ids is not None else [-1] * len(detections)
+    for box, score, label, name, track_id in zip(detections.boxes, detections.scores, detections.labels,
+                                                  detections.names, ids):
         color = label_color(int(label))
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(image, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
-        text = f"{name} {float(score):.2f}"
+        text = f"{name} {float(score):.2f}" if track_id < 0 else f"#{track_id} {name} {float(score):.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(height - 1, y1 + th + base + 2)
         cv2.rectangle(image, (x1, ty - th - base), (x1 + tw + 2, ty + 1), color, -1)

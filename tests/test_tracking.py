@@ -1,0 +1,411 @@
+"""The tracker (runtime/tracking.py): its assignment solver, track life, IDs, timestamps, state,
+bad input; the synthetic camera's ground truth with object IDs; and MOTA / IDF1 / ID switches
+measured with py-motmetrics against a published ByteTrack on the same detections; the wiring
+(Pipeline, Detections, sinks, CLI). No timing here: speed is in benchmarks/tracking.py."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from edge_fpn.errors import EdgeFpnError
+from edge_fpn.runtime.tracking import Tracker, TrackerConfig, iou_matrix, linear_assignment
+
+
+# ---------------------------------------------------------------- the assignment solver
+
+def _brute_force(cost, limit):
+    """The extended problem's optimum (unmatched rows and columns cost limit/2 each), by scipy."""
+    from scipy.optimize import linear_sum_assignment
+    n, m = cost.shape
+    ext = np.full((n + m, n + m), limit / 2.0)
+    ext[:n, :m] = np.where(cost < limit, cost, 1e9)
+    ext[n:, m:] = 0.0
+    r, c = linear_sum_assignment(ext)
+    return ext[r, c].sum()
+
+
+def test_linear_assignment_is_optimal_against_scipy():
+    pytest.importorskip("scipy")  # the reference only: the tracker itself never imports scipy
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n, m = (int(v) for v in rng.integers(1, 10, 2))
+        cost = rng.random((n, m))
+        if trial % 3 == 0:
+            cost[rng.random((n, m)) < 0.5] = np.inf  # infeasible pairs (other classes)
+        limit = float(rng.uniform(0.2, 1.0))
+        rows, cols = linear_assignment(cost, limit)
+        assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
+        assert (cost[rows, cols] < limit).all()
+        total = cost[rows, cols].sum() + (n + m - 2 * len(rows)) * limit / 2.0
+        assert total == pytest.approx(_brute_force(cost, limit), abs=1e-9)
+
+
+def test_linear_assignment_edge_cases():
+    empty = linear_assignment(np.zeros((0, 3)), 0.5)
+    assert empty[0].shape == (0,) and empty[1].shape == (0,)
+    rows, cols = linear_assignment(np.array([[np.nan, 0.1]]), 0.5)  # NaN is never matched
+    assert rows.tolist() == [0] and cols.tolist() == [1]
+    # two rows competing for one column: the cheaper one wins, the other stays unmatched
+    rows, cols = linear_assignment(np.array([[0.3], [0.1]]), 0.5)
+    assert rows.tolist() == [1] and cols.tolist() == [0]
+
+
+# ---------------------------------------------------------------- the tracker
+
+def _box(cx, cy, size=20.0):
+    return [cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2]
+
+
+def _walk(tracker, frames, starts, velocity=(60.0, 0.0), labels=None, dt=1 / 30, t0=0.0):
+    """Objects moving in straight lines; returns each frame's IDs."""
+    out = []
+    for i in range(frames):
+        t = t0 + i * dt
+        boxes = np.array([_box(x + velocity[0] * t, y + velocity[1] * t) for x, y in starts])
+        scores = np.full(len(starts), 0.9)
+        out.append(tracker.update(boxes, scores, labels if labels is not None else np.ones(len(starts), np.int64), t))
+    return out
+
+
+def test_ids_are_confirmed_after_min_hits_and_stay():
+    tracker = Tracker(TrackerConfig(min_hits=3))
+    ids = _walk(tracker, 10, [(50, 50), (200, 100), (300, 300)])
+    assert ids[0].tolist() == [-1, -1, -1] and ids[1].tolist() == [-1, -1, -1]
+    assert ids[2].tolist() == [1, 2, 3]
+    assert all(frame.tolist() == [1, 2, 3] for frame in ids[2:])
+    assert tracker.active_tracks == 3
+    with_one = Tracker(TrackerConfig(min_hits=1))
+    assert _walk(with_one, 1, [(50, 50)])[0].tolist() == [1]
+
+
+def test_a_star_never_takes_a_rings_id():
+    # a star where a ring was: per class, the ring's track is lost and the star starts its own
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    ring = tracker.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([5]), 0.0)
+    star = tracker.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([4]), 1 / 30)
+    assert ring.tolist() == [1] and star.tolist() == [2]
+    agnostic = Tracker(TrackerConfig(min_hits=1, per_class=False))
+    agnostic.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([5]), 0.0)
+    assert agnostic.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([4]), 1 / 30).tolist() == [1]
+
+
+def test_low_score_detection_keeps_a_track_but_never_starts_one():
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.update(np.array([_box(100, 100)]), np.array([0.9]), None, 0.0)
+    # half hidden: the score drops under the high threshold, the second stage keeps the ID
+    assert tracker.update(np.array([_box(102, 100)]), np.array([0.3]), None, 1 / 30).tolist() == [1]
+    # a low-score detection elsewhere starts nothing
+    assert tracker.update(np.array([_box(400, 400)]), np.array([0.3]), None, 2 / 30).tolist() == [-1]
+    assert tracker.update(np.array([_box(400, 400)]), np.array([0.3]), None, 3 / 30).tolist() == [-1]
+
+
+def test_lost_buffer_is_in_seconds_not_frames():
+    config = TrackerConfig(min_hits=1, lost_seconds=0.5)
+    for fps in (30.0, 5.0):  # the same 0.4 s gap is kept, the same 0.7 s gap is not, at any frame rate
+        for gap, same in ((0.4, True), (0.7, False)):
+            tracker = Tracker(config)
+            first = _walk(tracker, 3, [(100, 100)], velocity=(0.0, 0.0), dt=1 / fps)[-1]
+            t = 2 / fps
+            while t + 1 / fps < 2 / fps + gap:  # frames with nothing detected
+                t += 1 / fps
+                tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), t)
+            after = tracker.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([1]), 2 / fps + gap)
+            assert (after[0] == first[0]) == same, (fps, gap)
+
+
+def test_timestamps_drive_the_motion_model():
+    # an object at 300 px/s seen at irregular intervals (a live source dropping frames) keeps its ID,
+    # and its velocity is measured in pixels per second
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    rng = np.random.default_rng(0)
+    t, ids = 0.0, []
+    for _ in range(30):
+        ids.append(int(tracker.update(np.array([_box(50 + 300 * t, 200)]), np.array([0.9]), None, t)[0]))
+        t += float(rng.choice([1 / 30, 2 / 30, 4 / 30]))
+    assert set(ids) == {1}
+    assert tracker.tracks()["velocities"][0][0] == pytest.approx(300, rel=0.05)
+
+
+def test_fast_object_whose_boxes_never_overlap_keeps_its_id():
+    # 20 px box moving 30 px a frame: IoU with the last box is 0 every frame
+    tracker = Tracker(TrackerConfig(min_hits=3))
+    ids = _walk(tracker, 15, [(30, 200)], velocity=(900.0, 0.0))
+    assert ids[-1][0] > 0 and len({int(i[0]) for i in ids[2:]}) == 1
+
+
+def test_ids_unique_for_the_trackers_life_and_reset():
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    first = _walk(tracker, 3, [(50, 50), (200, 200)])[-1]
+    tracker.reset()
+    assert tracker.active_tracks == 0
+    # after a reset time may start again, and IDs go on: never one given twice
+    second = _walk(tracker, 3, [(50, 50), (200, 200)])[-1]
+    assert set(first.tolist()).isdisjoint(second.tolist())
+    tracker.reset(restart_ids=True)
+    assert _walk(tracker, 1, [(50, 50)])[0].tolist() == [1]
+
+
+def test_state_saved_as_json_and_restored_continues_identically():
+    a = Tracker()
+    _walk(a, 8, [(50, 50), (200, 100), (300, 300)])
+    state = json.loads(json.dumps(a.get_state()))  # through JSON, as a program would store it
+    b = Tracker()
+    b.set_state(state)
+    later_a = _walk(a, 5, [(50, 50), (200, 100), (300, 300), (500, 400)], t0=8 / 30)
+    later_b = _walk(b, 5, [(50, 50), (200, 100), (300, 300), (500, 400)], t0=8 / 30)
+    for x, y in zip(later_a, later_b):
+        assert x.tolist() == y.tolist()
+    assert a.next_id == b.next_id
+    with pytest.raises(EdgeFpnError, match="not a tracker state"):
+        Tracker().set_state({"version": 1})
+    with pytest.raises(EdgeFpnError, match="version"):
+        Tracker().set_state(dict(state, version=99))
+
+
+def test_bad_input_is_one_sentence_and_loses_nothing():
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.update(np.array([_box(100, 100)]), np.array([0.9]), None, 1.0)
+    before = json.dumps(tracker.get_state())
+    bad = [
+        ((np.array([_box(100, 100)]), np.array([0.9]), None, 0.5), "before the last frame"),
+        ((np.array([_box(100, 100)]), np.array([0.9]), None, float("nan")), "not finite"),
+        ((np.array([_box(100, 100)]), np.array([0.9]), None, None), "timestamp"),
+        ((np.zeros((2, 3)), np.array([0.9, 0.8]), None, 2.0), "shapes do not agree"),
+        ((np.array([_box(100, 100)]), np.array([0.9, 0.8]), None, 2.0), "shapes do not agree"),
+        ((np.array([_box(100, 100)]), np.array([0.9]), np.array([1.5]), 2.0), "integers"),
+        ((np.array([_box(100, 100)]), np.array(["a"]), None, 2.0), "not numeric"),
+    ]
+    for args, message in bad:
+        with pytest.raises(EdgeFpnError, match=message) as info:
+            tracker.update(*args)
+        assert "\n" not in str(info.value)
+        assert json.dumps(tracker.get_state()) == before  # nothing changed, nothing lost
+    # NaN and empty boxes are left out (ID -1) and counted; the good detection next to them keeps its ID
+    boxes = np.array([[np.nan, 0, 10, 10], _box(101, 100), [5, 5, 5, 9]])
+    ids = tracker.update(boxes, np.array([0.9, 0.9, 0.9]), None, 1.1)
+    assert ids.tolist() == [-1, 1, -1] and tracker.skipped_detections == 2
+    # empty frames, in any shape numpy gives them
+    assert tracker.update(np.zeros((0, 4)), np.zeros(0), None, 1.2).shape == (0,)
+    assert tracker.update([], [], None, 1.3).shape == (0,)
+    for field, value in (("min_hits", 0), ("low_threshold", 0.9), ("lost_seconds", -1.0), ("high_threshold", 2.0)):
+        with pytest.raises(EdgeFpnError, match=field):
+            TrackerConfig(**{field: value})
+
+
+def test_a_thousand_detections_in_one_frame():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 1900, (1000, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 60, (1000, 2))], axis=1)
+    scores = rng.uniform(0.05, 1.0, 1000)
+    tracker = Tracker()  # max_detections 300: the best 300 take part, the rest get -1
+    labels = rng.integers(1, 6, 1000)
+    for i in range(4):
+        ids = tracker.update(boxes + i, scores, labels, i / 30)
+    assert ids.shape == (1000,)
+    taking_part = np.argsort(-scores)[:300]
+    confident = taking_part[scores[taking_part] >= tracker.config.new_track_threshold]
+    assert (ids[confident] > 0).mean() > 0.9
+    outside = np.setdiff1d(np.arange(1000), taking_part)
+    assert (ids[outside] == -1).all()
+    assert len(set(ids[ids > 0].tolist())) == int((ids > 0).sum())  # one ID, one detection
+
+
+def test_tracker_imports_no_scipy():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np; from edge_fpn.runtime.tracking import Tracker; "
+            "Tracker().update(np.zeros((1,4))+[0,0,9,9], np.ones(1), None, 0.0); "
+            "print(any(m.split('.')[0] in ('scipy', 'lap', 'filterpy', 'torch') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- ground truth from the synthetic camera
+
+def test_ground_truth_ids_and_motions():
+    from edge_fpn.runtime.synthetic import MOTIONS, SyntheticCamera
+    for motion in MOTIONS:
+        camera = SyntheticCamera(320, 240, 30.0, seed=3, motion=motion)
+        boxes, labels, ids = camera.ground_truth_tracks(10)
+        np.testing.assert_array_equal(boxes, camera.ground_truth(10)[0])
+        assert ids.shape == labels.shape and len(set(ids.tolist())) == len(ids)
+    # drift keeps every ID for good (the default scene is unchanged: same frames as before)
+    camera = SyntheticCamera(320, 240, 30.0, seed=3)
+    assert set(camera.ground_truth_tracks(0)[2].tolist()) == set(camera.ground_truth_tracks(90)[2].tolist())
+
+
+def _track_history(camera, frames):
+    seen = {}
+    for i in range(frames):
+        boxes, labels, ids = camera.ground_truth_tracks(i)
+        for box, label, oid in zip(boxes, labels, ids.tolist()):
+            seen.setdefault(oid, []).append((i, box, int(label)))
+    return seen
+
+
+def test_motions_break_trackers_as_advertised():
+    from edge_fpn.runtime.synthetic import SyntheticCamera
+    # occlude: an object disappears for >= 0.3 s, then shows again under the same ID
+    seen = _track_history(SyntheticCamera(640, 480, 30.0, seed=1, motion="occlude"), 150)
+    gaps = [b[0] - a[0] for frames in seen.values() for a, b in zip(frames, frames[1:])]
+    assert max(gaps) >= 9
+    # exit: objects leave and new ones enter
+    camera = SyntheticCamera(640, 480, 30.0, seed=1, motion="exit")
+    seen = _track_history(camera, 150)
+    assert max(seen) > len(camera._motions)
+    # fast: consecutive boxes of one object do not overlap
+    seen = _track_history(SyntheticCamera(640, 480, 30.0, seed=1, motion="fast"), 30)
+    overlaps = [iou_matrix(a[1][None].astype(float), b[1][None].astype(float))[0, 0]
+                for frames in seen.values() for a, b in zip(frames, frames[1:]) if b[0] == a[0] + 1]
+    assert np.mean(np.asarray(overlaps) == 0) > 0.9
+    # cross: two objects of one class overlap at some time
+    seen = _track_history(SyntheticCamera(640, 480, 30.0, seed=1, motion="cross"), 90)
+    crossed = False
+    for a in seen:
+        for b in seen:
+            if a < b and seen[a][0][2] == seen[b][0][2]:
+                boxes_a = {i: box for i, box, _ in seen[a]}
+                crossed |= any(iou_matrix(boxes_a[i][None].astype(float), box[None].astype(float))[0, 0] > 0
+                               for i, box, _ in seen[b] if i in boxes_a)
+    assert crossed
+
+
+def test_test_uri_motion_option():
+    from edge_fpn.runtime.sources import open_source
+    with open_source("test://?width=160&height=120&realtime=0&frames=2&motion=cross") as source:
+        assert source.camera.motion == "cross"
+    with pytest.raises(EdgeFpnError, match="unknown motion"):
+        open_source("test://?motion=teleport")
+
+
+# ---------------------------------------------------------------- measured: MOTA, IDF1, ID switches
+
+motmetrics = pytest.importorskip("motmetrics")
+
+
+def _mean_scores(motion, step, seeds=(1, 2, 3), coast=0.15, **noise):
+    from edge_fpn.tracking_eval import compare, ground_truth_sequence, noisy_detections
+    runs = []
+    for seed in seeds:
+        truth, _ = ground_truth_sequence(motion, 300, seed=seed)
+        runs.append(compare(truth, noisy_detections(truth, seed=seed, **noise), step, coast_seconds=coast))
+    return {name: {key: float(np.mean([r[name][key] for r in runs])) for key in ("mota", "idf1", "id_switches")}
+            for name in runs[0]}
+
+
+def test_noisy_ground_truth_goals():
+    # the issue's goal on noisy ground truth (2 px jitter, 10% misses, 5% false positives), measured
+    # with the coasted tracks a robot program reads (Tracker.tracks()): this protects the Kalman
+    # filter, the two-stage association and the track life against regressions
+    scores = _mean_scores("drift", 1)
+    assert scores["ours+coast"]["idf1"] >= 0.85, scores  # measured 0.89 (seed 1 alone: 0.99)
+    assert scores["ours+coast"]["mota"] >= 0.88, scores  # measured 0.92
+
+
+def test_ours_against_the_reference_bytetrack_on_hard_motion():
+    pytest.importorskip("cjm_byte_track")
+    # crossings, occlusions, exits and fast objects at once: the timestamps, the per-class matching
+    # and the motion stage must keep beating the published ByteTrack on the same detections
+    for step in (1, 3):
+        scores = _mean_scores("hard", step, coast=0.0)
+        ours, reference = scores["ours"], scores["reference"]
+        assert ours["idf1"] >= reference["idf1"] + 0.05, (step, scores)  # measured +0.08 (30 FPS), +0.25 (10 FPS)
+        assert ours["mota"] >= reference["mota"] + 0.05, (step, scores)  # measured +0.13, +0.19
+        assert ours["id_switches"] <= reference["id_switches"], (step, scores)  # measured 49 vs 60, 20 vs 75
+
+
+def test_lower_frame_rate_costs_little_on_crossings():
+    # every third frame only (a 10 FPS camera): the timestamp-driven filter keeps crossing objects apart
+    at30, at10 = _mean_scores("cross", 1, coast=0.0), _mean_scores("cross", 3, coast=0.0)
+    assert at30["ours"]["idf1"] - at10["ours"]["idf1"] <= 0.30, (at30, at10)  # measured 0.92 -> 0.69
+
+
+# ---------------------------------------------------------------- wiring
+
+def test_detections_track_ids_through_filter_annotate_and_jsonl(tmp_path):
+    from edge_fpn.runtime.detector import Detections
+    from edge_fpn.runtime.pipeline import filter_scores
+    from edge_fpn.runtime.sinks import annotate
+    detections = Detections(np.array([_box(30, 30), _box(70, 70)], np.float32), np.array([0.9, 0.3], np.float32),
+                            np.array([1, 2]), ["circle", "square"], np.array([7, -1]))
+    kept = filter_scores(detections, 0.5)
+    assert kept.track_ids.tolist() == [7]
+    assert kept.to_list()[0]["track_id"] == 7
+    untracked = Detections(detections.boxes, detections.scores, detections.labels, detections.names)
+    assert "track_id" not in untracked.to_list()[0]
+    drawn = annotate(np.zeros((100, 100, 3), np.uint8), kept)
+    plain = annotate(np.zeros((100, 100, 3), np.uint8), filter_scores(untracked, 0.5))
+    assert not np.array_equal(drawn, plain)  # "#7" is drawn
+
+
+class _FakeDetector:
+    """Boxes straight from the synthetic camera's ground truth, as a Detector would give them."""
+    engine_steps = ("engine",)
+    class_names = ["__background__", "circle", "square", "triangle", "star", "ring"]
+    score_threshold = None
+
+    def __init__(self, camera):
+        self.camera = camera
+
+    def preprocess(self, frame):
+        return frame, None
+
+    def infer(self, inputs, letterbox):
+        return inputs, {"engine": 0.0}
+
+    def finish(self, outputs, letterbox):
+        from edge_fpn.runtime.detector import Detections
+        index = int(outputs[0, 0, 0])  # the frame index, written into the frame by the source below
+        boxes, labels = self.camera.ground_truth(index)
+        names = [self.class_names[i] for i in labels]
+        return Detections(boxes, np.full(len(labels), 0.9, np.float32), labels, names)
+
+
+def test_pipeline_tracks_in_frame_order_and_survives_a_tracker_error(tmp_path):
+    from edge_fpn.runtime.pipeline import Pipeline
+    from edge_fpn.runtime.sources import END, OK, FrameRead, Source
+    from edge_fpn.runtime.synthetic import SyntheticCamera
+    camera = SyntheticCamera(160, 120, 30.0, seed=2)
+
+    class Frames(Source):
+        def __init__(self):
+            super().__init__("frames://")
+            self.fps, self.i = 30.0, 0
+
+        def read(self, timeout=None):
+            if self.i >= 40:
+                return FrameRead(END)
+            frame = np.full((120, 160, 3), self.i, np.uint8)
+            self.i += 1
+            return FrameRead(OK, frame, 0.0, self.i - 1)
+
+    class Flaky(Tracker):
+        def track(self, detections, timestamp):
+            if abs(timestamp - 20 / 30) < 1e-9:
+                raise EdgeFpnError("a tracker that fails on frame 20")
+            return super().track(detections, timestamp)
+
+    sink = str(tmp_path / "out.jsonl")
+    with Pipeline(_FakeDetector(camera), Frames(), [sink], quiet=True, tracker=Flaky()) as pipeline:
+        results = list(pipeline)
+        stats = pipeline.stats.snapshot()
+    assert [r.index for r in results] == list(range(40))
+    assert stats["bad_frames"] == 1 and "tracking" in stats["stages"]
+    assert (results[20].detections.track_ids == -1).all()
+    assert (results[30].detections.track_ids > 0).mean() >= 0.5
+    assert set(results[30].detections.track_ids.tolist()) - {-1} <= set(results[29].detections.track_ids.tolist())
+    lines = [json.loads(line) for line in open(sink)]
+    assert all("track_id" in d for d in lines[30]["detections"])
+    with pytest.raises(EdgeFpnError, match="tracker must be"):
+        Pipeline(_FakeDetector(camera), Frames(), tracker="bytetrack")
+
+
+def test_track_flag_on_detect_and_demo():
+    from edge_fpn.cli import build_parser
+    parser = build_parser()
+    assert parser.parse_args(["detect", "b", "test://", "--track"]).track is True
+    assert parser.parse_args(["detect", "b", "test://"]).track is False
+    assert parser.parse_args(["demo", "--track"]).track is True
