@@ -312,15 +312,15 @@ def test_ours_against_the_reference_bytetrack_on_hard_motion():
     for step in (1, 3):
         scores = _mean_scores("hard", step, coast=0.0)
         ours, reference = scores["ours"], scores["reference"]
-        assert ours["idf1"] >= reference["idf1"] + 0.05, (step, scores)  # measured +0.08 (30 FPS), +0.25 (10 FPS)
-        assert ours["mota"] >= reference["mota"] + 0.05, (step, scores)  # measured +0.13, +0.19
-        assert ours["id_switches"] <= reference["id_switches"], (step, scores)  # measured 49 vs 60, 20 vs 75
+        assert ours["idf1"] >= reference["idf1"] + 0.05, (step, scores)  # measured 0.69 vs 0.61 (30 FPS), 0.67 vs 0.40 (10 FPS)
+        assert ours["mota"] >= reference["mota"] + 0.05, (step, scores)  # measured 0.81 vs 0.66, 0.63 vs 0.43
+        assert ours["id_switches"] <= reference["id_switches"], (step, scores)  # measured 32 vs 60, 29 vs 75 (mean of 3 seeds)
 
 
 def test_lower_frame_rate_costs_little_on_crossings():
     # every third frame only (a 10 FPS camera): the timestamp-driven filter keeps crossing objects apart
     at30, at10 = _mean_scores("cross", 1, coast=0.0), _mean_scores("cross", 3, coast=0.0)
-    assert at30["ours"]["idf1"] - at10["ours"]["idf1"] <= 0.30, (at30, at10)  # measured 0.92 -> 0.69
+    assert at30["ours"]["idf1"] - at10["ours"]["idf1"] <= 0.20, (at30, at10)  # measured 0.94 -> 0.80
 
 
 # ---------------------------------------------------------------- wiring
