@@ -303,7 +303,8 @@ def session_graph_io(session: Any) -> Tuple[Dict[str, Tuple[List[Any], str]], Di
         return {a.name: ([d if isinstance(d, int) else None for d in a.shape], _TENSOR_TYPES.get(a.type, ""))
                 for a in args}
 
-    metadata = dict(getattr(session.get_modelmeta(), "custom_metadata_map", {}) or {})
+    modelmeta = session.get_modelmeta() if hasattr(session, "get_modelmeta") else None
+    metadata = dict(getattr(modelmeta, "custom_metadata_map", {}) or {})
     return describe(session.get_inputs()), describe(session.get_outputs()), metadata
 
 
@@ -354,23 +355,47 @@ def atomic_directory(output: str, force: bool = False) -> Iterator[str]:
     """Yield a temporary directory beside `output`; rename it into place only if the block succeeds."""
     check_output_dir(output, force)
     parent = os.path.dirname(os.path.abspath(output))
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(os.path.abspath(output)) + "-", dir=parent)
+    try:
+        tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(os.path.abspath(output)) + "-", dir=parent)
+    except OSError as exc:  # a read-only or immutable folder, a full disk
+        raise EdgeFpnError(f"cannot write into {parent!r} ({exc.strerror}); choose a writable place for "
+                           f"{os.path.basename(os.path.abspath(output))!r}") from None
     # mkdtemp makes it 0700; a bundle is read by other users too (a robot's service account)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
-        if os.path.exists(output):
-            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
-            os.rename(output, os.path.join(old, "previous"))
-            os.rename(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, output)
+        _move_into_place(tmp, output, parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _move_into_place(tmp: str, output: str, parent: str) -> None:
+    """Rename `tmp` to `output`; an existing `output` is replaced only once the new one is in
+    place, and any failure leaves the old one where it was and no .old-* folder behind."""
+    if not os.path.exists(output):
+        try:
+            os.rename(tmp, output)
+        except OSError as exc:
+            raise EdgeFpnError(f"cannot create {output!r} ({exc.strerror}); choose a writable place") from None
+        return
+    old = tempfile.mkdtemp(prefix=".old-", dir=parent)
+    previous = os.path.join(old, "previous")
+    try:
+        os.rename(output, previous)
+    except OSError as exc:
+        shutil.rmtree(old, ignore_errors=True)
+        raise EdgeFpnError(f"cannot replace {output!r} ({exc.strerror}); it is left as it was: make it writable "
+                           "or choose another output") from None
+    try:
+        os.rename(tmp, output)
+    except OSError as exc:
+        os.rename(previous, output)  # put the old one back
+        shutil.rmtree(old, ignore_errors=True)
+        raise EdgeFpnError(f"cannot create {output!r} ({exc.strerror}); the previous one is left as it was") from None
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def file_sha256(path: str) -> str:

@@ -21,6 +21,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.model:
         if args.arch or args.checkpoint:
             raise EdgeFpnError("give either --model or --arch/--checkpoint, not both")
+        if args.num_classes is not None or args.classes:
+            raise EdgeFpnError(f"--model {args.model} brings its own classes; drop --num-classes/--classes (they go "
+                               "with --arch and --checkpoint)")
         from .model.loading import load_shipped_model
         model, meta = load_shipped_model(args.model)
         class_names = meta["class_names"]
@@ -28,6 +31,9 @@ def _export(args: argparse.Namespace) -> int:
         arch = meta["architecture"]
         provenance = {"source_checkpoint": meta["checkpoint"], "source_checkpoint_sha256": meta["checkpoint_sha256"]}
     else:
+        if args.num_classes is not None and args.num_classes < 2:
+            raise EdgeFpnError(f"--num-classes counts the background too (torchvision's num_classes), so it is at "
+                               f"least 2, not {args.num_classes}")
         if not (args.arch and args.checkpoint and args.num_classes):
             raise EdgeFpnError("export needs --arch, --checkpoint and --num-classes (or --model shapes for the shipped model)")
         if not args.input_size:
@@ -89,6 +95,10 @@ def _eval(args: argparse.Namespace) -> int:
     if args.synthetic is not None and args.synthetic < 1:  # before the bundle loads: a typo fails at once
         raise EdgeFpnError(f"--synthetic N must be at least 1, not {args.synthetic}")
     detect, class_names, input_size = bundle_detect_fn(args.bundle, device=args.device)
+    model = None
+    if args.reference:  # loaded before any evaluation: a wrong reference fails at once
+        from .model.loading import load_reference_model
+        model = load_reference_model(args.reference, args.bundle)
     if args.coco or args.images:
         if not (args.coco and args.images) or args.synthetic:
             raise EdgeFpnError("give either --synthetic N [--seed S] or both --coco ANNOTATIONS.json and --images DIR")
@@ -101,9 +111,7 @@ def _eval(args: argparse.Namespace) -> int:
     images, coco = make_data()
     check_categories(coco, class_names, f"bundle {args.bundle!r}")
     result = {"bundle": evaluate(detect, images, coco, progress=not args.json, total=total)}
-    if args.reference:
-        from .model.loading import load_reference_model
-        model = load_reference_model(args.reference, args.bundle)
+    if model is not None:
         images, coco = make_data()
         result["reference"] = evaluate(torch_detect_fn(model, input_size), images, coco, progress=not args.json, total=total)
         result["difference"] = {k: round(result["bundle"][k] - result["reference"][k], 4) for k in result["bundle"]}
@@ -203,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="run a bundle on a source (images, directory, video, camera URI) into sinks")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("source", help="image, directory, glob, video file, test://, /dev/videoN, csi://N, rtsp://...")
-    p.add_argument("sinks", nargs="*", help="out.jsonl, out.mp4/.avi, a directory, display://0, http://HOST:PORT")
+    p.add_argument("sinks", nargs="*", default=[], help="out.jsonl, out.mp4/.avi, a directory, display://0, http://HOST:PORT")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
                    help="show and write detections scoring at least T (default 0.5; 0.05 shows all the model keeps)")

@@ -187,3 +187,117 @@ def test_a_bundle_that_does_not_match_its_graph_is_refused(tiny_bundle, tiny_hos
         assert code == 2
         assert MANIFEST_CASES[case] in _one_line_error(capsys, command)
     assert not os.path.exists(out)
+
+
+# ------------------------------------------------------------- 3. outputs that cannot be written
+
+@pytest.mark.parametrize("command", ["export", "calibrate", "build", "demo"])
+def test_an_output_that_cannot_be_written_is_one_line(tiny_bundle, command, capsys):
+    # /proc exists but no folder can be made in it, even by root (a read-only or immutable place)
+    out = "/proc/edge-fpn-out"
+    args = {"export": ["export", "--model", "shapes", "--output", out, "--quiet"],
+            "calibrate": ["calibrate", tiny_bundle, "--data", "synthetic:2", "--output", out, "--quiet"],
+            "build": ["build", tiny_bundle, "--backend", "onnxruntime", "--output", out],
+            "demo": ["demo", "--output", out, "--quiet"]}[command]
+    assert main(args) == 2
+    err = _one_line_error(capsys, command)
+    assert "/proc" in err and ("cannot write into" in err or "cannot create" in err), err
+
+
+def test_export_force_over_a_bundle_that_cannot_be_moved_leaves_it_and_no_old_folder(tmp_path, capsys):
+    import shutil
+    import subprocess
+
+    out = tmp_path / "shapes"
+    assert main(["export", "--model", "shapes", "--output", str(out), "--quiet"]) == 0
+    before = _checksums(out)
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(out)]).returncode != 0:
+        pytest.skip("chattr +i is not available on this file system: an immovable folder cannot be made")
+    try:
+        assert main(["export", "--model", "shapes", "--output", str(out), "--force", "--quiet"]) == 2
+        assert "cannot replace" in _one_line_error(capsys, "export")
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    assert sorted(os.listdir(tmp_path)) == ["shapes"]  # no .tmp-* or .old-* folder
+    assert _checksums(out) == before
+
+
+# ------------------------------------------------------------------------- 4. and 5. the Python API
+
+@pytest.mark.parametrize("shape", [(1, 5000, 3), (5000, 1, 3), (1, 1, 3), (2, 2)])
+def test_extreme_frames_are_letterboxed_to_at_least_one_pixel(tiny_bundle, shape):
+    from edge_fpn import Detector
+
+    with Detector(tiny_bundle) as detector:
+        detections = detector(np.full(shape, 128, np.uint8))
+    assert detections.boxes.shape == (len(detections), 4)
+    h, w = shape[:2]
+    assert np.all(detections.boxes[:, [0, 2]] <= w + 1e-3) and np.all(detections.boxes[:, [1, 3]] <= h + 1e-3)
+
+
+@pytest.mark.parametrize("value", [2, -0.1, float("nan"), float("inf"), "0.5", True])
+def test_the_api_refuses_a_score_threshold_outside_0_to_1(tiny_bundle, value):
+    from edge_fpn import Detector
+    from edge_fpn.errors import EdgeFpnError
+
+    with pytest.raises(EdgeFpnError, match="score_threshold must be a number between 0 and 1"):
+        Detector(tiny_bundle, score_threshold=value)
+
+
+@pytest.mark.parametrize("bundle", [None, 3, b"engines/x"])
+def test_the_api_refuses_a_bundle_that_is_not_a_path(bundle):
+    from edge_fpn import Detector
+    from edge_fpn.errors import EdgeFpnError
+
+    with pytest.raises(EdgeFpnError, match="needs a bundle directory"):
+        Detector(bundle)
+
+
+@pytest.mark.parametrize("case", ["another layout's graph under the expected name", "too few class names",
+                                  "an input size that is not the graph's"])
+def test_detect_refuses_a_foreign_graph_at_load(tiny_bundle, tiny_host_bundle, tmp_path, capsys, case):
+    bundle = _edited_bundle(tiny_bundle, tiny_host_bundle, tmp_path, case)
+    out = tmp_path / "out.jsonl"
+    assert main(["detect", bundle, "test://?frames=2&realtime=0", str(out), "--quiet"]) == 2
+    assert MANIFEST_CASES[case] in _one_line_error(capsys, "detect") and not out.exists()
+
+
+# --------------------------------------------------------------------- 6. and 7. options and numbers
+
+@pytest.mark.parametrize("args, words", [
+    (["demo", "--seconds", "nan"], "--seconds must be a positive number"),
+    (["demo", "--seconds", "0"], "--seconds must be a positive number"),
+    (["demo", "--eval-images", "0"], "--eval-images must be at least 1"),
+    (["demo", "--calibration-images", "0"], "--calibration-images must be at least 1"),
+    (["export", "--model", "shapes", "--num-classes", "3"], "brings its own classes"),
+    (["export", "--arch", "fasterrcnn_resnet50_fpn", "--checkpoint", "x.pth", "--num-classes", "0"],
+     "counts the background too"),
+])
+def test_options_are_checked_before_any_work(tmp_path, capsys, args, words):
+    out = tmp_path / "out"
+    assert main(args + ["--output", str(out)]) == 2
+    assert words in _one_line_error(capsys, args[0])
+    assert not out.exists()
+
+
+def test_tool_options_are_checked_where_they_are_read(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", tiny_bundle, "--threads", "-1"]) == 2
+    assert "--threads must be 0" in _one_line_error(capsys, "bench")
+    assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", str(tmp_path), "--max-ap-drop", "2",
+                 "--output", str(out)]) == 2
+    assert "--max-ap-drop is an AP difference between 0 and 1" in _one_line_error(capsys, "build")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["detect", tiny_bundle, "test://?frames=1", str(afile / "out.jsonl")]) == 2
+    assert "is a file, not a directory" in _one_line_error(capsys, "detect")
+    assert main(["eval", tiny_bundle, "--synthetic", "2", "--reference", str(tmp_path / "missing.pth")]) == 2
+    assert "does not exist" in _one_line_error(capsys, "eval")
+    assert not out.exists()
+
+
+def test_detect_without_a_source_names_only_the_source(tiny_bundle, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["detect", tiny_bundle])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("the following arguments are required: source")

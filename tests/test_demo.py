@@ -19,6 +19,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for key in ("backend", "precision", "frames", "fps", "latency_ms", "stages_ms", "ap"):
         assert key in report
     assert report["precision"] == "int8" and report["backend"] in ("onnxruntime", "tensorrt")
+    # live: the fastest engine here; without TensorRT that is FP32 (ONNX Runtime fakes INT8 Q/DQ)
+    assert report["live_precision"] == ("int8" if report["backend"] == "tensorrt" else "fp32"), report["live_choice"]
     assert report["frames"] >= 2 and report["fps"] > 0
     assert report["latency_ms"]["median"] > 0 and report["latency_ms"]["p95"] >= report["latency_ms"]["median"]
     assert set(report["stages_ms"]) >= {"preprocess"}

@@ -58,8 +58,8 @@ def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str
         raise EdgeFpnError(f"the directory of --timing-cache {timing_cache!r} does not exist; create it first")
     if workspace_mib is not None and workspace_mib <= 0:
         raise EdgeFpnError(f"--workspace must be a positive number of MiB, not {workspace_mib}")
-    if max_ap_drop < 0:
-        raise EdgeFpnError(f"--max-ap-drop must be 0 or more, not {max_ap_drop}")
+    if not 0.0 <= max_ap_drop <= 1.0:  # an AP lives in [0, 1]; NaN fails this too
+        raise EdgeFpnError(f"--max-ap-drop is an AP difference between 0 and 1 (0.005 = half a point), not {max_ap_drop}")
     fallback = _parse_fallback(fp16_fallback)
     if precision != "int8":
         if fallback is not None or sensitivity or implicit_int8:

@@ -144,6 +144,8 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, js
         raise EdgeFpnError(f"--frames must be at least 2, not {frames}")
     if warmup < 0:
         raise EdgeFpnError(f"--warmup must be 0 or more, not {warmup}")
+    if threads < 0:
+        raise EdgeFpnError(f"--threads must be 0 (ONNX Runtime's own choice) or more, not {threads}")
     detector = Detector(bundle, threads=threads, device=device, cuda=cuda)
     try:
         # ---------------------------------------------------------------- engine only

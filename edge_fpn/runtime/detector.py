@@ -1,13 +1,15 @@
 """Detector: a bundle made callable on a frame (preprocess -> engine call(s) -> detections in frame pixels)."""
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..bundle import Manifest, load_manifest
+from ..bundle import LAYOUT_STAGES, Manifest, graph_mismatch, load_manifest, session_graph_io
 from ..errors import EdgeFpnError
 from .boxes import scale_boxes
 from .layouts import HostLayout, open_layout
@@ -57,14 +59,21 @@ class Detector:
     def __init__(self, bundle: str, score_threshold: Optional[float] = None,
                  classes: Optional[Sequence[str]] = None, threads: int = 0, device: str = "auto",
                  cuda: str = "auto"):
-        self.bundle_dir = bundle
+        if not isinstance(bundle, (str, os.PathLike)):
+            raise EdgeFpnError(f"Detector needs a bundle directory (a path), not {bundle!r}")
+        self.bundle_dir = bundle = os.fspath(bundle)
         self.manifest: Manifest = load_manifest(bundle)
-        self.score_threshold = score_threshold
+        self.score_threshold = check_score_threshold(score_threshold)
         self.class_names = self.manifest.class_names
         self.class_filter = _class_filter(self.class_names, classes)
         # label -> name by one numpy gather a frame, not a Python loop over the detections
         self._name_table = np.asarray(self.class_names, dtype=object)
         self.layout = open_layout(bundle, self.manifest, threads, device, cuda)
+        try:
+            _refuse_foreign_graphs(bundle, self.manifest, self.layout.backends())
+        except BaseException:
+            self.layout.close()
+            raise
         self.timer = StageTimer()
 
     @property
@@ -151,6 +160,32 @@ class Detector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_score_threshold(value: Any) -> Optional[float]:
+    """None, or a finite number in [0, 1] (a string, 2 or NaN would silently keep nothing)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or \
+            not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:
+        raise EdgeFpnError(f"score_threshold must be a number between 0 and 1 (or None), not {value!r}")
+    return float(value)
+
+
+def _refuse_foreign_graphs(bundle: str, manifest: Manifest, backends: Sequence[Any]) -> None:
+    """An ONNX Runtime stage whose graph is not the one its manifest describes (another layout's,
+    another class count or input size) is refused at load, with the file and what differs, instead
+    of a KeyError or an ONNX Runtime InvalidArgument at the first frame. TensorRT engines are
+    checked by their backend (check_engine_io)."""
+    for key, backend in zip(LAYOUT_STAGES[manifest.layout], backends):
+        session = getattr(backend, "session", None)
+        if session is None or not hasattr(session, "get_inputs"):
+            continue
+        inputs, outputs, metadata = session_graph_io(session)
+        mismatch = graph_mismatch(key, manifest.stages[key], manifest, inputs, outputs, metadata)
+        if mismatch:
+            path = os.path.join(bundle, manifest.stages[key].file)
+            raise EdgeFpnError(f"{path} does not match its manifest: {mismatch}; re-run `edge-fpn export`")
 
 
 def _class_filter(class_names: Sequence[str], classes: Optional[Sequence[str]]) -> Optional[np.ndarray]:

@@ -47,7 +47,9 @@ def fitted_size(frame_size: Tuple[int, int], input_size: Tuple[int, int]) -> Tup
     """torchvision's resize rule: one scale for both axes, sizes floored (interpolate with scale_factor)."""
     h, w = frame_size
     scale = min(input_size[0] / h, input_size[1] / w)
-    return min(int(np.floor(h * scale)), input_size[0]), min(int(np.floor(w * scale)), input_size[1])
+    # at least 1 px a side: a 1x5000 strip would floor to 0 rows, which no resize can produce
+    return (max(1, min(int(np.floor(h * scale)), input_size[0])),
+            max(1, min(int(np.floor(w * scale)), input_size[1])))
 
 
 class Preprocessor:

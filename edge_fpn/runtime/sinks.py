@@ -103,6 +103,9 @@ class Sink:
 
 def _check_parent(path: str, spec: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(parent):
+        raise EdgeFpnError(f"{os.path.dirname(path) or parent!r} for sink {spec!r} is a file, not a directory; "
+                           "choose a path in a directory")
     if not os.path.isdir(parent):
         raise EdgeFpnError(f"the directory {os.path.dirname(path) or parent!r} for sink {spec!r} does not exist; create it first")
 
