@@ -206,7 +206,8 @@ def write_engine_bundle(directory: Any, model: onnx.ModelProto) -> str:
     bundle = str(directory)
     onnx.save(model, os.path.join(bundle, "detector.onnx"))
     manifest = _manifest_dict("stage1.onnx", "stage2.onnx")
-    manifest.update(format_version=2, layout="engine", stages={"detector": DETECTOR_STAGE})
+    manifest.update(format_version=2, layout="engine", stages={"detector": DETECTOR_STAGE},
+                    preprocess={"input_size": [8, 8]})  # the graph's image is 8x8
     with open(os.path.join(bundle, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f)
     return bundle
@@ -672,3 +673,39 @@ def test_nms_over_more_boxes_than_tensorrt_considers_is_a_finding():
                        [tensor("sel", INT64, ["n", 3])], [const("m", [10], np.int64)])
     findings = with_kind(check_model(model), "nms")
     assert len(findings) == 1 and "gets 5001 boxes an image" in findings[0] and "only the best 5000" in findings[0]
+
+
+# ------------------------------------------------------------------------ NVIDIA's parser, absent
+
+def test_a_broken_parser_install_is_one_warning_and_check_uses_the_table(tmp_path, capsys, monkeypatch):
+    import importlib
+    import sys
+    from edge_fpn.cli import main
+
+    real_import = importlib.import_module
+
+    def broken(name, *args):
+        if name == "tensorrt_rtx_bindings":
+            raise OSError("libtensorrt_rtx.so.1: cannot open shared object file")
+        return real_import(name, *args)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # no TensorRT here either
+    monkeypatch.setattr(importlib, "import_module", broken)
+    bundle = write_engine_bundle(tmp_path, detector_graph())
+    assert main(["check", bundle, "--target", "jetpack5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("warning: tensorrt_rtx_bindings is installed but cannot be used (OSError: "
+                             "libtensorrt_rtx.so.1") and out[0].endswith("checking with edge-fpn's table only")
+    assert out[1] == f"{bundle}: clean for jetpack5" and not any("NVIDIA's parser (" in line for line in out)
+
+
+def test_without_any_parser_check_says_it_used_the_table_only(tmp_path, capsys, monkeypatch):
+    import sys
+    from edge_fpn.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx_bindings", None)
+    bundle = write_engine_bundle(tmp_path, detector_graph())
+    assert main(["check", bundle]) == 0
+    out = capsys.readouterr().out
+    assert "note: no NVIDIA parser here" in out and "table of TensorRT rules only" in out

@@ -850,6 +850,13 @@ def test_build_stops_before_tensorrt_with_the_sentence_check_prints(with_tensorr
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
     bundle = write_bundle(bundle_dir, stage1, proposals_head())
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        manifest = json.load(f)
+    manifest["stages"]["stage1"].update(inputs=[{"name": "x", "shape": [1, 5000]}],  # what the graph takes
+                                        outputs=[{"name": "y", "shape": [1, 4000]},
+                                                 {"name": "i", "shape": [1, 4000], "dtype": "int64"}])
+    with open(os.path.join(bundle, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
     (finding,) = [f for f in check_path(bundle, "jetpack5") if ": topk: " in f]
     trt = with_tensorrt("8.5.2")
     assert main(["build", bundle, "--precision", "fp16", "--backend", "tensorrt", "--output",
