@@ -23,8 +23,8 @@ from ..bundle import (Manifest, StageSpec, atomic_directory, bundle_hash, check_
                       verify_onnx_stages, write_manifest)
 from ..errors import EdgeFpnError
 from .calibrate import CalibrationRanges, load_ranges, ranges_hash, require_fp32_onnx, stage_keys
+from .tensorrt_builder import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 REPORT_FILE = "build_report.json"
 
@@ -265,18 +265,8 @@ def _write_onnxruntime_bundle(bundle: str, manifest: Manifest, tmp: str, precisi
     provenance["stage_precision"] = dict(stage_precision)
     write_manifest(tmp, manifest.replace(stages=stages, provenance=dict(manifest.provenance, build=provenance)))
     if qdq_dir is not None:
-        _lint(tmp)
-
-
-def _lint(directory: str) -> None:
-    """The Q/DQ graphs must pass the same TensorRT lint as the exported ones (zero points 0, ...)."""
-    try:
-        from ..export.check import check_path
-    except ImportError:  # the lint module is optional during development
-        return
-    findings = check_path(directory, "jetpack6.1")
-    if findings:
-        raise EdgeFpnError(f"the Q/DQ graphs fail the TensorRT lint: {findings[0]} (and {len(findings) - 1} more); please report this")
+        from ..export.check import require_lint_clean
+        require_lint_clean(tmp, "Q/DQ graphs")
 
 
 def _tensorrt_precheck(trt: Any, bundle: str, precision: str, implicit_int8: bool, workspace_mib: Optional[int],

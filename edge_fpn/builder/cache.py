@@ -18,6 +18,7 @@ import struct
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 from ..errors import EdgeFpnError
+from ..versions import parse_version
 
 # calibration method -> the implicit-path calibrator whose cache it is written as
 ALGORITHMS = {"entropy": "EntropyCalibration2", "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2",
@@ -28,18 +29,9 @@ _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
 _LINE = re.compile(r"^(.*): ([0-9a-fA-F]{1,8})$")
 
 
-def parse_version(version: str) -> Tuple[int, int, int]:
-    """'10.3.0.26' -> (10, 3, 0); a missing minor or patch is 0."""
-    parts = re.findall(r"\d+", str(version))
-    if not parts:
-        raise EdgeFpnError(f"TensorRT version {version!r} is not of the form MAJOR.MINOR.PATCH")
-    numbers = [int(p) for p in parts[:3]] + [0] * (3 - min(3, len(parts)))
-    return numbers[0], numbers[1], numbers[2]
-
-
 def version_number(version: str) -> int:
     """TensorRT's NV_TENSORRT_VERSION for a version string, as cache headers carry it."""
-    major, minor, patch = parse_version(version)
+    major, minor, patch = parse_version(version, width=3)
     if major >= 9:
         return major * 10000 + minor * 100 + patch
     return major * 1000 + minor * 100 + patch

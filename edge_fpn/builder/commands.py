@@ -11,7 +11,9 @@ import contextlib
 import os
 from typing import Any, Iterator, Optional
 
+from .builder import BACKENDS
 from .data import DEFAULT_VIDEO_FRAMES
+from .tensorrt_builder import PRECISIONS
 
 METHODS = ("entropy", "percentile", "minmax", "mse")
 
@@ -119,9 +121,9 @@ def register(subparsers: Any) -> None:
                     "is explicit quantization (Q/DQ graphs from `edge-fpn calibrate` ranges): its AP is measured "
                     "next to FP32 on held-out images before anything is written.")
     p.add_argument("bundle", help="the FP32 bundle written by `edge-fpn export`")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="engine precision (default fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="engine precision (default fp32)")
     p.add_argument("--calibration", metavar="CAL_DIR", default=None, help="ranges from `edge-fpn calibrate` (needed for int8)")
-    p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto: TensorRT where `import tensorrt` works, else ONNX Runtime (said in one line); default auto")
     p.add_argument("--workspace", type=int, default=None, metavar="MiB", help="TensorRT builder workspace limit in MiB")
     p.add_argument("--dla-core", type=int, default=None, metavar="N",

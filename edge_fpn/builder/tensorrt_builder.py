@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..bundle import StageSpec
+from .. import versions
 from ..errors import EdgeFpnError
 from ..export.nvidia_parser import is_tensorrt_rtx, library_label
 
@@ -91,12 +92,9 @@ class BuildPlan:
 
 
 def parse_version(text: str) -> Version:
-    parts = [int(p) for p in re.findall(r"\d+", str(text))[:3]]
-    if not parts:
-        raise EdgeFpnError(f"cannot read the TensorRT version {text!r}")
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
+    """(major, minor, patch) of a TensorRT version string (versions.parse_version)."""
+    major, minor, patch = versions.parse_version(text, width=3)
+    return major, minor, patch
 
 
 def api_version(trt: Any) -> Version:

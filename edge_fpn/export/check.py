@@ -36,6 +36,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from ..errors import EdgeFpnError
+from ..versions import parse_version
 
 if TYPE_CHECKING:
     from .nvidia_parser import NvidiaParser
@@ -194,6 +195,15 @@ def tensorrt_rules(tensorrt: str) -> Tuple[str, str]:
     return entry, f"TensorRT {tensorrt} (checked with the rules of {entry})"
 
 
+def require_lint_clean(bundle_dir: str, what: str) -> None:
+    """The graphs edge-fpn itself wrote (`what`: "exported graphs", "Q/DQ graphs") must pass the
+    lint for the default target; a finding here is edge-fpn's bug, so the sentence asks for a report."""
+    findings = check_path(bundle_dir, DEFAULT_TARGET)
+    if findings:
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        raise EdgeFpnError(f"the {what} fail the TensorRT lint: {findings[0]}{more}; please report this")
+
+
 def check_bundle_for_tensorrt(bundle_dir: str, tensorrt: str, stage_dir: Optional[str] = None,
                               nvidia: Optional["NvidiaParser"] = None) -> CheckReport:
     """Lint every ONNX stage of a bundle for the TensorRT version `tensorrt` (the builder's machine).
@@ -219,12 +229,7 @@ def require_bundle_buildable(bundle_dir: str, tensorrt: str, stage_dir: Optional
 
 
 def _version_key(text: str) -> Tuple[int, ...]:
-    numbers = [int(n) for n in re.findall(r"\d+", str(text))[:3]]
-    if not numbers:
-        raise EdgeFpnError(f"cannot read the TensorRT version {text!r}")
-    while len(numbers) < 2:
-        numbers.append(0)
-    return tuple(numbers)
+    return parse_version(text, width=2)
 
 
 # ---------------------------------------------------------------------------------------- loading

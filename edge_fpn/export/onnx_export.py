@@ -204,10 +204,9 @@ def _declared_outputs(path: str) -> List[TensorSpec]:
 
 def _finish_check(bundle_dir: str, check: bool, bar: Any) -> None:
     if check:
+        from .check import require_lint_clean
         bar.set_description("check (TensorRT lint)")
-        findings = _lint(bundle_dir)
-        if findings:
-            raise EdgeFpnError(f"the exported graphs fail the TensorRT lint: {findings[0]} (and {len(findings) - 1} more); please report this")
+        require_lint_clean(bundle_dir, "exported graphs")
     bar.update(1)
     bar.close()
 
@@ -287,14 +286,6 @@ def _drop_unused_stage1_outputs(path: str, keep: Sequence[str], stamp: Tuple[str
     model.graph.output.extend(outputs)
     onnx.save(model, path)
     _slim(path, *stamp)  # removes the nodes that only fed the dropped outputs
-
-
-def _lint(bundle_dir: str) -> List[str]:
-    try:
-        from .check import check_path
-    except ImportError:  # the lint module is optional during development
-        return []
-    return check_path(bundle_dir, "jetpack6.1")
 
 
 class _NoBar:

@@ -24,8 +24,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-DEVICES = ("auto", "cpu", "cuda")
-CUDA_BINDINGS = ("auto", "cuda-python", "pycuda")  # = cuda_memory.CUDA_CHOICES (not imported here: no side effects)
+# defined where they are used (both modules import numpy alone at load: no side effects)
+from .cuda_memory import CUDA_CHOICES as CUDA_BINDINGS  # noqa: E402
+from .onnxruntime_backend import DEVICES  # noqa: E402
 
 
 def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0, device: str = "auto", cuda: str = "auto",

@@ -12,27 +12,9 @@ import numpy as np
 
 from ...bundle import StageSpec, TensorSpec
 from ...errors import EdgeFpnError
+from ...versions import format_version, parse_version
 
 MIN_TENSORRT = (8, 5)  # name-based I/O (num_io_tensors, set_tensor_address, set_input_shape)
-
-
-def parse_version(text: Any) -> Tuple[int, ...]:
-    """'10.3.0.30' -> (10, 3, 0, 30); '8.6.1.post1' -> (8, 6, 1)."""
-    numbers: List[int] = []
-    for part in str(text).strip().split("."):
-        match = re.match(r"^(\d+)", part)
-        if not match:
-            break
-        numbers.append(int(match.group(1)))
-        if match.group(1) != part:
-            break
-    if not numbers:
-        raise ValueError(f"not a version: {text!r}")
-    return tuple(numbers)
-
-
-def format_version(version: Sequence[int]) -> str:
-    return ".".join(str(v) for v in version)
 
 
 def execute_api(version: Sequence[int]) -> str:
