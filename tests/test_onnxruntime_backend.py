@@ -293,13 +293,15 @@ def test_open_stage_passes_the_device(tiny_onnx):
     stage = StageSpec(file=os.path.basename(tiny_onnx), backend="onnxruntime", precision="fp32",
                       inputs=[TensorSpec("x", ["n", 4])], outputs=[TensorSpec("y", ["n", 4])],
                       dynamic_axes={"n": [1, 100]})
-    backend = open_stage(os.path.dirname(tiny_onnx), stage, device="cpu")
+    import types
+    engine = StageSpec(file="stage1.engine", backend="tensorrt", precision="fp16", inputs=[], outputs=[])
+    manifest = types.SimpleNamespace(stages={"stage2": stage, "stage1": engine}, provenance={})  # what it reads
+    backend = open_stage(os.path.dirname(tiny_onnx), manifest, "stage2", device="cpu")
     assert backend.provider == CPU
     with pytest.raises(EdgeFpnError, match="auto, cpu, cuda"):
-        open_stage(os.path.dirname(tiny_onnx), stage, device="gpu")
-    engine = StageSpec(file="stage1.engine", backend="tensorrt", precision="fp16", inputs=[], outputs=[])
+        open_stage(os.path.dirname(tiny_onnx), manifest, "stage2", device="gpu")
     with pytest.raises(EdgeFpnError, match="GPU only"):
-        open_stage(os.path.dirname(tiny_onnx), engine, device="cpu")
+        open_stage(os.path.dirname(tiny_onnx), manifest, "stage1", device="cpu")
 
 
 # ---------------------------------------------------------------- the CLI flag

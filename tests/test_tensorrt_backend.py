@@ -524,6 +524,41 @@ def test_refuses_engine_from_other_tensorrt_or_gpu(monkeypatch, trt_bundle):
         Detector(trt_bundle)
 
 
+@pytest.mark.parametrize("damage", ["not json", "no provenance", "provenance of another TensorRT"])
+def test_a_manifest_that_cannot_be_read_refuses_the_engine_never_warns(monkeypatch, trt_bundle, tmp_path, caplog,
+                                                                        damage):
+    # the refusal of an engine built elsewhere rests on the manifest: the backend gets the manifest
+    # that load_manifest read (it never reads it a second time and never falls back to {})
+    import json
+    import shutil
+    from edge_fpn.runtime import Detector
+    bundle = str(tmp_path / "bundle")
+    shutil.copytree(trt_bundle, bundle)
+    path = os.path.join(bundle, "manifest.json")
+    with open(path) as f:
+        data = json.load(f)
+    install_fakes(monkeypatch, FakeMemory())
+    if damage == "not json":
+        with open(path, "w") as f:
+            f.write("{ not json")
+        with pytest.raises(EdgeFpnError, match="not readable JSON"):
+            Detector(bundle)
+        return
+    if damage == "no provenance":
+        data.pop("provenance")
+    else:
+        data["provenance"]["tensorrt_version"] = "8.6.1"
+    with open(path, "w") as f:
+        json.dump(data, f)
+    if damage == "no provenance":  # nothing to check against: said, once per stage, as a warning
+        with Detector(bundle):
+            pass
+        assert "does not record tensorrt_version" in caplog.text
+    else:
+        with pytest.raises(EdgeFpnError, match="built with TensorRT 8.6.1"):
+            Detector(bundle)
+
+
 def test_cli_one_line_for_other_tensorrt(monkeypatch, trt_bundle, capsys):
     from edge_fpn.cli import main
     install_fakes(monkeypatch, FakeMemory(), version="8.6.1.6")
@@ -586,7 +621,8 @@ def test_the_input_buffer_is_not_copied_into_itself(monkeypatch, tiny_bundle, tr
 
     memory = FakeMemory()
     install_fakes(monkeypatch, memory)
-    stage = load_manifest(trt_engine_bundle).stages["detector"]
+    manifest = load_manifest(trt_engine_bundle)
+    stage = manifest.stages["detector"]
     copies = []
     real_copyto = np.copyto
 
@@ -594,7 +630,9 @@ def test_the_input_buffer_is_not_copied_into_itself(monkeypatch, tiny_bundle, tr
         copies.append(dst.shape)
         return real_copyto(dst, src, **kwargs)
 
-    with tensorrt_backend.TensorRTBackend(os.path.join(trt_engine_bundle, stage.file), stage) as engine:
+    with tensorrt_backend.TensorRTBackend(os.path.join(trt_engine_bundle, stage.file), stage,
+                                          provenance=manifest.provenance, stages=manifest.stages,
+                                          stage_key="detector") as engine:
         image = engine.input_array("image")
         image[...] = 7
         size = np.array([200, 320], np.float32)
@@ -851,16 +889,18 @@ def test_forced_memory_modes(monkeypatch, tiny_bundle, trt_engine_bundle, bindin
     from edge_fpn.bundle import load_manifest
     from edge_fpn.runtime.backends import open_stage
     from edge_fpn.runtime.backends.tensorrt_backend import TensorRTBackend
-    stage = load_manifest(trt_engine_bundle).stages["detector"]
+    manifest = load_manifest(trt_engine_bundle)
+    stage = manifest.stages["detector"]
     path = os.path.join(trt_engine_bundle, stage.file)
-    reference_backend = open_stage(tiny_bundle, load_manifest(tiny_bundle).stages["detector"], device="cpu")
+    facts = {"provenance": manifest.provenance, "stages": manifest.stages, "stage_key": "detector"}
+    reference_backend = open_stage(tiny_bundle, load_manifest(tiny_bundle), "detector", device="cpu")
     image = np.ascontiguousarray(textured_image(3, 320, 320)[None])
     size = np.array([320, 320], np.float32)
     reference = reference_backend({"image": image, "image_size": size})
     for integrated, memory_mode in ((False, "mapped"), (True, "pinned")):
         memory = FakeMemory()
         _, module = install_fakes(monkeypatch, memory, integrated=integrated, binding=binding)
-        with TensorRTBackend(path, stage, cuda=binding, memory=memory_mode) as engine:
+        with TensorRTBackend(path, stage, cuda=binding, memory=memory_mode, **facts) as engine:
             assert engine.mode == memory_mode
             got = engine({"image": image, "image_size": size})
         assert bool(memory.copies) == (memory_mode == "pinned")
@@ -869,9 +909,9 @@ def test_forced_memory_modes(monkeypatch, tiny_bundle, trt_engine_bundle, bindin
         assert_nothing_leaks(memory, module)
     install_fakes(monkeypatch, FakeMemory(), can_map=False)
     with pytest.raises(EdgeFpnError, match="memory 'mapped' needs a GPU that can map host memory"):
-        TensorRTBackend(path, stage, memory="mapped")
+        TensorRTBackend(path, stage, memory="mapped", **facts)
     with pytest.raises(EdgeFpnError, match="memory must be one of"):
-        TensorRTBackend(path, stage, memory="unified")
+        TensorRTBackend(path, stage, memory="unified", **facts)
 
 
 def test_cuda_13_bindings_on_a_cuda_12_driver_is_one_line_exit_2(monkeypatch, trt_engine_bundle, capsys):

@@ -26,7 +26,7 @@ class EngineLayout:
     engine_steps = ("engine",)
 
     def __init__(self, bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto", cuda: str = "auto"):
-        self.engine = open_stage(bundle_dir, manifest.stages[names.DETECTOR_STAGE], threads, device=device, cuda=cuda)
+        self.engine = open_stage(bundle_dir, manifest, names.DETECTOR_STAGE, threads, device=device, cuda=cuda)
         self.letterbox = UInt8Letterbox(manifest.preprocess)
         # Detector.__call__ resizes straight into the engine's own (page-locked) input buffer
         # where the backend offers one, else into this reused array
@@ -68,9 +68,9 @@ class HostLayout:
         self.preprocessor = Preprocessor(manifest.preprocess)
         self.proposal_postprocessor = ProposalPostprocessor(manifest.levels, manifest.rpn)
         self.detection_postprocessor = DetectionPostprocessor(manifest.roi)
-        self.stage1 = open_stage(bundle_dir, manifest.stages["stage1"], threads, device=device, cuda=cuda)
+        self.stage1 = open_stage(bundle_dir, manifest, "stage1", threads, device=device, cuda=cuda)
         try:
-            self.stage2 = open_stage(bundle_dir, manifest.stages["stage2"], threads, device=device, cuda=cuda)
+            self.stage2 = open_stage(bundle_dir, manifest, "stage2", threads, device=device, cuda=cuda)
         except BaseException:
             self.stage1.close()  # its buffers and its share of the CUDA session
             raise

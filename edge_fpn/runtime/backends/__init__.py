@@ -6,7 +6,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ...bundle import StageSpec
+from ...bundle import Manifest
 from ...errors import EdgeFpnError
 
 try:  # Python 3.8 has Protocol in typing
@@ -29,9 +29,12 @@ from .cuda_memory import CUDA_CHOICES as CUDA_BINDINGS  # noqa: E402
 from .onnxruntime_backend import DEVICES  # noqa: E402
 
 
-def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0, device: str = "auto", cuda: str = "auto",
-               memory: str = "auto") -> Backend:
-    """Open one stage with the backend its manifest names (TensorRT is imported only here).
+def open_stage(bundle_dir: str, manifest: Manifest, key: str, threads: int = 0, device: str = "auto",
+               cuda: str = "auto", memory: str = "auto") -> Backend:
+    """Open the stage `key` of a bundle with the backend its manifest names (TensorRT is imported
+    only here). The manifest is the one bundle.load_manifest read: a backend never reads it again,
+    so the TensorRT backend's refusal of an engine built for another TensorRT or GPU cannot turn
+    into a warning after a failed second read.
 
     device: "auto" (the GPU where there is one), "cpu" or "cuda". It chooses ONNX Runtime's
     execution provider (CUDA, and TensorRT where it loads, with onnxruntime-gpu); a TensorRT
@@ -43,6 +46,7 @@ def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0, device: str 
         raise EdgeFpnError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
     if cuda not in CUDA_BINDINGS:
         raise EdgeFpnError(f"cuda must be one of {', '.join(CUDA_BINDINGS)}, not {cuda!r}")
+    stage = manifest.stages[key]
     path = os.path.join(bundle_dir, stage.file)
     if stage.backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
@@ -52,5 +56,6 @@ def open_stage(bundle_dir: str, stage: StageSpec, threads: int = 0, device: str 
             raise EdgeFpnError(f"{stage.file} is a TensorRT engine, which runs on the GPU only; use --device auto or cuda, "
                                "or run an ONNX Runtime bundle of this model (`edge-fpn build --backend onnxruntime`)")
         from .tensorrt_backend import TensorRTBackend
-        return TensorRTBackend(path, stage, cuda=cuda, memory=memory)
+        return TensorRTBackend(path, stage, provenance=manifest.provenance, stages=manifest.stages, stage_key=key,
+                               cuda=cuda, memory=memory)
     raise EdgeFpnError(f"stage file {stage.file} names backend {stage.backend!r}, which this edge-fpn does not know; upgrade edge-fpn or rebuild the bundle")

@@ -38,7 +38,6 @@ is only meaningful inside its context). ``memory="pinned"|"mapped"`` forces a ho
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -46,7 +45,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ...bundle import MANIFEST_NAME, StageSpec
+from ...bundle import StageSpec
 from ...errors import EdgeFpnError
 from .cuda_memory import MEMORY_MODES, CudaSession, DeviceBuffer, HostBuffer
 from .tensorrt_logic import (BufferPlan, bind_axes, check_engine_io, compatibility_problem, device_resident_outputs,
@@ -131,12 +130,12 @@ class _Buffer:
 
 
 class TensorRTBackend:
-    """One stage's engine. ``stage`` is its manifest StageSpec; the manifest beside the engine
-    gives the provenance and the other stages (to know which outputs stay on the device)."""
+    """One stage's engine. ``stage`` is its manifest StageSpec; ``provenance``, ``stages`` and
+    ``stage_key`` come from the manifest bundle.load_manifest read (the provenance says which
+    TensorRT and GPU built it; the other stages say which outputs stay on the device)."""
 
-    def __init__(self, path: str, stage: StageSpec, provenance: Optional[Dict[str, Any]] = None,
-                 stages: Optional[Dict[str, StageSpec]] = None, stage_key: Optional[str] = None,
-                 device: int = 0, cuda: str = "auto", memory: str = "auto"):
+    def __init__(self, path: str, stage: StageSpec, *, provenance: Dict[str, Any], stages: Dict[str, StageSpec],
+                 stage_key: str, gpu_index: int = 0, cuda: str = "auto", memory: str = "auto"):
         """cuda: "auto" (cuda-python, else pycuda), "cuda-python" or "pycuda". memory: "auto"
         (mapped on an integrated GPU, pinned on a discrete one), "pinned" or "mapped"."""
         self.path = path
@@ -149,14 +148,9 @@ class TensorRTBackend:
             raise EdgeFpnError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
         trt = load_tensorrt()
         self._trt = trt
-        if provenance is None or stages is None:
-            provenance_found, stages_found, key_found = _read_manifest(path, stage)
-            provenance = provenance if provenance is not None else provenance_found
-            stages = stages if stages is not None else stages_found
-            stage_key = stage_key or key_found
         self.version = parse_version(trt.__version__)
         self.api = execute_api(self.version)  # refuses TensorRT < 8.5
-        self.session = CudaSession.acquire(cuda, device)
+        self.session = CudaSession.acquire(cuda, gpu_index)
         try:
             self._open(trt, path, stage, provenance, stages, stage_key, memory)
         except BaseException:
@@ -364,18 +358,3 @@ class TensorRTBackend:
         self.close()
 
 
-def _read_manifest(path: str, stage: StageSpec) -> Tuple[Dict[str, Any], Dict[str, StageSpec], Optional[str]]:
-    """Provenance, all stages and this stage's key, from the manifest of the bundle holding `path`."""
-    from ...bundle import _stage_from_dict  # the manifest is read in one place: bundle.py
-    normalized = os.path.normpath(path)
-    suffix = os.path.normpath(stage.file)
-    bundle_dir = normalized[: -len(suffix)] if normalized.endswith(suffix) else os.path.dirname(normalized)
-    manifest_path = os.path.join(bundle_dir or ".", MANIFEST_NAME)
-    try:
-        with open(manifest_path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-        stages = {key: _stage_from_dict(value) for key, value in data.get("stages", {}).items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}, {}, None
-    key = next((k for k, s in stages.items() if os.path.normpath(s.file) == suffix), None)
-    return dict(data.get("provenance", {})), stages, key
