@@ -202,7 +202,7 @@ def _agreement_graphs():
 @pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
 def test_the_fake_parser_and_nvidias_agree(tmp_path, version):
     from edge_fpn.export.nvidia_parser import parse
-    from test_tensorrt_builder import fake_tensorrt
+    from fakes.tensorrt import fake_tensorrt
 
     fake = fake_tensorrt(version)
     fake_parser = type(rtx.rtx())(fake, f"TensorRT {version}", False)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from fake_cuda import FakeMemory
+from fakes.cuda import FakeMemory
 from test_tensorrt_backend import assert_nothing_leaks, install_fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

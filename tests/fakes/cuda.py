@@ -418,3 +418,122 @@ def cuda_python_modules(cudart):
     bindings.runtime = cudart
     cuda.bindings = bindings
     return {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": cudart}
+
+
+def make_fake_cuda(memory, integrated=False, name="Orin", cc=(8, 7)):
+    cuda = types.ModuleType("pycuda.driver")
+
+    class DeviceAllocation:
+        def __init__(self, nbytes):
+            self.ptr = memory.alloc(nbytes)
+
+        def __int__(self):
+            return self.ptr
+
+        def free(self):
+            memory.blocks.pop(self.ptr, None)
+
+    class HostAllocation:
+        def __init__(self, count, dtype, mapped):
+            self.ptr = memory.alloc(count * np.dtype(dtype).itemsize)
+            self.mapped = mapped
+            data = memory.blocks[self.ptr][: count * np.dtype(dtype).itemsize].view(dtype)
+            self.__array_interface__ = data.__array_interface__
+            self._data = data
+
+        def get_device_pointer(self):
+            assert self.mapped, "get_device_pointer needs DEVICEMAP"
+            return self.ptr
+
+        def free(self):
+            assert memory.blocks.pop(self.ptr, None) is not None, "host allocation freed twice"
+
+    class Context:
+        depth = 0
+
+        def push(self):
+            Context.depth += 1
+
+        @staticmethod
+        def pop():
+            assert Context.depth > 0
+            Context.depth -= 1
+
+    class Device:
+        def __init__(self, index):
+            self.index = index
+
+        def name(self):
+            return name
+
+        def compute_capability(self):
+            return cc
+
+        def get_attribute(self, attribute):
+            return {"INTEGRATED": int(integrated), "CAN_MAP_HOST_MEMORY": 1}[attribute]
+
+        def retain_primary_context(self):
+            return Context()
+
+    class Stream:
+        count = 0
+
+        def __init__(self):
+            assert Context.depth > 0, "a stream is created inside its context"
+            Stream.count += 1
+            self.handle = 1234 + Stream.count
+            memory.foreign_streams.add(self.handle)
+
+        def synchronize(self):
+            pass
+
+    class Event:
+        def record(self, stream=None):
+            self.time = len(memory.copies)
+
+        def synchronize(self):
+            pass
+
+        def time_since(self, start):
+            return float(self.time - start.time)
+
+    def pagelocked_empty(count, dtype, mem_flags=0):
+        return np.asarray(HostAllocation(count, dtype, mapped=bool(mem_flags)))
+
+    def host_pointer(array):
+        # the fake "host" arrays live in fake memory too: find the block holding them
+        address = array.__array_interface__["data"][0]
+        for ptr, block in memory.blocks.items():
+            start = block.__array_interface__["data"][0]
+            if start <= address < start + block.nbytes:
+                return ptr, address - start
+        raise AssertionError("copies must use page-locked buffers")
+
+    def memcpy_htod_async(dest, src, stream):
+        ptr, offset = host_pointer(src)
+        raw = memory.blocks[ptr][offset: offset + src.nbytes]
+        memory.blocks[int(dest)][: src.nbytes] = raw
+        memory.copies.append(("htod", int(dest), src.nbytes))
+
+    def memcpy_dtoh_async(dest, src, stream):
+        host_pointer(dest)
+        dest.reshape(-1).view(np.uint8)[:] = memory.blocks[int(src)][: dest.nbytes]
+        memory.copies.append(("dtoh", int(src), dest.nbytes))
+
+    def memcpy_dtoh(dest, src):
+        dest.reshape(-1).view(np.uint8)[:] = memory.blocks[int(src)][: dest.nbytes]
+        memory.copies.append(("dtoh-sync", int(src), dest.nbytes))
+
+    cuda.init = lambda: None
+    cuda.Device = Device
+    cuda.Context = Context
+    cuda.Stream = Stream
+    cuda.Event = Event
+    cuda.mem_alloc = DeviceAllocation
+    cuda.pagelocked_empty = pagelocked_empty
+    cuda.memcpy_htod_async = memcpy_htod_async
+    cuda.memcpy_dtoh_async = memcpy_dtoh_async
+    cuda.memcpy_dtoh = memcpy_dtoh
+    cuda.host_alloc_flags = types.SimpleNamespace(DEVICEMAP=2)
+    cuda.device_attribute = types.SimpleNamespace(INTEGRATED="INTEGRATED", CAN_MAP_HOST_MEMORY="CAN_MAP_HOST_MEMORY")
+    return cuda
