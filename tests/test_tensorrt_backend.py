@@ -742,3 +742,18 @@ def test_real_tensorrt_engine_layout(tiny_bundle, tmp_path, precision):
     else:
         assert abs(len(result) - len(reference)) <= max(2, len(reference) // 10)
         np.testing.assert_allclose(result.boxes[:1], reference.boxes[:1], atol=2.0)
+
+
+def test_the_fake_runtime_has_no_int64_engine_io_before_tensorrt_9(monkeypatch, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT64)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])
+    path = str(tmp_path / "int64.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    blob = json.dumps({"onnx": path}).encode()
+    for version, loads in (("8.6.1", False), ("10.3.0.30", True)):
+        trt = make_fake_trt(FakeMemory(), version)
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        assert (runtime.deserialize_cuda_engine(blob) is not None) == loads, version

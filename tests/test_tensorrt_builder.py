@@ -566,3 +566,101 @@ def test_real_tensorrt_engine_layout_build(tiny_bundle, tmp_path, precision):
     assert os.path.getsize(os.path.join(out, "detector.engine")) > 1000
     if precision == "fp16" and not str(_real_tensorrt().__version__).startswith("11"):
         assert manifest["provenance"]["build"]["postprocess_fp32_layers"]["detector"] > 0
+
+
+# ------------------------------------------------------------------ the fake is as strict as TensorRT
+
+def _fake_parse(trt, model, tmp_path, name="graph.onnx"):
+    """(ok, first error) of the fake parser on `model`, after the plugins are registered."""
+    import onnx
+    path = str(tmp_path / name)
+    onnx.save(model, path)
+    logger = trt.ILogger()
+    trt.init_libnvinfer_plugins(logger, "")
+    network = trt.Builder(logger).create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(path)
+    return ok, (parser.get_error(0).desc() if parser.num_errors else "")
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.2", "10.3.0", "11.0.0"])
+def test_the_graphs_edge_fpn_writes_parse_on_every_supported_fake(version, tiny_bundle, tiny_host_bundle, tmp_path):
+    import onnx
+    trt = fake_tensorrt(version)
+    for bundle, file in ((tiny_bundle, "detector.onnx"), (tiny_host_bundle, "stage1.onnx"),
+                         (tiny_host_bundle, "stage2.onnx")):
+        ok, error = _fake_parse(trt, onnx.load(os.path.join(bundle, file)), tmp_path, file)
+        assert ok, f"{version} {file}: {error}"
+
+
+@pytest.mark.parametrize("version, make, words", [
+    ("8.4.1", "detector", "Unsupported ONNX opset 17"),  # JetPack 5.0.2's parser: opset 13, no RoiAlign or NMS
+    ("8.5.2", "layer_norm", "No importer registered for op: LayerNormalization"),
+    ("10.3.0", "opset_21", "Unsupported ONNX opset 21"),
+    ("10.3.0", "topk_5000", "K must be <= 3840"),
+    ("8.5.2", "topk_k_from_input", "needs K as an initializer"),
+    ("10.3.0", "double_input", "unsupported data type DOUBLE"),
+    ("10.3.0", "uint8_into_transpose", "first input has type UInt8"),
+])
+def test_the_fake_parser_refuses_what_that_tensorrt_refuses(version, make, words, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from test_check import detector_graph, layer_norm, make_model, tensor, uint8_into
+
+    def topk(k_source):
+        inputs = [tensor("x", TensorProto.FLOAT, [1, 6000])]
+        inits = []
+        if k_source == "input":
+            inputs.append(tensor("k", TensorProto.INT64, [1]))
+        else:
+            inits.append(numpy_helper.from_array(np.array([5000], np.int64), "k"))
+        node = helper.make_node("TopK", ["x", "k"], ["v", "i"], name="/proposals/TopK")
+        return make_model([node], inputs, [tensor("v", TensorProto.FLOAT, [1, 5000]),
+                                           tensor("i", TensorProto.INT64, [1, 5000])], inits)
+
+    graphs = {
+        "detector": detector_graph, "layer_norm": layer_norm,
+        "opset_21": lambda: make_model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+                                       [tensor("x", TensorProto.FLOAT, [2])], [tensor("y", TensorProto.FLOAT, [2])],
+                                       opset=21),
+        "topk_5000": lambda: topk("initializer"), "topk_k_from_input": lambda: topk("input"),
+        "double_input": lambda: make_model([helper.make_node("Cast", ["x"], ["y"], name="c", to=TensorProto.FLOAT)],
+                                           [tensor("x", TensorProto.DOUBLE, [2])], [tensor("y", TensorProto.FLOAT, [2])]),
+        "uint8_into_transpose": lambda: uint8_into("Transpose"),
+    }
+    model = graphs[make]()
+    ok, error = _fake_parse(fake_tensorrt(version), model, tmp_path)
+    assert not ok and words in error, error
+    if make in ("layer_norm", "topk_k_from_input"):  # refused for that version only: a newer one takes it
+        assert _fake_parse(fake_tensorrt("10.3.0"), model, tmp_path)[0]
+    del onnx
+
+
+def test_the_fake_builder_refuses_precision_flags_on_a_strongly_typed_network(with_tensorrt, tiny_host_bundle,
+                                                                             tmp_path):
+    from edge_fpn.builder.tensorrt_builder import BuildPlan, TrtOptions, build_serialized
+    from edge_fpn.bundle import load_manifest
+    trt = with_tensorrt("10.3.0")
+    stage = load_manifest(tiny_host_bundle).stages["stage1"]
+    path = os.path.join(tiny_host_bundle, "stage1.onnx")
+    weak = BuildPlan("fp32", (), ("FP16",), False, None)
+    assert build_serialized(trt, path, stage, weak, TrtOptions(precision="fp16")) == b"ENGINE"
+    strong = BuildPlan("fp32", ("STRONGLY_TYPED",), ("FP16",), False, None)
+    with pytest.raises(EdgeFpnError, match="strongly typed networks take no precision flags"):
+        build_serialized(trt, path, stage, strong, TrtOptions(precision="fp16"))
+
+
+def test_the_fake_builder_needs_a_profile_for_dynamic_inputs(with_tensorrt, tiny_host_bundle):
+    from dataclasses import replace
+    from edge_fpn.builder.tensorrt_builder import BuildPlan, TrtOptions, build_serialized
+    from edge_fpn.bundle import load_manifest
+    trt = with_tensorrt("10.3.0")
+    stage = load_manifest(tiny_host_bundle).stages["stage2"]  # proposals: a dynamic first axis
+    path = os.path.join(tiny_host_bundle, "stage2.onnx")
+    plan = BuildPlan("fp32", (), (), False, None)
+    assert build_serialized(trt, path, stage, plan, TrtOptions()) == b"ENGINE"  # the manifest's range: a profile
+    static = replace(stage, inputs=[replace(t, shape=[1 if isinstance(d, str) else d for d in t.shape])
+                                    for t in stage.inputs])  # a manifest that forgot the dynamic axis
+    with pytest.raises(EdgeFpnError, match="no optimization profile"):
+        build_serialized(trt, path, static, plan, TrtOptions())

@@ -31,11 +31,31 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
       precision or output type raises in a strongly typed network (11, or STRONGLY_TYPED), and an
       output type other than FP32/FP16 on a non-float output raises (TopK's indices, shapes);
     - set_timing_cache returns False for a cache made on another GPU (and does not use it);
-    - BuilderFlag has no FP16/INT8/OBEY_PRECISION_CONSTRAINTS on 11.
+    - BuilderFlag has no FP16/INT8/OBEY_PRECISION_CONSTRAINTS on 11;
+    - the parser refuses what edge_fpn/export/tensorrt_support.json says its version cannot import
+      (so the fake cannot drift from what `check` believes): operators, opsets, TopK's K above the
+      limit or (8.5) not an initializer; before 8.5, RoiAlign and NonMaxSuppression (8.4's parser
+      stops at opset 13); types TensorRT does not have (DOUBLE, ...) instead of reading them as FLOAT;
+      UINT8 into anything but a Cast, and (8.6+) UINT8 intermediate tensors;
+    - the build fails (None, an error logged) for FP16/INT8 flags on a strongly typed network, for a
+      dynamic input without an optimization profile, and add_optimization_profile returns -1 for a
+      profile without min <= opt <= max.
     """
     import onnx
+    from onnx import numpy_helper
+
+    from edge_fpn.export.check import load_support_table
 
     major, minor = (int(v) for v in version.split(".")[:2])
+    table = load_support_table()["tensorrt"]
+    usable = [key for key in table if tuple(int(p) for p in key.split(".")) <= (major, minor)]
+    if usable:
+        rules = table[max(usable, key=lambda key: tuple(int(p) for p in key.split(".")))]
+        not_importable, opsets = set(rules["not_importable"]), (int(rules["min_opset"]), int(rules["max_opset"]))
+        topk_max, topk_dynamic = int(rules["topk_max_k"]), bool(rules.get("topk_dynamic_k"))
+    else:  # TensorRT 8.4 (JetPack 5.0.2): no RoiAlign, no native NMS, opsets up to 13
+        not_importable, opsets = {"RoiAlign", "NonMaxSuppression"}, (7, 13)
+        topk_max, topk_dynamic = 3840, False
     calls, events = [], []
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -136,6 +156,7 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
     class Tensor:
         def __init__(self, name, dtype):
             self.name, self.dtype = name, dtype
+            self.dynamic = False  # a dimension without a fixed size (the build needs a profile)
 
     class Layer:
         def __init__(self, network, name, type_, inputs, outputs, node=None):
@@ -245,8 +266,21 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
         def create_optimization_profile(self):
             return Profile()
 
+        def _error(self, message):
+            self.logger.log(ILogger.Severity.ERROR, message)  # as TensorRT reports a failed build
+
         def build_serialized_network(self, network, config):
             events.append("build:" + os.path.basename(network.onnx["path"]))
+            precision = [f for f in config.flags if f in ("FP16", "INT8")]
+            if network.strongly_typed and precision:
+                self._error(f"strongly typed networks take no precision flags ({precision})")
+                return None
+            profiled = {name for profile in config.profiles for name in profile.shapes}
+            unprofiled = [t.name for t in network.inputs if t.dynamic and t.name not in profiled]
+            if unprofiled:
+                self._error(f"Network has dynamic or shape inputs ({unprofiled}), but no optimization profile "
+                            "has been defined")
+                return None
             calibration = None
             if config.int8_calibrator is not None:
                 calibration = config.int8_calibrator.read_calibration_cache().decode()
@@ -301,6 +335,10 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
                         f"In node {node.name} (checkFallbackPluginImporter): creator && \"Plugin not found, are the "
                         "plugin name, version, and namespace correct?\" (ROIAlign_TRT was not found in the plugin registry)"))
                     return False
+            refusal = self._refusal(model)
+            if refusal:
+                self.errors.append(ParserError(*refusal))
+                return False
             inferred = onnx.shape_inference.infer_shapes(model)
             # what the real parser taught (TensorRT-RTX, NVIDIA/TensorRT#3985): UINT8 is network I/O
             # only, read by a Cast alone; from 8.6 no UINT8 intermediate tensor at all
@@ -324,6 +362,7 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
                 tensors[info.name] = Tensor(info.name, getattr(trt.DataType, onnx_types.get(info.type.tensor_type.elem_type, "FLOAT")))
                 if info.type.tensor_type.HasField("shape"):
                     ranks[info.name] = len(info.type.tensor_type.shape.dim)
+                    tensors[info.name].dynamic = any(not d.HasField("dim_value") for d in info.type.tensor_type.shape.dim)
             for init in model.graph.initializer:
                 tensors[init.name] = Tensor(init.name, getattr(trt.DataType, onnx_types.get(init.data_type, "FLOAT")))
             self.network.inputs += [tensors[i.name] for i in model.graph.input if i.name in tensors
@@ -337,6 +376,30 @@ def fake_tensorrt(version="10.3.0", dla_cores=0, fail_build=False, gpu="Orin"):
                                  "ops": sorted({n.op_type for n in model.graph.node}),
                                  "float16_initializers": sum(t.data_type == 10 for t in model.graph.initializer)}
             return True
+
+        def _refusal(self, model):
+            """(message, node index, node) of the first thing this version's parser refuses, or None."""
+            opset = max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+            if not opsets[0] <= opset <= opsets[1]:
+                return (f"Unsupported ONNX opset {opset}: this parser imports opsets {opsets[0]} to {opsets[1]}", -1, None)
+            infos = list(model.graph.input) + list(model.graph.output)
+            for info in infos:
+                if info.type.tensor_type.elem_type not in onnx_types:
+                    kind = onnx.TensorProto.DataType.Name(info.type.tensor_type.elem_type)
+                    return (f"{info.name}: unsupported data type {kind}", -1, None)
+            constants = {t.name: t for t in model.graph.initializer}
+            for index, node in enumerate(model.graph.node):
+                if node.op_type in not_importable:
+                    return (f"No importer registered for op: {node.op_type}", index, node)
+                if node.op_type == "TopK" and len(node.input) > 1:
+                    if node.input[1] not in constants:
+                        if not topk_dynamic:
+                            return (f"{node.name}: this version's TopK importer needs K as an initializer", index, node)
+                        continue
+                    k = int(numpy_helper.to_array(constants[node.input[1]]).ravel()[0])
+                    if k > topk_max:
+                        return (f"{node.name}: TopK K = {k}, but K must be <= {topk_max}", index, node)
+            return None
 
     class Calibrator:
         def __init__(self):
@@ -518,7 +581,12 @@ def make_fake_trt(memory, version="10.3.0.30", dla_cores=0):
             if spec.get("dla_core") is not None and self._dla_core != spec["dla_core"]:
                 self.logger.errors.append("the engine was built for another DLA core")
                 return None
-            return Engine(onnx_path)
+            engine = Engine(onnx_path)
+            if logic.parse_version(version)[0] < 9 and trt.DataType.INT64 in engine.types.values():
+                # TensorRT 8.x has no INT64 tensors: its builder made them INT32, so no 8.x engine has one
+                self.logger.errors.append("TensorRT 8.x engines have no INT64 inputs or outputs")
+                return None
+            return engine
 
     trt.Logger, trt.Runtime = Logger, Runtime
     return trt
