@@ -193,7 +193,13 @@ def _agreement_graphs():
     to_bytes = make_model([helper.make_node("Cast", ["x"], ["b"], name="/to_bytes", to=TensorProto.UINT8),
                            helper.make_node("Cast", ["b"], ["y"], name="/back", to=TensorProto.FLOAT)],
                           [tensor("x", TensorProto.FLOAT, [4])], [tensor("y", TensorProto.FLOAT, [4])])
-    return {"good: conv relu": clean_conv_relu(), "good: uint8 into a cast first": cast_first,
+    from test_check import graph_if, graph_loop, graph_nms, graph_scatter_nd, graph_topk, layer_norm
+
+    # If, Loop and ScatterND are edge-fpn's policy (check refuses them), not the parser's
+    more = {"good: If": graph_if(), "good: Loop": graph_loop(), "good: ScatterND": graph_scatter_nd(),
+            "good: NonMaxSuppression": graph_nms(), "good: TopK with a constant K": graph_topk(),
+            "good: LayerNormalization (TensorRT 10+)": layer_norm()}
+    return {**more, "good: conv relu": clean_conv_relu(), "good: uint8 into a cast first": cast_first,
             "good: detector-shaped graph with TopK, NMS and RoiAlign": detector_graph(),
             "bad: uint8 into Transpose": uint8_into("Transpose"), "bad: uint8 into Identity": uint8_into("Identity"),
             "bad: uint8 intermediate tensor": to_bytes}
@@ -201,13 +207,14 @@ def _agreement_graphs():
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
 def test_the_fake_parser_and_nvidias_agree(tmp_path, version):
+    assert len(_agreement_graphs()) >= 10  # the bar: a shared set of at least 10 good and bad graphs
     from edge_fpn.export.nvidia_parser import parse
     from fakes.tensorrt import fake_tensorrt
 
     fake = fake_tensorrt(version)
     fake_parser = type(rtx.rtx())(fake, f"TensorRT {version}", False)
     for name, model in _agreement_graphs().items():
-        path = str(tmp_path / (name.split(":")[1].strip().replace(" ", "_") + ".onnx"))
+        path = str(tmp_path / (name.split(":")[1].strip().split(" (")[0].replace(" ", "_") + ".onnx"))
         onnx.save(model, path)
         real = parse(rtx.rtx(), path).errors
         ours = parse(fake_parser, path).errors
