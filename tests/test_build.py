@@ -14,9 +14,15 @@ from conftest import TEST_SIZE, textured_image
 from edge_fpn.cli import main
 
 
-def _tensorrt_importable():
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    """This machine as one without TensorRT, wherever the tests run: `import tensorrt` raises
+    ImportError (a None entry in sys.modules), so the ONNX Runtime path and its sentences are tested
+    on a Jetson too."""
+    import sys
     from edge_fpn.builder.tensorrt_builder import import_tensorrt
-    return import_tensorrt()[0] is not None
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert import_tensorrt()[0] is None
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +57,7 @@ def test_fp32_onnxruntime_bundle(tiny_bundle, tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(a.scores, b.scores)
 
 
-@pytest.mark.skipif(_tensorrt_importable(), reason="TensorRT is installed here")
-def test_auto_says_in_one_line_that_tensorrt_was_not_found(tiny_bundle, calibration, tmp_path, capsys):
+def test_auto_says_in_one_line_that_tensorrt_was_not_found(tiny_bundle, calibration, tmp_path, capsys, no_tensorrt):
     out = str(tmp_path / "int8")
     assert main(["build", tiny_bundle, "--precision", "int8", "--calibration", calibration, "--output", out,
                  "--quiet"]) == 0
@@ -63,8 +68,7 @@ def test_auto_says_in_one_line_that_tensorrt_was_not_found(tiny_bundle, calibrat
     assert any(line.startswith("note: AP not measured") for line in lines)
 
 
-@pytest.mark.skipif(_tensorrt_importable(), reason="TensorRT is installed here")
-def test_bad_inputs_are_one_line_and_exit_2(tiny_bundle, calibration, tmp_path, capsys):
+def test_bad_inputs_are_one_line_and_exit_2(tiny_bundle, calibration, tmp_path, capsys, no_tensorrt):
     out = str(tmp_path / "engine")
     cases = [
         (["--precision", "int8"], "edge-fpn calibrate"),
@@ -179,12 +183,15 @@ def test_sensitivity_quantizes_one_layer_at_a_time(tiny_bundle, calibration):
 
 
 def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, capsys):
-    """The AP report and automatic fallback, end to end, on an engine-layout model with the synthetic
-    classes (the random test bundle with the shapes class names in its manifest: its AP is ~0, which
-    exercises the path, not the accuracy; the shipped model's is tested below)."""
+    """The AP report and automatic fallback, end to end, on the shipped model's engine-layout bundle
+    calibrated on 2 scenes: the report is the AP of the bundles it names, and a drop within
+    --max-ap-drop keeps every layer in INT8 (the accuracy itself: the test below and test_qdq.py)."""
+    from edge_fpn.evaluate import evaluate_bundle
     bundle, cal, out = _calibrated_shapes_classes_bundle(tiny_bundle, tmp_path)
+    # measured here: FP32 AP 0.822, INT8 0.799 on these 2 scenes (0.023 below); within 0.05 auto must
+    # keep nothing (a drop beyond it is test_choose_fallback_finds_the_fewest_layers's case)
     assert main(["build", bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
-                 "--eval-data", "synthetic:2", "--fp16-fallback", "auto", "--max-ap-drop", "0.5",
+                 "--eval-data", "synthetic:2", "--fp16-fallback", "auto", "--max-ap-drop", "0.05",
                  "--output", out, "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("FP32: AP ") for line in lines) and any(line.startswith("INT8: AP ") for line in lines)
@@ -193,7 +200,10 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, ca
     _assert_qdq_stays_out_of_postprocessing(out)
     report = built["provenance"]["build"]["quantization"]
     assert set(report["ap"]["fp32"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
-    assert report["fp16_fallback"] == [] and report["max_ap_drop"] == 0.5
+    assert report["fp16_fallback"] == [] and report["max_ap_drop"] == 0.05
+    # the report is the measurement of the FP32 source and of the INT8 bundle written, on the data it names
+    assert report["ap"]["fp32"] == evaluate_bundle(bundle, "synthetic:2")
+    assert report["ap"]["int8"] == evaluate_bundle(out, "synthetic:2")
     with open(os.path.join(out, "build_report.json")) as f:
         assert json.load(f)["quantization"]["ap"]["data"] == "synthetic:2"
 
@@ -251,6 +261,8 @@ def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path):
     report = build_engine(bundle, precision="int8", calibration=cal, backend="onnxruntime", output=out,
                           eval_data="synthetic:100", progress=False, log=report_lines.append)
     ap = report["quantization"]["ap"]
+    # measured: FP32 0.779, INT8 0.779. The floor says the trained model was measured (an untrained
+    # or mis-wired one scores near 0, where any ratio passes); 0.99 is the project's goal
     assert ap["fp32"]["AP"] >= 0.7, ap
     assert ap["int8"]["AP"] >= 0.99 * ap["fp32"]["AP"], ap
     assert any(line.startswith("INT8: AP ") and "% of its AP" in line for line in report_lines)

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from conftest import TEST_SIZE, textured_image
-from detection_matching import iou_matrix
+from conftest import textured_image
+from detection_matching import found_objects
 
 from edge_fpn.cli import main
 
@@ -80,6 +80,7 @@ def test_engine_layout_placement(int8_bundle, tiny_bundle):
     qdq_ops = ("QuantizeLinear", "DequantizeLinear")
     assert sorted(n.name for n in nodes if n.op_type not in qdq_ops) == sorted(n.name for n in source.graph.node)
     weighted = [n for n in nodes if n.op_type in ("Conv", "Gemm")]
+    # 79 Conv/Gemm in this MobileNetV3 FPN: over 50 says the loop below checks the network, not a few layers
     assert len(weighted) > 50 and not any(is_postprocess_node(n.name) for n in weighted)
     for node in weighted:
         assert from_dq(node.input[0]) and from_dq(node.input[1]), node.name
@@ -105,7 +106,7 @@ def test_engine_layout_placement(int8_bundle, tiny_bundle):
         [(o.name, o.type.tensor_type.elem_type) for o in source.graph.output]
 
 
-def test_engine_layout_int8_bundle_runs_through_detector(int8_bundle, tiny_bundle):
+def test_engine_layout_int8_bundle_runs_through_detector(int8_bundle):
     from edge_fpn import Detector
     from edge_fpn.bundle import load_manifest
     manifest = load_manifest(int8_bundle)
@@ -114,10 +115,18 @@ def test_engine_layout_int8_bundle_runs_through_detector(int8_bundle, tiny_bundl
     image = textured_image(7, 240, 400)  # another frame size: letterboxed into the engine input
     inputs, letterbox = detector.preprocess(image)
     assert set(inputs) == {"image", "image_size"}
+    # 240x400 scaled by 0.8 to 192x320, padded below: the size the graph is told its content has
+    assert inputs["image"].dtype == np.uint8 and inputs["image"].shape == (1, 320, 320, 3)
+    np.testing.assert_array_equal(inputs["image_size"], [192, 320])
     detections = detector.finish(detector.infer(inputs, letterbox)[0], letterbox)
-    reference = Detector(tiny_bundle)(image)
-    assert len(detections) > 0 and len(reference) > 0
+    assert len(detections) > 0
     assert (detections.boxes[:, 2] <= 400 + 1e-3).all() and (detections.boxes[:, 3] <= 240 + 1e-3).all()
+    # the steps one by one are what the Detector's call does. Not compared with the FP32 bundle
+    # here: this random MobileNetV3 amplifies the Q/DQ rounding ~40x (see the accuracy test below)
+    called = detector(image)
+    np.testing.assert_array_equal(detections.scores, called.scores)
+    np.testing.assert_array_equal(detections.boxes, called.boxes)
+    np.testing.assert_array_equal(detections.labels, called.labels)
 
 
 def test_placement_follows_tensorrt_rules(int8_host_bundle):
@@ -132,7 +141,7 @@ def test_placement_follows_tensorrt_rules(int8_host_bundle):
         return tensor in producer and producer[tensor].op_type == "DequantizeLinear"
 
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert len(convs) > 50
+    assert len(convs) > 50  # 75 here: the loop below checks the backbone, FPN and RPN head, not a few layers
     for conv in convs:
         assert from_dq(conv.input[0]) and from_dq(conv.input[1]), conv.name
         dq = producer[conv.input[1]]
@@ -152,7 +161,7 @@ def test_placement_follows_tensorrt_rules(int8_host_bundle):
             other = add.input[1] if kinds[0] == "Conv" else add.input[0]
             assert from_dq(other), add.name
             fused += 1
-    assert fused >= 10
+    assert fused >= 10  # 11 here (residual blocks and FPN top-down sums): the rule was met, not skipped
     # nothing quantized at the outputs of the stage
     assert not any(from_dq(o.name) for o in model.graph.output)
 
@@ -186,37 +195,50 @@ def test_qdq_bundle_passes_the_tensorrt_lint(layout, request):
     assert len(build["source_bundle_hash"]) == 64 and len(build["calibration"]["ranges_sha256"]) == 64
 
 
-def _loose_share(ref, ours, min_score, min_iou=0.5, max_score_diff=0.15):
-    """Share of ref's detections (score >= min_score) with a detection in ours of the same label."""
-    ref_boxes, ref_scores, ref_labels = ref
-    our_boxes, our_scores, our_labels = ours
-    wanted = np.nonzero(ref_scores >= min_score)[0]
-    if wanted.size == 0 or len(our_boxes) == 0:
-        return 1.0 if wanted.size == 0 else 0.0
-    ious = iou_matrix(ref_boxes, our_boxes)
-    hits = [((our_labels == ref_labels[i]) & (ious[i] >= min_iou) & (np.abs(our_scores - ref_scores[i]) <= max_score_diff)).any()
-            for i in wanted]
-    return float(np.mean(hits))
+# The INT8 accuracy check, on the shipped (trained) shapes model: the random test networks answer
+# nothing here (the MobileNetV3 test bundle amplifies any input perturbation about 40x; on the
+# random shapes network INT8 and FP32 agree on only 50-90% of the detections whatever the Q/DQ
+# graph does), a trained detector on held-out scenes is what the project's goal is stated on.
+ACCURACY_CALIBRATION = 16  # synthetic scenes of the calibration seed (the demo uses 8, the README 128)
+ACCURACY_SCENES = 100  # held-out scenes (DEFAULT_EVAL_SEED): the builder's default evaluation data
+FOUND_FROM = 0.3  # the score from which a detection counts as finding an object
 
 
-def test_int8_detections_mostly_match_fp32(bundle_factory, tmp_path):
-    """On the small ResNet of the shapes architecture (random weights made meaningful).
+@pytest.mark.parametrize("layout", ["engine", "host"])
+def test_int8_keeps_99_percent_of_fp32_ap_and_finds_what_fp32_finds(layout, tmp_path):
+    """The shipped model, INT8 against FP32, both through the runtime on the same held-out scenes.
 
-    Not on the MobileNetV3 test bundle: with random weights it amplifies any input perturbation
-    about 40x (quantizing only its input image to 8 bits moves every output by ~40%), so its INT8
-    detections say nothing about the Q/DQ graphs; this network moves its outputs ~4% for the same.
+    Measured (ONNX Runtime CPU, 16 calibration scenes, 100 held-out scenes): AP 0.776 (engine)
+    and 0.776 (host) against FP32's 0.779, i.e. 99.6%; of the 709 objects FP32 finds (IoU >= 0.5,
+    same label, score >= 0.3), INT8 finds 707 (99.7%).
     """
     from edge_fpn import Detector
-    _, bundle = bundle_factory("shapes")
-    cal, out = str(tmp_path / "cal"), str(tmp_path / "int8")
-    assert main(["calibrate", bundle, "--data", "synthetic:6", "--output", cal, "--quiet"]) == 0
+    from edge_fpn.evaluate import DEFAULT_EVAL_SEED, coco_metrics, detections_to_results, synthetic_data
+    bundle, cal, out = (str(tmp_path / name) for name in ("shapes", "cal", "int8"))
+    assert main(["export", "--model", "shapes", "--postprocess", layout, "--output", bundle, "--quiet"]) == 0
+    assert main(["calibrate", bundle, "--data", f"synthetic:{ACCURACY_CALIBRATION}", "--output", cal, "--quiet"]) == 0
     assert main(["build", bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
                  "--eval-data", "none", "--output", out, "--quiet"]) == 0
     fp32, int8 = Detector(bundle), Detector(out)
-    shares = []
-    for seed in (4, 5, 6):
-        image = textured_image(seed, *TEST_SIZE)
-        a, b = fp32(image), int8(image)
-        assert len(a) >= 20 and len(b) >= 20
-        shares.append(_loose_share((a.boxes, a.scores, a.labels), (b.boxes, b.scores, b.labels), 0.3))
-    assert np.mean(shares) >= 0.6, shares
+    size = fp32.manifest.input_size
+    images, coco = synthetic_data(ACCURACY_SCENES, DEFAULT_EVAL_SEED, size)
+    results = {"fp32": [], "int8": []}
+    found = {"fp32": [], "int8": []}
+    for image_id, image in images:  # each scene's annotations are in `coco` once it is yielded
+        truth = [a for a in coco["annotations"] if a["image_id"] == image_id]
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in truth)], np.float32)
+        labels = np.array([a["category_id"] for a in truth])
+        for name, detector in (("fp32", fp32), ("int8", int8)):
+            d = detector(image)
+            results[name] += detections_to_results(image_id, d.boxes, d.scores, d.labels)
+            found[name].append(found_objects(boxes, labels, (d.boxes, d.scores, d.labels), FOUND_FROM))
+    ap = {name: coco_metrics(coco, results[name])["AP"] for name in results}
+    # a sanity floor: the trained model scores 0.78 here; below 0.7 the comparison is of a broken model
+    assert ap["fp32"] >= 0.7, ap
+    # the project's goal: INT8 keeps at least 99% of FP32's AP on held-out scenes (measured 99.6%)
+    assert ap["int8"] >= 0.99 * ap["fp32"], ap
+    # and object by object: of what FP32 finds, INT8 finds at least 99% (measured 707 of 709);
+    # an INT8 graph that lost 1% of FP32's objects (7 of ~700) fails this
+    by_fp32, by_both = np.concatenate(found["fp32"]), np.concatenate(found["fp32"]) & np.concatenate(found["int8"])
+    assert by_fp32.sum() >= 600, by_fp32.sum()  # enough objects for a 1% loss to be 7 of them
+    assert by_both.sum() >= 0.99 * by_fp32.sum(), (int(by_both.sum()), int(by_fp32.sum()))
