@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from edge_fpn.builder.cache import parse_cache
-from edge_fpn.builder.tensorrt_builder import (TrtOptions, capabilities, jetpack_of_l4t, network_flags_value,
+from edge_fpn.builder.device import jetpack_of_l4t
+from edge_fpn.builder.tensorrt_builder import (TrtOptions, capabilities, network_flags_value,
                                              parse_version, plan_build, profile_shapes)
 from edge_fpn.builder.builder import build_engine
 from edge_fpn.cli import main
@@ -74,14 +75,14 @@ def test_versions_and_flag_values():
 
 
 def test_device_info_on_a_jetson_without_cuda_bindings(monkeypatch):
-    from edge_fpn.builder import tensorrt_builder
+    from edge_fpn.builder import device
     files = {"/proc/device-tree/model": "NVIDIA Jetson AGX Orin Developer Kit\x00",
              "/etc/nv_tegra_release": "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64"}
-    monkeypatch.setattr(tensorrt_builder, "_read_text", lambda path: files.get(path, ""))
+    monkeypatch.setattr(device, "_read_text", lambda path: files.get(path, ""))
     monkeypatch.setitem(sys.modules, "pycuda", None)  # import fails, as where pycuda is absent
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     monkeypatch.setitem(sys.modules, "cuda", None)
-    info = tensorrt_builder.device_info()
+    info = device.device_info()
     assert info == {"gpu_name": "NVIDIA Jetson AGX Orin Developer Kit", "compute_capability": "8.7",
                     "l4t": "36.4.0", "jetpack": "6.1"}
 

@@ -54,6 +54,7 @@ from ..bundle import StageSpec
 from .. import versions
 from ..errors import EdgeFpnError
 from ..export.nvidia_parser import is_tensorrt_rtx, library_label
+from .device import device_info
 
 Version = Tuple[int, int, int]
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -466,88 +467,6 @@ def set_compute_capability(trt: Any, config: Any, capability: str) -> None:
     config.set_compute_capability(member, 0)
 
 
-# Jetson modules by /proc/device-tree/model, and their GPU's compute capability (for a device where
-# neither pycuda nor cuda-python can be imported: the runtime compares capabilities, not names)
-_JETSON_CAPABILITY = (("orin", "8.7"), ("xavier", "7.2"), ("tx2", "6.2"), ("nano", "5.3"), ("tx1", "5.3"))
-
-
-def device_info(trt: Any = None) -> Dict[str, Any]:
-    """GPU name, compute capability and (on a Jetson) L4T/JetPack release: best effort, never raises.
-
-    The GPU comes from pycuda (the runtime's CUDA binding, so that the names match what the
-    runtime checks), else from cuda-python, else from the Jetson's device-tree model string.
-    """
-    info: Dict[str, Any] = {}
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        device = cuda.Device(0)
-        info["gpu_name"] = str(device.name())
-        major, minor = device.compute_capability()
-        info["compute_capability"] = f"{major}.{minor}"
-    except Exception:  # no pycuda, or no device
-        info.update(_cuda_python_device())
-    if "gpu_name" not in info:
-        model = _read_text("/proc/device-tree/model").strip("\x00 \n")
-        if model:
-            info["gpu_name"] = model
-            for key, capability in _JETSON_CAPABILITY:
-                if key in model.lower():
-                    info["compute_capability"] = capability
-                    break
-    release = _read_text("/etc/nv_tegra_release")
-    if release:
-        match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
-        if match:
-            l4t = f"{match.group(1)}.{match.group(2)}"
-            info["l4t"] = l4t
-            jetpack = jetpack_of_l4t(l4t)
-            if jetpack:
-                info["jetpack"] = jetpack
-    return info
-
-
-def _cuda_python_device() -> Dict[str, Any]:
-    try:
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python 12.6+
-        except ImportError:
-            from cuda import cudart  # older cuda-python
-        error, props = cudart.cudaGetDeviceProperties(0)
-        if int(error) != 0:
-            return {}
-        name = props.name.decode("utf-8", "replace") if isinstance(props.name, bytes) else str(props.name)
-        return {"gpu_name": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}"}
-    except Exception:  # not installed, or no device
-        return {}
-
-
-def jetpack_of_l4t(l4t: str) -> Optional[str]:
-    """JetPack release of a Jetson Linux (L4T) version, for the releases edge-fpn targets."""
-    parts = [int(p) for p in re.findall(r"\d+", l4t)[:3]] + [0, 0, 0]
-    major, minor, patch = parts[:3]
-    if major == 35:
-        return "5.1"
-    if major == 36:
-        if minor <= 2:
-            return "6.0 DP"
-        if minor == 3:
-            return "6.0"
-        return "6.2" if patch >= 3 else "6.1"
-    if major == 38:
-        return "7.0"
-    return None
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, str], options: TrtOptions,
                   output_dir: str, calibration_caches: Optional[Dict[str, Tuple[str, str]]] = None,
                   log: Any = print) -> Dict[str, Any]:
@@ -595,5 +514,5 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
         facts["postprocess_fp32_layers"] = fp32_layers  # kept FP32 by layer constraints (weak typing)
     if plan.dla_core is not None:
         facts["dla_core"] = int(plan.dla_core)
-    facts.update(device_info(trt))
+    facts.update(device_info())
     return facts
