@@ -45,6 +45,7 @@ Python 3.8: this module runs on the device.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ from .. import versions
 from ..errors import EdgeFpnError
 from ..export.nvidia_parser import is_tensorrt_rtx, library_label
 from .device import device_info
+
+logger = logging.getLogger(__name__)
 
 Version = Tuple[int, int, int]
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -281,22 +284,25 @@ def import_tensorrt() -> Tuple[Optional[Any], str]:
 
 
 class _Logger:
-    """A TensorRT logger that keeps errors for the message and prints warnings."""
+    """A TensorRT logger that keeps errors for the message and hands every message to this
+    module's logging logger, at the matching level (TensorRT's severities mapped once, here)."""
 
-    def __init__(self, trt: Any, verbose: bool = False):
+    def __init__(self, trt: Any):
         self.trt = trt
         self.errors: List[str] = []
         self.plugins: Optional[bool] = None  # init_libnvinfer_plugins' result, once called
+        severity = trt.ILogger.Severity
+        levels = [(severity.ERROR, logging.ERROR), (severity.WARNING, logging.WARNING), (severity.INFO, logging.INFO)]
 
         class Logger(trt.ILogger):  # type: ignore[misc,name-defined]
             def __init__(inner) -> None:
                 trt.ILogger.__init__(inner)
 
-            def log(inner, severity: Any, message: str) -> None:
-                if severity <= trt.ILogger.Severity.ERROR:
+            def log(inner, level: Any, message: str) -> None:
+                if level <= severity.ERROR:
                     self.errors.append(str(message))
-                if severity <= (trt.ILogger.Severity.VERBOSE if verbose else trt.ILogger.Severity.WARNING):
-                    print(f"[TensorRT] {message}")
+                mapped = next((python for trt_level, python in levels if level <= trt_level), logging.DEBUG)
+                logger.log(mapped, "[TensorRT] %s", message)
 
         self.logger = Logger()
 
