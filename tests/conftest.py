@@ -61,6 +61,25 @@ def bundle_factory(tmp_path_factory, reference_models):
 
 
 @pytest.fixture(scope="session")
+def shapes_bundle(tmp_path_factory):
+    """The shipped `shapes` model exported once per session per layout: layout -> (model, bundle dir)."""
+    bundles = {}
+
+    def make(layout="engine"):
+        if layout not in bundles:
+            from edge_fpn.export.onnx_export import export_bundle
+            from edge_fpn.model.loading import load_shipped_model
+
+            model, meta = load_shipped_model("shapes")
+            out = str(tmp_path_factory.mktemp("shapes") / layout)
+            export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), out,
+                          progress=False, layout=layout)
+            bundles[layout] = model, out
+        return bundles[layout]
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle(bundle_factory):
     """A small engine-layout bundle (MobileNetV3 320 FPN, random but meaningful weights) for runtime tests."""
     return bundle_factory("fasterrcnn_mobilenet_v3_large_320_fpn", layout="engine")[1]

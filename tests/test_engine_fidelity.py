@@ -46,15 +46,8 @@ def _assert_exact(ref, ours, what):
 
 
 @pytest.fixture(scope="module")
-def shapes_model_and_bundle(tmp_path_factory):
-    from edge_fpn.export.onnx_export import export_bundle
-    from edge_fpn.model.loading import load_shipped_model
-
-    model, meta = load_shipped_model("shapes")
-    out = str(tmp_path_factory.mktemp("shapes") / "engine")
-    export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), out,
-                  progress=False, layout="engine")
-    return model, out
+def shapes_model_and_bundle(shapes_bundle):
+    return shapes_bundle("engine")
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -44,18 +44,8 @@ VARIANTS = ["fp32", "fp16", "qdq", "qdq_fp16"]  # as tensorrt_builder.BuildPlan.
 
 
 @pytest.fixture(scope="module")
-def shapes_bundles(tmp_path_factory):
-    from edge_fpn.export.onnx_export import export_bundle
-    from edge_fpn.model.loading import load_shipped_model
-
-    model, meta = load_shipped_model("shapes")
-    bundles = {}
-    for layout in LAYOUTS:
-        out = str(tmp_path_factory.mktemp("rtx-shapes") / layout)
-        export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), out,
-                      progress=False, layout=layout)
-        bundles[layout] = out
-    return bundles
+def shapes_bundles(shapes_bundle):
+    return {layout: shapes_bundle(layout)[1] for layout in LAYOUTS}
 
 
 @pytest.fixture(scope="module")

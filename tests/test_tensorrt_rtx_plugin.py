@@ -16,15 +16,9 @@ if rtx.rtx() is None:
 
 
 @pytest.fixture(scope="module")
-def host_bundle(tmp_path_factory):
+def host_bundle(shapes_bundle):
     """The shipped model ("shapes") exported in the host layout: (bundle dir, manifest dict)."""
-    from edge_fpn.export.onnx_export import export_bundle
-    from edge_fpn.model.loading import load_shipped_model
-
-    model, meta = load_shipped_model("shapes")
-    out = str(tmp_path_factory.mktemp("rtx") / "shapes-host")
-    export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), out,
-                  progress=False, layout="host")
+    out = shapes_bundle("host")[1]
     with open(os.path.join(out, "manifest.json")) as f:
         return out, json.load(f)
 
