@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
-import time
+import sys
+import threading
 
 import cv2
 import numpy as np
@@ -13,8 +14,8 @@ import pytest
 
 from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime import sources
-from edge_fpn.runtime.sources import (END, OK, TIMEOUT, GstLaunchGrabber, Grabber, LiveSource, csi_pipeline,
-                                      open_source, rtsp_pipeline)
+from edge_fpn.runtime.sources import (END, OK, TIMEOUT, GstLaunchGrabber, Grabber, LiveSource, SyntheticSource,
+                                      csi_pipeline, open_source, rtsp_pipeline)
 from edge_fpn.runtime.synthetic import SyntheticCamera
 
 
@@ -85,18 +86,43 @@ def test_test_source_deterministic_and_unpaced():
     np.testing.assert_array_equal(reads[2].frame, camera.frame(2))
 
 
-def test_test_source_realtime_paces_and_drops():
-    source = open_source("test://?width=64&height=48&fps=50")
-    assert source.live
-    start = time.monotonic()
-    first = source.read(timeout=1.0)
-    for _ in range(5):
-        source.read(timeout=1.0)
-    assert time.monotonic() - start >= 4 / 50.0  # paced like a camera
-    time.sleep(0.2)  # a slow reader misses frames: it gets the newest, the others are dropped
+class FakeClock:
+    """time.monotonic and time.sleep for a source under test: only sleeping moves the clock."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_test_source_realtime_paces_and_drops(monkeypatch):
+    """The realtime test:// source on a controlled clock: frame i exists at i / fps."""
+    clock = FakeClock()
+    monkeypatch.setattr(sys.modules[SyntheticSource.__module__], "time", clock)
+    camera = SyntheticCamera(64, 48, 64.0, 1)
+    source = open_source("test://?width=64&height=48&fps=64")  # a frame every 1/64 s, exact in binary
+    assert isinstance(source, SyntheticSource) and source.live
+    start = clock.now
+    reads = [source.read(timeout=1.0) for _ in range(6)]
+    assert [r.index for r in reads] == [0, 1, 2, 3, 4, 5] and all(r.ok for r in reads)
+    # paced like a camera: each read waited until its frame existed, and no longer
+    assert [r.timestamp - start for r in reads] == [i / 64 for i in range(6)] and clock.now == start + 5 / 64
+    np.testing.assert_array_equal(reads[2].frame, camera.frame(2))
+    assert source.dropped == 0
+    clock.now += 16 / 64  # a slow reader: 16 frame periods pass
     late = source.read(timeout=1.0)
-    assert late.index - first.index >= 10 and source.dropped >= 5
-    assert source.read(timeout=0.0).status in (OK, TIMEOUT)
+    # it gets the newest frame (21); the 15 it never read (6..20) are dropped
+    assert late.index == 21 and source.dropped == 15 and clock.now == start + 21 / 64
+    np.testing.assert_array_equal(late.frame, camera.frame(21))
+    # the next frame is 1/64 s away: a shorter timeout waits the timeout, then says TIMEOUT
+    assert source.read(timeout=0.0).status == TIMEOUT and clock.now == start + 21 / 64
+    assert source.read(timeout=0.005).status == TIMEOUT and clock.now == pytest.approx(start + 21 / 64 + 0.005)
+    nxt = source.read(timeout=1.0)
+    assert nxt.index == 22 and clock.now == pytest.approx(start + 22 / 64) and source.dropped == 15
 
 
 def test_csi_pipeline_string():
@@ -142,25 +168,36 @@ def test_empty_directory_and_glob(tmp_path):
         open_source(str(tmp_path / "*.png"))
 
 
-def test_rtsp_connection_refused_and_never_answering():
+def test_rtsp_connection_refused_and_never_answering(monkeypatch):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free_port = probe.getsockname()[1]
-    started = time.monotonic()
     with pytest.raises(EdgeFpnError, match="cannot open stream"):
         open_source(f"rtsp://127.0.0.1:{free_port}/x", open_timeout=2)
-    assert time.monotonic() - started < 10
     # a server that accepts the connection and never says anything: the open timeout, then an error
+    asked = []
+    real_capture = cv2.VideoCapture
+
+    def capture(*args):  # the real one, recording what OpenCV was asked for
+        asked.append(args)
+        return real_capture(*args)
+
+    monkeypatch.setattr(cv2, "VideoCapture", capture)
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(4)
     try:
-        started = time.monotonic()
         with pytest.raises(EdgeFpnError, match=r"cannot open stream rtsp://user:\*\*\*@127.0.0.1:\d+/x within 2 s"):
             open_source(f"rtsp://user:secret@127.0.0.1:{silent.getsockname()[1]}/x", open_timeout=2)
-        assert 1.5 < time.monotonic() - started < 15
+        silent.settimeout(10)  # bounds a hang only: the connection was made before the error came
+        silent.accept()[0].close()
     finally:
         silent.close()
+    # the 2 s reached FFmpeg as OpenCV's open timeout (no clock is read here: the wait is OpenCV's)
+    (target, api, params), = asked
+    assert target.endswith("/x") and api == cv2.CAP_FFMPEG
+    if hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
+        assert dict(zip(params[::2], params[1::2]))[cv2.CAP_PROP_OPEN_TIMEOUT_MSEC] == 2000
 
 
 def test_rtsp_unknown_option():
@@ -171,65 +208,89 @@ def test_rtsp_unknown_option():
 # ---------------------------------------------------------------- live sources with a scripted grabber
 
 class ScriptedGrabber(Grabber):
-    """Gives `burst` frames per connection; the first `failures` reopen attempts fail."""
+    """Gives bursts[i] frames (all of value i + 1) on its i-th connection; the first `failures`
+    reopen attempts fail. No clock: with `handshake`, a frame is grabbed only once the reader has
+    read the previous one (`read_done()`), so nothing can be dropped; without, it grabs as fast as
+    the source's thread runs."""
 
-    def __init__(self, burst=5, failures=2, connections=3):
-        self.burst, self.failures, self.connections = burst, failures, connections
+    def __init__(self, bursts=(5,), failures=2, handshake=False):
+        self.bursts, self.failures = list(bursts), failures
         self.opened = 0
         self.attempts = 0
+        self.opened_at = []  # the attempt number of each successful open
         self.left = 0
+        self.exhausted = threading.Event()  # the last connection gave all its frames
+        self._may_grab = threading.Semaphore(1) if handshake else None
+        self._interrupted = threading.Event()
 
     def open(self):
         self.attempts += 1
         if self.opened and self.failures > 0:
             self.failures -= 1
             raise EdgeFpnError("not yet")
-        if self.opened >= self.connections:
+        if self.opened >= len(self.bursts):
             raise EdgeFpnError("gone")
         self.opened += 1
-        self.left = self.burst
+        self.opened_at.append(self.attempts)
+        self.left = self.bursts[self.opened - 1]
 
     def grab(self):
-        time.sleep(0.005)
         if self.left <= 0:
+            if self.opened == len(self.bursts):
+                self.exhausted.set()
             return None
+        if self._may_grab is not None:
+            while not self._may_grab.acquire(timeout=0.1):
+                if self._interrupted.is_set():
+                    return None
         self.left -= 1
         return np.full((8, 8, 3), self.opened, np.uint8)
+
+    def read_done(self):
+        if self._may_grab is not None:
+            self._may_grab.release()
+
+    def interrupt(self):
+        self._interrupted.set()
 
     def release(self):
         self.left = 0
 
 
 def test_live_source_reconnects_with_backoff_and_says_so_once(caplog):
-    grabber = ScriptedGrabber(burst=5, failures=2, connections=2)
+    # 5 frames, the stream is lost, 2 reopen attempts fail, the third succeeds; the second
+    # connection outlasts the test (an end there would be a second outage)
+    grabber = ScriptedGrabber(bursts=(5, 100), failures=2, handshake=True)
     with caplog.at_level(logging.WARNING, logger="edge_fpn.runtime"):
         source = LiveSource("scripted://", grabber, backoff=(0.01, 0.05))
         values = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and len(values) < 10:
-            read = source.read(timeout=0.5)
-            if read.ok:
-                values.append(int(read.frame[0, 0, 0]))
+        while len(values) < 10:
+            read = source.read(timeout=10.0)  # the timeout bounds a hang only
+            assert read.ok, read
+            values.append(int(read.frame[0, 0, 0]))
+            grabber.read_done()
         source.close()
-    assert values.count(1) >= 1 and values.count(2) >= 1  # frames from both connections
-    assert source.reconnects == 1 and grabber.attempts == 4  # first open, 2 failures, 1 success
+    assert values == [1] * 5 + [2] * 5  # every frame of both connections, in order
+    assert source.dropped == 0 and read.index == 9  # frames 0..9, numbered across connections
+    assert source.reconnects == 1 and grabber.opened_at == [1, 4]  # first open, 2 failures, 1 success
     assert sum("stream lost" in r.message for r in caplog.records) == 1
     assert sum("reconnected" in r.message for r in caplog.records) == 1
 
 
 def test_live_source_keeps_newest_and_ends_without_reconnect():
-    grabber = ScriptedGrabber(burst=30, failures=0, connections=1)
+    grabber = ScriptedGrabber(bursts=(30,), failures=0)
     source = LiveSource("scripted://", grabber, reconnect=False)
-    time.sleep(0.3)  # nobody reads: the slot keeps only the newest frame
-    read = source.read(timeout=1.0)
-    assert read.ok and source.dropped >= 10
-    while source.read(timeout=1.0).status != END:
-        pass
+    assert grabber.exhausted.wait(10.0)  # nobody reads while all 30 are grabbed (the timeout bounds a hang only)
+    read = source.read(timeout=10.0)
+    # the slot kept only the newest frame: the 29 before it were dropped
+    assert read.ok and read.index == 29 and source.dropped == 29
+    assert source.read(timeout=10.0).status == END  # and no reconnect: the stream ends
+    assert grabber.attempts == 1
     source.close()
 
 
 def test_live_source_open_failure_is_an_error():
-    grabber = ScriptedGrabber(connections=0)
+    grabber = ScriptedGrabber(bursts=())
     with pytest.raises(EdgeFpnError, match="gone"):
         LiveSource("scripted://", grabber)
 
