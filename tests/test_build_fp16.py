@@ -120,18 +120,31 @@ def test_fp16_engine_layout_graph_runs_and_keeps_its_postprocessing_float32(tiny
     assert post and not [n.name for n in post if any(types.get(o) == TensorProto.FLOAT16 for o in n.output)]
     convs = [n for n in half.graph.node if n.op_type == "Conv"]
     assert convs and all(types.get(n.output[0]) == TensorProto.FLOAT16 for n in convs)
+    from detection_matching import matched_share
+
     detector = Detector(tiny_bundle)
-    inputs, _ = detector.preprocess(textured_image(11, *TEST_SIZE))
-    inputs = {name: np.array(value) for name, value in inputs.items()}
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    expected = dict(zip([o.name for o in model.graph.output], ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, inputs)))
-    got = dict(zip([o.name for o in half.graph.output], ort.InferenceSession(
-        half.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, inputs)))
-    assert {k: v.dtype for k, v in got.items()} == {k: v.dtype for k, v in expected.items()}
-    count = int(expected["num_detections"][0])
-    assert count > 0 and abs(int(got["num_detections"][0]) - count) <= max(2, count // 10)
-    # the best detection survives float16 in the network
-    np.testing.assert_allclose(got["boxes"][0], expected["boxes"][0], atol=2.0)
-    assert got["labels"][0] == expected["labels"][0] and abs(got["scores"][0] - expected["scores"][0]) < 0.02
+    full = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    reduced = ort.InferenceSession(half.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def detections(outputs):
+        count = int(outputs["num_detections"][0])
+        return outputs["boxes"][:count], outputs["scores"][:count], outputs["labels"][:count]
+
+    forward, backward = [], []
+    for seed in (11, 12, 13):
+        inputs, _ = detector.preprocess(textured_image(seed, *TEST_SIZE))
+        inputs = {name: np.array(value) for name, value in inputs.items()}
+        expected = dict(zip([o.name for o in model.graph.output], full.run(None, inputs)))
+        got = dict(zip([o.name for o in half.graph.output], reduced.run(None, inputs)))
+        assert {k: v.dtype for k, v in got.items()} == {k: v.dtype for k, v in expected.items()}
+        assert int(expected["num_detections"][0]) > 0
+        # the FP16 tolerance: float16's 11-bit significand moves the network's outputs by up to 5%
+        # of their range (test_fp16_graph_matches_fp32), so a score moves by a few hundredths and a
+        # box by a pixel or two; candidates near the top-100 cut can swap. IoU >= 0.9 and |score
+        # difference| <= 0.05, one to one, both ways, on every detection the model keeps
+        forward.append(matched_share(detections(expected), detections(got), 0.05, 0.9, 0.05))
+        backward.append(matched_share(detections(got), detections(expected), 0.05, 0.9, 0.05))
+    # measured 0.97-1.0 on these scenes; a postprocessing step left in float16 or an overflow loses far more
+    assert min(forward) >= 0.95 and min(backward) >= 0.95, (forward, backward)

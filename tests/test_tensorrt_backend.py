@@ -116,16 +116,23 @@ def test_engine_io_must_match_manifest():
 
 # ---------------------------------------------------------------- fake tensorrt + pycuda
 
-def _make_trt_bundle(source, out):
-    """`source` as a 'tensorrt' bundle whose engine files point at its ONNX stages."""
+def _make_trt_bundle(source, out, precision="fp32"):
+    """`source` as a 'tensorrt' bundle whose engine files point at its ONNX stages; an "fp16" engine
+    points at the strongly typed FP16 graph the builder writes for TensorRT 11 (so that the fake
+    runs FP16 arithmetic, as the real engine would)."""
     import onnx
+    from edge_fpn.builder.fp16 import convert_to_fp16
     out.mkdir()
     manifest = json.loads(open(os.path.join(source, "manifest.json")).read())
     for key, stage in manifest["stages"].items():
         onnx_path = os.path.join(source, stage["file"])
-        plugins = ["ROIAlign_TRT"] if any(n.op_type == "RoiAlign" for n in onnx.load(onnx_path).graph.node) else []
+        model = onnx.load(onnx_path)
+        if precision == "fp16":
+            onnx_path = str(out / f"{key}.fp16.onnx")
+            onnx.save(convert_to_fp16(model), onnx_path)
+        plugins = ["ROIAlign_TRT"] if any(n.op_type == "RoiAlign" for n in model.graph.node) else []
         (out / f"{key}.engine").write_text(json.dumps({"onnx": onnx_path, "plugins": plugins}))
-        stage.update(file=f"{key}.engine", backend="tensorrt", precision="fp32")
+        stage.update(file=f"{key}.engine", backend="tensorrt", precision=precision)
     manifest["provenance"].update(PROVENANCE)
     (out / "manifest.json").write_text(json.dumps(manifest))
     return str(out)
@@ -323,6 +330,31 @@ def test_engine_layout_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_bun
         np.testing.assert_allclose(got.boxes, reference.boxes, atol=1e-3)
         np.testing.assert_allclose(got.scores, reference.scores, atol=1e-5)
         np.testing.assert_array_equal(got.labels, reference.labels)
+
+
+@pytest.mark.parametrize("layout", ["engine", "host"])
+def test_an_fp16_engine_runs_fp16_and_keeps_the_detections(monkeypatch, tiny_bundle, tiny_host_bundle, tmp_path,
+                                                           layout):
+    from conftest import textured_image
+    from detection_matching import matched_share
+    from edge_fpn.runtime import Detector
+
+    source = tiny_bundle if layout == "engine" else tiny_host_bundle
+    bundle = _make_trt_bundle(source, tmp_path / "fp16", precision="fp16")
+    memory = FakeMemory()
+    _, cuda = install_fakes(monkeypatch, memory)
+    forward, backward = [], []
+    with Detector(source) as reference, Detector(bundle) as detector:
+        for seed in (5, 6):
+            image = textured_image(seed, 240, 320)
+            want, got = reference(image), detector(image)
+            pair = ((want.boxes, want.scores, want.labels), (got.boxes, got.scores, got.labels))
+            forward.append(matched_share(*pair, 0.05, 0.9, 0.05))
+            backward.append(matched_share(*pair[::-1], 0.05, 0.9, 0.05))
+            assert not np.array_equal(got.scores, want.scores), "float16 arithmetic must show in the scores"
+    assert_nothing_leaks(memory, cuda)
+    # the FP16 tolerance of test_build_fp16.py (float16's 11-bit significand through the network)
+    assert min(forward) >= 0.95 and min(backward) >= 0.95, (forward, backward)
 
 
 def test_the_input_buffer_is_not_copied_into_itself(monkeypatch, tiny_bundle, trt_engine_bundle):
