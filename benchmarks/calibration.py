@@ -174,7 +174,7 @@ def prepare(args: argparse.Namespace, workdir: str) -> tuple:
 
 def accuracy(args: argparse.Namespace) -> int:
     """FP32 vs INT8 AP of the shipped shapes model (or --weights), per calibration method."""
-    from edge_fpn.builder.builder import build_engine
+    from edge_fpn.builder.builder import BuildRequest, build_engine
     from edge_fpn.builder.calibrate import calibrate
     from edge_fpn.export.onnx_export import export_bundle
     from edge_fpn.model.shapes import SHAPES_WEIGHTS, load_shapes_model
@@ -193,9 +193,9 @@ def accuracy(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         calibrate(fp32, f"synthetic:{args.images}", method=method, output=cal, force=True, progress=False)
         seconds = time.perf_counter() - started
-        report = build_engine(fp32, precision="int8", calibration=cal, backend="onnxruntime", force=True,
-                              output=os.path.join(workdir, f"int8-{method}-{args.layout}"), eval_data=f"synthetic:{args.eval}",
-                              progress=False, log=lambda line: None)
+        report = build_engine(BuildRequest(fp32, os.path.join(workdir, f"int8-{method}-{args.layout}"), precision="int8",
+                                           calibration=cal, backend="onnxruntime", force=True,
+                                           eval_data=f"synthetic:{args.eval}"), progress=False, log=lambda line: None)
         ap = report["quantization"]["ap"]
         rows.append((method, seconds, ap["fp32"], ap["int8"]))
         print(f"  {method}: FP32 AP {ap['fp32']['AP']:.4f}, INT8 AP {ap['int8']['AP']:.4f}", flush=True)

@@ -51,7 +51,7 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
     """Export, calibrate, build, run live, report. The live run draws and writes detections scoring
     at least `score_threshold` (default 0.5, the pipeline's display threshold), with persistent
     track IDs if `track`; the AP report evaluates everything the model keeps, as `edge-fpn eval` does."""
-    from .builder.builder import build_engine
+    from .builder.builder import BuildRequest, build_engine
     from .builder.calibrate import calibrate
     from .evaluate import DEFAULT_EVAL_SEED, bundle_detect_fn, evaluate, synthetic_data, torch_detect_fn
     from .export.onnx_export import export_bundle
@@ -87,8 +87,8 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
         calibrate(fp32, f"synthetic:{calibration_images}", method="entropy", output=cal_dir, force=True, progress=progress)
         _say("3/5 build the engine (TensorRT where present, else ONNX Runtime)")
         engine = os.path.join(bundles, "shapes-int8")
-        build_engine(fp32, precision="int8", calibration=cal_dir, backend="auto", output=engine, force=True,
-                     eval_data=None, progress=progress, log=_say)
+        build_engine(BuildRequest(fp32, engine, precision="int8", calibration=cal_dir, force=True, eval_data=None),
+                     progress=progress, log=_say)
     else:
         _say("2/5 and 3/5 skipped: FP32 needs no calibration or build step")
 

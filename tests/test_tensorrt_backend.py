@@ -736,10 +736,10 @@ def test_real_tensorrt_bundle(tiny_host_bundle, tmp_path):
     """Build engines for the tiny bundle with the project's builder, then compare with ONNX Runtime."""
     from conftest import textured_image
     from edge_fpn.runtime import Detector
-    from edge_fpn.builder.builder import build_engine
+    from edge_fpn.builder.builder import BuildRequest, build_engine
     out = str(tmp_path / "engines")
-    build_engine(tiny_host_bundle, precision="fp32", backend="tensorrt", output=out, eval_data=None, progress=False,
-                 log=lambda text: None)
+    build_engine(BuildRequest(tiny_host_bundle, out, precision="fp32", backend="tensorrt", eval_data=None),
+                 progress=False, log=lambda text: None)
     image = textured_image(7, 320, 320)
     reference = Detector(tiny_host_bundle)(image)
     with Detector(out) as detector:
@@ -756,11 +756,11 @@ def test_real_tensorrt_engine_layout(tiny_bundle, tmp_path, precision):
     """The engine layout built and run on the GPU: the same detections as ONNX Runtime (FP16: the
     network in FP16, the postprocessing kept FP32), the frame letterboxed into the engine's buffer."""
     from conftest import textured_image
-    from edge_fpn.builder.builder import build_engine
+    from edge_fpn.builder.builder import BuildRequest, build_engine
     from edge_fpn.runtime import Detector
     out = str(tmp_path / precision)
-    build_engine(tiny_bundle, precision=precision, backend="tensorrt", output=out, eval_data=None, progress=False,
-                 log=lambda text: None)
+    build_engine(BuildRequest(tiny_bundle, out, precision=precision, backend="tensorrt", eval_data=None),
+                 progress=False, log=lambda text: None)
     image = textured_image(7, 320, 320)
     reference = Detector(tiny_bundle)(image)
     with Detector(out) as detector:

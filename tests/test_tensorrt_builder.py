@@ -13,7 +13,7 @@ from edge_fpn.builder.cache import parse_cache
 from edge_fpn.builder.device import jetpack_of_l4t
 from edge_fpn.builder.tensorrt_builder import (TrtOptions, capabilities, network_flags_value,
                                              parse_version, plan_build, profile_shapes)
-from edge_fpn.builder.builder import build_engine
+from edge_fpn.builder.builder import BuildRequest, build_engine
 from edge_fpn.cli import main
 from edge_fpn.errors import EdgeFpnError
 from fakes.tensorrt import fake_tensorrt
@@ -271,8 +271,8 @@ def test_a_rejected_timing_cache_is_replaced_and_said_once(with_tensorrt, tiny_h
     cache = str(tmp_path / "timing.cache")
     _write(cache, stale)
     lines = []
-    build_engine(tiny_host_bundle, precision="fp16", backend="tensorrt", timing_cache=cache,
-                 output=str(tmp_path / "engine"), eval_data=None, progress=False, log=lines.append)
+    build_engine(BuildRequest(tiny_host_bundle, str(tmp_path / "engine"), precision="fp16", backend="tensorrt",
+                              timing_cache=cache, eval_data=None), progress=False, log=lines.append)
     warnings = [line for line in lines if "timing cache" in line]
     assert len(warnings) == 1 and why in warnings[0] and "replaces" in warnings[0], lines
     assert [call["timing_cache"] for call in trt.calls] == [b"", b"t"]  # built from an empty cache
@@ -285,8 +285,8 @@ def test_a_timing_cache_of_this_gpu_is_used_and_extended(with_tensorrt, tiny_hos
     cache = str(tmp_path / "timing.cache")
     _write(cache, b"TC|Orin|tt")
     lines = []
-    build_engine(tiny_host_bundle, precision="fp16", backend="tensorrt", timing_cache=cache,
-                 output=str(tmp_path / "engine"), eval_data=None, progress=False, log=lines.append)
+    build_engine(BuildRequest(tiny_host_bundle, str(tmp_path / "engine"), precision="fp16", backend="tensorrt",
+                              timing_cache=cache, eval_data=None), progress=False, log=lines.append)
     assert not [line for line in lines if "timing cache" in line]
     assert [call["timing_cache"] for call in trt.calls] == [b"tt", b"ttt"]
     with open(cache, "rb") as f:

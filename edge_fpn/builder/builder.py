@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from ..bundle import (Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest,
@@ -29,101 +30,97 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime")
 REPORT_FILE = "build_report.json"
 
 
-def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str] = None, backend: str = "auto",
-                 workspace_mib: Optional[int] = None, dla_core: Optional[int] = None,
-                 timing_cache: Optional[str] = None, output: Optional[str] = None, force: bool = False,
-                 implicit_int8: bool = False, fp16_fallback: Optional[Any] = None, max_ap_drop: float = 0.005,
-                 eval_data: Optional[str] = "synthetic:100", sensitivity: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Build an engine bundle from the FP32 bundle `bundle` into `output`; returns the build report.
+@dataclass(frozen=True)
+class BuildRequest:
+    """One build: the FP32 bundle, where the engine bundle goes, and how it is built. The options
+    are checked once, here (one sentence each); what needs the files is checked by build_engine.
 
     fp16_fallback: None, "auto" (keep the worst layers unquantized until the AP drop is at most
     `max_ap_drop`), or a list / comma-separated string of layer names to keep unquantized.
     eval_data: held-out data for the INT8 AP report (None skips it, unless the fallback needs it).
     """
+    bundle: str
+    output: str
+    precision: str = "fp32"
+    calibration: Optional[str] = None
+    backend: str = "auto"
+    workspace_mib: Optional[int] = None
+    dla_core: Optional[int] = None
+    timing_cache: Optional[str] = None
+    force: bool = False
+    implicit_int8: bool = False
+    fp16_fallback: Optional[Any] = None
+    max_ap_drop: float = 0.005
+    eval_data: Optional[str] = "synthetic:100"
+    sensitivity: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise EdgeFpnError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.backend not in BACKENDS:
+            raise EdgeFpnError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if not self.output:
+            raise EdgeFpnError("build needs an output directory (--output ENGINE_DIR)")
+        if os.path.abspath(self.output) == os.path.abspath(self.bundle):
+            raise EdgeFpnError("the output directory is the source bundle; choose another --output")
+        if self.workspace_mib is not None and self.workspace_mib <= 0:
+            raise EdgeFpnError(f"--workspace must be a positive number of MiB, not {self.workspace_mib}")
+        if not 0.0 <= self.max_ap_drop <= 1.0:  # an AP lives in [0, 1]; NaN fails this too
+            raise EdgeFpnError(f"--max-ap-drop is an AP difference between 0 and 1 (0.005 = half a point), "
+                               f"not {self.max_ap_drop}")
+        if self.precision != "int8":
+            if self.fallback is not None or self.sensitivity or self.implicit_int8:
+                raise EdgeFpnError("--fp16-fallback, --sensitivity and --implicit-int8 apply to --precision int8 only")
+        elif self.implicit_int8 and (self.fallback is not None or self.sensitivity):
+            raise EdgeFpnError("--fp16-fallback and --sensitivity work on the Q/DQ graphs; drop them or --implicit-int8")
+        elif self.calibration is None:
+            raise EdgeFpnError("--precision int8 needs calibration ranges: run `edge-fpn calibrate BUNDLE --data IMAGES "
+                               "--output CAL_DIR` (IMAGES: a directory, glob, video or synthetic:N), then pass "
+                               "--calibration CAL_DIR")
+
+    @property
+    def fallback(self) -> Optional[Any]:
+        return _parse_fallback(self.fp16_fallback)
+
+    @property
+    def qdq(self) -> bool:
+        """INT8 by explicit Q/DQ graphs (the default INT8 path)."""
+        return self.precision == "int8" and not self.implicit_int8
+
+
+def build_engine(request: BuildRequest, progress: bool = True, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Build an engine bundle from the request's FP32 bundle; returns the build report. The steps:
+    check the source, load the calibration, choose the backend (and ask its parser), then write the
+    Q/DQ graphs, the engines and the bundle, atomically."""
     started = time.time()
-    if precision not in PRECISIONS:
-        raise EdgeFpnError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if backend not in BACKENDS:
-        raise EdgeFpnError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if output is None:
-        raise EdgeFpnError("build needs an output directory (--output ENGINE_DIR)")
-    manifest = load_manifest(bundle)
-    require_fp32_onnx(bundle, manifest, "build")
-    verify_onnx_stages(bundle, manifest)
-    if os.path.abspath(output) == os.path.abspath(bundle):
-        raise EdgeFpnError("the output directory is the source bundle; choose another --output")
-    check_output_dir(output, force)
-    if timing_cache is not None and not os.path.isdir(os.path.dirname(os.path.abspath(timing_cache))):
-        raise EdgeFpnError(f"the directory of --timing-cache {timing_cache!r} does not exist; create it first")
-    if workspace_mib is not None and workspace_mib <= 0:
-        raise EdgeFpnError(f"--workspace must be a positive number of MiB, not {workspace_mib}")
-    if not 0.0 <= max_ap_drop <= 1.0:  # an AP lives in [0, 1]; NaN fails this too
-        raise EdgeFpnError(f"--max-ap-drop is an AP difference between 0 and 1 (0.005 = half a point), not {max_ap_drop}")
-    fallback = _parse_fallback(fp16_fallback)
-    if precision != "int8":
-        if fallback is not None or sensitivity or implicit_int8:
-            raise EdgeFpnError("--fp16-fallback, --sensitivity and --implicit-int8 apply to --precision int8 only")
-    elif implicit_int8 and (fallback is not None or sensitivity):
-        raise EdgeFpnError("--fp16-fallback and --sensitivity work on the Q/DQ graphs; drop them or --implicit-int8")
-    elif calibration is None:
-        raise EdgeFpnError("--precision int8 needs calibration ranges: run `edge-fpn calibrate BUNDLE --data IMAGES "
-                           "--output CAL_DIR` (IMAGES: a directory, glob, video or synthetic:N), then pass --calibration CAL_DIR")
-
-    source_hash = bundle_hash(bundle, manifest)
-    ranges: Optional[CalibrationRanges] = None
-    if precision == "int8":
-        ranges = load_ranges(calibration, expected_hash=source_hash, bundle_dir=bundle)  # type: ignore[arg-type]
-    if precision != "int8" and calibration is not None:
-        log("note: --calibration is used by --precision int8 only; ignored")
-    if precision == "int8" and not implicit_int8:
-        # the AP report's data is decided (and pycocotools, which scores it, found) before any build or
-        # evaluation work; _int8_decisions asks again and gets the same answer, without a second note
-        eval_data = _usable_eval_data(eval_data, manifest, log)
-
-    trt, why_not = _resolve_backend(backend, dla_core, precision)
-    if trt is None:
-        if backend == "auto":
-            log(f"TensorRT not found ({why_not}); building an ONNX Runtime {precision.upper()} bundle instead (runs on the CPU)")
-        ignored = [flag for flag, value in (("--workspace", workspace_mib), ("--timing-cache", timing_cache)) if value is not None]
-        if ignored:
-            log(f"note: {' and '.join(ignored)} apply to TensorRT only; ignored")
-        if implicit_int8:
-            raise EdgeFpnError("--implicit-int8 is a TensorRT path; ONNX Runtime builds INT8 from Q/DQ graphs (drop --implicit-int8)")
-    else:
-        _tensorrt_precheck(trt, bundle, precision, implicit_int8, workspace_mib, dla_core, log)
-
-    report: Dict[str, Any] = {"precision": precision, "backend": "tensorrt" if trt is not None else "onnxruntime",
-                              "source_bundle": os.path.abspath(bundle), "source_bundle_hash": source_hash}
-    provenance: Dict[str, Any] = {"source_bundle_hash": source_hash, "precision": precision,
-                                  "backend": report["backend"]}
-    if ranges is not None:
-        provenance["calibration"] = {
-            "ranges_sha256": ranges_hash(os.path.join(calibration, "ranges.json") if os.path.isdir(calibration) else calibration),  # type: ignore[arg-type]
-            "method": ranges.method, "data_hash": ranges.data.get("hash"), "data": ranges.data.get("spec"),
-            "images": ranges.data.get("images")}
-        if ranges.percentile is not None:
-            provenance["calibration"]["percentile"] = ranges.percentile
-
+    manifest = _check_source(request)
+    source_hash = bundle_hash(request.bundle, manifest)
+    ranges = _load_calibration(request, source_hash, log)
+    # the AP report's data is decided (and pycocotools, which scores it, found) before any build or
+    # evaluation work; _int8_decisions asks again and gets the same answer, without a second note
+    eval_data = _usable_eval_data(request.eval_data, manifest, log) if request.qdq else request.eval_data
+    trt = _choose_backend(request, log)
+    report: Dict[str, Any] = {"precision": request.precision, "backend": "tensorrt" if trt is not None else "onnxruntime",
+                              "source_bundle": os.path.abspath(request.bundle), "source_bundle_hash": source_hash}
+    provenance = _provenance(request, report, ranges)
     work = tempfile.mkdtemp(prefix="edge-fpn-build-")
     try:
-        with atomic_directory(output, force) as tmp:
-            qdq_dir = None
-            stage_precision = {key: precision for key in stage_keys(manifest)}
-            if precision == "int8" and not implicit_int8:
+        with atomic_directory(request.output, request.force) as tmp:
+            qdq_dir, stage_precision = None, {key: request.precision for key in stage_keys(manifest)}
+            if request.qdq:
                 qdq_dir = os.path.join(work, "qdq")
                 os.makedirs(qdq_dir)
-                quant = _int8_decisions(bundle, manifest, ranges, fallback, max_ap_drop, eval_data, sensitivity,  # type: ignore[arg-type]
-                                        progress, log, qdq_dir)
+                quant = _int8_decisions(request.bundle, manifest, ranges, request.fallback, request.max_ap_drop,  # type: ignore[arg-type]
+                                        eval_data, request.sensitivity, progress, log, qdq_dir)
                 stage_precision = quant.pop("stage_precision")
-                provenance["quantization"] = dict(quant, format="qdq", max_ap_drop=max_ap_drop)
-                report["quantization"] = provenance["quantization"]
+                provenance["quantization"] = report["quantization"] = dict(quant, format="qdq",
+                                                                           max_ap_drop=request.max_ap_drop)
             if trt is None:
-                _write_onnxruntime_bundle(bundle, manifest, tmp, precision, qdq_dir, stage_precision, provenance)
+                _write_onnxruntime_bundle(request.bundle, manifest, tmp, request.precision, qdq_dir, stage_precision,
+                                          provenance)
             else:
-                facts = _write_tensorrt_bundle(trt, bundle, manifest, tmp, work, precision, qdq_dir, stage_precision,
-                                               ranges, provenance, workspace_mib, dla_core, timing_cache, implicit_int8, log)
-                report["tensorrt"] = facts
+                report["tensorrt"] = _write_tensorrt_bundle(trt, request, manifest, tmp, work, qdq_dir, stage_precision,
+                                                            ranges, provenance, log)
             report["stage_precision"] = stage_precision
             report["seconds"] = round(time.time() - started, 1)
             with open(os.path.join(tmp, REPORT_FILE), "w", encoding="utf-8") as f:
@@ -132,8 +129,60 @@ def build_engine(bundle: str, precision: str = "fp32", calibration: Optional[str
     finally:
         shutil.rmtree(work, ignore_errors=True)
     what = ", ".join(f"{k} {v}" for k, v in stage_precision.items())
-    log(f"wrote {output}: {report['backend']} engine bundle ({what}) in {report['seconds']:g} s")
+    log(f"wrote {request.output}: {report['backend']} engine bundle ({what}) in {report['seconds']:g} s")
     return report
+
+
+def _check_source(request: BuildRequest) -> Manifest:
+    """The source bundle (FP32 ONNX graphs that match their manifest) and the output's place."""
+    manifest = load_manifest(request.bundle)
+    require_fp32_onnx(request.bundle, manifest, "build")
+    verify_onnx_stages(request.bundle, manifest)
+    check_output_dir(request.output, request.force)
+    if request.timing_cache is not None and not os.path.isdir(os.path.dirname(os.path.abspath(request.timing_cache))):
+        raise EdgeFpnError(f"the directory of --timing-cache {request.timing_cache!r} does not exist; create it first")
+    return manifest
+
+
+def _load_calibration(request: BuildRequest, source_hash: str, log: Callable[[str], None]) -> Optional[CalibrationRanges]:
+    if request.precision != "int8":
+        if request.calibration is not None:
+            log("note: --calibration is used by --precision int8 only; ignored")
+        return None
+    return load_ranges(request.calibration, expected_hash=source_hash, bundle_dir=request.bundle)  # type: ignore[arg-type]
+
+
+def _choose_backend(request: BuildRequest, log: Callable[[str], None]) -> Any:
+    """The tensorrt module to build with (its options and parser checked first), or None for an
+    ONNX Runtime bundle (said where the user asked for auto)."""
+    trt, why_not = _resolve_backend(request.backend, request.dla_core, request.precision)
+    if trt is not None:
+        _tensorrt_precheck(trt, request, log)
+        return trt
+    if request.backend == "auto":
+        log(f"TensorRT not found ({why_not}); building an ONNX Runtime {request.precision.upper()} bundle instead "
+            "(runs on the CPU)")
+    ignored = [flag for flag, value in (("--workspace", request.workspace_mib), ("--timing-cache", request.timing_cache))
+               if value is not None]
+    if ignored:
+        log(f"note: {' and '.join(ignored)} apply to TensorRT only; ignored")
+    if request.implicit_int8:
+        raise EdgeFpnError("--implicit-int8 is a TensorRT path; ONNX Runtime builds INT8 from Q/DQ graphs (drop --implicit-int8)")
+    return None
+
+
+def _provenance(request: BuildRequest, report: Dict[str, Any], ranges: Optional[CalibrationRanges]) -> Dict[str, Any]:
+    provenance: Dict[str, Any] = {"source_bundle_hash": report["source_bundle_hash"], "precision": request.precision,
+                                  "backend": report["backend"]}
+    if ranges is not None:
+        calibration = str(request.calibration)
+        provenance["calibration"] = {
+            "ranges_sha256": ranges_hash(os.path.join(calibration, "ranges.json") if os.path.isdir(calibration) else calibration),
+            "method": ranges.method, "data_hash": ranges.data.get("hash"), "data": ranges.data.get("spec"),
+            "images": ranges.data.get("images")}
+        if ranges.percentile is not None:
+            provenance["calibration"]["percentile"] = ranges.percentile
+    return provenance
 
 
 def _parse_fallback(value: Any) -> Optional[Any]:
@@ -269,38 +318,43 @@ def _write_onnxruntime_bundle(bundle: str, manifest: Manifest, tmp: str, precisi
         require_lint_clean(tmp, "Q/DQ graphs")
 
 
-def _tensorrt_precheck(trt: Any, bundle: str, precision: str, implicit_int8: bool, workspace_mib: Optional[int],
-                       dla_core: Optional[int], log: Callable[[str], None]) -> None:
+def _tensorrt_precheck(trt: Any, request: BuildRequest, log: Callable[[str], None]) -> None:
     """Before any calibration or TensorRT work: the options this TensorRT refuses (implicit INT8 on
     11, --dla-core on 11.0-11.3, ...), and the first finding `edge-fpn check` would print for the
     graphs, as that same sentence. With --dla-core, the lint's notes say which layers stay on the GPU."""
     from ..export.check import require_bundle_buildable
     from ..export.nvidia_parser import parser_for
-    from .tensorrt_builder import TrtOptions, api_version, capabilities, plan_build
+    from .tensorrt_builder import api_version, capabilities, plan_build
 
-    plan_build(capabilities(api_version(trt)),
-               TrtOptions(precision=precision, implicit_int8=implicit_int8, workspace_mib=workspace_mib, dla_core=dla_core))
+    plan_build(capabilities(api_version(trt)), _trt_options(request))
     # the table's rules, then this TensorRT's own parser: a graph it rejects stops the build here,
     # before calibration, Q/DQ or AP work
-    notes = require_bundle_buildable(bundle, str(trt.__version__), nvidia=parser_for(trt))
-    if dla_core is not None:
+    notes = require_bundle_buildable(request.bundle, str(trt.__version__), nvidia=parser_for(trt))
+    if request.dla_core is not None:
         for note in notes:
             log(f"note: {note}")
 
 
-def _write_tensorrt_bundle(trt: Any, bundle: str, manifest: Manifest, tmp: str, work: str, precision: str,
+def _trt_options(request: BuildRequest) -> Any:
+    from .tensorrt_builder import TrtOptions
+
+    return TrtOptions(precision=request.precision, implicit_int8=request.implicit_int8,
+                      workspace_mib=request.workspace_mib, dla_core=request.dla_core,
+                      timing_cache=request.timing_cache)
+
+
+def _write_tensorrt_bundle(trt: Any, request: BuildRequest, manifest: Manifest, tmp: str, work: str,
                            qdq_dir: Optional[str], stage_precision: Dict[str, str],
                            ranges: Optional[CalibrationRanges], provenance: Dict[str, Any],
-                           workspace_mib: Optional[int], dla_core: Optional[int], timing_cache: Optional[str],
-                           implicit_int8: bool, log: Callable[[str], None]) -> Dict[str, Any]:
+                           log: Callable[[str], None]) -> Dict[str, Any]:
     import onnx
 
     from .cache import ALGORITHMS, format_cache
     from .fp16 import convert_to_fp16
-    from .tensorrt_builder import TrtOptions, api_version, build_engines, capabilities, plan_build
+    from .tensorrt_builder import api_version, build_engines, capabilities, plan_build
 
-    options = TrtOptions(precision=precision, implicit_int8=implicit_int8, workspace_mib=workspace_mib,
-                         dla_core=dla_core, timing_cache=timing_cache)
+    bundle, precision = request.bundle, request.precision
+    options = _trt_options(request)
     plan = plan_build(capabilities(api_version(trt)), options)
     keys = list(manifest.stages)  # "stage1", "stage2" (host layout) or "detector" (engine layout)
     if qdq_dir is not None:  # the Q/DQ graphs TensorRT will parse pass the same lint as the exported ones
@@ -331,7 +385,7 @@ def _write_tensorrt_bundle(trt: Any, bundle: str, manifest: Manifest, tmp: str, 
         stages[key] = StageSpec(facts["files"][key], "tensorrt", stage_precision.get(key, precision), spec.inputs,
                                 spec.outputs, spec.dynamic_axes)
     provenance["stage_precision"] = dict(stage_precision)
-    provenance["int8_mode"] = "implicit" if implicit_int8 else ("explicit" if precision == "int8" else None)
+    provenance["int8_mode"] = "implicit" if request.implicit_int8 else ("explicit" if precision == "int8" else None)
     for key in ("tensorrt_version", "gpu_name", "compute_capability", "jetpack", "l4t", "dla_core",
                 "postprocess_fp32_layers"):
         if key in facts:

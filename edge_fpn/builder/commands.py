@@ -58,18 +58,18 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .builder import build_engine
+    from .builder import BuildRequest, build_engine
 
     eval_data: Optional[str] = args.eval_data
     if eval_data is not None and eval_data.strip().lower() in ("", "none", "off"):
         eval_data = None
     default = os.path.join(ENGINES_DIR, f"{bundle_name(args.bundle)}-{args.precision}")
     with output_or_default(args.output, default) as output:
-        build_engine(args.bundle, precision=args.precision, calibration=args.calibration, backend=args.backend,
-                     workspace_mib=args.workspace, dla_core=args.dla_core, timing_cache=args.timing_cache,
-                     output=output, force=args.force, implicit_int8=args.implicit_int8,
-                     fp16_fallback=args.fp16_fallback, max_ap_drop=args.max_ap_drop, eval_data=eval_data,
-                     sensitivity=args.sensitivity, progress=not args.quiet)
+        build_engine(BuildRequest(args.bundle, output, precision=args.precision, calibration=args.calibration,
+                                  backend=args.backend, workspace_mib=args.workspace, dla_core=args.dla_core,
+                                  timing_cache=args.timing_cache, force=args.force, implicit_int8=args.implicit_int8,
+                                  fp16_fallback=args.fp16_fallback, max_ap_drop=args.max_ap_drop, eval_data=eval_data,
+                                  sensitivity=args.sensitivity), progress=not args.quiet)
     return 0
 
 
