@@ -45,7 +45,8 @@ def test_endpoints(viewer):
     image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     assert kind == "image/jpeg" and image.shape == (240, 320, 3)
     first = json.loads(_get(url + "stats.json")[2])
-    time.sleep(1.0)
+    # wait for a result newer than the newest now (the timeouts bound a hang only): counted after `first`
+    pipeline.latest(timeout=10.0, after=pipeline.latest(timeout=10.0))
     second = json.loads(_get(url + "stats.json")[2])
     assert second["frames"] > first["frames"] > 0
     assert second["stages"]["engine"]["count"] > 0 and second["source"]["uri"].startswith("test://")
@@ -60,7 +61,7 @@ def test_mjpeg_stream_sends_successive_frames(viewer):
     with urllib.request.urlopen(url + "stream.mjpg", timeout=10) as response:
         assert response.headers.get("Content-Type").startswith("multipart/x-mixed-replace")
         data = b""
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10  # waits for 3 frames; the deadline bounds a hang only
         while data.count(b"\xff\xd9") < 3 and time.monotonic() < deadline:
             data += response.read1(65536)
     parts = [p for p in data.split(b"--edgefpnframe") if b"\xff\xd8" in p]
@@ -150,7 +151,7 @@ def test_page_in_headless_chromium_shows_frames_and_changing_stats(viewer):
         target = browser.call("Target.createTarget", {"url": url})["targetId"]
         session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         states = []
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + 45  # waits for the page to show 3 frames; the deadline bounds a hang only
         while time.monotonic() < deadline:
             result = browser.call("Runtime.evaluate", {"expression": PAGE_STATE, "returnByValue": True}, session)
             if "value" not in result["result"]:  # the page is still loading
