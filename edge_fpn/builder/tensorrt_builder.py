@@ -395,23 +395,26 @@ def check_dla(builder: Any, dla_core: Optional[int], version: Optional[Version] 
                            f"(0..{cores - 1}); choose one of them")
 
 
+class BuildSession:
+    """What the stages of one build share: TensorRT's logger and builder, the timing cache, and
+    what the builds report (postprocessing layers kept FP32, per ONNX file)."""
+
+    def __init__(self, trt: Any, timing_cache: Any = None):
+        self.logger = _Logger(trt)
+        self.builder = trt.Builder(self.logger.logger)
+        self.timing_cache = timing_cache
+        self.fp32_layers: Dict[str, int] = {}
+        self.parsers: List[Any] = []
+
+
 def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan, options: TrtOptions,
-                     timing_cache: Any = None, calibrator: Any = None, logger: Optional[_Logger] = None,
-                     builder: Any = None, stats: Optional[Dict[str, Any]] = None) -> bytes:
-    """Parse `onnx_path` and build one serialized engine; `stats` (if given) gets "fp32_layers", the
-    number of postprocessing layers constrained to FP32."""
-    logger = logger or _Logger(trt)
-    builder = builder or trt.Builder(logger.logger)
-    check_dla(builder, plan.dla_core, api_version(trt))
-    plugins = init_plugins(trt, logger)
-    network = builder.create_network(network_flags_value(trt, plan.network_flags))
-    parser = trt.OnnxParser(network, logger.logger)
-    if not parser.parse_from_file(os.path.abspath(onnx_path)):
-        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        why = "" if plugins else " (TensorRT's plugin library could not be registered: is libnvinfer_plugin installed?)"
-        raise EdgeFpnError(f"{library_label(trt)} cannot parse {os.path.basename(onnx_path)}: "
-                           f"{(errors or logger.errors or ['unknown error'])[0]}{why}; run `edge-fpn check` on the bundle")
-    config = builder.create_builder_config()
+                     session: Optional[BuildSession] = None, calibrator: Any = None) -> bytes:
+    """Parse `onnx_path` and build one serialized engine; the session (a new one if none) gets the
+    number of postprocessing layers kept FP32 under the file's name."""
+    session = session or BuildSession(trt)
+    check_dla(session.builder, plan.dla_core, api_version(trt))
+    network = _parse_network(trt, onnx_path, plan, session)
+    config = session.builder.create_builder_config()
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
     fp32_layers = 0
@@ -420,8 +423,34 @@ def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan
         if fp32_layers:
             # weak typing: the constraints bind only with this flag (else TensorRT may still pick FP16)
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    if stats is not None:
-        stats["fp32_layers"] = fp32_layers
+    session.fp32_layers[os.path.basename(onnx_path)] = fp32_layers
+    _configure(trt, config, session, onnx_path, stage, plan, options, calibrator)
+    serialized = session.builder.build_serialized_network(network, config)
+    if serialized is None:
+        detail = session.logger.errors[-1] if session.logger.errors else "no error message"
+        raise EdgeFpnError(f"{library_label(trt)} could not build {os.path.basename(onnx_path)} ({detail}); "
+                           "if it ran out of memory, try a larger --workspace or --precision fp16")
+    return bytes(memoryview(serialized))
+
+
+def _parse_network(trt: Any, onnx_path: str, plan: BuildPlan, session: BuildSession) -> Any:
+    plugins = init_plugins(trt, session.logger)
+    network = session.builder.create_network(network_flags_value(trt, plan.network_flags))
+    parser = trt.OnnxParser(network, session.logger.logger)
+    if not parser.parse_from_file(os.path.abspath(onnx_path)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        why = "" if plugins else " (TensorRT's plugin library could not be registered: is libnvinfer_plugin installed?)"
+        raise EdgeFpnError(f"{library_label(trt)} cannot parse {os.path.basename(onnx_path)}: "
+                           f"{(errors or session.logger.errors or ['unknown error'])[0]}{why}; run `edge-fpn check` "
+                           "on the bundle")
+    session.parsers.append(parser)  # the parser owns the weights the network points at: keep it alive
+    return network
+
+
+def _configure(trt: Any, config: Any, session: BuildSession, onnx_path: str, stage: StageSpec, plan: BuildPlan,
+               options: TrtOptions, calibrator: Any) -> None:
+    """Workspace, DLA, ahead-of-time GPU, optimization and calibration profiles, timing cache."""
+    builder = session.builder
     if options.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
     if plan.dla_core is not None:
@@ -448,15 +477,9 @@ def build_serialized(trt: Any, onnx_path: str, stage: StageSpec, plan: BuildPlan
             for name, (_, opt, _) in shapes.items():
                 calibration.set_shape(name, opt, opt, opt)
             config.set_calibration_profile(calibration)
-    if timing_cache is not None and not config.set_timing_cache(timing_cache, False):
+    if session.timing_cache is not None and not config.set_timing_cache(session.timing_cache, False):
         raise EdgeFpnError("TensorRT rejected the timing cache it had accepted for the first stage; "
                            "build again without --timing-cache")
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        detail = logger.errors[-1] if logger.errors else "no error message"
-        raise EdgeFpnError(f"{library_label(trt)} could not build {os.path.basename(onnx_path)} ({detail}); "
-                           "if it ran out of memory, try a larger --workspace or --precision fp16")
-    return bytes(memoryview(serialized))
 
 
 def set_compute_capability(trt: Any, config: Any, capability: str) -> None:
@@ -485,13 +508,11 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
     plan = plan_build(capabilities(version), options)
     for note in plan.notes:
         log(note)
-    logger = _Logger(trt)
-    builder = trt.Builder(logger.logger)
-    check_dla(builder, plan.dla_core, version)
-    timing_cache = None
+    session = BuildSession(trt)
+    check_dla(session.builder, plan.dla_core, version)
     if options.timing_cache:
-        probe = builder.create_builder_config()
-        timing_cache, note = load_timing_cache(trt, probe, options.timing_cache)
+        probe = session.builder.create_builder_config()
+        session.timing_cache, note = load_timing_cache(trt, probe, options.timing_cache)
         if note:
             log(note)
     files = {}
@@ -503,16 +524,14 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
                 raise EdgeFpnError("implicit INT8 needs the calibration ranges; pass --calibration CAL_DIR")
             text, algorithm = calibration_caches[key]
             calibrator = cache_calibrator(trt, text, algorithm)
-        stats: Dict[str, Any] = {}
-        engine = build_serialized(trt, onnx_paths[key], stage, plan, options, timing_cache=timing_cache,
-                                  calibrator=calibrator, logger=logger, builder=builder, stats=stats)
-        fp32_layers[key] = int(stats.get("fp32_layers", 0))
+        engine = build_serialized(trt, onnx_paths[key], stage, plan, options, session, calibrator)
+        fp32_layers[key] = session.fp32_layers[os.path.basename(onnx_paths[key])]
         name = f"{key}.engine"
         with open(os.path.join(output_dir, name), "wb") as f:
             f.write(engine)
         files[key] = name
-    if timing_cache is not None and options.timing_cache:
-        save_timing_cache(timing_cache, options.timing_cache)
+    if session.timing_cache is not None and options.timing_cache:
+        save_timing_cache(session.timing_cache, options.timing_cache)
     facts: Dict[str, Any] = {"tensorrt_version": str(trt.__version__), "files": files,
                              "onnx_variant": plan.onnx_variant, "builder_flags": list(plan.builder_flags),
                              "network_flags": list(plan.network_flags)}

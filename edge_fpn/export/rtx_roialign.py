@@ -151,7 +151,8 @@ def _field_value(field, kind: str):
     return values[0] if len(values) == 1 else values
 
 
-def _make_classes(trt):
+def _plugin_class(trt: Any) -> Any:
+    """The stand-in plugin class, made against the bindings' base classes (imported lazily)."""
     import numpy as np
 
     class RoiAlignStandIn(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild, trt.IPluginV3OneRuntime):
@@ -232,6 +233,15 @@ def _make_classes(trt):
         def attach_to_context(self, context):
             return self.clone()
 
+    return RoiAlignStandIn
+
+
+def _creator_class(trt: Any, plugin_class: Any) -> Any:
+    """The stand-in's creator class; its create_plugin makes `plugin_class` objects."""
+    import numpy as np
+
+    RoiAlignStandIn = plugin_class
+
     class RoiAlignStandInCreator(trt.IPluginCreatorV3One):
         """Creator of the stand-in under ROIAlign_TRT / "2" / ""; `received` records each create_plugin."""
 
@@ -265,7 +275,7 @@ def _make_classes(trt):
             self.keep(plugin)
             return plugin
 
-    return RoiAlignStandIn, RoiAlignStandInCreator
+    return RoiAlignStandInCreator
 
 
 def register_roialign_stand_in(trt: Any, logger: Any) -> Any:
@@ -302,7 +312,7 @@ def register_roialign_stand_in(trt: Any, logger: Any) -> Any:
             _STATE["keep"].append(builtin)
             if not registry.deregister_creator(builtin):
                 raise RuntimeError(f"could not deregister the built-in {ROIALIGN_NAME} v{ROIALIGN_VERSION} creator")
-        _, creator_class = _make_classes(trt)
+        creator_class = _creator_class(trt, _plugin_class(trt))
         creator = creator_class()
         if not registry.register_creator(creator, ROIALIGN_NAMESPACE):
             raise RuntimeError(f"could not register the {ROIALIGN_NAME} v{ROIALIGN_VERSION} stand-in")
