@@ -257,9 +257,9 @@ def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path):
     assert _manifest(bundle)["layout"] == "engine"
     assert main(["calibrate", bundle, "--data", "synthetic:64", "--method", "entropy", "--output", cal, "--quiet"]) == 0
     report_lines = []
-    from edge_fpn.builder.builder import build_engine
-    report = build_engine(bundle, precision="int8", calibration=cal, backend="onnxruntime", output=out,
-                          eval_data="synthetic:100", progress=False, log=report_lines.append)
+    from edge_fpn.builder.builder import BuildRequest, build_engine
+    report = build_engine(BuildRequest(bundle, out, precision="int8", calibration=cal, backend="onnxruntime",
+                                       eval_data="synthetic:100"), progress=False, log=report_lines.append)
     ap = report["quantization"]["ap"]
     # measured: FP32 0.779, INT8 0.779. The floor says the trained model was measured (an untrained
     # or mis-wired one scores near 0, where any ratio passes); 0.99 is the project's goal
