@@ -21,14 +21,18 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert report["precision"] == "int8" and report["backend"] in ("onnxruntime", "tensorrt")
     # live: the fastest engine here; without TensorRT that is FP32 (ONNX Runtime fakes INT8 Q/DQ)
     assert report["live_precision"] == ("int8" if report["backend"] == "tensorrt" else "fp32"), report["live_choice"]
+    # 4 s of the live step deliver ~80 frames here: fewer than 2 is a stalled live step (a hang bound,
+    # not a speed goal; the speed figures are benchmarks/); the figures are measured, not left at 0
     assert report["frames"] >= 2 and report["fps"] > 0
-    assert report["latency_ms"]["median"] > 0 and report["latency_ms"]["p95"] >= report["latency_ms"]["median"]
+    assert report["latency_ms"]["median"] > 0 and report["latency_ms"]["p95"] > 0
     assert set(report["stages_ms"]) >= {"preprocess"}
-    for which in ("bundle", "pytorch"):
-        assert 0.0 <= report["ap"][which]["AP"] <= 1.0
-    # the INT8 bundle is a trained detector: it finds the shapes, and close to PyTorch
-    assert report["ap"]["pytorch"]["AP"] > 0.2
-    assert abs(report["ap"]["bundle"]["AP"] - report["ap"]["pytorch"]["AP"]) < 0.1
+    # the AP report on 6 held-out scenes (DEFAULT_EVAL_SEED), INT8 bundle against PyTorch FP32.
+    # Measured: PyTorch 0.796, INT8 0.798 (ratio 1.003). 6 scenes cannot resolve the project's 99%
+    # (test_qdq.py checks it on 100): over 31 other 6-scene sets the ratio spans 0.973-1.018, over
+    # calibrations of 8-64 scenes and both layouts 0.988-1.003 on these 6, while INT8 with its
+    # ranges clipped to 60% scores 0.958. 0.97 passes the first two and fails the third.
+    assert report["ap"]["pytorch"]["AP"] >= 0.7  # the trained model (0.70-0.88 on any 6 scenes measured)
+    assert report["ap"]["bundle"]["AP"] >= 0.97 * report["ap"]["pytorch"]["AP"], report["ap"]
     lines = (out / "detections.jsonl").read_text().splitlines()
     assert len(lines) == report["frames"]
     first = json.loads(lines[0])
@@ -37,9 +41,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert report["score_threshold"] == 0.5
     scores = [d["score"] for line in lines for d in json.loads(line)["detections"]]
     assert scores and min(scores) >= 0.5
-    video = cv2.VideoCapture(str(out / "demo.mp4"))
-    assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) >= 2
+    video, decoded = cv2.VideoCapture(str(out / "demo.mp4")), []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        decoded.append(frame.shape)
     video.release()
+    assert decoded == [(480, 640, 3)] * report["frames"]  # every delivered frame, decoded at the camera's size
     assert "FPS" in captured.out
 
 

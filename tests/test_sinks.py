@@ -47,6 +47,19 @@ def test_jsonl_format(tmp_path):
     assert lines[1] == {"frame": 5, "source": "images/a.png", "detections": []}
 
 
+def _decoded(path):
+    """Every frame OpenCV decodes from a video file."""
+    capture = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
 def test_video_sink_resizes_other_sizes(tmp_path):
     path = str(tmp_path / "out.avi")
     sink = open_sink(path, fps=10.0)
@@ -54,23 +67,26 @@ def test_video_sink_resizes_other_sizes(tmp_path):
     for i, size in enumerate([(120, 160), (240, 320), (120, 160)]):
         sink.write(_result(i, size=size))
     sink.close()
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame.shape)
-    capture.release()
-    assert frames == [(120, 160, 3)] * 3
+    assert [frame.shape for frame in _decoded(path)] == [(120, 160, 3)] * 3
 
 
 def test_mp4_sink(tmp_path):
     path = str(tmp_path / "out.mp4")
     sink = open_sink(path)
-    sink.write(_result())
+    for i in range(3):
+        sink.write(_result(i))
     sink.close()
-    assert os.path.getsize(path) > 0
+    frames = _decoded(path)
+    assert [frame.shape for frame in frames] == [(120, 160, 3)] * 3
+    # what was written is the annotated frame: where the box and label are drawn (6% of the pixels),
+    # the decoded frame is near the drawing (mean |difference| 10 through the lossy codec), far
+    # from the frame's flat gray 40 (109): half-way between the two tells them apart
+    drawn = annotate(_result().frame, _result().detections).astype(int)
+    on_drawing = (drawn != 40).any(axis=2)
+    for frame in frames:
+        to_drawing = np.abs(frame.astype(int) - drawn)[on_drawing].mean()
+        to_plain = np.abs(frame.astype(int) - 40)[on_drawing].mean()
+        assert to_drawing < 0.5 * to_plain, (to_drawing, to_plain)
 
 
 def test_image_directory_sink_names(tmp_path):
@@ -137,7 +153,7 @@ def test_abort_keeps_what_was_written_and_what_existed(tmp_path):
         sink.write(_result(0))
         sink.abort()
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
-    assert (tmp_path / "out.avi").stat().st_size > 0 and os.listdir(tmp_path / "annotated") == ["frame_000000.jpg"]
+    assert len(_decoded(str(tmp_path / "out.avi"))) == 1 and os.listdir(tmp_path / "annotated") == ["frame_000000.jpg"]
     existing = tmp_path / "existing"
     existing.mkdir()
     open_sink(str(existing)).abort()
