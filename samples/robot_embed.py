@@ -5,8 +5,10 @@ newest detections at its own rate, and callbacks fire for every new frame.
     python3 samples/robot_embed.py --bundle engines/shapes --source csi://0 --target circle --rate 20
 
 The control loop never waits for the detector: it takes whatever is newest (and ignores results
-older than --max-age), so a slow frame never stalls the robot. This sample steers towards the
-best detection of --target: a turn command in [-1, 1] from its horizontal offset.
+older than --max-age), so a slow frame never stalls the robot. This sample follows one object: it
+locks on the best detection of --target and keeps steering towards that same object, by its track
+ID, while the tracker keeps seeing it (another circle crossing in front does not steal the lock);
+a turn command in [-1, 1] from its horizontal offset. --no-track steers to the best box each step.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import argparse
 import sys
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
 
 from edge_fpn import Detector
 from edge_fpn.errors import EdgeFpnError
@@ -24,9 +28,10 @@ from edge_fpn.runtime.pipeline import Pipeline, Result
 class DetectionService:
     """A callback API on top of the pipeline: ``on_detections(fn)``, ``newest()``, ``start()``, ``stop()``."""
 
-    def __init__(self, bundle: str, source: str, score_threshold: float = 0.5, sinks=(), classes=None):
+    def __init__(self, bundle: str, source: str, score_threshold: float = 0.5, sinks=(), classes=None,
+                 track: bool = True):
         self.detector = Detector(bundle, score_threshold=score_threshold, classes=classes)
-        self.pipeline = Pipeline(self.detector, source, sinks, quiet=True)
+        self.pipeline = Pipeline(self.detector, source, sinks, quiet=True, tracker=True if track else None)
         self._callbacks: List[Callable[[Result], None]] = []
         self._lock = threading.Lock()
         self.frames = 0
@@ -67,20 +72,27 @@ class DetectionService:
         self.stop()
 
 
-def steer(result: Optional[Result], target: Optional[str]) -> str:
-    """The control law of this sample: turn towards the best detection of the target class."""
+def steer(result: Optional[Result], target: Optional[str], locked: Optional[int] = None) -> Tuple[str, Optional[int]]:
+    """The control law of this sample: (command, the track ID it follows). Keep following the
+    locked object while it is seen; else lock on the best confirmed detection of the target class."""
     if result is None:
-        return "hold (no fresh detections)"
+        return "hold (no fresh detections)", locked
     d = result.detections
-    best = None
-    for box, score, name in zip(d.boxes, d.scores, d.names):
-        if (target is None or name == target) and (best is None or score > best[1]):
-            best = (box, score, name)
-    if best is None:
-        return "search (target not seen)"
-    width = result.frame.shape[1]
-    offset = ((best[0][0] + best[0][2]) / 2.0 - width / 2.0) / (width / 2.0)
-    return f"turn {offset:+.2f} towards {best[2]} {best[1]:.2f}"
+    ids = d.track_ids if d.track_ids is not None else np.full(len(d), -1)
+    wanted = np.array([target is None or name == target for name in d.names], dtype=bool)
+    if locked is not None and np.any(ids == locked):
+        index = int(np.nonzero(ids == locked)[0][0])
+    elif wanted.any():
+        confirmed = wanted & (ids >= 0) if d.track_ids is not None else wanted
+        pool = confirmed if confirmed.any() else wanted
+        index = int(np.argmax(np.where(pool, d.scores, -1.0)))
+        locked = int(ids[index]) if ids[index] >= 0 else None
+    else:
+        return "search (target not seen)", None
+    box, width = d.boxes[index], result.frame.shape[1]
+    offset = ((box[0] + box[2]) / 2.0 - width / 2.0) / (width / 2.0)
+    who = f"#{locked} " if locked is not None else ""
+    return f"turn {offset:+.2f} towards {who}{d.names[index]} {d.scores[index]:.2f}", locked
 
 
 def main(argv=None) -> int:
@@ -92,16 +104,17 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=0, help="control steps to run (default 0: until Ctrl-C)")
     parser.add_argument("--max-age", type=float, default=1.0, help="ignore detections older than this (s)")
     parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--no-track", action="store_true", help="no tracker: steer to the best box each step")
     args = parser.parse_args(argv)
     try:
-        with DetectionService(args.bundle, args.source, args.score_threshold) as service:
+        with DetectionService(args.bundle, args.source, args.score_threshold, track=not args.no_track) as service:
             seen = []
             service.on_detections(lambda result: seen.append(len(result.detections)) if len(seen) < 1000 else None)
             period = 1.0 / args.rate
-            step = 0
+            step, locked = 0, None
             while args.steps <= 0 or step < args.steps:
                 started = time.monotonic()
-                command = steer(service.newest(max_age=args.max_age), args.target)
+                command, locked = steer(service.newest(max_age=args.max_age), args.target, locked)
                 print(f"step {step}: {command}", flush=True)
                 step += 1
                 time.sleep(max(0.0, period - (time.monotonic() - started)))

@@ -32,9 +32,11 @@ class DetectorNode(Node):  # type: ignore[misc]
         topic = self.declare_parameter("topic", "detections").value
         threshold = float(self.declare_parameter("score_threshold", 0.5).value)
         self.frame_id = self.declare_parameter("frame_id", "camera").value
+        track = bool(self.declare_parameter("track", True).value)  # persistent IDs in Detection2D.id
         self.publisher = self.create_publisher(Detection2DArray, topic, 10)
         self.detector = Detector(bundle, score_threshold=threshold)
-        self.pipeline = Pipeline(self.detector, source, quiet=True, on_result=self.publish)
+        self.pipeline = Pipeline(self.detector, source, quiet=True, on_result=self.publish,
+                                 tracker=True if track else None)
         self.pipeline.start()
         self.get_logger().info(f"edge-fpn: {bundle} on {source} -> {topic}")
 
@@ -44,10 +46,14 @@ class DetectorNode(Node):  # type: ignore[misc]
         header.frame_id = self.frame_id
         message = Detection2DArray()
         message.header = header
-        for box, score, name in zip(result.detections.boxes, result.detections.scores, result.detections.names):
+        d = result.detections
+        ids = d.track_ids if d.track_ids is not None else [-1] * len(d)
+        for box, score, name, track_id in zip(d.boxes, d.scores, d.names, ids):
             x1, y1, x2, y2 = (float(v) for v in box)
             detection = Detection2D()
             detection.header = header
+            if track_id >= 0 and hasattr(detection, "id"):  # vision_msgs >= 3: the object's persistent ID
+                detection.id = str(int(track_id))
             bbox = BoundingBox2D()
             if hasattr(bbox.center, "position"):  # vision_msgs >= 4 (Humble): vision_msgs/Pose2D
                 bbox.center.position.x, bbox.center.position.y = (x1 + x2) / 2.0, (y1 + y2) / 2.0

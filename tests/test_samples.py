@@ -31,13 +31,18 @@ def test_live_camera_sample_bad_source(tiny_bundle):
     assert done.returncode == 2 and done.stderr.strip().startswith("live_camera: error: unknown source scheme")
 
 
-def test_robot_embed_sample(tiny_bundle):
-    done = _run("robot_embed.py", ["--source", "test://?width=320&height=240", "--bundle", tiny_bundle,
+def test_robot_embed_sample(shapes_bundle):
+    # the shipped model: a trained detector whose objects the tracker can follow
+    done = _run("robot_embed.py", ["--source", "test://?width=320&height=240", "--bundle", shapes_bundle("engine")[1],
                                    "--steps", "8", "--rate", "4", "--score-threshold", "0.3"])
     assert done.returncode == 0, done.stderr
     steps = re.findall(r"^step \d+: (.*)$", done.stdout, re.MULTILINE)
     assert len(steps) == 8
     assert any(s.startswith("turn ") for s in steps)  # it saw detections and steered
+    # it locks on one object by its track ID, and keeps it: once locked, the same ID to the end
+    # (the synthetic scene's objects stay in view for these 2 s)
+    locked = [m.group(1) for m in (re.search(r"towards #(\d+) ", s) for s in steps) if m]
+    assert locked and len(set(locked)) == 1, steps
     match = re.search(r"done: 8 control steps, (\d+) detector frames \(callbacks: (\d+)\)", done.stdout)
     assert match and int(match.group(1)) >= 1 and int(match.group(2)) == int(match.group(1))
 
