@@ -80,15 +80,19 @@ def test_shipped_model_detects_shapes():
     assert metadata["input_size"] == [SHAPES_INPUT_SIZE, SHAPES_INPUT_SIZE]
     assert os.path.getsize(SHAPES_WEIGHTS) <= 10 * 1024 * 1024
     model = load_shapes_model()
-    image, boxes, labels = make_scene(424242, 0, SHAPES_INPUT_SIZE, SHAPES_INPUT_SIZE)
-    tensor = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float() / 255.0
-    with torch.no_grad():
-        output = model([tensor])[0]
-    confident = output["scores"] > 0.5
-    found = 0
     from torchvision.ops import box_iou
-    iou = box_iou(torch.from_numpy(boxes), output["boxes"][confident])
-    for row, label in zip(iou, labels.tolist()):
-        match = (row > 0.5) & (output["labels"][confident] == label)
-        found += int(bool(match.any()))
-    assert found >= 0.6 * len(labels)
+    found = total = 0
+    for index in range(10):  # held-out scenes (seed 424242: neither training, calibration nor evaluation)
+        image, boxes, labels = make_scene(424242, index, SHAPES_INPUT_SIZE, SHAPES_INPUT_SIZE)
+        tensor = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float() / 255.0
+        with torch.no_grad():
+            output = model([tensor])[0]
+        confident = output["scores"] > 0.5
+        iou = box_iou(torch.from_numpy(boxes), output["boxes"][confident])
+        for row, label in zip(iou, labels.tolist()):
+            match = (row > 0.5) & (output["labels"][confident] == label)
+            found += int(bool(match.any()))
+        total += len(labels)
+    # measured: 62 of the 67 objects (0.93; 0.67-1.0 a scene, hence 10 scenes, not one). The rarest
+    # class has 8 of them: a model that lost any one class (or swapped two) finds at most 54 (0.81)
+    assert found >= 0.85 * total, (found, total)
