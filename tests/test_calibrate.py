@@ -122,7 +122,8 @@ def test_methods_order_and_bounds():
     for value in (entropy, percentile, mse):
         assert 0 < value <= minmax
     assert compute_amax(hist, "percentile", 99.0) < percentile
-    # a Laplace's 99.99th percentile of |x| is ln(1e4) = 9.2
+    # a Laplace's 99.99th percentile of |x| is ln(1e4) = 9.2; 20 of the 200,000 samples lie beyond it, so
+    # the estimate spreads ~2.5%: 8% is three times that, a wrong percentile (99.9: 6.9) is far outside
     assert percentile == pytest.approx(np.log(1e4), rel=0.08)
     assert amax_percentile(hist.counts, hist.upper, 100.0) >= hist.absmax * 0.999
     assert amax_mse(hist.counts, hist.upper) == pytest.approx(mse)
@@ -136,10 +137,12 @@ def test_cache_format_is_tensorrts_and_round_trips():
     lines = text.split("\n")
     assert lines[0] == "TRT-8601-EntropyCalibration2" and text.endswith("\n")
     assert lines[2] == "/backbone/conv1/Conv_output_0: 3f800000"  # 127 / 127 = 1.0
-    for line in lines[1:-1]:
-        name, _, digits = line.rpartition(": ")
-        assert len(digits) == 8 and digits == digits.lower() and int(digits, 16) >= 0
-        assert digits == struct.pack(">f", struct.unpack(">f", bytes.fromhex(digits))[0]).hex()
+    # each line: the name, then the scale amax / 127 (1 / 127 where amax is 0) as the 8 lowercase hex
+    # digits of its big-endian IEEE float32, in the order given
+    assert [line.rpartition(": ")[0] for line in lines[1:-1]] == list(amax)
+    for line, (name, value) in zip(lines[1:-1], amax.items()):
+        scale = np.float32((value if value > 0 else 1.0) / 127.0)
+        assert line == f"{name}: {struct.pack('>f', scale).hex()}", line
     header, scales = parse_cache(text)
     assert header == "TRT-8601-EntropyCalibration2" and list(scales) == list(amax)
     for name, value in amax.items():
@@ -194,15 +197,24 @@ def test_calibration_outputs(calibration, tiny_bundle):
     assert ranges["bundle_hash"] == bundle_hash(tiny_bundle)
     assert ranges["method"] == "entropy" and ranges["data"]["images"] == 3 and ranges["data"]["skipped"] == 0
     assert len(ranges["data"]["hash"]) == 64
-    assert ranges["layout"] == "engine" and list(ranges["stages"]) == ["detector"] and ranges["mean_detections"] >= 0
+    assert ranges["layout"] == "engine" and list(ranges["stages"]) == ["detector"]
+    # the detections counted are the runtime's on the same scenes (the calibration seed, engine size)
+    from edge_fpn import Detector
+    from edge_fpn.builder.data import CALIBRATION_SEED
+    from edge_fpn.runtime.synthetic import make_scene
+    with Detector(tiny_bundle) as detector:
+        counts = [len(detector(make_scene(CALIBRATION_SEED, i, 320, 320)[0])) for i in range(3)]
+    assert ranges["mean_detections"] == pytest.approx(np.mean(counts), abs=0.05), counts
     detector = ranges["stages"]["detector"]
     assert all(r["qdq"] for r in detector.values())  # by default only the Q/DQ inputs
-    assert len(detector) >= 70
+    assert len(detector) >= 70  # 75 here: every Q/DQ input of the network, not a handful
     assert all(0 < r["amax"] <= r["absmax"] + 1e-6 for r in detector.values() if r["absmax"] > 0)
     # the first convolution's input: the normalized image the graph computes from the uint8 frame
     import onnx
     graph = onnx.load(os.path.join(tiny_bundle, "detector.onnx"), load_external_data=False).graph
     first_conv_input = next(n for n in graph.node if n.op_type == "Conv").input[0]
+    # ImageNet mean/std bound it by (1 - 0.406) / 0.225 = 2.64 and reach (0 - 0.485) / 0.229 = -2.12:
+    # measured after normalization, not on 0..255 or 0..1 pixels
     assert detector[first_conv_input]["qdq"] and 2.0 < detector[first_conv_input]["amax"] < 2.7
     # network tensors only: float outputs of backbone / FPN / RPN head / box head nodes
     produced = _network_names(tiny_bundle, "detector.onnx")
@@ -227,7 +239,7 @@ def test_host_layout_calibration(tiny_host_bundle, tmp_path):
     stage1, stage2 = ranges["stages"]["stage1"], ranges["stages"]["stage2"]
     assert stage1["images"]["qdq"] and stage1["images"]["amax"] > 0
     assert all(r["qdq"] for t in (stage1, stage2) for r in t.values())
-    assert len(stage1) >= 60 and len(stage2) == 3
+    assert len(stage1) >= 60 and len(stage2) == 3  # stage 1: its 75 convolutions' inputs, not a handful
     # stage 2's box arithmetic (computed from the proposals alone) is never measured
     assert "proposals" not in stage2 and all("Gather" not in name for name in stage2)
     with open(os.path.join(out, "calibration.cache")) as f:
@@ -244,6 +256,7 @@ def test_all_tensors_calibration_adds_every_activation(calibration, tiny_bundle,
     with open(os.path.join(calibration, "ranges.json")) as f:
         only = json.load(f)
     assert only["tensors"] == "qdq" and full["tensors"] == "all"
+    # 163 against 75 here: --tensors all measured every network activation, not only the Q/DQ inputs
     assert len(full["stages"]["detector"]) > 2 * len(only["stages"]["detector"])
     for stage, tensors in only["stages"].items():
         assert {n for n, r in full["stages"][stage].items() if r["qdq"]} == set(tensors)
