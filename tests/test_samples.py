@@ -172,7 +172,6 @@ def test_ros2_node_publishes_the_pipelines_detections(tiny_bundle, monkeypatch):
                                                          want.track_ids):
             x1, y1, x2, y2 = (float(v) for v in box)
             center = detection.bbox.center.position  # the same float32 numbers: equal to rounding
-
             np.testing.assert_allclose([center.x, center.y, detection.bbox.size_x, detection.bbox.size_y],
                                        [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], atol=1e-3)
             (hypothesis,) = detection.results
