@@ -109,6 +109,8 @@ class Manifest:
     # the engine layout's cap on the final step's candidates (proposal x class pairs) before
     # class-wise NMS: the one place where a static graph can differ from torchvision
     detection_candidates: int = 0
+    # images per engine call (the engine layout's batch-N graphs: one frame per camera); 1 by default
+    batch: int = 1
 
     @property
     def num_classes(self) -> int:
@@ -136,6 +138,7 @@ class Manifest:
             provenance=dict(data.get("provenance", {})),
             layout=str(data.get("layout", "host")),
             detection_candidates=int(data.get("detection_candidates", 0)),
+            batch=data.get("batch", 1),
         )
 
     def replace(self, **changes: Any) -> "Manifest":
@@ -227,6 +230,10 @@ def _manifest_problem(data: Dict[str, Any], manifest: Manifest) -> str:
     for name, value, kind, in_range, wanted in checks:
         if not kind(value) or not in_range(value):
             return f"{name} must be {wanted}, not {value!r}"
+    if not _is_int(manifest.batch) or manifest.batch < 1:
+        return f"batch must be a whole number >= 1, not {manifest.batch!r}"
+    if manifest.batch > 1 and manifest.layout != "engine":
+        return f"batch {manifest.batch} needs the engine layout (a host-layout bundle runs one image a call)"
     if not isinstance(data.get("stages"), dict) or not data["stages"]:
         return "stages must name the bundle's graph or engine files"
     for key, stage in manifest.stages.items():

@@ -47,7 +47,7 @@ def _export(args: argparse.Namespace) -> int:
     with output_or_default(args.output, os.path.join(ENGINES_DIR, args.model or arch)) as output:
         manifest = export_bundle(model, arch, class_names, input_size, output, force=args.force,
                                  provenance=provenance, progress=not args.quiet, layout=args.postprocess,
-                                 detection_candidates=args.detection_candidates)
+                                 detection_candidates=args.detection_candidates, batch=args.batch)
     files = " + ".join(spec.file for spec in manifest.stages.values())
     print(f"wrote {output}: {arch} at {input_size[0]}x{input_size[1]}, {manifest.num_classes - 1} classes, "
           f"{manifest.layout} layout ({files}; check: clean)")
@@ -80,7 +80,13 @@ def _check(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace) -> int:
     from .runtime.app import detect
 
-    detect(args.bundle, args.source, args.sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
+    sources, sinks = args.source, list(args.sinks)
+    if args.sources:  # with --source, every positional after the bundle is a sink
+        sinks = ([args.source] if args.source else []) + sinks
+        sources = list(args.sources)
+    elif not args.source:
+        raise EdgeFpnError("detect needs a source: edge-fpn detect BUNDLE SOURCE [SINKS...], or --source URI (repeatable)")
+    detect(args.bundle, sources, sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
            classes=_split(args.classes), quiet=args.quiet, device=args.device, force=args.force, cuda=args.cuda,
            track=args.track)
     return 0
@@ -152,13 +158,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    from .runtime.backends import DEVICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="where an ONNX Runtime bundle runs: auto (the GPU where onnxruntime-gpu has one, "
                              "else the CPU), cpu, or cuda (default auto)")
 
 
 def add_cuda_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cuda", default="auto", choices=("auto", "cuda-python", "pycuda"),
+    from .runtime.backends import CUDA_BINDINGS
+
+    parser.add_argument("--cuda", default="auto", choices=CUDA_BINDINGS,
                         help="what moves a TensorRT bundle's memory: auto (cuda-python, else pycuda), cuda-python "
                              "or pycuda (default auto)")
 
@@ -191,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detection-candidates", type=int, default=None,
                    help="engine layout: (proposal, class) pairs sent to the final NMS, best first (default 2000, at most "
                         "3840, TensorRT's largest top-k); torchvision sends all above the score threshold")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="images per engine call (engine layout): a static batch-N graph that runs the newest frame "
+                        "of up to N cameras in one call (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_export)
@@ -210,8 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="run a bundle on a source (images, directory, video, camera URI) into sinks")
     p.add_argument("bundle", help="bundle directory")
-    p.add_argument("source", help="image, directory, glob, video file, test://, /dev/videoN, csi://N, rtsp://...")
-    p.add_argument("sinks", nargs="*", default=[], help="out.jsonl, out.mp4/.avi, a directory, display://0, http://HOST:PORT")
+    p.add_argument("source", nargs="?", default=None,
+                   help="image, directory, glob, video file, test://, /dev/videoN, csi://N, rtsp://..., or a "
+                        ".streams/.txt file of sources, one a line")
+    p.add_argument("sinks", nargs="*", default=[],
+                   help="out.jsonl, out.mp4/.avi, a directory, display://0, http://HOST:PORT; with several sources "
+                        "{source} in a path gives one sink per source (out_{source}.mp4)")
+    p.add_argument("--source", dest="sources", action="append", default=[], metavar="URI",
+                   help="a source; repeat it for several cameras on one engine (then every positional after the "
+                        "bundle is a sink)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
                    help="show and write detections scoring at least T (default 0.5; 0.05 shows all the model keeps)")
@@ -267,7 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # detect's sinks may follow its options (`detect B --source a --source b out.jsonl`), which
+    # argparse does not match to a positional once the options began
+    if getattr(args, "command", None) == "detect" and extra and not any(e.startswith("-") and len(e) > 1 for e in extra):
+        if args.source is None:
+            args.source, extra = extra[0], extra[1:]
+        args.sinks = list(args.sinks) + extra
+        extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -94,6 +94,26 @@ def test_nvidia_parser_accepts_every_graph_edge_fpn_writes(variants, arch, layou
 
 
 @pytest.mark.slow
+def test_nvidia_parser_accepts_the_batch_n_engine_graph(tmp_path):
+    # `export --batch 4` on the shipped model: NMS with the batch axis, RoIAlign with per-image
+    # batch indices, a MatMul that turns the selected rows into per-image kept masks
+    from edge_fpn.export.onnx_export import export_bundle
+    from edge_fpn.model.loading import load_shipped_model
+
+    model, meta = load_shipped_model("shapes")
+    bundle = str(tmp_path / "batch4")
+    export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), bundle,
+                  progress=False, batch=4)
+    height, width = meta["input_size"]
+    for variant, (path, _) in _write_variants(bundle, str(tmp_path))["detector"].items():
+        ok, errors, summary = rtx.parse_onnx(path)
+        assert ok and errors == [], f"batch 4 {variant}: {errors}"
+        assert summary.layer_types.get("NMS") == 2, summary.layer_types
+        assert [(shape, t) for _, shape, t in summary.inputs] == [((4, height, width, 3), "UINT8"), ((4, 2), "FLOAT")]
+        assert [shape[0] for _, shape, _ in summary.outputs] == [4, 4, 4, 4]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_nms_free_graph_builds_for_sm86_on_the_cpu(variants, arch):
     # TensorRT 11's plan for each precision (tensorrt_builder.plan_build): fp32 parses the FP32

@@ -117,11 +117,12 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
                   output: str, force: bool = False, name: Optional[str] = None,
                   provenance: Optional[Dict[str, Any]] = None, check: bool = True,
                   progress: bool = True, layout: str = "engine",
-                  detection_candidates: Optional[int] = None) -> Manifest:
+                  detection_candidates: Optional[int] = None, batch: int = 1) -> Manifest:
     """Export `model` as a bundle of `layout` ("engine" or "host"), simplified, linted, written atomically.
 
     detection_candidates: the engine layout's cap on (proposal, class) pairs sent to the final NMS
     (default 2000, at most TOPK_MAX_K).
+    batch: images per engine call (engine layout): a static batch-N graph, one frame per camera.
     """
     import torch
     from ..model.stages import MultiLevelRoiAlign
@@ -131,6 +132,11 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
     if detection_candidates is not None and not 1 <= detection_candidates <= TOPK_MAX_K:
         raise EdgeFpnError(f"--detection-candidates must be between 1 and {TOPK_MAX_K} (TensorRT's largest top-k), "
                            f"not {detection_candidates}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise EdgeFpnError(f"--batch must be a whole number of at least 1, not {batch!r}")
+    if batch > 1 and layout != "engine":
+        raise EdgeFpnError(f"--batch {batch} needs the engine layout (--postprocess engine); the host layout runs one "
+                           "image a call")
     check_output_dir(output, force)
     model = model.eval()
     configure_transform(model, input_size)
@@ -148,7 +154,7 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
         preprocess=PreprocessSpec(input_size=list(input_size), mean=[float(m) for m in model.transform.image_mean],
                                   std=[float(s) for s in model.transform.image_std]),
         levels=levels, rpn=_rpn_spec(model), roi=_roi_spec(model), stages={},
-        provenance=dict(provenance or {}, opset=OPSET, torch=torch.__version__), layout=layout)
+        provenance=dict(provenance or {}, opset=OPSET, torch=torch.__version__), layout=layout, batch=batch)
     if layout == "engine":
         return _export_engine_layout(model, manifest, output, force, check, progress,
                                      detection_candidates or names.DEFAULT_DETECTION_CANDIDATES)
@@ -162,11 +168,12 @@ def _export_engine_layout(model: Any, manifest: Manifest, output: str, force: bo
     input_size = manifest.input_size
     levels = manifest.levels
     pooled = [i for i, level in enumerate(levels) if level.pooled]
+    batch = manifest.batch
     graph = DetectorGraph(model, input_size, levels, manifest.rpn, manifest.roi,
-                          [tuple(levels[i].feature_shape[1:]) for i in pooled], candidates).eval()
-    image, image_size = example_inputs(input_size)
-    inputs = [TensorSpec(names.IMAGE, [1, input_size[0], input_size[1], 3], "uint8"),
-              TensorSpec(names.IMAGE_SIZE, [2], "float32")]
+                          [tuple(levels[i].feature_shape[1:]) for i in pooled], candidates, batch=batch).eval()
+    image, image_size = example_inputs(input_size, batch)
+    inputs = [TensorSpec(names.IMAGE, [batch, input_size[0], input_size[1], 3], "uint8"),
+              TensorSpec(names.IMAGE_SIZE, [2] if batch == 1 else [batch, 2], "float32")]
     bar = _progress(["export", "simplify", "check"], progress)
     with atomic_directory(output, force) as tmp:
         path = os.path.join(tmp, names.DETECTOR_FILE)

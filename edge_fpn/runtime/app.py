@@ -17,7 +17,12 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
            score_threshold: Optional[float] = None, classes: Optional[Sequence[str]] = None,
            quiet: bool = False, stats_interval: float = 5.0, device: str = "auto", force: bool = False,
            cuda: str = "auto", track: Any = False, **source_options: Any) -> Dict[str, Any]:
-    """Run a bundle on a source into sinks; returns the pipeline statistics.
+    """Run a bundle on a source (or several: a list, or a ``.streams``/``.txt`` file of URIs, one a
+    line) into sinks; returns the pipeline statistics.
+
+    With several sources, ``{source}`` in a sink path makes one sink per source (``out_{source}.mp4``),
+    a directory gets one folder per source, and a JSON-lines file without it holds every source's
+    records (``source_index``); a video without it is refused. Every source opens before any work.
 
     track: persistent object IDs (True, a TrackerConfig or a Tracker; runtime/tracking.py), drawn
     by the image sinks and written as ``track_id`` by the JSON-lines sink.
@@ -33,9 +38,9 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
     """
     from ..bundle import load_manifest
     from .detector import Detector
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, check_source_list
     from .output_guard import refuse_outputs_over_inputs
-    from .sinks import abort_sinks, check_sinks, open_sinks
+    from .sinks import abort_sinks, apply_source_fps, check_sinks, open_sinks, per_source_specs
     from .sources import ImageSource, open_source
 
     if max_frames is not None and max_frames < 1:
@@ -44,22 +49,27 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
         raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {score_threshold}")
     # cheap checks first: a typo in a sink or source should not wait for the engines to load
     load_manifest(bundle)
+    specs = source_list(source)
+    check_source_list(specs)
     check_sinks(list(sinks))
+    expanded = [part for spec in sinks for part in (per_source_specs(spec, len(specs)) or [spec])]
     opened_sinks: List[Any] = []
-    opened_source = None
+    opened_sources: List[Any] = []
     detector = None
     try:
-        opened_source = open_source(source, **source_options)
-        refuse_outputs_over_inputs(opened_source.input_files(), list(sinks), force)
+        for spec in specs:  # every source opens up front: a missing file is an error before any work
+            opened_sources.append(open_source(spec, **source_options))
+        opened_source = opened_sources[0]
+        refuse_outputs_over_inputs([path for opened in opened_sources for path in opened.input_files()],
+                                   expanded, force)
         # the Detector returns all the model keeps; the pipeline shows from the display threshold
         detector = Detector(bundle, classes=list(classes) if classes else None, device=device, cuda=cuda)
         # sinks open last, once the bundle and the source are open (and create their files with
         # the first frame): a run that fails to start leaves nothing behind
-        opened_sinks = open_sinks(list(sinks))
-        for sink in opened_sinks:
-            if getattr(sink, "fps", "absent") is None and opened_source.fps:
-                sink.fps = opened_source.fps  # type: ignore[attr-defined]
-        pipeline = Pipeline(detector, opened_source, opened_sinks, max_frames=max_frames, quiet=quiet,
+        opened_sinks = open_sinks(list(sinks), sources=len(opened_sources))
+        apply_source_fps(opened_sinks, [opened.fps for opened in opened_sources])
+        pipeline = Pipeline(detector, opened_sources if len(opened_sources) > 1 else opened_source, opened_sinks,
+                            max_frames=max_frames, quiet=quiet,
                             stats_interval=stats_interval, score_threshold=score_threshold,
                             tracker=track or None)
         with pipeline:
@@ -76,9 +86,11 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
                 except KeyboardInterrupt:
                     if not quiet:
                         print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
-        if isinstance(opened_source, ImageSource) and opened_source.paths and not opened_source.frames:
-            count = len(opened_source.paths)
-            what = f"the image {opened_source.paths[0]!r}" if count == 1 else f"any of the {count} images"
+        unread = [opened for opened in opened_sources if isinstance(opened, ImageSource) and opened.paths and not opened.frames]
+        if len(unread) == len(opened_sources):
+            paths = [path for opened in unread for path in opened.paths]
+            count = len(paths)
+            what = f"the image {paths[0]!r}" if count == 1 else f"any of the {count} images"
             raise EdgeFpnError(f"cannot read {what} (empty, truncated or not an image); nothing was written: "
                                "check the files")
         return pipeline.stats.snapshot()
@@ -86,8 +98,8 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
         abort_sinks(opened_sinks)  # the pipeline did it if it ran; a sink that wrote nothing leaves nothing
         raise
     finally:
-        if opened_source is not None:
-            opened_source.close()
+        for opened in opened_sources:
+            opened.close()
         for sink in opened_sinks:  # closed already by the pipeline when it ran; closing twice is harmless
             try:
                 sink.close()
@@ -95,6 +107,14 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
                 pass
         if detector is not None:
             detector.close()
+
+
+def source_list(source: Any) -> List[Any]:
+    """The sources `source` names: a list as is, a ``.streams``/``.txt`` file's lines, else itself."""
+    from .pipeline import is_source_list, read_source_list
+    if isinstance(source, (list, tuple)):
+        return [item for spec in source for item in (read_source_list(spec) if is_source_list(spec) else [spec])]
+    return read_source_list(source) if is_source_list(source) else [source]
 
 
 class _terminate_as_interrupt:

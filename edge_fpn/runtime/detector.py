@@ -89,6 +89,36 @@ class Detector:
         """The engine call(s): (outputs for ``finish``, seconds per step)."""
         return self.layout.infer(inputs, letterbox)
 
+    @property
+    def batch(self) -> int:
+        """Frames per engine call: 1, or N for a batch-N engine-layout bundle (``export --batch N``)."""
+        return int(getattr(self.layout, "batch", 1))
+
+    def infer_batch(self, items: Sequence[Tuple[Any, Letterbox]]) -> Tuple[List[Any], Dict[str, float]]:
+        """Up to ``batch`` prepared frames (``preprocess`` results) in one engine call: (outputs per
+        frame, for ``finish``; seconds per step). A batch-1 bundle runs them one by one."""
+        infer_batch = getattr(self.layout, "infer_batch", None)
+        if infer_batch is not None and self.batch > 1:
+            return infer_batch(items)
+        outputs: List[Any] = []
+        timings: Dict[str, float] = {}
+        for inputs, letterbox in items:
+            result, seconds = self.layout.infer(inputs, letterbox)
+            outputs.append(result)
+            for step, value in seconds.items():
+                timings[step] = timings.get(step, 0.0) + value
+        return outputs, timings
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> List[Detections]:
+        """Detections for several frames (a batch-N bundle: ``batch`` frames a call)."""
+        prepared = [self.layout.preprocess(frame) for frame in frames]
+        found: List[Detections] = []
+        for first in range(0, len(prepared), self.batch):
+            chunk = prepared[first: first + self.batch]
+            outputs, _ = self.infer_batch(chunk)
+            found.extend(self.finish(out, letterbox) for out, (_, letterbox) in zip(outputs, chunk))
+        return found
+
     def engine_only(self, inputs: Any, letterbox: Letterbox) -> Callable[[], Dict[str, float]]:
         """A callable that runs only the engine call(s) on prepared inputs and returns their seconds."""
         return self.layout.engine_only(inputs, letterbox)

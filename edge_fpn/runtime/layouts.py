@@ -6,7 +6,7 @@ steps are separate so that the pipeline can run them on different threads.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,17 +21,23 @@ Timings = Dict[str, float]
 
 
 class EngineLayout:
-    """One graph from pixels to detections: the host only letterboxes, and slices the padded outputs."""
+    """One graph from pixels to detections: the host only letterboxes, and slices the padded outputs.
+
+    A batch-N bundle (``manifest.batch``) takes N frames a call: ``infer_batch`` runs up to N
+    prepared frames in one call (empty slots padded with a blank image whose image_size (0, 0)
+    gives no detections) and splits the outputs per frame; ``infer`` on one frame pads likewise."""
 
     engine_steps = ("engine",)
 
     def __init__(self, bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto", cuda: str = "auto"):
         self.engine = open_stage(bundle_dir, manifest, names.DETECTOR_STAGE, threads, device=device, cuda=cuda)
         self.letterbox = UInt8Letterbox(manifest.preprocess)
+        self.batch = int(manifest.batch)
         # Detector.__call__ resizes straight into the engine's own (page-locked) input buffer
-        # where the backend offers one, else into this reused array
+        # where the backend offers one (batch 1), else into this reused array
         input_array = getattr(self.engine, "input_array", None)
-        self.own_buffer: np.ndarray = input_array(names.IMAGE) if callable(input_array) else self.letterbox.new_buffer()
+        self.own_buffer: np.ndarray = input_array(names.IMAGE) if callable(input_array) and self.batch == 1 \
+            else self.letterbox.new_buffer()
 
     def preprocess(self, frame: np.ndarray, reuse_buffer: bool = False) -> Tuple[Dict[str, np.ndarray], Letterbox]:
         # the pipeline preprocesses the next frame while the engine runs this one: a fresh buffer
@@ -39,9 +45,35 @@ class EngineLayout:
         return {names.IMAGE: image, names.IMAGE_SIZE: image_size}, letterbox
 
     def infer(self, inputs: Dict[str, np.ndarray], letterbox: Letterbox) -> Tuple[Dict[str, np.ndarray], Timings]:
+        if self.batch > 1:
+            outputs, timings = self.infer_batch([(inputs, letterbox)])
+            return outputs[0], timings
         t0 = time.perf_counter()
         outputs = self.engine(inputs)
         return outputs, {"engine": time.perf_counter() - t0}
+
+    def infer_batch(self, items: Sequence[Tuple[Dict[str, np.ndarray], Letterbox]]
+                    ) -> Tuple[List[Dict[str, np.ndarray]], Timings]:
+        """Up to ``batch`` prepared frames in one engine call -> (per-frame outputs, for ``finish``;
+        seconds). Slots past the frames are blank images of image_size (0, 0): no detections."""
+        if not 1 <= len(items) <= self.batch:
+            raise EdgeFpnError(f"this bundle runs 1 to {self.batch} frames a call, not {len(items)}")
+        if self.batch == 1:
+            outputs, timings = self.infer(*items[0])
+            return [outputs], timings
+        image = np.zeros((self.batch,) + self.letterbox.input_size + (3,), dtype=np.uint8)
+        sizes = np.zeros((self.batch, 2), dtype=np.float32)
+        for slot, (inputs, _) in enumerate(items):
+            image[slot] = inputs[names.IMAGE][0]
+            sizes[slot] = inputs[names.IMAGE_SIZE].reshape(2)
+        t0 = time.perf_counter()
+        outputs = self.engine({names.IMAGE: image, names.IMAGE_SIZE: sizes})
+        seconds = time.perf_counter() - t0
+        split = [{names.BOXES: outputs[names.BOXES][slot], names.SCORES: outputs[names.SCORES][slot],
+                  names.LABELS: outputs[names.LABELS][slot],
+                  names.NUM_DETECTIONS: outputs[names.NUM_DETECTIONS].reshape(-1)[slot: slot + 1]}
+                 for slot in range(len(items))]
+        return split, {"engine": seconds}
 
     def engine_only(self, inputs: Dict[str, np.ndarray], letterbox: Letterbox) -> Callable[[], Timings]:
         """A call of the engine alone on prepared inputs (what `bench` compares the pipeline with)."""

@@ -50,7 +50,8 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequenc
 import numpy as np
 
 from .preprocess import FrameError, to_bgr
-from .sinks import Sink, abort_sinks, annotate, open_sinks
+from .scheduling import ENDED, SourceEnd, SourceSlots
+from .sinks import Sink, abort_sinks, annotate, apply_source_fps, open_sinks
 from .sources import END, OK, Source, open_source
 from .stats import PipelineStats, format_line, format_summary, stages_for
 
@@ -93,10 +94,11 @@ class Result:
     """One processed frame. ``frame`` is the BGR frame the detections refer to."""
 
     __slots__ = ("frame", "detections", "index", "timestamp", "source", "name", "timings", "latency",
-                 "done", "_annotated")
+                 "done", "source_index", "_annotated")
 
     def __init__(self, frame: np.ndarray, detections: Any, index: int, timestamp: float, source: str,
-                 name: str, timings: Dict[str, float], latency: float, done: float):
+                 name: str, timings: Dict[str, float], latency: float, done: float,
+                 source_index: Optional[int] = None):
         self.frame = frame
         self.detections = detections
         self.index = index  # the source's frame number
@@ -106,6 +108,8 @@ class Result:
         self.timings = timings  # seconds spent in each stage
         self.latency = latency  # capture -> detections, seconds
         self.done = done  # time.monotonic() when the detections were ready
+        # which of the pipeline's sources (0, 1, ... in the order given); None outside a pipeline
+        self.source_index = source_index
         self._annotated: Optional[np.ndarray] = None
 
     def annotated(self) -> np.ndarray:
@@ -124,16 +128,18 @@ class Result:
         return iter((self.frame, self.detections))
 
     def __repr__(self) -> str:
-        return f"Result(index={self.index}, detections={len(self.detections)}, latency={self.latency * 1000:.1f} ms)"
+        where = "" if self.source_index is None else f"source={self.source_index}, "
+        return f"Result({where}index={self.index}, detections={len(self.detections)}, latency={self.latency * 1000:.1f} ms)"
 
 
 class _Work:
     """A frame on its way through the stages."""
 
-    __slots__ = ("index", "frame", "timestamp", "name", "tensor", "letterbox", "outputs", "timings")
+    __slots__ = ("index", "frame", "timestamp", "name", "tensor", "letterbox", "outputs", "timings", "source")
 
-    def __init__(self, index: int, frame: Any, timestamp: float, name: str):
+    def __init__(self, index: int, frame: Any, timestamp: float, name: str, source: int = 0):
         self.index, self.frame, self.timestamp, self.name = index, frame, timestamp, name
+        self.source = source
         self.tensor: Any = None
         self.letterbox: Any = None
         self.outputs: Any = None
@@ -191,12 +197,28 @@ class _Channel:
             self._cond.notify_all()
 
 
+class _Feed:
+    """One source of a pipeline: its Source, whether the pipeline opened it, its tracker, counters."""
+
+    def __init__(self, index: int, source: Source, owned: bool, tracker: Any):
+        self.index = index
+        self.source = source
+        self.owned = owned
+        self.live = bool(source.live)
+        self.tracker = tracker
+        self.reconnects_seen = 0
+        self.uri = source.uri
+
+
 class Pipeline:
-    """Run a Detector on a source into sinks, pipelined; iterate it for Results, or ``run()`` it.
+    """Run a Detector on one or several sources into sinks, pipelined; iterate it for Results, or ``run()`` it.
 
     detector: a Detector (or a bundle directory). source: a URI/path (opened and closed by the
-    pipeline) or a Source (left open: its owner closes it).
-    sinks: sink strings or Sink objects. max_frames: stop after this many results.
+    pipeline) or a Source (left open: its owner closes it), or a list of them: several sources
+    share the one engine (see below).
+    sinks: sink strings or Sink objects; with several sources a string with ``{source}`` in it
+    gives one sink per source (``out_{source}.mp4``), a directory one folder per source.
+    max_frames: stop after this many results (over all sources).
     quiet: no periodic statistics line (every ``stats_interval`` s) and no end summary.
     on_result: called with each Result on the sink thread (keep it short).
     source_options: keyword options for ``open_source`` when ``source`` is a string.
@@ -209,6 +231,17 @@ class Pipeline:
     / fps for a file source (a video read faster or slower than real time). A frame the tracker
     refuses is counted as a bad frame and delivered untracked (IDs -1). A reconnecting live source
     resets the tracker (its IDs keep counting) unless ``reset_tracker_on_reconnect`` is False.
+    With several sources each source gets its own tracker (True or a TrackerConfig; a Tracker
+    object serves one source only).
+
+    Several sources: each keeps its own capture thread, newest-frame slot (live) or queue (file),
+    dropped and bad-frame counts (``stats.snapshot()["sources"]``) and tracker; Results carry
+    ``source_index``. A batch-1 engine serves the sources round-robin on their newest frames; a
+    batch-N engine (``detector.batch`` > 1) gets the newest frame of each source in one call,
+    waiting for a slow source at most ``batch_wait`` seconds (default: one frame interval of the
+    fastest source, else 0.03 s), empty slots padded. A source that ends or fails is reported
+    (warning, ``sources[i]["ended"]``/``["error"]``) and the others go on; the pipeline ends when all
+    have ended, and raises the first source's error only if every source failed.
     """
 
     def __init__(self, detector: Any, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
@@ -216,7 +249,8 @@ class Pipeline:
                  on_result: Optional[Callable[[Result], None]] = None,
                  source_options: Optional[Dict[str, Any]] = None, stats_window: int = 1000,
                  printer: Optional[Callable[[str], None]] = None, score_threshold: Optional[float] = None,
-                 tracker: Any = None, reset_tracker_on_reconnect: bool = True):
+                 tracker: Any = None, reset_tracker_on_reconnect: bool = True, batch_wait: Optional[float] = None):
+        from ..errors import EdgeFpnError
         if isinstance(detector, str):
             from .detector import Detector
             detector = Detector(detector)
@@ -224,45 +258,69 @@ class Pipeline:
         self.score_threshold = display_threshold(detector, score_threshold)
         self.max_frames = None if max_frames is None else int(max_frames)
         if self.max_frames is not None and self.max_frames < 1:
-            from ..errors import EdgeFpnError
             raise EdgeFpnError(f"max_frames must be at least 1, not {max_frames}")
-        self.tracker = _make_tracker(tracker)
+        specs = list(source) if isinstance(source, (list, tuple)) else [source]
+        check_source_list(specs)
+        self.multi = len(specs) > 1
+        if self.multi and tracker is not None and tracker is not False and tracker is not True:
+            from .tracking import TrackerConfig
+            if not isinstance(tracker, TrackerConfig):
+                raise EdgeFpnError("with several sources, give tracker=True or a TrackerConfig (each source gets "
+                                   "its own Tracker), not one Tracker object")
+        self.batch = int(getattr(detector, "batch", 1) or 1)
+        if batch_wait is not None and not batch_wait >= 0:
+            raise EdgeFpnError(f"batch_wait must be 0 or more seconds, not {batch_wait}")
         self.reset_tracker_on_reconnect = bool(reset_tracker_on_reconnect)
-        self._reconnects_seen = 0
         self.quiet = quiet
         self.stats_interval = float(stats_interval)
         self.printer = printer or _print_stderr
         self._callbacks: List[Callable[[Result], None]] = [on_result] if on_result else []
         self.stats = PipelineStats(stages_for(getattr(detector, "engine_steps", ("engine",))), window=stats_window,
                                    class_names=list(getattr(detector, "class_names", []) or []))
+        self.stats.set_source_count(len(specs))
         # sinks first: a bad sink path should fail before a camera is opened (opening a sink
         # creates no file: that waits for the first frame)
-        self.sinks: List[Sink] = open_sinks(list(sinks))
+        self.sinks: List[Sink] = open_sinks(list(sinks), sources=len(specs))
         self._failed = False  # a stage failed, or the consumer's block raised: sinks abort
-        self._owns_source = not isinstance(source, Source)
+        self.feeds: List[_Feed] = []
         try:
-            self.source: Source = open_source(source, **(source_options or {}))
+            for index, spec in enumerate(specs):
+                opened = open_source(spec, **(source_options or {}))
+                self.feeds.append(_Feed(index, opened, not isinstance(spec, Source), _make_tracker(tracker)))
         except BaseException:
+            for feed in self.feeds:
+                if feed.owned:
+                    feed.source.close()
             abort_sinks(self.sinks)
             raise
+        self.sources: List[Source] = [feed.source for feed in self.feeds]
+        self.source: Source = self.sources[0]
+        self._owns_source = self.feeds[0].owned
+        self.tracker = self.feeds[0].tracker
+        apply_source_fps(self.sinks, [s.fps for s in self.sources])
         for sink in self.sinks:
-            if getattr(sink, "fps", "absent") is None and self.source.fps:
-                sink.fps = self.source.fps  # type: ignore[attr-defined]
             if getattr(sink, "stats_provider", "absent") is None:
                 sink.stats_provider = self.stats.snapshot  # type: ignore[attr-defined]
-        self.live = bool(self.source.live)
-        self.stats.set_source(self.source.stats())
-        # live: one-frame slots up to inference, so that inference always starts on the newest
-        # frame (latency = frame age + preprocess + inference), at the price of preprocessing
+        self.live = any(feed.live for feed in self.feeds)
+        for feed in self.feeds:
+            self.stats.source_state(feed.index, feed.source.stats())
+        fps = [s.fps for s in self.sources if s.live and s.fps]
+        self.batch_wait = float(batch_wait) if batch_wait is not None else (1.0 / max(fps) if fps else 0.03)
+        # live: one-frame slots per source up to inference, so that inference always starts on the
+        # newest frame (latency = frame age + preprocess + inference), at the price of preprocessing
         # frames that a newer one then replaces; files: small blocking queues, nothing dropped
-        self._to_preprocess = _Channel(1, latest=self.live)
-        self._to_infer = _Channel(queue_size, latest=self.live)
-        self._to_post = _Channel(queue_size)
+        lives = [feed.live for feed in self.feeds]
+        self._to_preprocess = SourceSlots(lives, 1)
+        self._to_infer = SourceSlots(lives, queue_size)
+        self._to_post = _Channel(max(queue_size, self.batch))
         self._to_sinks = _Channel(queue_size)
         self._out = _Channel(queue_size)
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._threads: List[threading.Thread] = []
+        self._capturing = len(self.feeds)
+        self._capture_lock = threading.Lock()
+        self._source_errors: List[BaseException] = []
         self._error: Optional[BaseException] = None
         self._iterate = False
         self._started = False
@@ -283,7 +341,12 @@ class Pipeline:
         self._started = True
         self._iterate = iterate
         self.stats.started = time.monotonic()
-        stages = [("capture", self._capture, self._to_preprocess), ("preprocess", self._preprocess, self._to_infer),
+        for feed in self.feeds:
+            suffix = f" {feed.index}" if self.multi else ""
+            thread = threading.Thread(target=self._capture_guard, args=(feed,), name=f"edge-fpn capture{suffix}",
+                                      daemon=True)
+            self._threads.append(thread)
+        stages = [("preprocess", self._preprocess, self._to_infer),
                   ("inference", self._infer, self._to_post), ("postprocess", self._postprocess, self._to_sinks),
                   ("sinks", self._deliver, self._out)]
         for name, target, output in stages:
@@ -309,7 +372,7 @@ class Pipeline:
             self.close()
 
     def run(self) -> Dict[str, Any]:
-        """Process the whole source (or ``max_frames``) without iterating; returns the statistics."""
+        """Process the whole source(s) (or ``max_frames``) without iterating; returns the statistics."""
         self.start(iterate=False)
         try:
             while not self._finished.wait(0.1):
@@ -342,7 +405,7 @@ class Pipeline:
         return self._started and not self._finished.is_set()
 
     def close(self) -> None:
-        """Stop the threads, close the source (if this pipeline opened it) and flush/close the sinks.
+        """Stop the threads, close the sources (those this pipeline opened) and flush/close the sinks.
 
         After a failure the sinks are aborted instead: one that got no frame leaves no file behind."""
         if self._closed:
@@ -354,9 +417,10 @@ class Pipeline:
         self._finished.set()
         with self._latest_cond:
             self._latest_cond.notify_all()
-        if self._owns_source:
-            self.source.close()
-        self.stats.set_source(self.source.stats())
+        for feed in self.feeds:
+            if feed.owned:
+                feed.source.close()
+            self.stats.source_state(feed.index, feed.source.stats())
         self._close_sinks()
         if not self.quiet and self._started and not self._failed:  # a failure is said by its error alone
             self.printer(format_summary(self.stats.snapshot()))
@@ -375,14 +439,11 @@ class Pipeline:
     # ------------------------------------------------------------ stage threads
     _never = threading.Event()  # the consumer's get() waits for _END, not for the stop flag
 
-    def _guard(self, target: Callable[[_Channel], None], output: _Channel) -> None:
+    def _guard(self, target: Callable[[Any], None], output: Any) -> None:
         try:
             target(output)
         except BaseException as exc:  # noqa: B902 (re-raised in the consumer's thread)
-            if self._error is None:
-                self._error = exc
-            self._failed = True
-            self._stop.set()
+            self._fail(exc)
         finally:
             output.close()
             if output is self._out:
@@ -390,13 +451,49 @@ class Pipeline:
                 with self._latest_cond:
                     self._latest_cond.notify_all()
 
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._failed = True
+        self._stop.set()
+
     def _raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
-    def _capture(self, output: _Channel) -> None:
-        source, stop, live = self.source, self._stop, self.live
+    def _capture_guard(self, feed: _Feed) -> None:
+        """One source's capture thread. With several sources a failing source is reported and ends
+        alone; the pipeline fails only when every source failed (one source: its error is the
+        pipeline's, as always)."""
+        try:
+            self._capture(feed)
+        except BaseException as exc:  # noqa: B902
+            if not self.multi:
+                self._fail(exc)
+            else:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                logger.warning("source %d (%s) failed: %s; the other sources go on", feed.index, feed.uri, message)
+                self.stats.source_state(feed.index, error=message)
+                with self._capture_lock:
+                    self._source_errors.append(exc)
+                    if len(self._source_errors) == len(self.feeds):
+                        self._fail(self._source_errors[0])
+        finally:
+            self.stats.source_state(feed.index, feed.source.stats(), ended=True)
+            self._to_preprocess.close(feed.index)
+            if self.multi and not self._stop.is_set():
+                logger.warning("source %d (%s) ended; %s", feed.index, feed.uri,
+                               "the other sources go on" if self._others_running(feed) else "it was the last")
+
+    def _others_running(self, feed: _Feed) -> bool:
+        with self._capture_lock:
+            self._capturing -= 1
+            return self._capturing > 0
+
+    def _capture(self, feed: _Feed) -> None:
+        source, stop, live = feed.source, self._stop, feed.live
+        output = self._to_preprocess
         captured = 0
         while not stop.is_set():
             if not live and self.max_frames is not None and captured >= self.max_frames:
@@ -407,24 +504,27 @@ class Pipeline:
                 break
             if read.status != OK:
                 continue
-            work = _Work(read.index, read.frame, read.timestamp, read.name)
+            work = _Work(read.index, read.frame, read.timestamp, read.name, feed.index)
             if not live:
                 work.timings["capture"] = time.perf_counter() - started
-            replaced = output.put(work, stop)
+            replaced = output.put(feed.index, work, stop)
             if replaced < 0:
                 break
             if replaced:
-                self.stats.count("dropped", replaced)
+                self.stats.count_source(feed.index, "dropped", replaced)
             captured += 1
 
-    def _preprocess(self, output: _Channel) -> None:
+    def _preprocess(self, output: SourceSlots) -> None:
         import cv2
         detector, stop = self.detector, self._stop
         while True:
             work = self._to_preprocess.get(stop)
-            if work is _END:
+            if work is ENDED:
                 return
             if work is None:
+                continue
+            if isinstance(work, SourceEnd):
+                output.close(work.source)
                 continue
             started = time.perf_counter()
             try:
@@ -439,27 +539,31 @@ class Pipeline:
                 self._bad_frame(work, exc)
                 continue
             work.timings["preprocess"] = time.perf_counter() - started
-            replaced = output.put(work, stop)
+            replaced = output.put(work.source, work, stop)
             if replaced < 0:
                 return
             if replaced:
-                self.stats.count("dropped", replaced)
+                self.stats.count_source(work.source, "dropped", replaced)
 
     def _bad_frame(self, work: _Work, exc: BaseException) -> None:
-        self.stats.count("bad_frames")
+        self.stats.count_source(work.source, "bad_frames")
         if not self._bad_warned:
             self._bad_warned = True
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            logger.warning("frame %s cannot be used (%s); skipping it (further bad frames are only counted)",
-                           work.index, message)
+            where = f"frame {work.index} of source {work.source}" if self.multi else f"frame {work.index}"
+            logger.warning("%s cannot be used (%s); skipping it (further bad frames are only counted)",
+                           where, message)
 
     def _infer(self, output: _Channel) -> None:
+        if self.batch > 1:
+            self._infer_batches(output)
+            return
         detector, stop = self.detector, self._stop
         while True:
             work = self._to_infer.get(stop)
-            if work is _END:
+            if work is ENDED:
                 return
-            if work is None:
+            if work is None or isinstance(work, SourceEnd):
                 continue
             work.outputs, timings = detector.infer(work.tensor, work.letterbox)
             work.tensor = None
@@ -467,41 +571,61 @@ class Pipeline:
             if output.put(work, stop) < 0:
                 return
 
+    def _infer_batches(self, output: _Channel) -> None:
+        """The newest frame of each source in one engine call (more sources than the batch: several calls)."""
+        detector, stop, batch = self.detector, self._stop, self.batch
+        while True:
+            gathered = self._to_infer.get_batch(stop, self.batch_wait)
+            if gathered is ENDED:
+                return
+            if gathered is None or isinstance(gathered, SourceEnd):
+                continue
+            works = [work for work in gathered if work is not None]
+            for first in range(0, len(works), batch):
+                chunk = works[first: first + batch]
+                outputs, timings = detector.infer_batch([(w.tensor, w.letterbox) for w in chunk])
+                for work, item in zip(chunk, outputs):
+                    work.outputs = item
+                    work.tensor = None
+                    work.timings.update(timings)
+                    if output.put(work, stop) < 0:
+                        return
+
     def _postprocess(self, output: _Channel) -> None:
         detector, stop = self.detector, self._stop
-        source_uri = self.source.uri
         while True:
             work = self._to_post.get(stop)
             if work is _END:
                 return
             if work is None:
                 continue
+            feed = self.feeds[work.source]
             t0 = time.perf_counter()
             detections = detector.finish(work.outputs, work.letterbox)
             t1 = time.perf_counter()
-            if self.tracker is not None:
-                detections = self._track(work, detections)
+            if feed.tracker is not None:
+                detections = self._track(feed, work, detections)
                 work.timings["tracking"] = time.perf_counter() - t1
             detections = filter_scores(detections, self.score_threshold)
             work.timings["postprocess"] = time.perf_counter() - t0 - work.timings.get("tracking", 0.0)
             done = time.monotonic()
-            result = Result(work.frame, detections, work.index, work.timestamp, work.name or source_uri,
-                            work.name, work.timings, done - work.timestamp, done)
+            result = Result(work.frame, detections, work.index, work.timestamp, work.name or feed.uri,
+                            work.name, work.timings, done - work.timestamp, done, work.source)
             if output.put(result, stop) < 0:
                 return
 
-    def _track(self, work: _Work, detections: Any) -> Any:
-        """The tracker on one frame; a frame it refuses is a bad frame, delivered with IDs -1."""
-        tracker = self.tracker
-        reconnects = int(getattr(self.source, "reconnects", 0) or 0)
-        if reconnects != self._reconnects_seen:
-            self._reconnects_seen = reconnects
+    def _track(self, feed: _Feed, work: _Work, detections: Any) -> Any:
+        """The source's tracker on one frame; a frame it refuses is a bad frame, delivered with IDs -1."""
+        tracker, source = feed.tracker, feed.source
+        reconnects = int(getattr(source, "reconnects", 0) or 0)
+        if reconnects != feed.reconnects_seen:
+            feed.reconnects_seen = reconnects
             if self.reset_tracker_on_reconnect:
                 tracker.reset()
-        if self.live or not self.source.fps:
-            timestamp = work.timestamp if self.live else work.index / 30.0
+        if feed.live or not source.fps:
+            timestamp = work.timestamp if feed.live else work.index / 30.0
         else:
-            timestamp = work.index / float(self.source.fps)
+            timestamp = work.index / float(source.fps)
         try:
             return tracker.track(detections, timestamp)
         except Exception as exc:  # noqa: B902 (one bad frame never stops the pipeline)
@@ -524,8 +648,9 @@ class Pipeline:
             result.timings["sinks"] = time.perf_counter() - t0
             for name, seconds in result.timings.items():
                 stats.add_stage(name, seconds)
-            stats.add_result(result.latency, result.detections.names, now=result.done)
-            stats.set_source(self.source.stats())
+            index = result.source_index or 0
+            stats.add_result(result.latency, result.detections.names, now=result.done, source=index)
+            stats.source_state(index, self.sources[index].stats())
             with self._latest_cond:
                 self._latest = result
                 self._latest_cond.notify_all()
@@ -559,6 +684,41 @@ class Pipeline:
                 errors.append(exc)
         if errors and self._error is None:
             raise errors[0]
+
+
+def check_source_list(sources: Sequence[Any]) -> None:
+    """At least one source, and no URI twice (two captures of one camera fight over it)."""
+    from ..errors import EdgeFpnError
+    if not sources:
+        raise EdgeFpnError("no source given; give at least one image, directory, video file or camera URI")
+    seen: Dict[str, int] = {}
+    for index, source in enumerate(sources):
+        key = source if isinstance(source, str) else None
+        if key is None:
+            continue
+        if key in seen:
+            raise EdgeFpnError(f"source {key!r} is given twice (sources {seen[key]} and {index}); give each source once")
+        seen[key] = index
+
+
+def read_source_list(path: str) -> List[str]:
+    """The URIs of a text file, one a line (Ultralytics' ``.streams``); blank lines and ``#`` comments skipped."""
+    from ..errors import EdgeFpnError
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise EdgeFpnError(f"cannot read the source list {path!r} ({exc.strerror}); check the path") from None
+    uris = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not uris:
+        raise EdgeFpnError(f"the source list {path!r} names no source; write one URI a line")
+    return uris
+
+
+def is_source_list(path: Any) -> bool:
+    """A ``.streams`` or ``.txt`` file: a list of sources, one a line."""
+    import os
+    return isinstance(path, str) and path.lower().endswith((".streams", ".txt")) and os.path.isfile(path)
 
 
 def _make_tracker(tracker: Any) -> Any:

@@ -149,6 +149,9 @@ class JsonlSink(Sink):
         if self._file is None:
             self._open()
         record = {"frame": int(result.index), "source": result.source, "detections": result.detections.to_list()}
+        source_index = getattr(result, "source_index", None)
+        if source_index is not None:  # a pipeline's result: which of its sources (0, 1, ...)
+            record["source_index"] = int(source_index)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         self.count += 1
@@ -235,12 +238,13 @@ class ImageDirSink(Sink):
 
     The directory is created at the first frame (or at ``close()`` if none came)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, check_parent: bool = True):
         directory = path.rstrip("/\\") or path
-        _check_parent(directory, path)
+        if check_parent:  # False: a per-source folder inside a checked directory that may not exist yet
+            _check_parent(directory, path)
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise EdgeFpnError(f"sink {path!r} is a file, not a directory; give a directory for annotated images")
-        if not os.access(directory if os.path.isdir(directory) else os.path.dirname(os.path.abspath(directory)), os.W_OK):
+        if check_parent and not os.access(directory if os.path.isdir(directory) else os.path.dirname(os.path.abspath(directory)), os.W_OK):
             raise EdgeFpnError(f"cannot write into {directory!r} (permission denied); choose a writable directory")
         self.name = directory
         self.count = 0
@@ -377,13 +381,106 @@ def open_sink(spec: Any, fps: Optional[float] = None) -> Sink:
     raise EdgeFpnError(f"cannot tell what kind of sink {spec!r} is from its extension {ext!r}; use out.jsonl, out.mp4/.avi, a directory, display://0 or http://HOST:PORT")
 
 
-def open_sinks(specs: Sequence[Any], fps: Optional[float] = None) -> List[Sink]:
+SOURCE_PLACEHOLDER = "{source}"
+
+
+class PerSourceSink(Sink):
+    """One sink per source of a multi-source pipeline: each result goes to its source's sink
+    (``result.source_index``). Made by ``open_sinks`` from ``out_{source}.mp4`` (the placeholder
+    becomes the source's index), a directory (one folder per source: ``dir/0``, ``dir/1``, ...) or
+    ``display://N`` (one window per source)."""
+
+    def __init__(self, spec: str, sinks: Sequence[Sink]):
+        self.name = spec
+        self.sinks = list(sinks)
+
+    def prepare(self) -> None:
+        for sink in self.sinks:
+            prepare = getattr(sink, "prepare", None)
+            if prepare is not None:
+                prepare()
+
+    def write(self, result: Any) -> None:
+        sink = self.sinks[getattr(result, "source_index", None) or 0]
+        sink.write(result)
+        if sink.stop_requested:
+            self.stop_requested = True
+
+    def close(self) -> None:
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # close them all; report the first problem
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def abort(self) -> None:
+        abort_sinks(self.sinks)
+
+    def describe(self) -> str:
+        return ", ".join(sink.describe() for sink in self.sinks)
+
+
+def per_source_specs(spec: Any, sources: int) -> Optional[List[str]]:
+    """The per-source sink strings `spec` stands for with several sources, or None for one sink
+    over all sources (JSON lines without a placeholder: records carry ``source_index``; the web
+    viewer shows every source). A video file without the placeholder is refused: one video
+    cannot hold several cameras."""
+    if sources <= 1 or not isinstance(spec, str):
+        return None
+    if SOURCE_PLACEHOLDER in spec:
+        return [spec.replace(SOURCE_PLACEHOLDER, str(index)) for index in range(sources)]
+    lowered = spec.lower()
+    if lowered.startswith("display://"):
+        base = spec[len("display://"):] or "0"
+        return [f"display://{int(base) + index}" if base.isdigit() else spec for index in range(sources)]
+    kind, path = sink_path(spec)
+    if kind == "dir" and path:
+        return [os.path.join(path, str(index)) + os.sep for index in range(sources)]
+    if kind == "file" and os.path.splitext(spec)[1].lower() in VIDEO_FOURCC:
+        stem, ext = os.path.splitext(spec)
+        raise EdgeFpnError(f"sink {spec!r} would mix {sources} sources in one video; put {SOURCE_PLACEHOLDER} in "
+                           f"its name for one video per source, e.g. {stem}_{SOURCE_PLACEHOLDER}{ext}")
+    return None
+
+
+def apply_source_fps(sinks: Sequence[Any], fps: Sequence[Optional[float]]) -> None:
+    """Give each video sink that has no frame rate its source's (the first source's for a shared sink)."""
+    for sink in sinks:
+        parts = sink.sinks if isinstance(sink, PerSourceSink) else [sink]
+        for index, part in enumerate(parts):
+            rate = fps[index] if isinstance(sink, PerSourceSink) and index < len(fps) else (fps[0] if fps else None)
+            if getattr(part, "fps", "absent") is None and rate:
+                part.fps = rate
+
+
+def open_sinks(specs: Sequence[Any], fps: Optional[float] = None, sources: int = 1) -> List[Sink]:
     """Open all sinks and create their files, aborting those already open if one fails (nothing is
-    left on disk): `a.jsonl a.mp4 /proc/x.jsonl` fails here, before a.jsonl gets a line."""
+    left on disk): `a.jsonl a.mp4 /proc/x.jsonl` fails here, before a.jsonl gets a line.
+
+    sources: how many sources the pipeline has; with several, a spec may stand for one sink per
+    source (``per_source_specs``)."""
     sinks: List[Sink] = []
     try:
         for spec in specs:
-            sinks.append(open_sink(spec, fps=fps))
+            parts = per_source_specs(spec, sources)
+            if parts is None:
+                sinks.append(open_sink(spec, fps=fps))
+                continue
+            opened: List[Sink] = []
+            try:
+                base_kind, base = sink_path(spec)
+                if base_kind == "dir" and SOURCE_PLACEHOLDER not in spec:  # one folder per source inside it
+                    ImageDirSink(spec)  # checks the directory itself (creates nothing)
+                    opened.extend(ImageDirSink(part, check_parent=False) for part in parts)
+                for part in parts[len(opened):]:
+                    opened.append(open_sink(part, fps=fps))
+            except BaseException:
+                abort_sinks(opened)
+                raise
+            sinks.append(PerSourceSink(spec, opened))
         for sink in sinks:
             prepare = getattr(sink, "prepare", None)
             if prepare is not None:

@@ -33,6 +33,41 @@ def _summary(values: Iterable[float]) -> Dict[str, float]:
             "count": int(data.size)}
 
 
+class SourceStats:
+    """One source's share of a pipeline: results, frame age (capture -> result), FPS, drops, bad
+    frames, and the source's own counters; the pipeline's lock guards it."""
+
+    def __init__(self, index: int, window: int):
+        self.index = index
+        self.frames = 0
+        self.dropped = 0  # frames replaced in the pipeline's newest-frame slots for this source
+        self.bad_frames = 0
+        self.error = ""  # why the source stopped, if it failed
+        self.ended = False
+        self.source: Dict[str, Any] = {}
+        self._age: Deque[float] = collections.deque(maxlen=window)
+        self._done: Deque[float] = collections.deque(maxlen=window)
+
+    def add(self, age: float, now: float) -> None:
+        self.frames += 1
+        self._age.append(age)
+        self._done.append(now)
+
+    def snapshot(self, total: int) -> Dict[str, Any]:
+        done = self._done
+        fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) >= 2 and done[-1] > done[0] else 0.0
+        recent = [t for t in done if done and t >= done[-1] - 3.0]
+        fps_recent = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else fps
+        source_dropped = int(self.source.get("dropped", 0))
+        return {"index": self.index, "uri": self.source.get("uri", ""), "frames": self.frames,
+                "share": round(self.frames / total, 4) if total else 0.0,
+                "fps": round(fps, 3), "fps_recent": round(fps_recent, 3),
+                "age": _summary(self._age), "dropped": self.dropped + source_dropped,
+                "dropped_pipeline": self.dropped, "dropped_source": source_dropped,
+                "bad_frames": self.bad_frames, "ended": self.ended, "error": self.error,
+                "source": dict(self.source)}
+
+
 class PipelineStats:
     def __init__(self, stages: Sequence[str] = STAGES, window: int = 1000, class_names: Optional[List[str]] = None):
         self._lock = threading.Lock()
@@ -53,13 +88,39 @@ class PipelineStats:
         self._last_frame_classes: Dict[str, int] = {}
         self.source: Dict[str, Any] = {}
         self.extra: Dict[str, Any] = {}
+        self.sources: List[SourceStats] = [SourceStats(0, self.window)]
 
     # ------------------------------------------------------------ recording
     def add_stage(self, name: str, seconds: float) -> None:
         with self._lock:
             self._stages.setdefault(name, collections.deque(maxlen=self.window)).append(seconds)
 
-    def add_result(self, latency: float, names: Sequence[str], now: Optional[float] = None) -> None:
+    def set_source_count(self, count: int) -> None:
+        with self._lock:
+            self.sources = [SourceStats(index, self.window) for index in range(max(1, int(count)))]
+
+    def count_source(self, source: int, field: str, amount: int = 1) -> None:
+        """A per-source counter ("dropped", "bad_frames") and the pipeline's total."""
+        with self._lock:
+            setattr(self, field, getattr(self, field) + amount)
+            entry = self.sources[source]
+            setattr(entry, field, getattr(entry, field) + amount)
+
+    def source_state(self, source: int, info: Optional[Dict[str, Any]] = None, ended: Optional[bool] = None,
+                     error: Optional[str] = None) -> None:
+        with self._lock:
+            entry = self.sources[source]
+            if info is not None:
+                entry.source = dict(info)
+                if source == 0:
+                    self.source = dict(info)
+            if ended is not None:
+                entry.ended = ended
+            if error is not None:
+                entry.error = error
+
+    def add_result(self, latency: float, names: Sequence[str], now: Optional[float] = None,
+                   source: int = 0) -> None:
         now = time.monotonic() if now is None else now
         counts: Dict[str, int] = {}
         for name in names:
@@ -71,6 +132,7 @@ class PipelineStats:
             self.last_result = now
             self._latency.append(latency)
             self._done_times.append(now)
+            self.sources[source].add(latency, now)
             self.detections += len(names)
             for name, count in counts.items():
                 self._per_class[name] = self._per_class.get(name, 0) + count
@@ -83,6 +145,7 @@ class PipelineStats:
     def set_source(self, info: Dict[str, Any]) -> None:
         with self._lock:
             self.source = dict(info)
+            self.sources[0].source = dict(info)
 
     # ------------------------------------------------------------ reading
     def fps(self, recent: Optional[float] = None) -> float:
@@ -105,7 +168,7 @@ class PipelineStats:
     def snapshot(self) -> Dict[str, Any]:
         """A JSON-serializable view of everything (what the web viewer and `bench --json` show)."""
         with self._lock:
-            source_dropped = int(self.source.get("dropped", 0))
+            source_dropped = sum(int(entry.source.get("dropped", 0)) for entry in self.sources)
             return {
                 "frames": self.frames,
                 "fps": round(self._fps(None), 3),
@@ -122,6 +185,7 @@ class PipelineStats:
                 "latency": _summary(self._latency),
                 "stages": {name: _summary(values) for name, values in self._stages.items()},
                 "source": dict(self.source),
+                "sources": [entry.snapshot(self.frames) for entry in self.sources],
                 **self.extra,
             }
 
@@ -144,6 +208,9 @@ def format_summary(snap: Dict[str, Any]) -> str:
         lines.append(f"  {source['skipped']} unreadable image(s) skipped")
     if source.get("reconnects"):
         lines.append(f"  source reconnected {source['reconnects']} time(s)")
+    sources = snap.get("sources") or []
+    if len(sources) > 1:
+        lines.append(format_sources(sources))
     lines.append(f"  {'stage':<12} {'median ms':>10} {'p95 ms':>10}")
     for name, info in snap["stages"].items():
         if info["count"]:
@@ -152,4 +219,17 @@ def format_summary(snap: Dict[str, Any]) -> str:
     lines.append(f"  {'end-to-end':<12} {lat['median_ms']:>10.2f} {lat['p95_ms']:>10.2f}   (capture -> detections)")
     if snap["detections_per_class"]:
         lines.append("  detections per class: " + ", ".join(f"{k} {v}" for k, v in snap["detections_per_class"].items()))
+    return "\n".join(lines)
+
+
+def format_sources(sources: Sequence[Dict[str, Any]]) -> str:
+    """Per-source lines: results, share, FPS, frame age (capture -> result), drops, and how it ended."""
+    lines = [f"  {'source':<32} {'frames':>7} {'share':>6} {'fps':>7} {'age ms p50/p95':>15} {'dropped':>8} {'bad':>5}"]
+    for item in sources:
+        uri = str(item.get("uri", ""))
+        name = f"{item['index']} {uri if len(uri) <= 28 else '...' + uri[-25:]}"
+        state = f"  failed: {item['error']}" if item.get("error") else ""
+        lines.append(f"  {name:<32} {item['frames']:>7} {item['share'] * 100:>5.1f}% {item['fps']:>7.2f} "
+                     f"{item['age']['median_ms']:>7.0f}/{item['age']['p95_ms']:<7.0f} {item['dropped']:>8} "
+                     f"{item['bad_frames']:>5}{state}")
     return "\n".join(lines)

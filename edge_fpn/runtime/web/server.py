@@ -3,10 +3,13 @@
 Served by the standard library's ``http.server`` on a daemon thread, bound to 127.0.0.1 unless a
 host is given (``http://0.0.0.0:8080`` serves the whole network: what a headless robot wants).
 
-    /              the viewer page (index.html beside this file)
-    /stream.mjpg   multipart/x-mixed-replace JPEG stream
-    /snapshot.jpg  the newest annotated frame
-    /stats.json    the pipeline's statistics (FPS, per-stage latency, drops, detections per class)
+    /              the viewer page (index.html beside this file): every source of the pipeline,
+                   with per-source FPS, frame age, drops
+    /stream.mjpg   multipart/x-mixed-replace JPEG stream (``?source=N``: source N only; without
+                   it, the newest frame of any source)
+    /snapshot.jpg  the newest annotated frame (``?source=N`` as above)
+    /stats.json    the pipeline's statistics (FPS, per-stage latency, drops, detections per class,
+                   and per source under "sources")
 
 JPEG encoding happens in the HTTP threads, at most once per frame and only while someone
 watches, so an unwatched viewer costs the pipeline nothing but keeping a reference.
@@ -47,6 +50,9 @@ class WebViewerSink(Sink):
         self._result: Any = None
         self._seq = 0
         self._jpeg: Tuple[int, bytes] = (0, b"")
+        # per source index: the newest result, its sequence number, its JPEG
+        self._by_source: Dict[int, Tuple[int, Any]] = {}
+        self._jpeg_by_source: Dict[int, Tuple[int, bytes]] = {}
         self._closed = False
         self.clients = 0
         self.frames_sent = 0
@@ -73,6 +79,7 @@ class WebViewerSink(Sink):
         with self._cond:
             self._result = result
             self._seq += 1
+            self._by_source[getattr(result, "source_index", None) or 0] = (self._seq, result)
             self.frames_written += 1
             self._cond.notify_all()
 
@@ -90,15 +97,23 @@ class WebViewerSink(Sink):
         return f"{self.url} ({self.frames_sent} frames sent)"
 
     # ------------------------------------------------------------ HTTP side
-    def next_jpeg(self, after: int, timeout: float) -> Optional[Tuple[int, bytes]]:
-        """The JPEG of the newest frame newer than `after` (waiting up to `timeout`), or None."""
+    def _newest(self, source: Optional[int]) -> Tuple[int, Any]:
+        if source is None:
+            return self._seq, self._result
+        return self._by_source.get(source, (0, None))
+
+    def next_jpeg(self, after: int, timeout: float, source: Optional[int] = None) -> Optional[Tuple[int, bytes]]:
+        """The JPEG of the newest frame (of `source`, or of any source) newer than `after`
+        (waiting up to `timeout`), or None."""
         import cv2
         with self._cond:
-            self._cond.wait_for(lambda: (self._seq > after and self._result is not None) or self._closed, timeout)
-            if self._closed or self._seq <= after or self._result is None:
+            self._cond.wait_for(lambda: (self._newest(source)[0] > after and self._newest(source)[1] is not None)
+                                or self._closed, timeout)
+            seq, result = self._newest(source)
+            if self._closed or seq <= after or result is None:
                 return None
-            seq, result = self._seq, self._result
-            cached_seq, cached = self._jpeg
+            cache = self._jpeg if source is None else self._jpeg_by_source.get(source, (0, b""))
+            cached_seq, cached = cache
         if cached_seq == seq:
             return seq, cached
         ok, encoded = cv2.imencode(".jpg", result.annotated(), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
@@ -106,8 +121,10 @@ class WebViewerSink(Sink):
             return None
         data = encoded.tobytes()
         with self._cond:
-            if seq > self._jpeg[0]:
+            if source is None and seq > self._jpeg[0]:
                 self._jpeg = (seq, data)
+            elif source is not None and seq > self._jpeg_by_source.get(source, (0, b""))[0]:
+                self._jpeg_by_source[source] = (seq, data)
         return seq, data
 
     @property
@@ -142,7 +159,8 @@ def _handler(sink: WebViewerSink) -> Any:
             self.wfile.write(body)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
+            source = _source_of(query)
             try:
                 if path in ("/", "/index.html"):
                     with open(PAGE, "rb") as f:
@@ -150,19 +168,19 @@ def _handler(sink: WebViewerSink) -> Any:
                 elif path == "/stats.json":
                     self._send(200, json.dumps(sink.stats()).encode(), "application/json")
                 elif path == "/snapshot.jpg":
-                    frame = sink.next_jpeg(-1, 5.0)
+                    frame = sink.next_jpeg(-1, 5.0, source)
                     if frame is None:
                         self._send(503, b"no frame yet\n", "text/plain")
                     else:
                         self._send(200, frame[1], "image/jpeg")
                 elif path == "/stream.mjpg":
-                    self._stream()
+                    self._stream(source)
                 else:
                     self._send(404, b"not found\n", "text/plain")
             except (BrokenPipeError, ConnectionResetError, socket.timeout):
                 pass
 
-        def _stream(self) -> None:
+        def _stream(self, source: Optional[int]) -> None:
             self.send_response(200)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             self.send_header("Cache-Control", "no-store")
@@ -172,7 +190,7 @@ def _handler(sink: WebViewerSink) -> Any:
             try:
                 seq = 0
                 while not sink.closed:
-                    frame = sink.next_jpeg(seq, 1.0)
+                    frame = sink.next_jpeg(seq, 1.0, source)
                     if frame is None:
                         continue
                     seq, data = frame
@@ -185,3 +203,10 @@ def _handler(sink: WebViewerSink) -> Any:
                 sink._client(-1)
 
     return Handler
+
+
+def _source_of(query: str) -> Optional[int]:
+    """``source=N`` in a query string -> N (None when absent or not a number)."""
+    from urllib.parse import parse_qs
+    values = parse_qs(query).get("source")
+    return int(values[0]) if values and values[0].isdigit() else None
