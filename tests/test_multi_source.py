@@ -20,7 +20,7 @@ import pytest
 from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime.pipeline import Pipeline
 from edge_fpn.runtime.scheduling import ENDED, SourceEnd, SourceSlots
-from edge_fpn.runtime.sources import END, OK, FrameRead, Source
+from edge_fpn.runtime.sources import OK, FrameRead, Source
 
 from test_pipeline import ListSource, fast_detector
 
