@@ -44,6 +44,8 @@ def test_stage_outputs_match_torch_modules(bundle_factory, arch):
             enumerate(zip(["features", "objectness", "deltas"] * (len(ref1) // 3), ref1))}
     ours1 = OnnxRuntimeBackend(os.path.join(bundle, "stage1.onnx"))({"images": images.numpy()})
     assert set(ours1) <= set(ref1) and len(ours1) >= 3
+    # float32 in another kernel order: measured <= 8e-5 (ResNet-50), <= 6e-6 (MobileNet); a wrong
+    # weight, op or layout moves outputs by far more than 1e-4
     for name, value in ours1.items():
         assert value.shape == ref1[name].shape, name
         assert _relative_error(value, ref1[name]) <= 1e-4, name
@@ -61,7 +63,7 @@ def test_stage_outputs_match_torch_modules(bundle_factory, arch):
         dict({"proposals": proposals}, **{f"features_{i}": ref1[f"features_{i}"] for i in pooled}))
     for name, ref in zip(["class_logits", "box_regression"], ref2):
         assert ours2[name].shape == tuple(ref.shape)
-        assert _relative_error(ours2[name], ref.numpy()) <= 1e-4, name
+        assert _relative_error(ours2[name], ref.numpy()) <= 1e-4, name  # measured <= 6e-7
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -83,7 +85,7 @@ def test_postprocessing_matches_torchvision(bundle_factory, arch, image_size):
         ref_boxes, ref_scores = model.rpn.filter_proposals(decoded, flat_obj, [image_size], counts)
     ours_boxes, ours_scores = ProposalPostprocessor(manifest.levels, manifest.rpn)(
         [o[0].numpy() for o in objectness], [d[0].numpy() for d in deltas], image_size)
-    assert len(ref_boxes[0]) > 20
+    assert len(ref_boxes[0]) > 20  # 150 (MobileNet) or 1000 proposals: the comparison is not of a few
     assert_same_sequence(ref_boxes[0].numpy(), ref_scores[0].numpy(), ours_boxes, ours_scores)
 
     with torch.no_grad():
@@ -92,7 +94,7 @@ def test_postprocessing_matches_torchvision(bundle_factory, arch, image_size):
         class_logits, box_regression = model.roi_heads.box_predictor(model.roi_heads.box_head(pooled))
         boxes, scores, labels = model.roi_heads.postprocess_detections(class_logits, box_regression, ref_boxes, [image_size])
     ours = DetectionPostprocessor(manifest.roi)(class_logits.numpy(), box_regression.numpy(), ref_boxes[0].numpy(), image_size)
-    assert len(scores[0]) > 5
+    assert len(scores[0]) > 5  # 100 detections here: not a comparison of a few
     assert_same_sequence(boxes[0].numpy(), scores[0].numpy(), ours.boxes, ours.scores)
     order_ok = [np.any((np.abs(ours.scores - s) <= 1e-5) & (ours.labels == l)) for s, l in zip(scores[0].numpy(), labels[0].numpy())]
     assert all(order_ok)
@@ -117,7 +119,7 @@ def test_detector_matches_torchvision_on_engine_sized_images(bundle_factory, arc
         ref = _torchvision_detect(model, image)
         d = detector(image)
         ours = (d.boxes, d.scores, d.labels)
-        assert (ref[1] >= 0.05).sum() >= 10
+        assert (ref[1] >= 0.05).sum() >= 10  # 100 here: the shares below are not of a few detections
         assert matched_share(ref, ours, 0.05) == 1.0
         assert matched_share(ours, ref, 0.05) == 1.0
         assert d.names == [detector.class_names[i] for i in d.labels]
@@ -139,7 +141,9 @@ def test_detector_matches_torchvision_on_other_aspect_ratios(bundle_factory, arc
     finally:
         model.transform.size_divisible = divisible
     d = detector(image)
-    assert (ref[1] >= 0.3).sum() >= 5
+    assert (ref[1] >= 0.3).sum() >= 5  # 100 here: the shares below are not of a few detections
     assert d.boxes[:, 2].max() <= frame_size[1] + 1e-3 and d.boxes[:, 3].max() <= frame_size[0] + 1e-3
+    # measured 1.0 both ways for all six; 0.98 lets two of 100 fall to a resize rounding or an IoU
+    # tie on another machine, while a wrong scale or padding back to the frame loses most of them
     assert matched_share(ref, (d.boxes, d.scores, d.labels), 0.3) >= 0.98
     assert matched_share((d.boxes, d.scores, d.labels), ref, 0.3) >= 0.98

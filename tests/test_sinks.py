@@ -29,6 +29,7 @@ def test_annotate_draws_boxes_on_a_copy():
     image = annotate(result.frame, result.detections)
     assert result.frame.max() == 40  # the frame itself is untouched
     edge = image[50, 9:12].astype(int)  # the box's left edge (anti-aliased)
+    # one of the 3 edge pixels within 40 of the class colour (anti-aliasing blends the others with the gray)
     assert (np.abs(edge - np.array(label_color(1))).max(axis=1) < 40).any()
     assert tuple(image[100, 150]) == (40, 40, 40)  # outside
     assert result.annotated() is result.annotated()  # drawn once per result, shared by the sinks

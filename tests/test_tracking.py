@@ -126,6 +126,7 @@ def test_timestamps_drive_the_motion_model():
         ids.append(int(tracker.update(np.array([_box(50 + 300 * t, 200)]), np.array([0.9]), None, t)[0]))
         t += float(rng.choice([1 / 30, 2 / 30, 4 / 30]))
     assert set(ids) == {1}
+    # measured 300.0; 5% is room for the filter's settling, a velocity per frame (10-20 here) is far off
     assert tracker.tracks()["velocities"][0][0] == pytest.approx(300, rel=0.05)
 
 
@@ -207,7 +208,7 @@ def test_a_thousand_detections_in_one_frame():
     assert ids.shape == (1000,)
     taking_part = np.argsort(-scores)[:300]
     confident = taking_part[scores[taking_part] >= tracker.config.new_track_threshold]
-    assert (ids[confident] > 0).mean() > 0.9
+    assert (ids[confident] > 0).mean() > 0.9  # measured: all 300 of them
     outside = np.setdiff1d(np.arange(1000), taking_part)
     assert (ids[outside] == -1).all()
     assert len(set(ids[ids > 0].tolist())) == int((ids > 0).sum())  # one ID, one detection
@@ -395,6 +396,7 @@ def test_pipeline_tracks_in_frame_order_and_survives_a_tracker_error(tmp_path):
     assert [r.index for r in results] == list(range(40))
     assert stats["bad_frames"] == 1 and "tracking" in stats["stages"]
     assert (results[20].detections.track_ids == -1).all()
+    # the failed frame does not end tracking: 10 frames later at least half the detections have IDs
     assert (results[30].detections.track_ids > 0).mean() >= 0.5
     assert set(results[30].detections.track_ids.tolist()) - {-1} <= set(results[29].detections.track_ids.tolist())
     lines = [json.loads(line) for line in open(sink)]
