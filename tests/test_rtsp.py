@@ -58,7 +58,7 @@ class RtspServer:
         self.script, self.port, self.process = script, port, None
 
     def start(self):
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 15  # bounds a hang only
         while True:  # the port may still be held for a moment after a stop
             self.process = subprocess.Popen([SYSTEM_PYTHON, self.script, str(self.port)], stdout=subprocess.PIPE,
                                             stderr=subprocess.DEVNULL, text=True)
@@ -102,6 +102,7 @@ def server(tmp_path):
 
 
 def _wait(predicate, timeout):
+    """Wait for an event (polled); the timeout bounds a hang only."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -139,7 +140,7 @@ def test_rtsp_through_gst_launch(server):
     source = open_source(server.url, backend="gst-launch", open_timeout=15)
     try:
         reads = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 20  # waits for 5 frames; the deadline bounds a hang only
         while len(reads) < 5 and time.monotonic() < deadline:
             read = source.read(timeout=1.0)
             if read.ok:

@@ -41,7 +41,9 @@ def test_robot_embed_sample(shapes_bundle):
     assert done.returncode == 0, done.stderr
     steps = re.findall(r"^step \d+: (.*)$", done.stdout, re.MULTILINE)
     assert len(steps) == 8
-    assert any(s.startswith("turn ") for s in steps)  # it saw detections and steered
+    # it saw detections and steered: the first results come well within the 2 s of 8 steps at 4 Hz
+    # (a bound on a stall, not a speed goal: a stalled detector only holds)
+    assert any(s.startswith("turn ") for s in steps)
     # it locks on one object by its track ID, and keeps it: once locked, the same ID to the end
     # (the synthetic scene's objects stay in view for these 2 s)
     locked = [m.group(1) for m in (re.search(r"towards #(\d+) ", s) for s in steps) if m]
