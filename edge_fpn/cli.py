@@ -92,6 +92,34 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_tracking(args: argparse.Namespace) -> int:
+    """`eval --track`: the bundle's detections on the synthetic tracking sequences (crossing,
+    occlusion, objects leaving, fast objects), tracked, scored by py-motmetrics (MOTA, IDF1, ID
+    switches) at 30 FPS and at every third frame, beside the reference ByteTrack where installed."""
+    import importlib.util
+    import json
+
+    from .bundle import load_manifest
+    from .evaluate import classes_match_synthetic
+    from .tracking_eval import evaluate_bundle_tracking
+
+    if args.coco or args.images or args.reference:
+        raise EdgeFpnError("eval --track scores the synthetic tracking sequences only; drop --coco, --images and --reference")
+    if not classes_match_synthetic(load_manifest(args.bundle).class_names):
+        raise EdgeFpnError(f"eval --track needs a bundle of the synthetic scenes' classes (the shapes model); "
+                           f"{args.bundle!r} has others")
+    if importlib.util.find_spec("motmetrics") is None:
+        raise EdgeFpnError("eval --track scores with py-motmetrics: pip install motmetrics")
+    reference = importlib.util.find_spec("cjm_byte_track") is not None
+    if not reference and not args.json:
+        print("note: the reference ByteTrack (pip install cjm-byte-track) is not installed: edge-fpn's tracker only")
+    report = evaluate_bundle_tracking(args.bundle, frames=args.synthetic or 150, device=args.device,
+                                      reference=reference, progress=None if args.json else print)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     import json
 
@@ -100,6 +128,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.synthetic is not None and args.synthetic < 1:  # before the bundle loads: a typo fails at once
         raise EdgeFpnError(f"--synthetic N must be at least 1, not {args.synthetic}")
+    if args.track:
+        return _eval_tracking(args)
     detect, class_names, input_size = bundle_detect_fn(args.bundle, device=args.device)
     model = None
     if args.reference:  # loaded before any evaluation: a wrong reference fails at once
@@ -252,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coco", metavar="ANNOTATIONS.json", help="COCO annotation file")
     p.add_argument("--images", metavar="DIR", help="directory of the images the annotations name")
     p.add_argument("--reference", metavar="CKPT_OR_MODEL", help="also evaluate the PyTorch model: 'shapes' or a checkpoint of the bundle's architecture")
+    p.add_argument("--track", action="store_true",
+                   help="tracking metrics instead of AP: MOTA, IDF1 and ID switches of the bundle's detections, "
+                        "tracked, on the synthetic sequences (--synthetic N frames each, default 150)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_device_argument(p)
     p.set_defaults(func=_eval)
