@@ -300,3 +300,34 @@ def test_detect_without_a_source_names_only_the_source(tiny_bundle, capsys):
     assert main(["detect", tiny_bundle]) == 2
     err = _one_line_error(capsys, "detect")
     assert "needs a source" in err and "required: source, sinks" not in err
+
+
+# ------------------------------------------------------ inputs that look odd but are valid still work
+
+def test_grayscale_rgba_and_16_bit_images_give_the_detections_of_the_color_image(shapes_bundle, tmp_path, capsys):
+    import json
+
+    import cv2
+    from edge_fpn.runtime.synthetic import make_scene
+
+    bundle = shapes_bundle("engine")[1]
+    image = make_scene(1000, 3, 320, 240)[0]
+    gray = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)  # what a gray file decodes to
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_color.png"), image)
+    cv2.imwrite(str(folder / "b_rgba.png"), cv2.cvtColor(image, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(folder / "c_16bit.png"), image.astype(np.uint16) * 257)  # 16 bits a channel, same picture
+    cv2.imwrite(str(folder / "d_gray.png"), gray[:, :, 0])
+    cv2.imwrite(str(folder / "e_gray_as_color.png"), gray)
+    out = tmp_path / "out.jsonl"
+    assert main(["detect", bundle, str(folder), str(out), "--quiet", "--score-threshold", "0.3"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 5  # none skipped as unreadable
+
+    def boxes(record):
+        return sorted((d["label"], tuple(round(v, 1) for v in d["box"])) for d in record["detections"])
+
+    color, rgba, sixteen, gray_file, gray_color = (boxes(r) for r in records)
+    assert color and rgba == color and sixteen == color  # the same pixels, decoded the same
+    assert gray_file == gray_color  # a one-channel file is the gray picture in three channels
