@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from ..errors import EdgeFpnError
+from ...errors import EdgeFpnError
 
 logger = logging.getLogger("edge_fpn.runtime")
 
@@ -210,7 +210,7 @@ class SyntheticSource(Source):
 
     def __init__(self, uri: str = "test://", width: int = 640, height: int = 480, fps: float = 30.0,
                  seed: int = 1, realtime: bool = True, frames: Optional[int] = None, motion: str = "drift"):
-        from .synthetic import SyntheticCamera
+        from ..synthetic import SyntheticCamera
         super().__init__(uri)
         try:
             self.camera = SyntheticCamera(width=int(width), height=int(height), fps=float(fps), seed=int(seed),
