@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge_fpn.errors import EdgeFpnError
-from edge_fpn.runtime import sources
+from edge_fpn.runtime.sources import gstreamer
 from edge_fpn.runtime.sources import (END, OK, TIMEOUT, GstLaunchGrabber, Grabber, LiveSource, SyntheticSource,
                                       csi_pipeline, open_source, rtsp_pipeline)
 from edge_fpn.runtime.synthetic import SyntheticCamera
@@ -330,7 +330,8 @@ def test_gst_launch_csi_without_argus_is_a_clear_error():
 
 
 def test_csi_without_any_gstreamer(monkeypatch):
-    monkeypatch.setattr(sources, "opencv_video_backends", lambda: {"gstreamer": False, "ffmpeg": True, "v4l2": True})
-    monkeypatch.setattr(sources, "gst_launch_available", lambda: False)
+    # the choice between OpenCV's GStreamer and gst-launch is made in sources/gstreamer.py
+    monkeypatch.setattr(gstreamer, "opencv_video_backends", lambda: {"gstreamer": False, "ffmpeg": True, "v4l2": True})
+    monkeypatch.setattr(gstreamer, "gst_launch_available", lambda: False)
     with pytest.raises(EdgeFpnError, match="needs GStreamer"):
         open_source("csi://0")
