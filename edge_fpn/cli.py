@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .errors import EdgeFpnError
+from .runtime.options import add_cuda_argument, add_device_argument
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -179,42 +180,21 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DemoOptions, run_demo
 
-    run_demo(args.output, seconds=args.seconds, precision=args.precision, force=args.force,
-             eval_images=args.eval_images, calibration_images=args.calibration_images, progress=not args.quiet,
-             device=args.device, score_threshold=args.score_threshold, track=args.track)
+    run_demo(args.output, DemoOptions(seconds=args.seconds, precision=args.precision, force=args.force,
+                                      eval_images=args.eval_images, calibration_images=args.calibration_images,
+                                      progress=not args.quiet, device=args.device,
+                                      score_threshold=args.score_threshold, track=args.track))
     return 0
-
-
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    from .runtime.backends import DEVICES
-
-    parser.add_argument("--device", default="auto", choices=DEVICES,
-                        help="where an ONNX Runtime bundle runs: auto (the GPU where onnxruntime-gpu has one, "
-                             "else the CPU), cpu, or cuda (default auto)")
-
-
-def add_cuda_argument(parser: argparse.ArgumentParser) -> None:
-    from .runtime.backends import CUDA_BINDINGS
-
-    parser.add_argument("--cuda", default="auto", choices=CUDA_BINDINGS,
-                        help="what moves a TensorRT bundle's memory: auto (cuda-python, else pycuda), cuda-python "
-                             "or pycuda (default auto)")
 
 
 def _split(text: Optional[str]) -> Optional[List[str]]:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="edge-fpn", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--version", action="version", version=f"edge-fpn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("export", help="torch checkpoint -> bundle of static ONNX + manifest")
+def _add_export_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("export", help="torch checkpoint -> bundle of static ONNX + manifest")
     p.add_argument("--model", help="a model shipped with edge-fpn instead of --arch/--checkpoint: 'shapes'")
     p.add_argument("--arch", help="fasterrcnn_resnet50_fpn | fasterrcnn_resnet50_fpn_v2 | fasterrcnn_mobilenet_v3_large_fpn | fasterrcnn_mobilenet_v3_large_320_fpn")
     p.add_argument("--checkpoint", help="state-dict file (torch.save(model.state_dict(), path))")
@@ -238,10 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_export)
 
+
+def _add_check_parser(subparsers: Any) -> None:
     from .export.check import DEFAULT_TARGET, TARGETS
 
-    p = sub.add_parser("check", help="TensorRT lint of an ONNX file or a bundle (no GPU needed), then NVIDIA's own "
-                                     "ONNX parser where one is importable (tensorrt, or tensorrt-rtx on a host)")
+    p = subparsers.add_parser("check", help="TensorRT lint of an ONNX file or a bundle (no GPU needed), then NVIDIA's own "
+                                           "ONNX parser where one is importable (tensorrt, or tensorrt-rtx on a host)")
     p.add_argument("path", help="an .onnx file or a bundle directory")
     p.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(TARGETS),
                    help=f"JetPack release whose TensorRT must import the graphs (default {DEFAULT_TARGET})")
@@ -251,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fallback), so check does not list them")
     p.set_defaults(func=_check)
 
-    p = sub.add_parser("detect", help="run a bundle on a source (images, directory, video, camera URI) into sinks")
+
+def _add_detect_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("detect", help="run a bundle on a source (images, directory, video, camera URI) into sinks")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("source", nargs="?", default=None,
                    help="image, directory, glob, video file, test://, /dev/videoN, csi://N, rtsp://..., or a "
@@ -275,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_cuda_argument(p)
     p.set_defaults(func=_detect)
 
-    p = sub.add_parser("eval", help="COCO box AP of a bundle (and of the PyTorch reference) on synthetic or COCO data")
+
+def _add_eval_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("eval", help="COCO box AP of a bundle (and of the PyTorch reference) on synthetic or COCO data")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--synthetic", type=int, metavar="N", help="N held-out synthetic images (default 100)")
     p.add_argument("--seed", type=int, default=12345, help="seed of the synthetic images (default 12345, never trained on)")
@@ -289,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_argument(p)
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("train", help="train the shipped 'shapes' detector on synthetic scenes (CPU)")
+
+def _add_train_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="train the shipped 'shapes' detector on synthetic scenes (CPU)")
     p.add_argument("--output", required=True, help="checkpoint file to write (float16 state dict + .json metadata)")
     p.add_argument("--iterations", type=int, default=1500, help="training iterations (default 1500, as the shipped model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic training scenes (default 0)")
@@ -297,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("demo", help="export, calibrate, build and run the shipped model live on a synthetic camera")
+
+def _add_demo_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("demo", help="export, calibrate, build and run the shipped model live on a synthetic camera")
     p.add_argument("--output", default="demo-out", help="directory for demo.mp4, detections.jsonl, report.json (default demo-out)")
     p.add_argument("--seconds", type=float, default=10.0, help="how long to run live (default 10)")
     p.add_argument("--precision", default="int8", choices=["fp32", "int8"], help="engine precision (default int8)")
@@ -310,6 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", action="store_true", help="persistent object IDs in the live run (drawn and written)")
     add_device_argument(p)
     p.set_defaults(func=_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="edge-fpn", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"edge-fpn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_export_parser(sub)
+    _add_check_parser(sub)
+    _add_detect_parser(sub)
+    _add_eval_parser(sub)
+    _add_train_parser(sub)
+    _add_demo_parser(sub)
 
     from .builder.commands import register as register_build
     from .runtime.commands import register as register_runtime

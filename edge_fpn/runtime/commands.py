@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .options import add_cuda_argument, add_device_argument
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -17,7 +19,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--warmup", type=int, default=5, help="frames run before timing (default 5)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own choice)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    from ..cli import add_cuda_argument, add_device_argument
     add_device_argument(p)
     add_cuda_argument(p)
     p.set_defaults(func=_bench)
