@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import EdgeFpnError
+from .sink_base import Sink
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -70,35 +71,6 @@ def annotate(frame: np.ndarray, detections: Any, thickness: Optional[int] = None
         cv2.rectangle(image, (x1, ty - th - base), (x1 + tw + 2, ty + 1), color, -1)
         cv2.putText(image, text, (x1 + 1, ty - base + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return image
-
-
-class Sink:
-    """Base class. ``stop_requested`` asks the pipeline to stop (a window closed with q)."""
-
-    name = "sink"
-    stop_requested = False
-
-    def write(self, result: Any) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        """The run failed: close; if nothing was written, leave nothing behind."""
-        self.close()
-
-    def describe(self) -> str:
-        return self.name
-
-    def __enter__(self) -> "Sink":
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: object) -> None:
-        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
-            self.abort()
-        else:
-            self.close()
 
 
 def _check_parent(path: str, spec: str) -> None:

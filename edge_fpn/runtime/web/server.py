@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ...errors import EdgeFpnError
-from ..sinks import Sink
+from ..sink_base import Sink
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index.html")
 BOUNDARY = "edgefpnframe"
