@@ -376,3 +376,18 @@ def test_5000_frames_keep_memory_flat(tiny_bundle, tmp_path):
     # 4,500 frames after warm-up: keeping one 160x120 frame per result would be ~260 MB; 20 MB catches
     # any leak over ~4.5 KB a frame and leaves room for the allocator's own growth
     assert growth < 20.0
+
+
+def test_options_object_and_keywords_are_one_pipeline(fast):
+    from edge_fpn.runtime.pipeline import PipelineOptions
+    options = PipelineOptions(max_frames=3, quiet=True, score_threshold=0.0)
+    uri = "test://?width=160&height=120&realtime=0&frames=20"
+    with Pipeline(fast, uri, options=options) as by_options:
+        first = [r.index for r in by_options]
+    with Pipeline(fast, uri, max_frames=3, quiet=True, score_threshold=0.0) as by_keywords:
+        second = [r.index for r in by_keywords]
+    assert first == second == [0, 1, 2]
+    with Pipeline(fast, uri, options=options, max_frames=5) as overridden:  # keywords win over options
+        assert overridden.max_frames == 5 and overridden.quiet and options.max_frames == 3
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_frame'"):
+        Pipeline(fast, uri, max_frame=3)

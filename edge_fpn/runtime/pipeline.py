@@ -49,6 +49,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequenc
 
 import numpy as np
 
+from .detector import Detector
 from .preprocess import FrameError, to_bgr
 from .scheduling import ENDED, SourceEnd, SourceSlots
 from .sinks import Sink, abort_sinks, annotate, apply_source_fps, open_sinks
@@ -120,10 +121,6 @@ class Result:
             self._annotated = image
         return image
 
-    @property
-    def timestamps(self) -> Dict[str, float]:
-        return {"capture": self.timestamp, "detections": self.done}
-
     def __iter__(self) -> Iterator[Any]:  # ``frame, detections = result``
         return iter((self.frame, self.detections))
 
@@ -191,10 +188,12 @@ class _Channel:
             self._closed = True
             self._cond.notify_all()
 
-    def clear(self) -> None:
-        with self._cond:
-            self._items.clear()
-            self._cond.notify_all()
+
+def _check_max_frames(max_frames: Optional[int]) -> Optional[int]:
+    from ..errors import EdgeFpnError
+    if max_frames is not None and int(max_frames) < 1:
+        raise EdgeFpnError(f"max_frames must be at least 1, not {max_frames}")
+    return None if max_frames is None else int(max_frames)
 
 
 class _Feed:
@@ -210,6 +209,38 @@ class _Feed:
         self.uri = source.uri
 
 
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """How a Pipeline runs, apart from what it runs (detector, sources, sinks); see ``Pipeline``.
+
+    ``Pipeline(detector, source, sinks, quiet=True, tracker=True)`` and
+    ``Pipeline(detector, source, sinks, options=PipelineOptions(quiet=True, tracker=True))`` are the
+    same pipeline; keyword arguments override the fields of ``options``.
+    """
+
+    max_frames: Optional[int] = None
+    quiet: bool = False
+    stats_interval: float = 5.0
+    queue_size: int = 2
+    on_result: Optional[Callable[[Result], None]] = None
+    source_options: Optional[Dict[str, Any]] = None
+    stats_window: int = 1000
+    printer: Optional[Callable[[str], None]] = None
+    score_threshold: Optional[float] = None
+    tracker: Any = None
+    reset_tracker_on_reconnect: bool = True
+    batch_wait: Optional[float] = None
+
+    @classmethod
+    def merged(cls, options: Optional["PipelineOptions"], overrides: Dict[str, Any]) -> "PipelineOptions":
+        """``options`` (default: the defaults) with ``overrides`` on top; an unknown name is a TypeError,
+        as an unknown keyword argument is."""
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"Pipeline() got an unexpected keyword argument {unknown[0]!r}")
+        return dataclasses.replace(options if options is not None else cls(), **overrides)
+
+
 class Pipeline:
     """Run a Detector on one or several sources into sinks, pipelined; iterate it for Results, or ``run()`` it.
 
@@ -218,6 +249,8 @@ class Pipeline:
     share the one engine (see below).
     sinks: sink strings or Sink objects; with several sources a string with ``{source}`` in it
     gives one sink per source (``out_{source}.mp4``), a directory one folder per source.
+    options: a ``PipelineOptions`` (the fields below); keyword arguments override its fields, so
+    ``Pipeline(detector, source, sinks, quiet=True, tracker=True)`` works as it reads.
     max_frames: stop after this many results (over all sources).
     quiet: no periodic statistics line (every ``stats_interval`` s) and no end summary.
     on_result: called with each Result on the sink thread (keep it short).
@@ -244,40 +277,45 @@ class Pipeline:
     have ended, and raises the first source's error only if every source failed.
     """
 
-    def __init__(self, detector: Any, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
-                 quiet: bool = False, stats_interval: float = 5.0, queue_size: int = 2,
-                 on_result: Optional[Callable[[Result], None]] = None,
-                 source_options: Optional[Dict[str, Any]] = None, stats_window: int = 1000,
-                 printer: Optional[Callable[[str], None]] = None, score_threshold: Optional[float] = None,
-                 tracker: Any = None, reset_tracker_on_reconnect: bool = True, batch_wait: Optional[float] = None):
-        from ..errors import EdgeFpnError
+    def __init__(self, detector: Any, source: Any, sinks: Sequence[Any] = (),
+                 options: Optional[PipelineOptions] = None, **overrides: Any):
+        self.options = options = PipelineOptions.merged(options, overrides)
         if isinstance(detector, str):
-            from .detector import Detector
             detector = Detector(detector)
         self.detector = detector
-        self.score_threshold = display_threshold(detector, score_threshold)
-        self.max_frames = None if max_frames is None else int(max_frames)
-        if self.max_frames is not None and self.max_frames < 1:
-            raise EdgeFpnError(f"max_frames must be at least 1, not {max_frames}")
+        self.score_threshold = display_threshold(detector, options.score_threshold)
+        self.max_frames = _check_max_frames(options.max_frames)
         specs = list(source) if isinstance(source, (list, tuple)) else [source]
         check_source_list(specs)
         self.multi = len(specs) > 1
+        self._check_options(options)
+        self.batch = int(getattr(detector, "batch", 1) or 1)
+        self.reset_tracker_on_reconnect = bool(options.reset_tracker_on_reconnect)
+        self.quiet = options.quiet
+        self.stats_interval = float(options.stats_interval)
+        self.printer = options.printer or _print_stderr
+        self._callbacks: List[Callable[[Result], None]] = [options.on_result] if options.on_result else []
+        self.stats = PipelineStats(stages_for(getattr(detector, "engine_steps", ("engine",))), window=options.stats_window,
+                                   class_names=list(getattr(detector, "class_names", []) or []))
+        self.stats.set_source_count(len(specs))
+        self._open_sinks_and_sources(specs, sinks, options)
+        fps = [s.fps for s in self.sources if s.live and s.fps]
+        batch_wait = options.batch_wait
+        self.batch_wait = float(batch_wait) if batch_wait is not None else (1.0 / max(fps) if fps else 0.03)
+        self._make_channels(options.queue_size)
+
+    def _check_options(self, options: PipelineOptions) -> None:
+        from ..errors import EdgeFpnError
+        tracker, batch_wait = options.tracker, options.batch_wait
         if self.multi and tracker is not None and tracker is not False and tracker is not True:
             from .tracking import TrackerConfig
             if not isinstance(tracker, TrackerConfig):
                 raise EdgeFpnError("with several sources, give tracker=True or a TrackerConfig (each source gets "
                                    "its own Tracker), not one Tracker object")
-        self.batch = int(getattr(detector, "batch", 1) or 1)
         if batch_wait is not None and not batch_wait >= 0:
             raise EdgeFpnError(f"batch_wait must be 0 or more seconds, not {batch_wait}")
-        self.reset_tracker_on_reconnect = bool(reset_tracker_on_reconnect)
-        self.quiet = quiet
-        self.stats_interval = float(stats_interval)
-        self.printer = printer or _print_stderr
-        self._callbacks: List[Callable[[Result], None]] = [on_result] if on_result else []
-        self.stats = PipelineStats(stages_for(getattr(detector, "engine_steps", ("engine",))), window=stats_window,
-                                   class_names=list(getattr(detector, "class_names", []) or []))
-        self.stats.set_source_count(len(specs))
+
+    def _open_sinks_and_sources(self, specs: List[Any], sinks: Sequence[Any], options: PipelineOptions) -> None:
         # sinks first: a bad sink path should fail before a camera is opened (opening a sink
         # creates no file: that waits for the first frame)
         self.sinks: List[Sink] = open_sinks(list(sinks), sources=len(specs))
@@ -285,8 +323,8 @@ class Pipeline:
         self.feeds: List[_Feed] = []
         try:
             for index, spec in enumerate(specs):
-                opened = open_source(spec, **(source_options or {}))
-                self.feeds.append(_Feed(index, opened, not isinstance(spec, Source), _make_tracker(tracker)))
+                opened = open_source(spec, **(options.source_options or {}))
+                self.feeds.append(_Feed(index, opened, not isinstance(spec, Source), _make_tracker(options.tracker)))
         except BaseException:
             for feed in self.feeds:
                 if feed.owned:
@@ -304,8 +342,8 @@ class Pipeline:
         self.live = any(feed.live for feed in self.feeds)
         for feed in self.feeds:
             self.stats.source_state(feed.index, feed.source.stats())
-        fps = [s.fps for s in self.sources if s.live and s.fps]
-        self.batch_wait = float(batch_wait) if batch_wait is not None else (1.0 / max(fps) if fps else 0.03)
+
+    def _make_channels(self, queue_size: int) -> None:
         # live: one-frame slots per source up to inference, so that inference always starts on the
         # newest frame (latency = frame age + preprocess + inference), at the price of preprocessing
         # frames that a newer one then replaces; files: small blocking queues, nothing dropped
