@@ -18,7 +18,7 @@ made meaningful as in host_speed.py; the shipped `shapes` model at 320):
   the CUDA provider). The paths take turns frame by frame (ours, eager, naive, ours, ...), after
   --warmup untimed turns; min / median / max over --frames, and the ratios of the medians.
 * host share: the Detector's time per frame outside the engine calls (frame time minus the steps
-  named "stage*"/"engine*" in ``detector.timer.last``) over its frame time.
+  named "stage*"/"engine*" in ``detector.last_timings``) over its frame time.
 * bench ratio: ``edge-fpn bench --device cuda`` (pipeline FPS / engine-only FPS on test:// 640x480).
 * fidelity: on --fidelity-images images of the model's input size, the share of torchvision's
   detections (eager FP32 on CUDA, score >= 0.05) that the Detector matches one-to-one with the same

@@ -11,7 +11,7 @@ that machine noise hits them alike; min / median / max, the ratios of the median
 of the Detector's frame time into its steps.
 
 host: per model and layout, the time per frame spent outside the engine calls (frame time minus
-the steps named "stage*"/"engine*" in ``detector.timer.last``: letterbox, the numpy
+the steps named "stage*"/"engine*" in ``detector.last_timings``: letterbox, the numpy
 postprocessing, scaling boxes back), from a camera-sized frame: 640x480 for the 320 models,
 1280x720 for ResNet-50 at 800. Goals: <= 1 ms for the shipped model, <= 4 ms for ResNet-50.
 
@@ -143,7 +143,7 @@ def is_engine_step(name: str, detector: Any = None) -> bool:
 
 def engine_seconds(detector: Any) -> float:
     """Seconds of the Detector's last call spent in engine calls."""
-    return sum(v for k, v in detector.timer.last.items() if is_engine_step(k, detector))
+    return sum(v for k, v in detector.last_timings.items() if is_engine_step(k, detector))
 
 
 def naive_whole_model(model: Any, example, path: str, providers: Optional[List[Any]] = None) -> Callable[[np.ndarray], Any]:
@@ -229,7 +229,7 @@ def bench_model(key: str, frames: int, warmup: int, layouts: Sequence[str], sect
         paths["eager"] = eager
         paths["naive-onnx"] = lambda: naive(naive_input)
         splits: Dict[str, List[Dict[str, float]]] = {layout: [] for layout in detectors}
-        after = {f"edge-fpn {layout}": (lambda _s, layout=layout, d=d: splits[layout].append(dict(d.timer.last)))
+        after = {f"edge-fpn {layout}": (lambda _s, layout=layout, d=d: splits[layout].append(dict(d.last_timings)))
                  for layout, d in detectors.items()}
         result["compare"] = interleave(paths, frames, warmup, after)
         result["split"] = {layout: {k: statistics.median(s[k] for s in samples) * 1000 for k in samples[0]}

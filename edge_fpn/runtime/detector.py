@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,12 +39,6 @@ class Detections:
         return items
 
 
-@dataclass
-class StageTimer:
-    """Seconds spent in each step of the last call (the pipeline keeps its own statistics)."""
-    last: Dict[str, float] = field(default_factory=dict)
-
-
 class Detector:
     """``Detector(bundle)(frame_bgr) -> Detections``; also ``stream(source)`` for live sources.
 
@@ -74,7 +68,8 @@ class Detector:
         except BaseException:
             self.layout.close()
             raise
-        self.timer = StageTimer()
+        # seconds spent in each step of the last __call__ (the pipeline keeps its own statistics)
+        self.last_timings: Dict[str, float] = {}
 
     @property
     def engine_steps(self) -> Tuple[str, ...]:
@@ -137,7 +132,7 @@ class Detector:
         t2 = time.perf_counter()
         detections = self.finish(outputs, letterbox)
         t3 = time.perf_counter()
-        self.timer.last = dict(preprocess=t1 - t0, **timings, detections=t3 - t2)
+        self.last_timings = dict(preprocess=t1 - t0, **timings, detections=t3 - t2)
         return detections
 
     # the host layout's stages, one by one (calibration measures them separately)
