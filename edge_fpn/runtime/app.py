@@ -1,10 +1,11 @@
 """What the ``edge-fpn detect`` and ``edge-fpn bench`` commands run (also callable from Python)."""
 from __future__ import annotations
 
+import dataclasses
 import json as json_module
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -13,12 +14,30 @@ from ..errors import EdgeFpnError
 DEFAULT_BENCH_SOURCE = "test://?width=640&height=480&realtime=0"
 
 
-def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
-           score_threshold: Optional[float] = None, classes: Optional[Sequence[str]] = None,
-           quiet: bool = False, stats_interval: float = 5.0, device: str = "auto", force: bool = False,
-           cuda: str = "auto", track: Any = False, **source_options: Any) -> Dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class DetectOptions:
+    """How ``detect`` runs (see ``detect``); keyword arguments to ``detect`` override these fields."""
+
+    max_frames: Optional[int] = None
+    score_threshold: Optional[float] = None
+    classes: Optional[Sequence[str]] = None
+    quiet: bool = False
+    stats_interval: float = 5.0
+    device: str = "auto"
+    force: bool = False
+    cuda: str = "auto"
+    track: Any = False
+
+
+def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optional[DetectOptions] = None,
+           **overrides: Any) -> Dict[str, Any]:
     """Run a bundle on a source (or several: a list, or a ``.streams``/``.txt`` file of URIs, one a
     line) into sinks; returns the pipeline statistics.
+
+    options: a ``DetectOptions``; keyword arguments named like its fields (``max_frames=``,
+    ``score_threshold=``, ``classes=``, ``quiet=``, ``stats_interval=``, ``device=``, ``force=``,
+    ``cuda=``, ``track=``) override them, and any other keyword argument is an option of
+    ``open_source`` (``open_timeout=10`` for an RTSP stream).
 
     With several sources, ``{source}`` in a sink path makes one sink per source (``out_{source}.mp4``),
     a directory gets one folder per source, and a JSON-lines file without it holds every source's
@@ -36,77 +55,120 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), max_frames: Opti
     through `..` or a symlink) is refused before anything is written; an existing output file is
     replaced only with `force`. A file source none of whose images can be read is an error.
     """
-    from ..bundle import load_manifest
-    from .detector import Detector
-    from .pipeline import Pipeline, check_source_list
-    from .output_guard import refuse_outputs_over_inputs
-    from .sinks import abort_sinks, apply_source_fps, check_sinks, open_sinks, per_source_specs
-    from .sources import ImageSource, open_source
+    from .sinks import abort_sinks
 
+    fields = {f.name for f in dataclasses.fields(DetectOptions)}
+    source_options = {key: value for key, value in overrides.items() if key not in fields}
+    options = dataclasses.replace(options if options is not None else DetectOptions(),
+                                  **{key: value for key, value in overrides.items() if key in fields})
+    specs = _check_detect_request(bundle, source, sinks, options)
+    run = _DetectRun()
+    try:
+        pipeline = run.open(bundle, specs, sinks, options, source_options)
+        _run_to_the_end(pipeline, bool(sinks), options.quiet)
+        _refuse_all_unreadable(run.sources)
+        return pipeline.stats.snapshot()
+    except BaseException:
+        abort_sinks(run.sinks)  # the pipeline did it if it ran; a sink that wrote nothing leaves nothing
+        raise
+    finally:
+        run.close()
+
+
+def _check_detect_request(bundle: str, source: Any, sinks: Sequence[Any], options: DetectOptions) -> List[Any]:
+    """The cheap checks, first: a typo in a sink or source should not wait for the engines to load."""
+    from ..bundle import load_manifest
+    from .pipeline import check_source_list
+    from .sinks import check_sinks
+
+    max_frames, score_threshold = options.max_frames, options.score_threshold
     if max_frames is not None and max_frames < 1:
         raise EdgeFpnError(f"--max-frames must be at least 1, not {max_frames}")
     if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {score_threshold}")
-    # cheap checks first: a typo in a sink or source should not wait for the engines to load
     load_manifest(bundle)
     specs = source_list(source)
     check_source_list(specs)
     check_sinks(list(sinks))
-    expanded = [part for spec in sinks for part in (per_source_specs(spec, len(specs)) or [spec])]
-    opened_sinks: List[Any] = []
-    opened_sources: List[Any] = []
-    detector = None
-    try:
+    return specs
+
+
+class _DetectRun:
+    """What a detect run opened (sources, detector, sinks), in the order that leaves nothing behind
+    when a step fails; ``close`` closes whatever was opened."""
+
+    def __init__(self) -> None:
+        self.sources: List[Any] = []
+        self.sinks: List[Any] = []
+        self.detector: Any = None
+
+    def open(self, bundle: str, specs: List[Any], sinks: Sequence[Any], options: DetectOptions,
+             source_options: Dict[str, Any]) -> Any:
+        from .detector import Detector
+        from .output_guard import refuse_outputs_over_inputs
+        from .pipeline import Pipeline
+        from .sinks import apply_source_fps, open_sinks, per_source_specs
+        from .sources import open_source
+
+        expanded = [part for spec in sinks for part in (per_source_specs(spec, len(specs)) or [spec])]
         for spec in specs:  # every source opens up front: a missing file is an error before any work
-            opened_sources.append(open_source(spec, **source_options))
-        opened_source = opened_sources[0]
-        refuse_outputs_over_inputs([path for opened in opened_sources for path in opened.input_files()],
-                                   expanded, force)
+            self.sources.append(open_source(spec, **source_options))
+        refuse_outputs_over_inputs([path for opened in self.sources for path in opened.input_files()],
+                                   expanded, options.force)
         # the Detector returns all the model keeps; the pipeline shows from the display threshold
-        detector = Detector(bundle, classes=list(classes) if classes else None, device=device, cuda=cuda)
+        classes = options.classes
+        self.detector = Detector(bundle, classes=list(classes) if classes else None, device=options.device,
+                                 cuda=options.cuda)
         # sinks open last, once the bundle and the source are open (and create their files with
         # the first frame): a run that fails to start leaves nothing behind
-        opened_sinks = open_sinks(list(sinks), sources=len(opened_sources))
-        apply_source_fps(opened_sinks, [opened.fps for opened in opened_sources])
-        pipeline = Pipeline(detector, opened_sources if len(opened_sources) > 1 else opened_source, opened_sinks,
-                            max_frames=max_frames, quiet=quiet,
-                            stats_interval=stats_interval, score_threshold=score_threshold,
-                            tracker=track or None)
-        with pipeline:
-            for sink in pipeline.sinks:
-                if getattr(sink, "url", None) and not quiet:
-                    print(f"[edge-fpn] web viewer on {sink.url}", file=sys.stderr, flush=True)
-            if not sinks and not quiet:
-                pipeline.add_callback(_print_result)
-            with _terminate_as_interrupt():
-                pipeline.start()
-                try:
-                    while not pipeline.wait(0.1):
-                        pass
-                except KeyboardInterrupt:
-                    if not quiet:
-                        print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
-        unread = [opened for opened in opened_sources if isinstance(opened, ImageSource) and opened.paths and not opened.frames]
-        if len(unread) == len(opened_sources):
-            paths = [path for opened in unread for path in opened.paths]
-            count = len(paths)
-            what = f"the image {paths[0]!r}" if count == 1 else f"any of the {count} images"
-            raise EdgeFpnError(f"cannot read {what} (empty, truncated or not an image); nothing was written: "
-                               "check the files")
-        return pipeline.stats.snapshot()
-    except BaseException:
-        abort_sinks(opened_sinks)  # the pipeline did it if it ran; a sink that wrote nothing leaves nothing
-        raise
-    finally:
-        for opened in opened_sources:
+        self.sinks = open_sinks(list(sinks), sources=len(self.sources))
+        apply_source_fps(self.sinks, [opened.fps for opened in self.sources])
+        return Pipeline(self.detector, self.sources if len(self.sources) > 1 else self.sources[0], self.sinks,
+                        max_frames=options.max_frames, quiet=options.quiet,
+                        stats_interval=options.stats_interval, score_threshold=options.score_threshold,
+                        tracker=options.track or None)
+
+    def close(self) -> None:
+        for opened in self.sources:
             opened.close()
-        for sink in opened_sinks:  # closed already by the pipeline when it ran; closing twice is harmless
+        for sink in self.sinks:  # closed already by the pipeline when it ran; closing twice is harmless
             try:
                 sink.close()
             except Exception:
                 pass
-        if detector is not None:
-            detector.close()
+        if self.detector is not None:
+            self.detector.close()
+
+
+def _run_to_the_end(pipeline: Any, has_sinks: bool, quiet: bool) -> None:
+    """Run the pipeline to the end of its sources, or until Ctrl-C (or SIGTERM)."""
+    with pipeline:
+        for sink in pipeline.sinks:
+            if getattr(sink, "url", None) and not quiet:
+                print(f"[edge-fpn] web viewer on {sink.url}", file=sys.stderr, flush=True)
+        if not has_sinks and not quiet:
+            pipeline.add_callback(_print_result)
+        with _terminate_as_interrupt():
+            pipeline.start()
+            try:
+                while not pipeline.wait(0.1):
+                    pass
+            except KeyboardInterrupt:
+                if not quiet:
+                    print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
+
+
+def _refuse_all_unreadable(opened_sources: List[Any]) -> None:
+    """An error when no source gave a frame because none of their image files could be read."""
+    from .sources import ImageSource
+
+    unread = [opened for opened in opened_sources if isinstance(opened, ImageSource) and opened.paths and not opened.frames]
+    if len(unread) == len(opened_sources):
+        paths = [path for opened in unread for path in opened.paths]
+        count = len(paths)
+        what = f"the image {paths[0]!r}" if count == 1 else f"any of the {count} images"
+        raise EdgeFpnError(f"cannot read {what} (empty, truncated or not an image); nothing was written: "
+                           "check the files")
 
 
 def source_list(source: Any) -> List[Any]:
@@ -144,10 +206,25 @@ def _print_result(result: Any) -> None:
           f"{': ' + found + more if len(d) else ''}", flush=True)
 
 
-def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, json: bool = False,
-          warmup: int = 5, threads: int = 0, quiet: bool = False, device: str = "auto",
-          cuda: str = "auto") -> Dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    """How ``bench`` runs (see ``bench``); keyword arguments to ``bench`` override these fields."""
+
+    frames: int = 100
+    json: bool = False
+    warmup: int = 5
+    threads: int = 0
+    quiet: bool = False
+    device: str = "auto"
+    cuda: str = "auto"
+
+
+def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, options: Optional[BenchOptions] = None,
+          **overrides: Any) -> Dict[str, Any]:
     """Pipeline FPS against engine-only FPS (the two stages alone on pre-made inputs), and their ratio.
+
+    options: a ``BenchOptions``; keyword arguments (``frames=``, ``json=``, ``warmup=``,
+    ``threads=``, ``quiet=``, ``device=``, ``cuda=``) override its fields.
 
     Engine-only: the engine call(s) alone on one prepared frame, `frames` times (engine layout: the
     detector engine; host layout: stage 1 and stage 2 back to back on the frame's own proposals).
@@ -157,52 +234,19 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, js
     fully hidden behind inference.
     """
     from .detector import Detector
-    from .pipeline import Pipeline
-    from .sources import OK, open_source
 
+    options = dataclasses.replace(options if options is not None else BenchOptions(), **overrides)
+    frames, warmup, threads = options.frames, options.warmup, options.threads
     if frames < 2:
         raise EdgeFpnError(f"--frames must be at least 2, not {frames}")
     if warmup < 0:
         raise EdgeFpnError(f"--warmup must be 0 or more, not {warmup}")
     if threads < 0:
         raise EdgeFpnError(f"--threads must be 0 (ONNX Runtime's own choice) or more, not {threads}")
-    detector = Detector(bundle, threads=threads, device=device, cuda=cuda)
+    detector = Detector(bundle, threads=threads, device=options.device, cuda=options.cuda)
     try:
-        # ---------------------------------------------------------------- engine only
-        with open_source(source) as probe:
-            frame = None
-            deadline = time.monotonic() + 30.0
-            while frame is None and time.monotonic() < deadline:
-                read = probe.read(timeout=1.0)
-                if read.status == OK:
-                    frame = read.frame
-                elif read.status != "timeout":
-                    break
-        if frame is None:
-            raise EdgeFpnError(f"source {source!r} gave no frame to benchmark with; check it with `edge-fpn detect`")
-        inputs, letterbox = detector.preprocess(frame)
-        run_engines = detector.engine_only(inputs, letterbox)
-        for _ in range(max(1, warmup)):
-            run_engines()
-        engine_times: Dict[str, List[float]] = {}
-        started = time.perf_counter()
-        for _ in range(frames):
-            for step, seconds in run_engines().items():
-                engine_times.setdefault(step, []).append(seconds)
-        engine_seconds = time.perf_counter() - started
-        engine_fps = frames / engine_seconds
-
-        # ---------------------------------------------------------------- the pipeline
-        done: List[float] = []
-        pipeline = Pipeline(detector, source, max_frames=warmup + frames, quiet=True,
-                            on_result=lambda result: done.append(time.perf_counter()))
-        pipeline_start = time.perf_counter()
-        snapshot = pipeline.run()
-        if len(done) < warmup + 2:
-            raise EdgeFpnError(f"source {source!r} ended after {len(done)} frames; benchmark a longer source or fewer --frames")
-        measured = done[warmup:] if warmup else done
-        first = done[warmup - 1] if warmup else pipeline_start
-        pipeline_fps = len(measured) / (measured[-1] - first)
+        engine_fps, engine_times = _time_engines(detector, _first_frame(source), frames, warmup)
+        pipeline_fps, snapshot = _time_pipeline(detector, source, frames, warmup)
     finally:
         detector.close()
 
@@ -223,12 +267,61 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, frames: int = 100, js
         "backends": sorted({spec.backend for spec in detector.manifest.stages.values()}),
         "providers": _providers(detector),
     }
-    if not quiet:
-        if json:
+    if not options.quiet:
+        if options.json:
             print(json_module.dumps(report, indent=2))
         else:
             print(format_bench(report))
     return report
+
+
+def _first_frame(source: str) -> np.ndarray:
+    """One frame of the source to time the engines on (waiting up to 30 s for a live one)."""
+    from .sources import OK, open_source
+
+    with open_source(source) as probe:
+        frame = None
+        deadline = time.monotonic() + 30.0
+        while frame is None and time.monotonic() < deadline:
+            read = probe.read(timeout=1.0)
+            if read.status == OK:
+                frame = read.frame
+            elif read.status != "timeout":
+                break
+    if frame is None:
+        raise EdgeFpnError(f"source {source!r} gave no frame to benchmark with; check it with `edge-fpn detect`")
+    return frame
+
+
+def _time_engines(detector: Any, frame: np.ndarray, frames: int, warmup: int) -> Tuple[float, Dict[str, List[float]]]:
+    """Engine only: the engine call(s) alone on one prepared frame; FPS and each step's seconds."""
+    inputs, letterbox = detector.preprocess(frame)
+    run_engines = detector.engine_only(inputs, letterbox)
+    for _ in range(max(1, warmup)):
+        run_engines()
+    engine_times: Dict[str, List[float]] = {}
+    started = time.perf_counter()
+    for _ in range(frames):
+        for step, seconds in run_engines().items():
+            engine_times.setdefault(step, []).append(seconds)
+    engine_seconds = time.perf_counter() - started
+    return frames / engine_seconds, engine_times
+
+
+def _time_pipeline(detector: Any, source: str, frames: int, warmup: int) -> Tuple[float, Dict[str, Any]]:
+    """The whole pipeline on `frames` frames after `warmup`; its FPS and its statistics."""
+    from .pipeline import Pipeline
+
+    done: List[float] = []
+    pipeline = Pipeline(detector, source, max_frames=warmup + frames, quiet=True,
+                        on_result=lambda result: done.append(time.perf_counter()))
+    pipeline_start = time.perf_counter()
+    snapshot = pipeline.run()
+    if len(done) < warmup + 2:
+        raise EdgeFpnError(f"source {source!r} ended after {len(done)} frames; benchmark a longer source or fewer --frames")
+    measured = done[warmup:] if warmup else done
+    first = done[warmup - 1] if warmup else pipeline_start
+    return len(measured) / (measured[-1] - first), snapshot
 
 
 def _providers(detector: Any) -> List[str]:
