@@ -91,27 +91,22 @@ def filter_scores(detections: Any, threshold: float) -> Any:
                                labels=detections.labels[keep], names=names, **extra)
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class Result:
     """One processed frame. ``frame`` is the BGR frame the detections refer to."""
 
-    __slots__ = ("frame", "detections", "index", "timestamp", "source", "name", "timings", "latency",
-                 "done", "source_index", "_annotated")
-
-    def __init__(self, frame: np.ndarray, detections: Any, index: int, timestamp: float, source: str,
-                 name: str, timings: Dict[str, float], latency: float, done: float,
-                 source_index: Optional[int] = None):
-        self.frame = frame
-        self.detections = detections
-        self.index = index  # the source's frame number
-        self.timestamp = timestamp  # time.monotonic() at capture
-        self.source = source  # the image file it came from, else the source URI
-        self.name = name  # the image file it came from ("" for streams)
-        self.timings = timings  # seconds spent in each stage
-        self.latency = latency  # capture -> detections, seconds
-        self.done = done  # time.monotonic() when the detections were ready
-        # which of the pipeline's sources (0, 1, ... in the order given); None outside a pipeline
-        self.source_index = source_index
-        self._annotated: Optional[np.ndarray] = None
+    frame: np.ndarray
+    detections: Any
+    index: int  # the source's frame number
+    timestamp: float  # time.monotonic() at capture
+    source: str  # the image file it came from, else the source URI
+    name: str  # the image file it came from ("" for streams)
+    timings: Dict[str, float]  # seconds spent in each stage
+    latency: float  # capture -> detections, seconds
+    done: float  # time.monotonic() when the detections were ready
+    # which of the pipeline's sources (0, 1, ... in the order given); None outside a pipeline
+    source_index: Optional[int] = None
+    _annotated: Optional[np.ndarray] = dataclasses.field(default=None, init=False)
 
     def annotated(self) -> np.ndarray:
         """The frame with the detections drawn (computed once, shared by all sinks)."""

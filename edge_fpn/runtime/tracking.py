@@ -292,27 +292,7 @@ class Tracker:
         track_of_det = np.full(chosen.shape[0], -1, np.int64)
         matched_track = np.zeros(ntracks, bool)
         if ntracks and chosen.shape[0]:
-            pred = _to_xyxy(self._x[:, :4])
-            high = det_scores >= cfg.high_threshold
-            confirmed = self._ids >= 0
-            # a: high detections x confirmed tracks (tracked and lost)
-            self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), pred, det_boxes, det_labels,
-                            cfg.match_iou, track_of_det, matched_track)
-            # b: low detections x tracked tracks still unmatched
-            low = ~high
-            if low.any():
-                self._match_iou(np.flatnonzero(confirmed & ~self._lost & ~matched_track), np.flatnonzero(low),
-                                pred, det_boxes, det_labels, cfg.low_match_iou, track_of_det, matched_track)
-            # c: high detections left x tentative tracks
-            free_high = np.flatnonzero(high & (track_of_det < 0))
-            if free_high.shape[0]:
-                self._match_iou(np.flatnonzero(~confirmed), free_high, pred, det_boxes, det_labels,
-                                cfg.tentative_match_iou, track_of_det, matched_track)
-            # d: what is left, by motion (boxes that stopped overlapping)
-            free_high = np.flatnonzero(high & (track_of_det < 0))
-            free_tracks = np.flatnonzero(~matched_track)
-            if cfg.motion_gate > 0 and free_high.shape[0] and free_tracks.shape[0]:
-                self._match_motion(free_tracks, free_high, z, det_labels, track_of_det, matched_track)
+            self._associate(det_boxes, det_scores, det_labels, z, track_of_det, matched_track)
 
         matched_dets = np.flatnonzero(track_of_det >= 0)
         if matched_dets.shape[0]:
@@ -348,6 +328,33 @@ class Tracker:
                 result[chosen[new]] = ids
             self._add(z[new], det_labels[new], ids, now)
         return result
+
+    def _associate(self, det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, z: np.ndarray,
+                   track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+        """ByteTrack's association of this frame's detections with the predicted tracks, in four
+        passes; fills ``track_of_det`` (a track row per detection, -1: none) and ``matched_track``."""
+        cfg = self.config
+        pred = _to_xyxy(self._x[:, :4])
+        high = det_scores >= cfg.high_threshold
+        confirmed = self._ids >= 0
+        # a: high detections x confirmed tracks (tracked and lost)
+        self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), pred, det_boxes, det_labels,
+                        cfg.match_iou, track_of_det, matched_track)
+        # b: low detections x tracked tracks still unmatched
+        low = ~high
+        if low.any():
+            self._match_iou(np.flatnonzero(confirmed & ~self._lost & ~matched_track), np.flatnonzero(low),
+                            pred, det_boxes, det_labels, cfg.low_match_iou, track_of_det, matched_track)
+        # c: high detections left x tentative tracks
+        free_high = np.flatnonzero(high & (track_of_det < 0))
+        if free_high.shape[0]:
+            self._match_iou(np.flatnonzero(~confirmed), free_high, pred, det_boxes, det_labels,
+                            cfg.tentative_match_iou, track_of_det, matched_track)
+        # d: what is left, by motion (boxes that stopped overlapping)
+        free_high = np.flatnonzero(high & (track_of_det < 0))
+        free_tracks = np.flatnonzero(~matched_track)
+        if cfg.motion_gate > 0 and free_high.shape[0] and free_tracks.shape[0]:
+            self._match_motion(free_tracks, free_high, z, det_labels, track_of_det, matched_track)
 
     def get_state(self) -> Dict[str, Any]:
         """Everything the tracker knows, as JSON-able data (lists and numbers), for ``set_state``."""
