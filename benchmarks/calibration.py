@@ -45,12 +45,12 @@ CLASSES = ["__background__"] + [f"class_{i}" for i in range(1, 91)]
 
 def child_ours(bundle: str, data: str, method: str, out: str) -> dict:
     from edge_fpn.bundle import load_manifest
-    from edge_fpn.builder.calibrate import calibrate, load_ranges
+    from edge_fpn.builder.calibrate import CalibrationRequest, calibrate, load_ranges
     from edge_fpn.builder.precision import QuantizedStages
 
     started = time.perf_counter()
-    calibrate(bundle, data, method=method, output=os.path.join(out, "cal"), force=True, progress=False,
-              log=lambda line: None)
+    calibrate(CalibrationRequest(bundle, data, method=method, output=os.path.join(out, "cal"), force=True),
+              progress=False, log=lambda line: None)
     calibrated = time.perf_counter()
     qdq = os.path.join(out, "qdq")
     os.makedirs(qdq, exist_ok=True)
@@ -175,8 +175,8 @@ def prepare(args: argparse.Namespace, workdir: str) -> tuple:
 def accuracy(args: argparse.Namespace) -> int:
     """FP32 vs INT8 AP of the shipped shapes model (or --weights), per calibration method."""
     from edge_fpn.builder.builder import BuildRequest, build_engine
-    from edge_fpn.builder.calibrate import calibrate
-    from edge_fpn.export.onnx_export import export_bundle
+    from edge_fpn.builder.calibrate import CalibrationRequest, calibrate
+    from edge_fpn.export.onnx_export import ExportOptions, export_bundle
     from edge_fpn.model.shapes import SHAPES_WEIGHTS, load_shapes_model
     from edge_fpn.runtime.synthetic import CLASS_NAMES
 
@@ -186,12 +186,13 @@ def accuracy(args: argparse.Namespace) -> int:
     if not os.path.isdir(fp32):
         model = load_shapes_model(weights)
         size = int(model.transform.min_size[0])
-        export_bundle(model, "shapes", CLASS_NAMES, (size, size), fp32, progress=False, layout=args.layout)
+        export_bundle(model, "shapes", CLASS_NAMES, (size, size), fp32, ExportOptions(progress=False, layout=args.layout))
     rows = []
     for method in [m for m in args.methods.split(",") if m]:
         cal = os.path.join(workdir, f"cal-{method}-{args.images}")
         started = time.perf_counter()
-        calibrate(fp32, f"synthetic:{args.images}", method=method, output=cal, force=True, progress=False)
+        calibrate(CalibrationRequest(fp32, f"synthetic:{args.images}", method=method, output=cal, force=True),
+                  progress=False)
         seconds = time.perf_counter() - started
         report = build_engine(BuildRequest(fp32, os.path.join(workdir, f"int8-{method}-{args.layout}"), precision="int8",
                                            calibration=cal, backend="onnxruntime", force=True,
@@ -234,11 +235,12 @@ def main() -> int:
 
     if args.child:
         if args.child[0] == "export":
-            from edge_fpn.export.onnx_export import export_bundle
+            from edge_fpn.export.onnx_export import ExportOptions, export_bundle
             from reference_models import meaningful_model
             size = int(args.child[2])
             model = meaningful_model(ARCH, len(CLASSES), (size, size), seed=0)
-            export_bundle(model, ARCH, CLASSES, (size, size), args.child[1], progress=False, layout=args.child[3])
+            export_bundle(model, ARCH, CLASSES, (size, size), args.child[1],
+                          ExportOptions(progress=False, layout=args.child[3]))
             return 0
         kind, bundle, data, method, out = args.child[:5]
         if kind == "ours":

@@ -90,7 +90,8 @@ def export_layouts(model: Any, arch: str, class_names: Sequence[str], size: Tupl
     """Bundle directory per layout; a layout that this edge-fpn cannot export is reported and left out."""
     from edge_fpn.export.onnx_export import export_bundle
 
-    accepts_layout = "layout" in inspect.signature(export_bundle).parameters
+    parameters = inspect.signature(export_bundle).parameters
+    accepts_layout = "layout" in parameters or "options" in parameters
     bundles = {}
     for layout in layouts:
         if not accepts_layout and layout != "host":
@@ -99,16 +100,27 @@ def export_layouts(model: Any, arch: str, class_names: Sequence[str], size: Tupl
         path = os.path.join(workdir, f"{key}-{layout}")
         kwargs = {"layout": layout} if accepts_layout else {}
         try:
-            export_bundle(model, arch, class_names, size, path, progress=False, force=True, **kwargs)
+            _export(export_bundle, model, arch, class_names, size, path, progress=False, force=True, **kwargs)
         except Exception as exc:
             if "lint" not in str(exc):  # report and go on with the other layouts
                 print(f"[{key}] layout {layout!r}: export failed ({type(exc).__name__}: {first_line(exc)}); skipped", flush=True)
                 continue
             # the TensorRT lint does not concern ONNX Runtime: measure it anyway, and say so
             print(f"[{key}] layout {layout!r}: {first_line(exc)[:160]}...; measured without the lint", flush=True)
-            export_bundle(model, arch, class_names, size, path, progress=False, force=True, check=False, **kwargs)
+            _export(export_bundle, model, arch, class_names, size, path, progress=False, force=True, check=False,
+                    **kwargs)
         bundles[layout] = path
     return bundles
+
+
+def _export(export_bundle: Any, model: Any, arch: str, class_names: Any, size: Any, path: str, **options: Any) -> None:
+    """export_bundle with its options as an ExportOptions, or as keywords for an edge-fpn before it."""
+    try:
+        from edge_fpn.export.onnx_export import ExportOptions
+    except ImportError:
+        export_bundle(model, arch, class_names, size, path, **options)
+    else:
+        export_bundle(model, arch, class_names, size, path, ExportOptions(**options))
 
 
 def open_detector(bundle: str, device: str, key: str = "", layout: str = ""):

@@ -30,13 +30,13 @@ from typing import Any, Dict, List, Optional
 
 
 def export_shipped(out: str, batch: int) -> str:
-    from edge_fpn.export.onnx_export import export_bundle
+    from edge_fpn.export.onnx_export import ExportOptions, export_bundle
     from edge_fpn.model.loading import load_shipped_model
 
     model, meta = load_shipped_model("shapes")
     path = os.path.join(out, f"shapes-b{batch}")
     export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), path,
-                  progress=False, batch=batch, force=True)
+                  ExportOptions(progress=False, batch=batch, force=True))
     return path
 
 

@@ -16,7 +16,7 @@ def _export(args: argparse.Namespace) -> int:
     import os
 
     from .builder.commands import ENGINES_DIR, output_or_default
-    from .export.onnx_export import export_bundle, parse_input_size
+    from .export.onnx_export import ExportOptions, export_bundle, parse_input_size
     from .model.architectures import build_architecture, load_checkpoint, read_class_names
 
     if args.model:
@@ -46,9 +46,10 @@ def _export(args: argparse.Namespace) -> int:
         from .bundle import file_sha256
         provenance = {"source_checkpoint": args.checkpoint, "source_checkpoint_sha256": file_sha256(args.checkpoint)}
     with output_or_default(args.output, os.path.join(ENGINES_DIR, args.model or arch)) as output:
-        manifest = export_bundle(model, arch, class_names, input_size, output, force=args.force,
-                                 provenance=provenance, progress=not args.quiet, layout=args.postprocess,
-                                 detection_candidates=args.detection_candidates, batch=args.batch)
+        options = ExportOptions(force=args.force, provenance=provenance, progress=not args.quiet,
+                                layout=args.postprocess, detection_candidates=args.detection_candidates,
+                                batch=args.batch)
+        manifest = export_bundle(model, arch, class_names, input_size, output, options)
     files = " + ".join(spec.file for spec in manifest.stages.values())
     print(f"wrote {output}: {arch} at {input_size[0]}x{input_size[1]}, {manifest.num_classes - 1} classes, "
           f"{manifest.layout} layout ({files}; check: clean)")
@@ -166,13 +167,14 @@ def _train(args: argparse.Namespace) -> int:
     # set before torch loads: busy-waiting OpenMP threads slow training >10x when the cores are shared
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .bundle import check_output_dir
-    from .model.train import train
+    from .model.train import TrainConfig, train
 
     if args.iterations < 1 or args.batch_size < 1:
         raise EdgeFpnError("--iterations and --batch-size must be at least 1")
     check_output_dir(args.output, force=True)
     try:
-        train(args.output, iterations=args.iterations, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
+        train(args.output, TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size),
+              progress=not args.quiet)
     except KeyboardInterrupt:
         return 130  # train() has said where the last completed checkpoint is
     print(f"wrote {args.output}")

@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from .errors import EdgeFpnError
@@ -45,58 +46,54 @@ def live_choice(int8_bundle: str, fp32_bundle: str) -> Tuple[str, str]:
                          "slower than FP32; the INT8 bundle is evaluated for its AP")
 
 
-def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "int8", force: bool = False,
-             eval_images: int = 100, calibration_images: int = 32, progress: bool = True,
-             device: str = "auto", score_threshold: Optional[float] = None, track: bool = False) -> Dict[str, Any]:
-    """Export, calibrate, build, run live, report. The live run draws and writes detections scoring
-    at least `score_threshold` (default 0.5, the pipeline's display threshold), with persistent
-    track IDs if `track`; the AP report evaluates everything the model keeps, as `edge-fpn eval` does."""
-    from .builder.builder import BuildRequest, build_engine
-    from .builder.calibrate import calibrate
+@dataclass(frozen=True)
+class DemoOptions:
+    """How the demo runs; checked once, here (one sentence each). The live run lasts `seconds` and
+    draws and writes detections scoring at least `score_threshold` (default 0.5, the pipeline's
+    display threshold), with persistent track IDs if `track`; the AP report evaluates
+    `eval_images` held-out images, everything the model keeps, as `edge-fpn eval` does."""
+    seconds: float = 10.0
+    precision: str = "int8"
+    force: bool = False
+    eval_images: int = 100
+    calibration_images: int = 32
+    progress: bool = True
+    device: str = "auto"
+    score_threshold: Optional[float] = None
+    track: bool = False
+
+    def __post_init__(self) -> None:
+        import math
+
+        if self.precision not in ("fp32", "int8"):
+            raise EdgeFpnError(f"--precision must be fp32 or int8, not {self.precision!r}")
+        if not math.isfinite(self.seconds) or self.seconds <= 0:
+            raise EdgeFpnError(f"--seconds must be a positive number, not {self.seconds}")
+        if self.eval_images < 1:
+            raise EdgeFpnError(f"--eval-images must be at least 1, not {self.eval_images}")
+        if self.precision == "int8" and self.calibration_images < 1:
+            raise EdgeFpnError(f"--calibration-images must be at least 1, not {self.calibration_images}")
+        if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
+            raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {self.score_threshold}")
+
+
+def run_demo(output: str = "demo-out", options: Optional[DemoOptions] = None) -> Dict[str, Any]:
+    """Export, calibrate, build, run live, report (see DemoOptions); writes report.json in `output`
+    and returns the report."""
     from .evaluate import DEFAULT_EVAL_SEED, bundle_detect_fn, evaluate, synthetic_data, torch_detect_fn
-    from .export.onnx_export import export_bundle
-    from .model.loading import load_shipped_model
     from .runtime.detector import Detector
 
-    import math
-
-    if precision not in ("fp32", "int8"):
-        raise EdgeFpnError(f"--precision must be fp32 or int8, not {precision!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise EdgeFpnError(f"--seconds must be a positive number, not {seconds}")
-    if eval_images < 1:
-        raise EdgeFpnError(f"--eval-images must be at least 1, not {eval_images}")
-    if precision == "int8" and calibration_images < 1:
-        raise EdgeFpnError(f"--calibration-images must be at least 1, not {calibration_images}")
-    if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
-        raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {score_threshold}")
-    _prepare_output(output, force)
+    options = options or DemoOptions()
+    progress, seconds, eval_images, device = options.progress, options.seconds, options.eval_images, options.device
+    _prepare_output(output, options.force)
     started = time.time()
-    bundles = os.path.join(output, "bundles")
-
-    _say("1/5 export the shipped 'shapes' model to ONNX")
-    model, meta = load_shipped_model("shapes")
-    fp32 = os.path.join(bundles, "shapes-fp32")
-    export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), fp32, force=True,
-                  provenance={"source_checkpoint": meta["checkpoint"], "source_checkpoint_sha256": meta["checkpoint_sha256"]},
-                  progress=progress)
-    engine = fp32
-    if precision == "int8":
-        _say(f"2/5 calibrate INT8 on {calibration_images} synthetic images (entropy)")
-        cal_dir = os.path.join(output, "calibration")
-        calibrate(fp32, f"synthetic:{calibration_images}", method="entropy", output=cal_dir, force=True, progress=progress)
-        _say("3/5 build the engine (TensorRT where present, else ONNX Runtime)")
-        engine = os.path.join(bundles, "shapes-int8")
-        build_engine(BuildRequest(fp32, engine, precision="int8", calibration=cal_dir, force=True, eval_data=None),
-                     progress=progress, log=_say)
-    else:
-        _say("2/5 and 3/5 skipped: FP32 needs no calibration or build step")
+    model, fp32, engine = _export_and_build(output, options)
 
     live, why = live_choice(engine, fp32) if engine != fp32 else (fp32, "FP32, as asked")
     _say(f"4/5 run live on the synthetic camera for {seconds:g} s: {why}")
     detector = Detector(live, device=device)
-    stats, shown_from = run_live(detector, output, seconds, progress=progress, score_threshold=score_threshold,
-                                 track=track)
+    stats, shown_from = run_live(detector, output, seconds, progress=progress,
+                                 score_threshold=options.score_threshold, track=options.track)
 
     _say(f"5/5 evaluate on {eval_images} held-out synthetic images (bundle and PyTorch)")
     detect, _, size = bundle_detect_fn(engine, device=device)
@@ -105,11 +102,55 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
     images, coco = synthetic_data(eval_images, DEFAULT_EVAL_SEED, size)
     torch_ap = evaluate(torch_detect_fn(model, size), images, coco, progress=progress, total=eval_images)
 
+    report = _report(output, options, engine, live, why, detector, stats, shown_from)
+    report["ap"] = {"bundle": bundle_ap, "pytorch": torch_ap}
+    report["machine"] = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    report["total_seconds"] = round(time.time() - started, 1)
+    with open(os.path.join(output, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    detector.close()
+    print(summary(report, output))
+    return report
+
+
+def _export_and_build(output: str, options: DemoOptions) -> Tuple[Any, str, str]:
+    """Steps 1-3: export the shipped model, and for INT8 calibrate and build; returns (the torch
+    model, the FP32 bundle, the bundle asked for)."""
+    from .builder.builder import BuildRequest, build_engine
+    from .builder.calibrate import CalibrationRequest, calibrate
+    from .export.onnx_export import ExportOptions, export_bundle
+    from .model.loading import load_shipped_model
+
+    progress, bundles = options.progress, os.path.join(output, "bundles")
+    _say("1/5 export the shipped 'shapes' model to ONNX")
+    model, meta = load_shipped_model("shapes")
+    fp32 = os.path.join(bundles, "shapes-fp32")
+    export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), fp32, ExportOptions(
+        force=True, progress=progress,
+        provenance={"source_checkpoint": meta["checkpoint"], "source_checkpoint_sha256": meta["checkpoint_sha256"]}))
+    if options.precision != "int8":
+        _say("2/5 and 3/5 skipped: FP32 needs no calibration or build step")
+        return model, fp32, fp32
+    _say(f"2/5 calibrate INT8 on {options.calibration_images} synthetic images (entropy)")
+    cal_dir = os.path.join(output, "calibration")
+    calibrate(CalibrationRequest(fp32, f"synthetic:{options.calibration_images}", output=cal_dir, method="entropy",
+                                 force=True), progress=progress)
+    _say("3/5 build the engine (TensorRT where present, else ONNX Runtime)")
+    engine = os.path.join(bundles, "shapes-int8")
+    build_engine(BuildRequest(fp32, engine, precision="int8", calibration=cal_dir, force=True, eval_data=None),
+                 progress=progress, log=_say)
+    return model, fp32, engine
+
+
+def _report(output: str, options: DemoOptions, engine: str, live: str, why: str, detector: Any,
+            stats: Dict[str, Any], shown_from: float) -> Dict[str, Any]:
+    """The report's bundles, live run and timings (the AP and the machine are added by run_demo)."""
     from .bundle import LAYOUT_STAGES, load_manifest
+
     built = load_manifest(engine)
     stage = built.stages[LAYOUT_STAGES[built.layout][0]]  # "detector", or "stage1" (host)
     live_stage = detector.manifest.stages[LAYOUT_STAGES[detector.manifest.layout][0]]
-    report = {
+    return {
         "backend": stage.backend,
         "precision": stage.precision,
         "live_precision": live_stage.precision,
@@ -117,25 +158,17 @@ def run_demo(output: str = "demo-out", seconds: float = 10.0, precision: str = "
         "live_bundle": os.path.relpath(live, output),
         "live_choice": why,
         "source": DEMO_SOURCE,
-        "seconds": seconds,
+        "seconds": options.seconds,
         "score_threshold": shown_from,
         "frames": stats.get("frames", 0),
         "dropped_frames": stats.get("dropped", 0),
         "bad_frames": stats.get("bad_frames", 0),
-        "tracking": bool(track),
+        "tracking": bool(options.track),
         "fps": stats.get("fps", 0.0),
         "latency_ms": _ms(stats.get("latency", {})),
         "stages_ms": {name: _ms(value) for name, value in stats.get("stages", {}).items()},
-        "eval_images": eval_images,
-        "ap": {"bundle": bundle_ap, "pytorch": torch_ap},
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-        "total_seconds": round(time.time() - started, 1),
+        "eval_images": options.eval_images,
     }
-    with open(os.path.join(output, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    detector.close()
-    print(summary(report, output))
-    return report
 
 
 def run_live(detector: Any, output: str, seconds: float, progress: bool = True,

@@ -13,6 +13,7 @@ are scored.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -42,13 +43,26 @@ def ground_truth_sequence(motion: str, frames: int, width: int = 640, height: in
     return truth, pictures
 
 
-def noisy_detections(truth: Sequence[Frame], jitter: float = 2.0, miss: float = 0.1, false_positives: float = 0.05,
-                     low_share: float = 0.1, num_classes: int = 5, width: int = 640, height: int = 480,
-                     seed: int = 0) -> List[Dets]:
-    """Detections made from the ground truth: each box corner moved by N(0, jitter) px, `miss` of
-    the objects dropped, `false_positives` x the objects' count of random boxes added (random
-    class, scores 0.3-0.8), and `low_share` of the true detections given a low score (0.15-0.5,
-    ByteTrack's second stage); the other true detections score 0.6-1.0."""
+@dataclass(frozen=True)
+class DetectionNoise:
+    """How noisy_detections spoils the ground truth: each box corner moved by N(0, jitter) px,
+    `miss` of the objects dropped, `false_positives` x the objects' count of random boxes added
+    (random class of `num_classes`, scores 0.3-0.8), and `low_share` of the true detections given a
+    low score (0.15-0.5, ByteTrack's second stage); the other true detections score 0.6-1.0."""
+    jitter: float = 2.0
+    miss: float = 0.1
+    false_positives: float = 0.05
+    low_share: float = 0.1
+    num_classes: int = 5
+
+
+def noisy_detections(truth: Sequence[Frame], noise: Optional[DetectionNoise] = None, width: int = 640,
+                     height: int = 480, seed: int = 0) -> List[Dets]:
+    """Detections made from the ground truth with `noise` (default DetectionNoise()); false
+    positives fall inside a `width` x `height` frame."""
+    noise = noise or DetectionNoise()
+    jitter, miss, false_positives = noise.jitter, noise.miss, noise.false_positives
+    low_share, num_classes = noise.low_share, noise.num_classes
     rng = np.random.default_rng(seed)
     out: List[Dets] = []
     for timestamp, boxes, labels, _ in truth:
@@ -191,11 +205,13 @@ def format_scores(name: str, scores: Dict[str, float]) -> str:
 
 
 def evaluate_bundle_tracking(bundle: str, frames: int = 300, steps: Sequence[int] = (1, 3),
-                             sequences: Sequence[str] = TRACK_SEQUENCES, width: int = 640, height: int = 480,
+                             sequences: Sequence[str] = TRACK_SEQUENCES, frame_size: Tuple[int, int] = (640, 480),
                              device: str = "cpu", reference: bool = True,
                              progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """The bundle's real detections on each synthetic sequence, tracked by ours (and the reference)."""
+    """The bundle's real detections on each synthetic sequence (frames of `frame_size`, width x
+    height), tracked by ours (and the reference)."""
     from .runtime.detector import Detector
+    width, height = frame_size
     report: Dict[str, Any] = {}
     with Detector(bundle, device=device) as detector:
         for motion in sequences:

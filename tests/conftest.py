@@ -51,10 +51,10 @@ def bundle_factory(tmp_path_factory, reference_models):
 
     def make(arch, layout="host"):
         if (arch, layout) not in bundles:
-            from edge_fpn.export.onnx_export import export_bundle
+            from edge_fpn.export.onnx_export import ExportOptions, export_bundle
             model = get_model(reference_models, arch)
             out = str(tmp_path_factory.mktemp("bundles") / f"{arch}-{layout}")
-            export_bundle(model, arch, TEST_CLASSES, TEST_SIZE, out, progress=False, layout=layout)
+            export_bundle(model, arch, TEST_CLASSES, TEST_SIZE, out, ExportOptions(progress=False, layout=layout))
             bundles[arch, layout] = out
         return reference_models[arch], bundles[arch, layout]
     return make
@@ -67,13 +67,13 @@ def shapes_bundle(tmp_path_factory):
 
     def make(layout="engine"):
         if layout not in bundles:
-            from edge_fpn.export.onnx_export import export_bundle
+            from edge_fpn.export.onnx_export import ExportOptions, export_bundle
             from edge_fpn.model.loading import load_shipped_model
 
             model, meta = load_shipped_model("shapes")
             out = str(tmp_path_factory.mktemp("shapes") / layout)
             export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), out,
-                          progress=False, layout=layout)
+                          ExportOptions(progress=False, layout=layout))
             bundles[layout] = model, out
         return bundles[layout]
     return make

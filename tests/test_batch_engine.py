@@ -31,10 +31,10 @@ def batch_bundle(tmp_path_factory, reference_models):
 
     def make(arch, batch=BATCH):
         if (arch, batch) not in bundles:
-            from edge_fpn.export.onnx_export import export_bundle
+            from edge_fpn.export.onnx_export import ExportOptions, export_bundle
             out = str(tmp_path_factory.mktemp("batch") / f"{arch}-b{batch}")
-            export_bundle(get_model(reference_models, arch), arch, TEST_CLASSES, TEST_SIZE, out, progress=False,
-                          batch=batch)
+            export_bundle(get_model(reference_models, arch), arch, TEST_CLASSES, TEST_SIZE, out,
+                          ExportOptions(progress=False, batch=batch))
             bundles[arch, batch] = out
         return bundles[arch, batch]
     return make

@@ -83,7 +83,7 @@ def test_demo_live_step_score_threshold(tiny_bundle, tmp_path, threshold):
 def test_demo_passes_score_threshold_on(monkeypatch):
     import edge_fpn.demo
     seen = {}
-    monkeypatch.setattr(edge_fpn.demo, "run_demo", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(edge_fpn.demo, "run_demo", lambda output, options: seen.update(vars(options)))
     assert main(["demo", "--score-threshold", "0.05", "--quiet"]) == 0
     assert seen["score_threshold"] == 0.05
     assert main(["demo", "--quiet"]) == 0

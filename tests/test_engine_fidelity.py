@@ -156,14 +156,14 @@ def test_the_candidate_cap_is_measured(bundle_factory, tmp_path):
     """The one difference from torchvision: a cap on the final NMS's candidates. With the default
     (2000) nothing changes for these models (the test above is exact); a cap far below the number
     of candidates loses detections, which the fidelity matching sees."""
-    from edge_fpn.export.onnx_export import export_bundle
+    from edge_fpn.export.onnx_export import ExportOptions, export_bundle
 
     model, _ = bundle_factory(ARCHS[0], layout="engine")
     frame = textured_image(0, *TEST_SIZE)
     ref = _torchvision(model, frame)
     small = str(tmp_path / "cap")
-    export_bundle(model, ARCHS[0], TEST_CLASSES, TEST_SIZE, small, progress=False, layout="engine",
-                  detection_candidates=20)
+    export_bundle(model, ARCHS[0], TEST_CLASSES, TEST_SIZE, small,
+                  ExportOptions(progress=False, layout="engine", detection_candidates=20))
     assert json.load(open(os.path.join(small, "manifest.json")))["detection_candidates"] == 20
     with Detector(small) as detector:
         share = matched_share(ref, _ours(detector, frame), min_score=0.05)

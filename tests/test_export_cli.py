@@ -124,7 +124,8 @@ def test_interrupted_export_leaves_nothing(tmp_path, checkpoint, monkeypatch):
     monkeypatch.setattr(onnx_export, "_slim", boom)
     model = load_checkpoint(build_architecture(ARCH, 3), checkpoint, ARCH)
     with pytest.raises(KeyboardInterrupt):
-        onnx_export.export_bundle(model, ARCH, ["bg", "a", "b"], (320, 320), str(tmp_path / "b"), progress=False)
+        onnx_export.export_bundle(model, ARCH, ["bg", "a", "b"], (320, 320), str(tmp_path / "b"),
+                                  onnx_export.ExportOptions(progress=False))
     assert os.listdir(tmp_path) == []
 
 
@@ -205,7 +206,7 @@ def test_export_writes_into_engines_by_default(tmp_path, checkpoint, tiny_bundle
 
     written = []
 
-    def export_bundle(model, arch, class_names, input_size, output, force=False, **kwargs):
+    def export_bundle(model, arch, class_names, input_size, output, options=None):
         written.append(output)
         shutil.copytree(tiny_bundle, output)
         return load_manifest(output)

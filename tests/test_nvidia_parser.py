@@ -97,13 +97,13 @@ def test_nvidia_parser_accepts_every_graph_edge_fpn_writes(variants, arch, layou
 def test_nvidia_parser_accepts_the_batch_n_engine_graph(tmp_path):
     # `export --batch 4` on the shipped model: NMS with the batch axis, RoIAlign with per-image
     # batch indices, a MatMul that turns the selected rows into per-image kept masks
-    from edge_fpn.export.onnx_export import export_bundle
+    from edge_fpn.export.onnx_export import ExportOptions, export_bundle
     from edge_fpn.model.loading import load_shipped_model
 
     model, meta = load_shipped_model("shapes")
     bundle = str(tmp_path / "batch4")
     export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), bundle,
-                  progress=False, batch=4)
+                  ExportOptions(progress=False, batch=4))
     height, width = meta["input_size"]
     for variant, (path, _) in _write_variants(bundle, str(tmp_path))["detector"].items():
         ok, errors, summary = rtx.parse_onnx(path)

@@ -288,11 +288,12 @@ motmetrics = pytest.importorskip("motmetrics")
 
 
 def _mean_scores(motion, step, seeds=(1, 2, 3), coast=0.15, **noise):
-    from edge_fpn.tracking_eval import compare, ground_truth_sequence, noisy_detections
+    from edge_fpn.tracking_eval import DetectionNoise, compare, ground_truth_sequence, noisy_detections
     runs = []
     for seed in seeds:
         truth, _ = ground_truth_sequence(motion, 300, seed=seed)
-        runs.append(compare(truth, noisy_detections(truth, seed=seed, **noise), step, coast_seconds=coast))
+        runs.append(compare(truth, noisy_detections(truth, DetectionNoise(**noise), seed=seed), step,
+                            coast_seconds=coast))
     return {name: {key: float(np.mean([r[name][key] for r in runs])) for key in ("mota", "idf1", "id_switches")}
             for name in runs[0]}
 

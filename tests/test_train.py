@@ -11,14 +11,15 @@ torch = pytest.importorskip("torch")
 
 from edge_fpn.model.shapes import (SHAPES_INPUT_SIZE, SHAPES_METADATA, SHAPES_WEIGHTS, build_shapes_model,
                                    load_shapes_model, shapes_metadata)
-from edge_fpn.model.train import learning_rate, train
+from edge_fpn.model.train import TrainConfig, learning_rate, train
 from edge_fpn.runtime.synthetic import CLASS_NAMES, make_scene
 
 
 def test_a_few_iterations_write_a_loadable_float16_checkpoint(tmp_path):
     output = str(tmp_path / "ckpt" / "shapes.pt")
     lines = []
-    assert train(output, iterations=3, seed=0, batch_size=1, progress=False, log_every=1, log=lines.append) == output
+    config = TrainConfig(iterations=3, seed=0, batch_size=1, log_every=1)
+    assert train(output, config, progress=False, log=lines.append) == output
     state = torch.load(output, map_location="cpu", weights_only=True)
     floats = [v for v in state.values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
@@ -49,7 +50,7 @@ def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch):
     output = str(tmp_path / "shapes.pt")
     lines = []
     with pytest.raises(KeyboardInterrupt):
-        train(output, iterations=10, seed=0, batch_size=1, progress=False, log=lines.append)
+        train(output, TrainConfig(iterations=10, seed=0, batch_size=1), progress=False, log=lines.append)
     assert os.path.isfile(output)
     assert output in lines[-1] and "after 2 of 10" in lines[-1]
     with open(str(tmp_path / "shapes.json")) as f:

@@ -119,34 +119,51 @@ def require_fp32_onnx(bundle_dir: str, manifest: Manifest, what: str) -> None:
                                f"a {stage.precision} {stage.backend} {key} ({stage.file}); give the exported bundle")
 
 
-def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str = "entropy",
-              percentile: float = DEFAULT_PERCENTILE, output: Optional[str] = None, force: bool = False,
-              progress: bool = True, threads: int = 0, tensorrt_version: Optional[str] = None,
-              tensors: str = "qdq", log: Any = None) -> str:
-    """Calibrate `bundle_dir` on `data` and write `output`/ranges.json and calibration.cache.
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """One calibration: the FP32 bundle, the data, where the ranges go, and how they are chosen. The
+    options are checked once, here (one sentence each); what needs the files is checked by calibrate.
 
     data: an image directory, a glob, a video file or ``synthetic:N``; num: at most this many
     images (all by default; a video is sampled). tensors: "qdq" (default) measures the tensors the
     Q/DQ graphs quantize (inputs of Conv/Gemm/MatMul and of residual Adds); "all" every network
     activation, so that calibration.cache also serves TensorRT's implicit INT8, which needs each
     layer's output range too (about twice the time: ONNX Runtime loses its Conv+ReLU fusions).
-    Returns `output`.
     """
+    bundle: str
+    data: str
+    output: Optional[str] = None
+    num: Optional[int] = None
+    method: str = "entropy"
+    percentile: float = DEFAULT_PERCENTILE
+    force: bool = False
+    threads: int = 0
+    tensorrt_version: Optional[str] = None
+    tensors: str = "qdq"
+
+    def __post_init__(self) -> None:
+        if self.output is None:
+            raise EdgeFpnError("calibrate needs an output directory (--output CAL_DIR)")
+        if self.method not in METHODS:
+            raise EdgeFpnError(f"unknown calibration method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.tensors not in ("all", "qdq"):
+            raise EdgeFpnError(f"tensors must be 'all' or 'qdq', not {self.tensors!r}")
+        if self.method == "percentile" and not 0.0 < float(self.percentile) <= 100.0:
+            raise EdgeFpnError(f"--percentile must be in (0, 100], not {self.percentile}")
+
+
+def calibrate(request: CalibrationRequest, progress: bool = True, log: Any = None) -> str:
+    """Calibrate the request's bundle on its data and write `output`/ranges.json and
+    calibration.cache. Returns `output`."""
     from .data import open_source, require_enough
 
     log = log or print  # the summary line (the progress bar goes to stderr)
-    if output is None:
-        raise EdgeFpnError("calibrate needs an output directory (--output CAL_DIR)")
-    if method not in METHODS:
-        raise EdgeFpnError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
-    if tensors not in ("all", "qdq"):
-        raise EdgeFpnError(f"tensors must be 'all' or 'qdq', not {tensors!r}")
-    if method == "percentile" and not 0.0 < float(percentile) <= 100.0:
-        raise EdgeFpnError(f"--percentile must be in (0, 100], not {percentile}")
+    bundle_dir, data, num, output = request.bundle, request.data, request.num, str(request.output)
+    method, percentile, tensors = request.method, request.percentile, request.tensors
     manifest = load_manifest(bundle_dir)
     require_fp32_onnx(bundle_dir, manifest, "calibration")
     verify_onnx_stages(bundle_dir, manifest)
-    check_output_dir(output, force)
+    check_output_dir(output, request.force)
     source_hash = bundle_hash(bundle_dir, manifest)
     source = open_source(data, manifest.input_size, num)
     if source.kind == "images":
@@ -155,7 +172,7 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
     started = time.time()
     plans, measured = _plans(bundle_dir, manifest, tensors)
     histograms = {stage: {name: AbsHistogram() for name in names} for stage, names in measured.items()}
-    run = _collect(bundle_dir, manifest, measured, source, histograms, threads, progress)
+    run = _collect(bundle_dir, manifest, measured, source, histograms, request.threads, progress)
     require_enough(run.readable, run.skipped, source, num)
     if manifest.layout == "host" and run.stage2_runs == 0:
         raise EdgeFpnError(f"stage 1 proposed no box on any of the {run.readable} calibration images, so stage 2 cannot be "
@@ -180,8 +197,8 @@ def calibrate(bundle_dir: str, data: str, num: Optional[int] = None, method: str
               "skipped": run.skipped, "description": source.description},
         stages=stages,
         extra={"seconds": round(time.time() - started, 1), "tensors": tensors, "layout": manifest.layout, **per_image})
-    version = tensorrt_version or _local_tensorrt_version() or DEFAULT_TENSORRT_VERSION
-    with atomic_directory(output, force) as tmp:
+    version = request.tensorrt_version or _local_tensorrt_version() or DEFAULT_TENSORRT_VERSION
+    with atomic_directory(output, request.force) as tmp:
         write_ranges(tmp, ranges)
         with open(os.path.join(tmp, CACHE_FILE), "w", encoding="utf-8") as f:
             f.write(format_cache(merge_stage_ranges((s, ranges.amax(s)) for s in stage_keys(manifest) if s in ranges.stages),

@@ -48,12 +48,13 @@ def output_or_default(output: Optional[str], default: str) -> Iterator[str]:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate
+    from .calibrate import CalibrationRequest, calibrate
 
     with output_or_default(args.output, os.path.join(CALIBRATION_DIR, bundle_name(args.bundle))) as output:
-        calibrate(args.bundle, args.data, num=args.num, method=args.method, percentile=args.percentile,
-                  output=output, force=args.force, progress=not args.quiet, tensorrt_version=args.tensorrt_version,
-                  tensors=args.tensors)
+        calibrate(CalibrationRequest(args.bundle, args.data, output=output, num=args.num, method=args.method,
+                                     percentile=args.percentile, force=args.force,
+                                     tensorrt_version=args.tensorrt_version, tensors=args.tensors),
+                  progress=not args.quiet)
     return 0
 
 

@@ -57,12 +57,22 @@ def float32_nodes(model: Any) -> Set[str]:
 
 def convert_to_fp16(model: Any, keep_float32: Optional[Set[str]] = None) -> Any:
     """A float16 copy of `model` (float32 graph inputs/outputs); see the module docstring."""
+    out = _prepared_copy(model)
+    keep = float32_nodes(out) if keep_float32 is None else set(keep_float32)
+    rewrite = _Fp16Rewrite(out, keep)
+    rewrite.plan_types()
+    rewrite.rewrite_inputs()
+    rewrite.cast_outputs()
+    rewrite.tidy()
+    return out
+
+
+def _prepared_copy(model: Any) -> Any:
+    """A copy of `model` with every node named, at opset 19 if it holds Q/DQ nodes."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
-    from .qdq import _float_tensors, ensure_node_names
+    from .qdq import ensure_node_names
 
-    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
     out = onnx.ModelProto()
     out.CopyFrom(model)
     ensure_node_names(out)
@@ -70,94 +80,122 @@ def convert_to_fp16(model: Any, keep_float32: Optional[Set[str]] = None) -> Any:
         from onnx import version_converter
         out = version_converter.convert_version(out, QDQ_FP16_OPSET)
         ensure_node_names(out)
-    graph = out.graph
-    keep = float32_nodes(out) if keep_float32 is None else set(keep_float32)
-    floats = _float_tensors(out)
-    initializers = {init.name: init for init in graph.initializer}
-    float_inits = {name for name, init in initializers.items() if init.data_type == FLOAT}
-    floats |= float_inits
-    half_nodes = {n.name for n in graph.node if n.name not in keep}
+    return out
 
-    # the type each float tensor has after conversion
-    new_type: Dict[str, int] = {}
-    for info in graph.input:
-        if info.name in floats:
-            new_type[info.name] = FLOAT
-    for node in graph.node:
-        half = node.name in half_nodes
-        if half and node.op_type == "Cast" and _attr(node, "to") == FLOAT:
-            _set_attr_int(node, "to", HALF)
-        if half and node.op_type == "Constant":
-            _constant_to_half(node)
-        if half and node.op_type == "ConstantOfShape":
-            _constant_of_shape_to_half(node)
-        for output in node.output:
-            if output in floats:
-                new_type[output] = HALF if half else FLOAT
 
-    new_nodes: List[Any] = []
-    casts: Dict[Tuple[str, int], str] = {}
-    half_copies: Dict[str, str] = {}
-    new_inits: List[Any] = []
+class _Fp16Rewrite:
+    """convert_to_fp16's steps on one graph, changed in place: plan each float tensor's type, rewrite
+    the node inputs (float16 initializer copies, boundary Casts), cast float16 graph outputs back to
+    float32, then order the nodes and drop unused initializers."""
 
-    def cast_of(tensor: str, to: int) -> str:
+    def __init__(self, model: Any, keep: Set[str]) -> None:
+        from onnx import TensorProto
+
+        from .qdq import _float_tensors
+
+        self.FLOAT, self.HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+        self.graph = model.graph
+        self.floats = _float_tensors(model)
+        self.initializers = {init.name: init for init in self.graph.initializer}
+        self.float_inits = {name for name, init in self.initializers.items() if init.data_type == self.FLOAT}
+        self.floats |= self.float_inits
+        self.half_nodes = {n.name for n in self.graph.node if n.name not in keep}
+        self.new_type: Dict[str, int] = {}  # the type each float tensor has after conversion
+        self.new_nodes: List[Any] = []
+        self.casts: Dict[Tuple[str, int], str] = {}
+        self.half_copies: Dict[str, str] = {}
+        self.new_inits: List[Any] = []
+
+    def plan_types(self) -> None:
+        """Each float tensor's type after conversion; float16 nodes' Casts and constants made float16."""
+        FLOAT, HALF = self.FLOAT, self.HALF
+        for info in self.graph.input:
+            if info.name in self.floats:
+                self.new_type[info.name] = FLOAT
+        for node in self.graph.node:
+            half = node.name in self.half_nodes
+            if half and node.op_type == "Cast" and _attr(node, "to") == FLOAT:
+                _set_attr_int(node, "to", HALF)
+            if half and node.op_type == "Constant":
+                _constant_to_half(node)
+            if half and node.op_type == "ConstantOfShape":
+                _constant_of_shape_to_half(node)
+            for output in node.output:
+                if output in self.floats:
+                    self.new_type[output] = HALF if half else FLOAT
+
+    def cast_of(self, tensor: str, to: int) -> str:
         key = (tensor, to)
-        if key not in casts:
-            kind = "fp16" if to == HALF else "fp32"
+        if key not in self.casts:
+            from onnx import helper
+
+            kind = "fp16" if to == self.HALF else "fp32"
             name = f"{tensor}_to_{kind}"
             # a node name that does not start with the tensor's scope: a boundary Cast belongs to
             # neither side (graph_names.is_postprocess_node must not claim it)
-            new_nodes.append(helper.make_node("Cast", [tensor], [name], name=f"Cast_to_{kind}_{tensor}", to=to))
-            casts[key] = name
-        return casts[key]
+            self.new_nodes.append(helper.make_node("Cast", [tensor], [name], name=f"Cast_to_{kind}_{tensor}", to=to))
+            self.casts[key] = name
+        return self.casts[key]
 
-    def half_initializer(name: str) -> str:
-        if name not in half_copies:
-            values = numpy_helper.to_array(initializers[name]).astype(np.float32)
+    def half_initializer(self, name: str) -> str:
+        if name not in self.half_copies:
+            from onnx import numpy_helper
+
+            values = numpy_helper.to_array(self.initializers[name]).astype(np.float32)
             values = np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
             copy = f"{name}_fp16"
-            new_inits.append(numpy_helper.from_array(values, copy))
-            half_copies[name] = copy
-        return half_copies[name]
+            self.new_inits.append(numpy_helper.from_array(values, copy))
+            self.half_copies[name] = copy
+        return self.half_copies[name]
 
-    for node in graph.node:
-        half = node.name in half_nodes
-        always_float = ALWAYS_FLOAT_INPUTS.get(node.op_type, ())
-        for index, tensor in enumerate(node.input):
-            if not tensor or tensor not in floats:
-                continue
-            wanted = HALF if half and index not in always_float else FLOAT
-            if tensor in float_inits:
-                if wanted == HALF:
-                    node.input[index] = half_initializer(tensor)
-                continue
-            have = new_type.get(tensor, FLOAT)
-            if have != wanted:
-                node.input[index] = cast_of(tensor, wanted)
-        new_nodes.append(node)
+    def rewrite_inputs(self) -> None:
+        """Every node's float inputs in the type the node computes in (a Cast where they differ)."""
+        FLOAT, HALF = self.FLOAT, self.HALF
+        for node in self.graph.node:
+            half = node.name in self.half_nodes
+            always_float = ALWAYS_FLOAT_INPUTS.get(node.op_type, ())
+            for index, tensor in enumerate(node.input):
+                if not tensor or tensor not in self.floats:
+                    continue
+                wanted = HALF if half and index not in always_float else FLOAT
+                if tensor in self.float_inits:
+                    if wanted == HALF:
+                        node.input[index] = self.half_initializer(tensor)
+                    continue
+                have = self.new_type.get(tensor, FLOAT)
+                if have != wanted:
+                    node.input[index] = self.cast_of(tensor, wanted)
+            self.new_nodes.append(node)
 
-    # graph outputs keep float32: the producer writes <name>_fp16, a Cast restores <name>
-    for output in graph.output:
-        if new_type.get(output.name) == HALF:
-            inner = f"{output.name}_fp16"
-            for node in new_nodes:
-                for index, name in enumerate(node.output):
-                    if name == output.name:
-                        node.output[index] = inner
-                for index, name in enumerate(node.input):
-                    if name == output.name:
-                        node.input[index] = inner
-            new_nodes.append(helper.make_node("Cast", [inner], [output.name], name=f"{output.name}_Cast", to=FLOAT))
+    def cast_outputs(self) -> None:
+        """Graph outputs keep float32: the producer writes <name>_fp16, a Cast restores <name>."""
+        from onnx import helper
 
-    del graph.node[:]
-    graph.node.extend(_topological(new_nodes, {i.name for i in graph.input} | set(initializers) | {i.name for i in new_inits}))
-    graph.initializer.extend(new_inits)
-    used = {i for n in graph.node for i in n.input}
-    unused = [init for init in graph.initializer if init.name not in used]
-    for init in unused:
-        graph.initializer.remove(init)
-    del graph.value_info[:]
-    return out
+        for output in self.graph.output:
+            if self.new_type.get(output.name) == self.HALF:
+                inner = f"{output.name}_fp16"
+                for node in self.new_nodes:
+                    for index, name in enumerate(node.output):
+                        if name == output.name:
+                            node.output[index] = inner
+                    for index, name in enumerate(node.input):
+                        if name == output.name:
+                            node.input[index] = inner
+                self.new_nodes.append(helper.make_node("Cast", [inner], [output.name], name=f"{output.name}_Cast",
+                                                       to=self.FLOAT))
+
+    def tidy(self) -> None:
+        """The nodes in topological order, the new initializers added, the unused ones dropped."""
+        graph = self.graph
+        del graph.node[:]
+        graph.node.extend(_topological(self.new_nodes, {i.name for i in graph.input} | set(self.initializers)
+                                       | {i.name for i in self.new_inits}))
+        graph.initializer.extend(self.new_inits)
+        used = {i for n in graph.node for i in n.input}
+        unused = [init for init in graph.initializer if init.name not in used]
+        for init in unused:
+            graph.initializer.remove(init)
+        del graph.value_info[:]
 
 
 def _opset(model: Any) -> int:

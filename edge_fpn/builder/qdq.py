@@ -42,7 +42,7 @@ Python 3.8: this module runs on the device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Collection, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -153,13 +153,39 @@ def plan_quantization(model: Any, stage: str) -> QuantPlan:
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     constants = set(initializers) | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    floats = _float_tensors(model)
-    producer: Dict[str, Any] = {}
-    for node in graph.node:
-        for output in node.output:
-            producer[output] = node
+    feature_inputs, order, dense_set = _reachable(graph, initializers, _float_tensors(model))
 
-    # reachable tensors: float activations that depend on a feature input (not on boxes alone)
+    def is_activation(tensor: str) -> bool:
+        return bool(tensor) and tensor in dense_set and tensor not in constants
+
+    groups, group_order = _weighted_groups(graph, initializers, is_activation)
+    conv_of: Dict[str, str] = {}  # output tensor of a weighted node -> its group key
+    for key in group_order:
+        for node in groups[key]:
+            conv_of[node.output[0]] = key
+    residual_inputs, residual_adds = _residual_adds(graph, group_order, conv_of, is_activation)
+
+    layers: List[Layer] = []
+    for key in group_order:
+        nodes = groups[key]
+        first = nodes[0]
+        weight = first.input[1] if first.input[1] in initializers else None
+        inputs: List[Tuple[str, int, str]] = []
+        for node in nodes:
+            inputs.append((node.name, 0, node.input[0]))
+            if weight is None:
+                inputs.append((node.name, 1, node.input[1]))
+        inputs += residual_inputs[key]
+        layers.append(Layer(name=first.name, stage=stage, nodes=tuple(n.name for n in nodes), op_type=first.op_type,
+                            weight=weight, weight_axis=_weight_axis(first, initializers.get(weight) if weight else None),
+                            activation_inputs=tuple(inputs)))
+    return QuantPlan(stage=stage, layers=layers, residual_adds=residual_adds,
+                     dense_tensors=_network_tensors(graph, order, dense_set, feature_inputs, conv_of, layers))
+
+
+def _reachable(graph: Any, initializers: Mapping[str, Any], floats: Set[str]) -> Tuple[List[str], List[str], Set[str]]:
+    """(the float feature inputs, every tensor that depends on a feature input (not on boxes alone)
+    in graph order, the float ones among them)."""
     non_feature = set(NON_FEATURE_INPUTS) | set(_SIZE_INPUTS)
     feature_inputs = [i.name for i in graph.input
                       if i.name not in non_feature and i.name not in initializers and i.name in floats]
@@ -170,12 +196,13 @@ def plan_quantization(model: Any, stage: str) -> QuantPlan:
             for output in node.output:
                 dense.add(output)  # reachability passes through int8 (Q/DQ) and shape tensors too
                 order.append(output)
-    dense_set = {t for t in order if t in floats}
+    return feature_inputs, order, {t for t in order if t in floats}
 
-    def is_activation(tensor: str) -> bool:
-        return bool(tensor) and tensor in dense_set and tensor not in constants
 
-    # weighted nodes, grouped by their weight initializer (none of the postprocessing part)
+def _weighted_groups(graph: Any, initializers: Mapping[str, Any],
+                     is_activation: Callable[[str], bool]) -> Tuple[Dict[str, List[Any]], List[str]]:
+    """Weighted nodes, grouped by their weight initializer (none of the postprocessing part), and
+    the groups' keys in graph order."""
     groups: Dict[str, List[Any]] = {}
     group_order: List[str] = []
     for node in graph.node:
@@ -193,12 +220,13 @@ def plan_quantization(model: Any, stage: str) -> QuantPlan:
             groups[key] = []
             group_order.append(key)
         groups[key].append(node)
+    return groups, group_order
 
-    conv_of: Dict[str, str] = {}  # output tensor of a weighted node -> its group key
-    for key in group_order:
-        for node in groups[key]:
-            conv_of[node.output[0]] = key
 
+def _residual_adds(graph: Any, group_order: List[str], conv_of: Mapping[str, str],
+                   is_activation: Callable[[str], bool]) -> Tuple[Dict[str, List[Tuple[str, int, str]]], Dict[str, str]]:
+    """The residual Adds of weighted layers' outputs: (group key -> (Add, input index, skip tensor)
+    to quantize with that layer, Add name -> skip tensor)."""
     residual_inputs: Dict[str, List[Tuple[str, int, str]]] = {key: [] for key in group_order}
     residual_adds: Dict[str, str] = {}
     for node in graph.node:
@@ -218,23 +246,7 @@ def plan_quantization(model: Any, stage: str) -> QuantPlan:
             continue
         residual_inputs[partner].append((node.name, index, tensor))
         residual_adds[node.name] = tensor
-
-    layers: List[Layer] = []
-    for key in group_order:
-        nodes = groups[key]
-        first = nodes[0]
-        weight = first.input[1] if first.input[1] in initializers else None
-        inputs: List[Tuple[str, int, str]] = []
-        for node in nodes:
-            inputs.append((node.name, 0, node.input[0]))
-            if weight is None:
-                inputs.append((node.name, 1, node.input[1]))
-        inputs += residual_inputs[key]
-        layers.append(Layer(name=first.name, stage=stage, nodes=tuple(n.name for n in nodes), op_type=first.op_type,
-                            weight=weight, weight_axis=_weight_axis(first, initializers.get(weight) if weight else None),
-                            activation_inputs=tuple(inputs)))
-    return QuantPlan(stage=stage, layers=layers, residual_adds=residual_adds,
-                     dense_tensors=_network_tensors(graph, order, dense_set, feature_inputs, conv_of, layers))
+    return residual_inputs, residual_adds
 
 
 def _network_tensors(graph: Any, order: List[str], dense: Set[str], feature_inputs: List[str],
@@ -289,7 +301,6 @@ def quantize_model(model: Any, plan: QuantPlan, amax: Mapping[str, float],
     of the caller, which checks the ranges against the plan first).
     """
     import onnx
-    from onnx import helper, numpy_helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -300,67 +311,85 @@ def quantize_model(model: Any, plan: QuantPlan, amax: Mapping[str, float],
               if layer.name not in excluded and layer.qualified_name not in excluded
               and all(t in amax for t in layer.activations)]
 
-    new_initializers: List[Any] = []
-    # activation tensor -> DQ output, and which (node, input index) read it
-    rewire: Dict[Tuple[str, int], str] = {}
-    activation_dq: Dict[str, str] = {}
-    qdq_after: Dict[str, List[Any]] = {}  # tensor -> Q/DQ nodes to emit right after its producer
-    leading: List[Any] = []  # Q/DQ of graph inputs and weights: emitted first
-
-    produced = {o for n in graph.node for o in n.output}
-
-    def zero_point(name: str, size: Optional[int]) -> str:
-        values = np.zeros(size if size is not None else (), dtype=np.int8)
-        new_initializers.append(numpy_helper.from_array(values, name))
-        return name
-
+    writer = _QdqWriter({o for n in graph.node for o in n.output})
     for layer in chosen:
         for node_name, index, tensor in layer.activation_inputs:
-            if tensor not in activation_dq:
-                scale_name = f"{tensor}_scale"
-                new_initializers.append(numpy_helper.from_array(np.array(activation_scale(amax[tensor]), np.float32), scale_name))
-                zp_name = zero_point(f"{tensor}_zero_point", None)
-                q_out, dq_out = f"{QDQ_PREFIX}{tensor}/QuantizeLinear_Output", f"{QDQ_PREFIX}{tensor}/DequantizeLinear_Output"
-                nodes = [helper.make_node("QuantizeLinear", [tensor, scale_name, zp_name], [q_out], name=f"{QDQ_PREFIX}{tensor}/QuantizeLinear"),
-                         helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out], name=f"{QDQ_PREFIX}{tensor}/DequantizeLinear")]
-                if tensor in produced:
-                    qdq_after.setdefault(tensor, []).extend(nodes)
-                else:
-                    leading.extend(nodes)
-                activation_dq[tensor] = dq_out
-            rewire[(node_name, index)] = activation_dq[tensor]
+            writer.quantize_activation(node_name, index, tensor, amax[tensor])
         if layer.weight is not None:
-            weight = numpy_helper.to_array(initializers[layer.weight])
-            scales = weight_scales(weight, layer.weight_axis)
-            scale_name = f"{layer.weight}_scale"
-            new_initializers.append(numpy_helper.from_array(scales, scale_name))
-            zp_name = zero_point(f"{layer.weight}_zero_point", int(scales.shape[0]))
-            # one Q/DQ pair per node, as a per-call fake-quantized module exports (the RPN head's
-            # convolutions share their weights across levels, not their Q/DQ nodes)
-            for index, node_name in enumerate(layer.nodes):
-                suffix = f"_{index}" if len(layer.nodes) > 1 else ""
-                q_out = f"{QDQ_PREFIX}{layer.weight}/QuantizeLinear_Output{suffix}"
-                dq_out = f"{QDQ_PREFIX}{layer.weight}/DequantizeLinear_Output{suffix}"
-                leading.append(helper.make_node("QuantizeLinear", [layer.weight, scale_name, zp_name], [q_out],
-                                                name=f"{QDQ_PREFIX}{layer.weight}/QuantizeLinear{suffix}", axis=layer.weight_axis))
-                leading.append(helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out],
-                                                name=f"{QDQ_PREFIX}{layer.weight}/DequantizeLinear{suffix}", axis=layer.weight_axis))
-                rewire[(node_name, 1)] = dq_out
+            writer.quantize_weight(layer, initializers[layer.weight])
 
-    nodes_out: List[Any] = list(leading)
+    nodes_out: List[Any] = list(writer.leading)
     for node in graph.node:
         for index in range(len(node.input)):
-            replacement = rewire.get((node.name, index))
+            replacement = writer.rewire.get((node.name, index))
             if replacement is not None:
                 node.input[index] = replacement
         nodes_out.append(node)
         for output in node.output:
-            nodes_out.extend(qdq_after.get(output, []))
+            nodes_out.extend(writer.qdq_after.get(output, []))
     del graph.node[:]
     graph.node.extend(nodes_out)
-    graph.initializer.extend(new_initializers)
+    graph.initializer.extend(writer.new_initializers)
     del graph.value_info[:]  # stale for the rewired tensors; consumers re-infer
     return out, [layer.qualified_name for layer in chosen]
+
+
+class _QdqWriter:
+    """The Q/DQ nodes and initializers quantize_model adds, and the node inputs they replace."""
+
+    def __init__(self, produced: Set[str]) -> None:
+        self.produced = produced  # tensors some node outputs (the others are graph inputs)
+        self.new_initializers: List[Any] = []
+        # activation tensor -> DQ output, and which (node, input index) read it
+        self.rewire: Dict[Tuple[str, int], str] = {}
+        self.activation_dq: Dict[str, str] = {}
+        self.qdq_after: Dict[str, List[Any]] = {}  # tensor -> Q/DQ nodes to emit right after its producer
+        self.leading: List[Any] = []  # Q/DQ of graph inputs and weights: emitted first
+
+    def zero_point(self, name: str, size: Optional[int]) -> str:
+        from onnx import numpy_helper
+
+        values = np.zeros(size if size is not None else (), dtype=np.int8)
+        self.new_initializers.append(numpy_helper.from_array(values, name))
+        return name
+
+    def quantize_activation(self, node_name: str, index: int, tensor: str, amax: float) -> None:
+        """Input `index` of `node_name` reads `tensor` through its (one, shared) Q/DQ pair."""
+        from onnx import helper, numpy_helper
+
+        if tensor not in self.activation_dq:
+            scale_name = f"{tensor}_scale"
+            self.new_initializers.append(numpy_helper.from_array(np.array(activation_scale(amax), np.float32), scale_name))
+            zp_name = self.zero_point(f"{tensor}_zero_point", None)
+            q_out, dq_out = f"{QDQ_PREFIX}{tensor}/QuantizeLinear_Output", f"{QDQ_PREFIX}{tensor}/DequantizeLinear_Output"
+            nodes = [helper.make_node("QuantizeLinear", [tensor, scale_name, zp_name], [q_out], name=f"{QDQ_PREFIX}{tensor}/QuantizeLinear"),
+                     helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out], name=f"{QDQ_PREFIX}{tensor}/DequantizeLinear")]
+            if tensor in self.produced:
+                self.qdq_after.setdefault(tensor, []).extend(nodes)
+            else:
+                self.leading.extend(nodes)
+            self.activation_dq[tensor] = dq_out
+        self.rewire[(node_name, index)] = self.activation_dq[tensor]
+
+    def quantize_weight(self, layer: Layer, initializer: Any) -> None:
+        """Per-channel Q/DQ of the layer's weight: one pair per node, as a per-call fake-quantized
+        module exports (the RPN head's convolutions share their weights across levels, not their
+        Q/DQ nodes)."""
+        from onnx import helper, numpy_helper
+
+        scales = weight_scales(numpy_helper.to_array(initializer), layer.weight_axis)
+        scale_name = f"{layer.weight}_scale"
+        self.new_initializers.append(numpy_helper.from_array(scales, scale_name))
+        zp_name = self.zero_point(f"{layer.weight}_zero_point", int(scales.shape[0]))
+        for index, node_name in enumerate(layer.nodes):
+            suffix = f"_{index}" if len(layer.nodes) > 1 else ""
+            q_out = f"{QDQ_PREFIX}{layer.weight}/QuantizeLinear_Output{suffix}"
+            dq_out = f"{QDQ_PREFIX}{layer.weight}/DequantizeLinear_Output{suffix}"
+            self.leading.append(helper.make_node("QuantizeLinear", [layer.weight, scale_name, zp_name], [q_out],
+                                                 name=f"{QDQ_PREFIX}{layer.weight}/QuantizeLinear{suffix}", axis=layer.weight_axis))
+            self.leading.append(helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out],
+                                                 name=f"{QDQ_PREFIX}{layer.weight}/DequantizeLinear{suffix}", axis=layer.weight_axis))
+            self.rewire[(node_name, 1)] = dq_out
 
 
 def missing_ranges(plan: QuantPlan, amax: Mapping[str, float]) -> List[str]:

@@ -113,30 +113,49 @@ def _slim(path: str, stage: str = "", num_classes: int = 0) -> None:
     onnx.save(slimmed, path)
 
 
-def export_bundle(model: Any, architecture: str, class_names: Sequence[str], input_size: Tuple[int, int],
-                  output: str, force: bool = False, name: Optional[str] = None,
-                  provenance: Optional[Dict[str, Any]] = None, check: bool = True,
-                  progress: bool = True, layout: str = "engine",
-                  detection_candidates: Optional[int] = None, batch: int = 1) -> Manifest:
-    """Export `model` as a bundle of `layout` ("engine" or "host"), simplified, linted, written atomically.
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """How a bundle is exported; checked once, here (one sentence each).
 
+    layout: "engine" (one graph, pixels to detections) or "host" (two graphs, numpy between).
     detection_candidates: the engine layout's cap on (proposal, class) pairs sent to the final NMS
     (default 2000, at most TOPK_MAX_K).
     batch: images per engine call (engine layout): a static batch-N graph, one frame per camera.
+    name: the manifest's name (default: the output directory's). provenance: merged into the
+    manifest's. check: run the TensorRT lint. force: replace an existing output directory.
     """
+    force: bool = False
+    name: Optional[str] = None
+    provenance: Optional[Dict[str, Any]] = None
+    check: bool = True
+    progress: bool = True
+    layout: str = "engine"
+    detection_candidates: Optional[int] = None
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        layout, candidates, batch = self.layout, self.detection_candidates, self.batch
+        if layout not in LAYOUTS:
+            raise EdgeFpnError(f"unknown layout {layout!r}; choose {' or '.join(LAYOUTS)}")
+        if candidates is not None and not 1 <= candidates <= TOPK_MAX_K:
+            raise EdgeFpnError(f"--detection-candidates must be between 1 and {TOPK_MAX_K} (TensorRT's largest top-k), "
+                               f"not {candidates}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise EdgeFpnError(f"--batch must be a whole number of at least 1, not {batch!r}")
+        if batch > 1 and layout != "engine":
+            raise EdgeFpnError(f"--batch {batch} needs the engine layout (--postprocess engine); the host layout runs "
+                               "one image a call")
+
+
+def export_bundle(model: Any, architecture: str, class_names: Sequence[str], input_size: Tuple[int, int],
+                  output: str, options: Optional[ExportOptions] = None) -> Manifest:
+    """Export `model` as a bundle of `options.layout` ("engine" or "host"), simplified, linted,
+    written atomically."""
     import torch
     from ..model.stages import MultiLevelRoiAlign
 
-    if layout not in LAYOUTS:
-        raise EdgeFpnError(f"unknown layout {layout!r}; choose {' or '.join(LAYOUTS)}")
-    if detection_candidates is not None and not 1 <= detection_candidates <= TOPK_MAX_K:
-        raise EdgeFpnError(f"--detection-candidates must be between 1 and {TOPK_MAX_K} (TensorRT's largest top-k), "
-                           f"not {detection_candidates}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise EdgeFpnError(f"--batch must be a whole number of at least 1, not {batch!r}")
-    if batch > 1 and layout != "engine":
-        raise EdgeFpnError(f"--batch {batch} needs the engine layout (--postprocess engine); the host layout runs one "
-                           "image a call")
+    options = options or ExportOptions()
+    force, check, progress, layout = options.force, options.check, options.progress, options.layout
     check_output_dir(output, force)
     model = model.eval()
     configure_transform(model, input_size)
@@ -149,15 +168,16 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
         levels = [dataclasses.replace(level, pooled=i in pooled[: len(scales)]) for i, level in enumerate(levels)]
         pooled = pooled[: len(scales)]
     manifest = Manifest(
-        format_version=FORMAT_VERSION, name=name or os.path.basename(os.path.abspath(output)),
+        format_version=FORMAT_VERSION, name=options.name or os.path.basename(os.path.abspath(output)),
         architecture=architecture, class_names=list(class_names),
         preprocess=PreprocessSpec(input_size=list(input_size), mean=[float(m) for m in model.transform.image_mean],
                                   std=[float(s) for s in model.transform.image_std]),
         levels=levels, rpn=_rpn_spec(model), roi=_roi_spec(model), stages={},
-        provenance=dict(provenance or {}, opset=OPSET, torch=torch.__version__), layout=layout, batch=batch)
+        provenance=dict(options.provenance or {}, opset=OPSET, torch=torch.__version__), layout=layout,
+        batch=options.batch)
     if layout == "engine":
         return _export_engine_layout(model, manifest, output, force, check, progress,
-                                     detection_candidates or names.DEFAULT_DETECTION_CANDIDATES)
+                                     options.detection_candidates or names.DEFAULT_DETECTION_CANDIDATES)
     return _export_host_layout(model, manifest, output, force, check, progress)
 
 

@@ -38,7 +38,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 ROIALIGN_NAME = "ROIAlign_TRT"
 ROIALIGN_VERSION = "2"
@@ -67,10 +67,6 @@ _lock = threading.RLock()
 # Everything C++ may still point at lives here for the life of the process: the creators (ours and
 # the deregistered built-in), the loggers, every plugin object handed to TensorRT, the loaded libraries.
 _STATE: Dict[str, Any] = {"plugin_loading": None, "keep": [], "creator": None, "logger": None}
-
-
-class BuildError(RuntimeError):
-    """The parser or the builder failed; the message carries their error messages."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,9 +147,34 @@ def _field_value(field, kind: str):
     return values[0] if len(values) == 1 else values
 
 
+def _supports_format(trt: Any, pos: int, in_out: Any) -> bool:
+    """ROIAlign_TRT's formats: linear; float32 or float16 features, ROIs and output of the features'
+    type, int32 batch indices."""
+    desc = in_out[pos].desc
+    if desc.format != trt.TensorFormat.LINEAR:
+        return False
+    if pos == 0:  # features: float32, or float16
+        return desc.type in (trt.DataType.FLOAT, trt.DataType.HALF)
+    if pos == 2:  # batch indices: the importer casts them to int32
+        return desc.type == trt.DataType.INT32
+    return desc.type == in_out[0].desc.type  # ROIs and the output: the features' type
+
+
+def _field_arrays(trt: Any, fields: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """(name, one-element array, field type) of each ROIAlign_TRT field, in ROIALIGN_FIELDS order."""
+    import numpy as np
+
+    arrays = []
+    for name, kind, _ in ROIALIGN_FIELDS:
+        if kind == _INT32:
+            arrays.append((name, np.array([fields[name]], dtype=np.int32), trt.PluginFieldType.INT32))
+        else:
+            arrays.append((name, np.array([fields[name]], dtype=np.float32), trt.PluginFieldType.FLOAT32))
+    return arrays
+
+
 def _plugin_class(trt: Any) -> Any:
     """The stand-in plugin class, made against the bindings' base classes (imported lazily)."""
-    import numpy as np
 
     class RoiAlignStandIn(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild, trt.IPluginV3OneRuntime):
         """Shape and type inference of ROIAlign_TRT v2; no kernel."""
@@ -193,14 +214,7 @@ def _plugin_class(trt: Any) -> Any:
             return [output]
 
         def supports_format_combination(self, pos, in_out, num_inputs):
-            desc = in_out[pos].desc
-            if desc.format != trt.TensorFormat.LINEAR:
-                return False
-            if pos == 0:  # features: float32, or float16
-                return desc.type in (trt.DataType.FLOAT, trt.DataType.HALF)
-            if pos == 2:  # batch indices: the importer casts them to int32
-                return desc.type == trt.DataType.INT32
-            return desc.type == in_out[0].desc.type  # ROIs and the output: the features' type
+            return _supports_format(trt, pos, in_out)
 
         def configure_plugin(self, inputs, outputs):
             pass
@@ -218,14 +232,8 @@ def _plugin_class(trt: Any) -> Any:
             return 0
 
         def get_fields_to_serialize(self):
-            arrays = []
-            for name, kind, _ in ROIALIGN_FIELDS:
-                if kind == _INT32:
-                    arrays.append((name, np.array([self.fields[name]], dtype=np.int32), trt.PluginFieldType.INT32))
-                else:
-                    arrays.append((name, np.array([self.fields[name]], dtype=np.float32), trt.PluginFieldType.FLOAT32))
-            self._serialized = arrays  # the collection points into these arrays
-            return trt.PluginFieldCollection([trt.PluginField(name, data, kind) for name, data, kind in arrays])
+            self._serialized = _field_arrays(trt, self.fields)  # the collection points into these arrays
+            return trt.PluginFieldCollection([trt.PluginField(name, data, kind) for name, data, kind in self._serialized])
 
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
             raise RuntimeError("the ROIAlign_TRT stand-in of edge_fpn.export.rtx_roialign has no kernel")

@@ -15,7 +15,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import json
 import math
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -70,95 +71,139 @@ def metadata_path(checkpoint: str) -> str:
     return os.path.splitext(checkpoint)[0] + ".json"
 
 
-def train(output: str, iterations: int, seed: int, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
-          log_every: int = 50, save_every: int = 250, lr: float = DEFAULT_LR, threads: int = 2,
-          log=print) -> str:
-    """Train the shapes model for `iterations` batches of fresh scenes of `seed`; returns `output`.
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: `iterations` batches of `batch_size` fresh scenes of `seed`, AdamW at base
+    rate `lr` on `threads` CPU threads; a loss line every `log_every` iterations, a checkpoint every
+    `save_every`."""
+    iterations: int
+    seed: int
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LR
+    threads: int = 2
+    log_every: int = 50
+    save_every: int = 250
 
-    Saves `output` (float16 state dict) and its metadata json every `save_every` iterations and at
-    the end. On Ctrl-C it saves the last completed iteration, says where, and re-raises.
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be at least 1, not {self.iterations}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+
+
+def train(output: str, config: TrainConfig, progress: bool = True, log: Callable[[str], None] = print) -> str:
+    """Train the shapes model as `config` says; returns `output`.
+
+    Saves `output` (float16 state dict) and its metadata json every `config.save_every` iterations
+    and at the end. On Ctrl-C it saves the last completed iteration, says where, and re-raises.
     """
-    if iterations < 1:
-        raise ValueError(f"iterations must be at least 1, not {iterations}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    size = SHAPES_INPUT_SIZE
-    model = build_shapes_model(len(CLASS_NAMES)).train()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    run = _Run(output, config, progress, log)
+    try:
+        for iteration in range(config.iterations):
+            run.step(iteration)
+    except KeyboardInterrupt:
+        run.interrupted()
+        raise
+    run.finish()
+    return output
+
+
+def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     # no weight decay on norms and biases: it only fights BatchNorm's scale
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    metadata: Dict[str, Any] = {
-        "architecture": "shapes", "class_names": list(CLASS_NAMES), "input_size": [size, size],
-        "seed": int(seed), "iterations": int(iterations), "completed_iterations": 0,
-        "batch_size": int(batch_size), "learning_rate": lr, "threads": int(threads),
-    }
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=iterations, desc="train", unit="it", dynamic_ncols=True)
-    completed = 0
-    in_step = False
-    saved = 0
-    running: Dict[str, float] = {}
-    counted = 0
-    start, cpu_start = time.time(), time.process_time()
-    try:
-        for iteration in range(iterations):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(iteration, iterations, lr)
-            images, targets = scene_batch(seed, iteration, batch_size, size)
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"the loss became {float(loss)} at iteration {iteration}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            in_step = True  # an interrupted step leaves half-updated weights: keep the last save then
-            optimizer.step()
-            in_step = False
-            completed = iteration + 1
-            for name, value in losses.items():
-                running[name] = running.get(name, 0.0) + float(value.detach())
-            counted += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if completed % log_every == 0 or completed == iterations:
-                parts = " ".join(f"{k.replace('loss_', '')}={v / counted:.4f}" for k, v in running.items())
-                line = (f"iter {completed}/{iterations} lr={optimizer.param_groups[0]['lr']:.2e} "
-                        f"loss={sum(running.values()) / counted:.4f} {parts} "
-                        f"({completed / (time.time() - start):.2f} it/s)")
-                running, counted = {}, 0
-                if bar is not None:
-                    bar.write(line)
-                else:
-                    log(line)
-            if completed % save_every == 0 and completed < iterations:
-                metadata.update(completed_iterations=completed, train_seconds=round(time.time() - start, 1))
-                save_checkpoint(model.eval(), output, metadata)
-                model.train()
-                saved = completed
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        if completed and not in_step:
-            metadata.update(completed_iterations=completed, train_seconds=round(time.time() - start, 1))
-            save_checkpoint(model.eval(), output, metadata)
-            log(f"interrupted after {completed} of {iterations} iterations; saved the checkpoint to {output}")
-        elif saved:
-            log(f"interrupted during an update; the last saved checkpoint ({saved} iterations) is {output}")
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+class _Run:
+    """One training run's state: the model, its optimizer, the progress bar, the running losses,
+    and what has been completed and saved."""
+
+    def __init__(self, output: str, config: TrainConfig, progress: bool, log: Callable[[str], None]) -> None:
+        self.output, self.config, self.log = output, config, log
+        self.size = SHAPES_INPUT_SIZE
+        self.model = build_shapes_model(len(CLASS_NAMES)).train()
+        self.optimizer = _optimizer(self.model, config.lr)
+        self.metadata: Dict[str, Any] = {
+            "architecture": "shapes", "class_names": list(CLASS_NAMES), "input_size": [self.size, self.size],
+            "seed": int(config.seed), "iterations": int(config.iterations), "completed_iterations": 0,
+            "batch_size": int(config.batch_size), "learning_rate": config.lr, "threads": int(config.threads),
+        }
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=config.iterations, desc="train", unit="it", dynamic_ncols=True)
+        self.completed = 0
+        self.in_step = False
+        self.saved = 0
+        self.running: Dict[str, float] = {}
+        self.counted = 0
+        self.start, self.cpu_start = time.time(), time.process_time()
+
+    def step(self, iteration: int) -> None:
+        config, model, optimizer = self.config, self.model, self.optimizer
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(iteration, config.iterations, config.lr)
+        images, targets = scene_batch(config.seed, iteration, config.batch_size, self.size)
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"the loss became {float(loss)} at iteration {iteration}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        self.in_step = True  # an interrupted step leaves half-updated weights: keep the last save then
+        optimizer.step()
+        self.in_step = False
+        self.completed = iteration + 1
+        for name, value in losses.items():
+            self.running[name] = self.running.get(name, 0.0) + float(value.detach())
+        self.counted += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if self.completed % config.log_every == 0 or self.completed == config.iterations:
+            self._log_losses()
+        if self.completed % config.save_every == 0 and self.completed < config.iterations:
+            self._save()
+            self.model.train()
+            self.saved = self.completed
+
+    def _log_losses(self) -> None:
+        completed, counted = self.completed, self.counted
+        parts = " ".join(f"{k.replace('loss_', '')}={v / counted:.4f}" for k, v in self.running.items())
+        line = (f"iter {completed}/{self.config.iterations} lr={self.optimizer.param_groups[0]['lr']:.2e} "
+                f"loss={sum(self.running.values()) / counted:.4f} {parts} "
+                f"({completed / (time.time() - self.start):.2f} it/s)")
+        self.running, self.counted = {}, 0
+        if self.bar is not None:
+            self.bar.write(line)
         else:
-            log("interrupted before a checkpoint could be saved; nothing was written")
-        raise
-    if bar is not None:
-        bar.close()
-    # CPU seconds too: on a shared machine the wall time says more about the neighbours
-    metadata.update(completed_iterations=completed, train_seconds=round(time.time() - start, 1),
-                    train_cpu_seconds=round(time.process_time() - cpu_start, 1))
-    save_checkpoint(model.eval(), output, metadata)
-    return output
+            self.log(line)
+
+    def _save(self, **extra: Any) -> None:
+        self.metadata.update(completed_iterations=self.completed, train_seconds=round(time.time() - self.start, 1),
+                             **extra)
+        save_checkpoint(self.model.eval(), self.output, self.metadata)
+
+    def interrupted(self) -> None:
+        """Ctrl-C: save the last completed iteration (unless an update was cut in half) and say where."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.completed and not self.in_step:
+            self._save()
+            self.log(f"interrupted after {self.completed} of {self.config.iterations} iterations; saved the "
+                     f"checkpoint to {self.output}")
+        elif self.saved:
+            self.log(f"interrupted during an update; the last saved checkpoint ({self.saved} iterations) is {self.output}")
+        else:
+            self.log("interrupted before a checkpoint could be saved; nothing was written")
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        # CPU seconds too: on a shared machine the wall time says more about the neighbours
+        self._save(train_cpu_seconds=round(time.process_time() - self.cpu_start, 1))
