@@ -116,7 +116,7 @@ def build_engine(request: BuildRequest, progress: bool = True, log: Callable[[st
                 provenance["quantization"] = report["quantization"] = dict(quant, format="qdq",
                                                                            max_ap_drop=request.max_ap_drop)
             if trt is None:
-                _write_onnxruntime_bundle(request.bundle, manifest, tmp, request.precision, qdq_dir, stage_precision,
+                _write_onnxruntime_bundle(request.bundle, manifest, tmp, qdq_dir, stage_precision,
                                           provenance)
             else:
                 report["tensorrt"] = _write_tensorrt_bundle(trt, request, manifest, tmp, work, qdq_dir, stage_precision,
@@ -303,7 +303,7 @@ def _ap_line(label: str, metrics: Dict[str, float], reference: Optional[Dict[str
     return line
 
 
-def _write_onnxruntime_bundle(bundle: str, manifest: Manifest, tmp: str, precision: str, qdq_dir: Optional[str],
+def _write_onnxruntime_bundle(bundle: str, manifest: Manifest, tmp: str, qdq_dir: Optional[str],
                               stage_precision: Dict[str, str], provenance: Dict[str, Any]) -> None:
     stages: Dict[str, StageSpec] = {}
     for key in stage_keys(manifest):  # the layout (and its stage names) stays the source's

@@ -17,7 +17,6 @@ import numpy as np
 from ..errors import EdgeFpnError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 # Synthetic calibration scenes have their own seed: training uses seeds below 1000 and evaluation
 # edge_fpn.evaluate.DEFAULT_EVAL_SEED (12345), so calibration never sees a training or test image.
 CALIBRATION_SEED = 1000

@@ -288,7 +288,6 @@ class _Logger:
     module's logging logger, at the matching level (TensorRT's severities mapped once, here)."""
 
     def __init__(self, trt: Any):
-        self.trt = trt
         self.errors: List[str] = []
         self.plugins: Optional[bool] = None  # init_libnvinfer_plugins' result, once called
         severity = trt.ILogger.Severity
@@ -345,7 +344,7 @@ def init_plugins(trt: Any, logger: "_Logger") -> bool:
     return logger.plugins
 
 
-def load_timing_cache(trt: Any, config: Any, path: Optional[str]) -> Tuple[Any, str]:
+def load_timing_cache(config: Any, path: Optional[str]) -> Tuple[Any, str]:
     """An ITimingCache from `path` and a warning line ('' if none): the cache is empty where the
     file is missing, unreadable, or rejected by TensorRT (made on another GPU or by another
     TensorRT: ``set_timing_cache`` returns False, and `config` is a probe config for that test)."""
@@ -512,7 +511,7 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
     check_dla(session.builder, plan.dla_core, version)
     if options.timing_cache:
         probe = session.builder.create_builder_config()
-        session.timing_cache, note = load_timing_cache(trt, probe, options.timing_cache)
+        session.timing_cache, note = load_timing_cache(probe, options.timing_cache)
         if note:
             log(note)
     files = {}
