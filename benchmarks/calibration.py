@@ -50,7 +50,7 @@ def child_ours(bundle: str, data: str, method: str, out: str) -> dict:
 
     started = time.perf_counter()
     calibrate(CalibrationRequest(bundle, data, method=method, output=os.path.join(out, "cal"), force=True),
-              progress=False, log=lambda line: None)
+              progress=False)
     calibrated = time.perf_counter()
     qdq = os.path.join(out, "qdq")
     os.makedirs(qdq, exist_ok=True)
@@ -196,7 +196,7 @@ def accuracy(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
         report = build_engine(BuildRequest(fp32, os.path.join(workdir, f"int8-{method}-{args.layout}"), precision="int8",
                                            calibration=cal, backend="onnxruntime", force=True,
-                                           eval_data=f"synthetic:{args.eval}"), progress=False, log=lambda line: None)
+                                           eval_data=f"synthetic:{args.eval}"), progress=False)
         ap = report["quantization"]["ap"]
         rows.append((method, seconds, ap["fp32"], ap["int8"]))
         print(f"  {method}: FP32 AP {ap['fp32']['AP']:.4f}, INT8 AP {ap['int8']['AP']:.4f}", flush=True)

@@ -339,6 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .logs import show_messages
+    show_messages()  # the builder's lines on stdout, warnings on stderr, as each message alone
     try:
         return int(args.func(args) or 0)
     except EdgeFpnError as exc:

@@ -119,6 +119,7 @@ def _export_and_build(output: str, options: DemoOptions) -> Tuple[Any, str, str]
     from .builder.builder import BuildRequest, build_engine
     from .builder.calibrate import CalibrationRequest, calibrate
     from .export.onnx_export import ExportOptions, export_bundle
+    from .logs import lines_to
     from .model.loading import load_shipped_model
 
     progress, bundles = options.progress, os.path.join(output, "bundles")
@@ -137,8 +138,9 @@ def _export_and_build(output: str, options: DemoOptions) -> Tuple[Any, str, str]
                                  force=True), progress=progress)
     _say("3/5 build the engine (TensorRT where present, else ONNX Runtime)")
     engine = os.path.join(bundles, "shapes-int8")
-    build_engine(BuildRequest(fp32, engine, precision="int8", calibration=cal_dir, force=True, eval_data=None),
-                 progress=progress, log=_say)
+    with lines_to(_say, "edge_fpn.builder"):  # the build's lines as the demo's own
+        build_engine(BuildRequest(fp32, engine, precision="int8", calibration=cal_dir, force=True, eval_data=None),
+                     progress=progress)
     return model, fp32, engine
 
 

@@ -3,6 +3,7 @@ sensitivity and FP16 fallback, and every bad input as one line and exit status 2
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -208,7 +209,8 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, ca
         assert json.load(f)["quantization"]["ap"]["data"] == "synthetic:2"
 
 
-def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle, tmp_path, monkeypatch, capsys):
+def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle, tmp_path, monkeypatch, capsys,
+                                                                   caplog):
     """JetPack without pycocotools: the INT8 build stops up front with one line naming the fix, not
     with a traceback from coco_metrics after the whole FP32 evaluation; --eval-data none builds."""
     import sys
@@ -242,13 +244,15 @@ def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle,
                  "--eval-data", "none", "--output", out, "--quiet"]) == 0
     assert "evaluate_bundle" not in work and _manifest(out)["stages"]["detector"]["precision"] == "int8"
     # data that cannot score the bundle's classes is a note, not a demand for pycocotools
-    notes = []
-    assert builder._usable_eval_data("synthetic:100", load_manifest(tiny_bundle), notes.append) is None
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge_fpn.builder"):
+        assert builder._usable_eval_data("synthetic:100", load_manifest(tiny_bundle)) is None
+    notes = [record.getMessage() for record in caplog.records]
     assert len(notes) == 1 and notes[0].startswith("note: AP not measured")
 
 
 @pytest.mark.slow
-def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path):
+def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path, caplog):
     """The goal, on the shipped model in the default (engine) layout: entropy calibration on synthetic
     scenes, INT8 Q/DQ bundle AP >= 99% of the FP32 bundle's on held-out scenes. 64 calibration and 100
     evaluation images here (about a minute); the README's figure uses 128 and 500."""
@@ -256,10 +260,11 @@ def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path):
     assert main(["export", "--model", "shapes", "--output", bundle, "--quiet"]) == 0
     assert _manifest(bundle)["layout"] == "engine"
     assert main(["calibrate", bundle, "--data", "synthetic:64", "--method", "entropy", "--output", cal, "--quiet"]) == 0
-    report_lines = []
     from edge_fpn.builder.builder import BuildRequest, build_engine
-    report = build_engine(BuildRequest(bundle, out, precision="int8", calibration=cal, backend="onnxruntime",
-                                       eval_data="synthetic:100"), progress=False, log=report_lines.append)
+    with caplog.at_level(logging.INFO, logger="edge_fpn.builder"):
+        report = build_engine(BuildRequest(bundle, out, precision="int8", calibration=cal, backend="onnxruntime",
+                                           eval_data="synthetic:100"), progress=False)
+    report_lines = [record.getMessage() for record in caplog.records]
     ap = report["quantization"]["ap"]
     # measured: FP32 0.779, INT8 0.779. The floor says the trained model was measured (an untrained
     # or mis-wired one scores near 0, where any ratio passes); 0.99 is the project's goal

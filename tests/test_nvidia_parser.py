@@ -131,7 +131,7 @@ def test_the_builders_tensorrt_11_path_writes_stage1_with_tensorrt_rtx(variants,
     trt = rtx.rtx().trt
     path, stage = variants("shapes", "host")["stage1"]["fp16"]
     facts = build_engines(trt, {"stage1": stage}, {"stage1": path},
-                          TrtOptions(precision="fp16", compute_capability="8.6"), str(tmp_path), log=lambda _: None)
+                          TrtOptions(precision="fp16", compute_capability="8.6"), str(tmp_path))
     assert facts["files"] == {"stage1": "stage1.engine"} and facts["onnx_variant"] == "fp16"
     assert facts["builder_flags"] == [] and facts["network_flags"] == ["STRONGLY_TYPED"]  # TensorRT 11's plan
     assert facts["tensorrt_version"] == trt.__version__
@@ -145,7 +145,7 @@ def test_an_unknown_compute_capability_is_one_sentence(variants, tmp_path):
     path, stage = variants("shapes", "host")["stage1"]["fp32"]
     with pytest.raises(EdgeFpnError, match=r"cannot build ahead of time for compute capability 5.3 \(it knows .*SM86"):
         build_engines(rtx.rtx().trt, {"stage1": stage}, {"stage1": path},
-                      TrtOptions(compute_capability="5.3"), str(tmp_path), log=lambda _: None)
+                      TrtOptions(compute_capability="5.3"), str(tmp_path))
 
 
 # ------------------------------------------------------------------------------------- check

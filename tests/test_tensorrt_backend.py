@@ -739,7 +739,7 @@ def test_real_tensorrt_bundle(tiny_host_bundle, tmp_path):
     from edge_fpn.builder.builder import BuildRequest, build_engine
     out = str(tmp_path / "engines")
     build_engine(BuildRequest(tiny_host_bundle, out, precision="fp32", backend="tensorrt", eval_data=None),
-                 progress=False, log=lambda text: None)
+                 progress=False)
     image = textured_image(7, 320, 320)
     reference = Detector(tiny_host_bundle)(image)
     with Detector(out) as detector:
@@ -760,7 +760,7 @@ def test_real_tensorrt_engine_layout(tiny_bundle, tmp_path, precision):
     from edge_fpn.runtime import Detector
     out = str(tmp_path / precision)
     build_engine(BuildRequest(tiny_bundle, out, precision=precision, backend="tensorrt", eval_data=None),
-                 progress=False, log=lambda text: None)
+                 progress=False)
     image = textured_image(7, 320, 320)
     reference = Detector(tiny_bundle)(image)
     with Detector(out) as detector:

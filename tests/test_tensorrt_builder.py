@@ -4,6 +4,7 @@ where TensorRT and a GPU exist, real engine builds (marked gpu)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
@@ -266,13 +267,15 @@ def _write(path, data):
 
 @pytest.mark.parametrize("stale, why", [(b"TC|RTX 4090|tttttt", "made on another GPU"),
                                         (b"garbage", "not a TensorRT timing cache")])
-def test_a_rejected_timing_cache_is_replaced_and_said_once(with_tensorrt, tiny_host_bundle, tmp_path, stale, why):
+def test_a_rejected_timing_cache_is_replaced_and_said_once(with_tensorrt, tiny_host_bundle, tmp_path, stale, why,
+                                                           caplog):
     trt = with_tensorrt("10.3.0")
     cache = str(tmp_path / "timing.cache")
     _write(cache, stale)
-    lines = []
-    build_engine(BuildRequest(tiny_host_bundle, str(tmp_path / "engine"), precision="fp16", backend="tensorrt",
-                              timing_cache=cache, eval_data=None), progress=False, log=lines.append)
+    with caplog.at_level(logging.INFO, logger="edge_fpn.builder"):
+        build_engine(BuildRequest(tiny_host_bundle, str(tmp_path / "engine"), precision="fp16", backend="tensorrt",
+                                  timing_cache=cache, eval_data=None), progress=False)
+    lines = [record.getMessage() for record in caplog.records]
     warnings = [line for line in lines if "timing cache" in line]
     assert len(warnings) == 1 and why in warnings[0] and "replaces" in warnings[0], lines
     assert [call["timing_cache"] for call in trt.calls] == [b"", b"t"]  # built from an empty cache
@@ -280,13 +283,14 @@ def test_a_rejected_timing_cache_is_replaced_and_said_once(with_tensorrt, tiny_h
         assert f.read() == b"TC|Orin|tt"  # this build's cache, not the stale one
 
 
-def test_a_timing_cache_of_this_gpu_is_used_and_extended(with_tensorrt, tiny_host_bundle, tmp_path):
+def test_a_timing_cache_of_this_gpu_is_used_and_extended(with_tensorrt, tiny_host_bundle, tmp_path, caplog):
     trt = with_tensorrt("10.3.0")
     cache = str(tmp_path / "timing.cache")
     _write(cache, b"TC|Orin|tt")
-    lines = []
-    build_engine(BuildRequest(tiny_host_bundle, str(tmp_path / "engine"), precision="fp16", backend="tensorrt",
-                              timing_cache=cache, eval_data=None), progress=False, log=lines.append)
+    with caplog.at_level(logging.INFO, logger="edge_fpn.builder"):
+        build_engine(BuildRequest(tiny_host_bundle, str(tmp_path / "engine"), precision="fp16", backend="tensorrt",
+                                  timing_cache=cache, eval_data=None), progress=False)
+    lines = [record.getMessage() for record in caplog.records]
     assert not [line for line in lines if "timing cache" in line]
     assert [call["timing_cache"] for call in trt.calls] == [b"tt", b"ttt"]
     with open(cache, "rb") as f:
@@ -317,7 +321,7 @@ def test_engine_layout_is_one_static_engine_with_fp32_postprocessing(with_tensor
     stage, path = _detector(tiny_bundle)
     assert profile_shapes(stage) == {}  # every input static: no optimization profile
     facts = build_engines(trt, {"detector": stage}, {"detector": path}, TrtOptions(precision=precision),
-                          str(tmp_path), log=lambda line: None)
+                          str(tmp_path))
     (call,) = trt.calls
     assert facts["files"] == {"detector": "detector.engine"} and call["profiles"] == []
     assert call["flags"] == flags
@@ -361,8 +365,7 @@ def test_engine_layout_on_tensorrt_11_takes_fp32_postprocessing_from_the_fp16_gr
     stage, path = _detector(tiny_bundle)
     half = str(tmp_path / "detector.fp16.onnx")
     onnx.save(convert_to_fp16(onnx.load(path)), half)
-    build_engines(trt, {"detector": stage}, {"detector": half}, TrtOptions(precision="fp16"), str(tmp_path),
-                  log=lambda line: None)
+    build_engines(trt, {"detector": stage}, {"detector": half}, TrtOptions(precision="fp16"), str(tmp_path))
     (call,) = trt.calls
     assert call["flags"] == [] and call["fp32_layers"] == [] and call["network_flags"] == 2
     assert call["onnx"]["float16_initializers"] > 0

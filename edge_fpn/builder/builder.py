@@ -12,19 +12,22 @@ Python 3.8: this module runs on the device.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..bundle import (Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest,
                       verify_onnx_stages, write_manifest)
 from ..errors import EdgeFpnError
 from .calibrate import CalibrationRanges, load_ranges, ranges_hash, require_fp32_onnx, stage_keys
 from .tensorrt_builder import PRECISIONS
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 REPORT_FILE = "build_report.json"
@@ -88,18 +91,19 @@ class BuildRequest:
         return self.precision == "int8" and not self.implicit_int8
 
 
-def build_engine(request: BuildRequest, progress: bool = True, log: Callable[[str], None] = print) -> Dict[str, Any]:
+def build_engine(request: BuildRequest, progress: bool = True) -> Dict[str, Any]:
     """Build an engine bundle from the request's FP32 bundle; returns the build report. The steps:
     check the source, load the calibration, choose the backend (and ask its parser), then write the
-    Q/DQ graphs, the engines and the bundle, atomically."""
+    Q/DQ graphs, the engines and the bundle, atomically. What it has to say goes to this module's
+    logger (INFO), which the `edge-fpn` command shows."""
     started = time.time()
     manifest = _check_source(request)
     source_hash = bundle_hash(request.bundle, manifest)
-    ranges = _load_calibration(request, source_hash, log)
+    ranges = _load_calibration(request, source_hash)
     # the AP report's data is decided (and pycocotools, which scores it, found) before any build or
     # evaluation work; _int8_decisions asks again and gets the same answer, without a second note
-    eval_data = _usable_eval_data(request.eval_data, manifest, log) if request.qdq else request.eval_data
-    trt = _choose_backend(request, log)
+    eval_data = _usable_eval_data(request.eval_data, manifest) if request.qdq else request.eval_data
+    trt = _choose_backend(request)
     report: Dict[str, Any] = {"precision": request.precision, "backend": "tensorrt" if trt is not None else "onnxruntime",
                               "source_bundle": os.path.abspath(request.bundle), "source_bundle_hash": source_hash}
     provenance = _provenance(request, report, ranges)
@@ -111,7 +115,7 @@ def build_engine(request: BuildRequest, progress: bool = True, log: Callable[[st
                 qdq_dir = os.path.join(work, "qdq")
                 os.makedirs(qdq_dir)
                 quant = _int8_decisions(request.bundle, manifest, ranges, request.fallback, request.max_ap_drop,  # type: ignore[arg-type]
-                                        eval_data, request.sensitivity, progress, log, qdq_dir)
+                                        eval_data, request.sensitivity, progress, qdq_dir)
                 stage_precision = quant.pop("stage_precision")
                 provenance["quantization"] = report["quantization"] = dict(quant, format="qdq",
                                                                            max_ap_drop=request.max_ap_drop)
@@ -120,7 +124,7 @@ def build_engine(request: BuildRequest, progress: bool = True, log: Callable[[st
                                           provenance)
             else:
                 report["tensorrt"] = _write_tensorrt_bundle(trt, request, manifest, tmp, work, qdq_dir, stage_precision,
-                                                            ranges, provenance, log)
+                                                            ranges, provenance)
             report["stage_precision"] = stage_precision
             report["seconds"] = round(time.time() - started, 1)
             with open(os.path.join(tmp, REPORT_FILE), "w", encoding="utf-8") as f:
@@ -129,7 +133,7 @@ def build_engine(request: BuildRequest, progress: bool = True, log: Callable[[st
     finally:
         shutil.rmtree(work, ignore_errors=True)
     what = ", ".join(f"{k} {v}" for k, v in stage_precision.items())
-    log(f"wrote {request.output}: {report['backend']} engine bundle ({what}) in {report['seconds']:g} s")
+    logger.info(f"wrote {request.output}: {report['backend']} engine bundle ({what}) in {report['seconds']:g} s")
     return report
 
 
@@ -144,28 +148,28 @@ def _check_source(request: BuildRequest) -> Manifest:
     return manifest
 
 
-def _load_calibration(request: BuildRequest, source_hash: str, log: Callable[[str], None]) -> Optional[CalibrationRanges]:
+def _load_calibration(request: BuildRequest, source_hash: str) -> Optional[CalibrationRanges]:
     if request.precision != "int8":
         if request.calibration is not None:
-            log("note: --calibration is used by --precision int8 only; ignored")
+            logger.info("note: --calibration is used by --precision int8 only; ignored")
         return None
     return load_ranges(request.calibration, expected_hash=source_hash, bundle_dir=request.bundle)  # type: ignore[arg-type]
 
 
-def _choose_backend(request: BuildRequest, log: Callable[[str], None]) -> Any:
+def _choose_backend(request: BuildRequest) -> Any:
     """The tensorrt module to build with (its options and parser checked first), or None for an
     ONNX Runtime bundle (said where the user asked for auto)."""
     trt, why_not = _resolve_backend(request.backend, request.dla_core, request.precision)
     if trt is not None:
-        _tensorrt_precheck(trt, request, log)
+        _tensorrt_precheck(trt, request)
         return trt
     if request.backend == "auto":
-        log(f"TensorRT not found ({why_not}); building an ONNX Runtime {request.precision.upper()} bundle instead "
-            "(runs on the CPU)")
+        logger.info(f"TensorRT not found ({why_not}); building an ONNX Runtime {request.precision.upper()} bundle "
+                    "instead (runs on the CPU)")
     ignored = [flag for flag, value in (("--workspace", request.workspace_mib), ("--timing-cache", request.timing_cache))
                if value is not None]
     if ignored:
-        log(f"note: {' and '.join(ignored)} apply to TensorRT only; ignored")
+        logger.info(f"note: {' and '.join(ignored)} apply to TensorRT only; ignored")
     if request.implicit_int8:
         raise EdgeFpnError("--implicit-int8 is a TensorRT path; ONNX Runtime builds INT8 from Q/DQ graphs (drop --implicit-int8)")
     return None
@@ -218,7 +222,7 @@ def _resolve_backend(backend: str, dla_core: Optional[int], precision: str):
     return trt, why
 
 
-def _usable_eval_data(eval_data: Optional[str], manifest: Manifest, log: Callable[[str], None]) -> Optional[str]:
+def _usable_eval_data(eval_data: Optional[str], manifest: Manifest) -> Optional[str]:
     """The eval data spec, or None where AP cannot be measured (said in one line). A usable spec
     needs pycocotools (evaluate.coco_metrics scores with it): without it, one line now, rather than a
     traceback after the whole FP32 evaluation."""
@@ -228,8 +232,8 @@ def _usable_eval_data(eval_data: Optional[str], manifest: Manifest, log: Callabl
     if not eval_data:
         return None
     if parse_synthetic(eval_data) is not None and not classes_match_synthetic(manifest.class_names):
-        log("note: AP not measured: synthetic evaluation scenes hold the shapes classes, not this bundle's "
-            f"({', '.join(manifest.class_names[1:4])}, ...); give --eval-data DIR with COCO annotations.json")
+        logger.info("note: AP not measured: synthetic evaluation scenes hold the shapes classes, not this bundle's "
+                    f"({', '.join(manifest.class_names[1:4])}, ...); give --eval-data DIR with COCO annotations.json")
         return None
     try:
         import pycocotools.coco  # noqa: F401  (what evaluate.coco_metrics imports)
@@ -242,7 +246,7 @@ def _usable_eval_data(eval_data: Optional[str], manifest: Manifest, log: Callabl
 
 def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, fallback: Optional[Any],
                     max_ap_drop: float, eval_data: Optional[str], want_sensitivity: bool, progress: bool,
-                    log: Callable[[str], None], qdq_dir: str) -> Dict[str, Any]:
+                    qdq_dir: str) -> Dict[str, Any]:
     """Write the final Q/DQ stages into `qdq_dir`, after the AP report, sensitivity and fallback."""
     from ..evaluate import evaluate_bundle
     from .precision import QuantizedStages, choose_fallback, sensitivity
@@ -252,7 +256,7 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
     kept: List[str] = []
     if isinstance(fallback, list):
         kept = stages.resolve(fallback)
-    spec = _usable_eval_data(eval_data, manifest, log)
+    spec = _usable_eval_data(eval_data, manifest)
     if spec is None and (fallback == "auto" or want_sensitivity):
         raise EdgeFpnError("--fp16-fallback auto and --sensitivity measure AP, but there is no evaluation data for this "
                            "bundle; give --eval-data (synthetic:N for the shapes model, else a directory with annotations.json)")
@@ -267,8 +271,8 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
         fp32 = evaluate_shown(bundle)
         int8 = stages.evaluate(evaluate_shown, exclude=kept)
         result["ap"] = {"data": spec, "fp32": fp32, "int8": int8}
-        log(_ap_line("FP32", fp32))
-        log(_ap_line("INT8" + (f" ({len(kept)} layers kept in higher precision)" if kept else ""), int8, fp32))
+        logger.info(_ap_line("FP32", fp32))
+        logger.info(_ap_line("INT8" + (f" ({len(kept)} layers kept in higher precision)" if kept else ""), int8, fp32))
         ranking = None
         if want_sensitivity or (fallback == "auto" and fp32["AP"] - int8["AP"] > max_ap_drop):
             def tick(index: int, total: int, layer: str) -> None:
@@ -278,17 +282,17 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
             if progress:
                 print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
             result["sensitivity"] = [entry.to_dict() for entry in ranking]
-            log(f"layer sensitivity (AP lost with only that layer in INT8), worst first, of {len(ranking)} layers:")
+            logger.info(f"layer sensitivity (AP lost with only that layer in INT8), worst first, of {len(ranking)} layers:")
             for entry in ranking[:10]:
-                log(f"  {entry.drop:+.4f}  {entry.layer}")
+                logger.info(f"  {entry.drop:+.4f}  {entry.layer}")
         if fallback == "auto":
-            chosen = choose_fallback(stages, evaluate, fp32["AP"], int8["AP"], ranking or [], max_ap_drop, log=log)
+            chosen = choose_fallback(stages, evaluate, fp32["AP"], int8["AP"], ranking or [], max_ap_drop)
             kept = chosen.kept
             final = stages.evaluate(evaluate, exclude=kept) if kept else int8
             result["ap"]["int8"] = final
             within = fp32["AP"] - final["AP"] <= max_ap_drop
-            log(f"FP16 fallback: {len(kept)} layer(s) kept in higher precision; " + _ap_line("INT8", final, fp32)
-                + ("" if within else f" (still more than {max_ap_drop} below FP32)"))
+            logger.info(f"FP16 fallback: {len(kept)} layer(s) kept in higher precision; "
+                        + _ap_line("INT8", final, fp32) + ("" if within else f" (still more than {max_ap_drop} below FP32)"))
     result["fp16_fallback"] = kept
     result["stage_precision"] = stages.write(qdq_dir, exclude=kept)
     return result
@@ -318,7 +322,7 @@ def _write_onnxruntime_bundle(bundle: str, manifest: Manifest, tmp: str, qdq_dir
         require_lint_clean(tmp, "Q/DQ graphs")
 
 
-def _tensorrt_precheck(trt: Any, request: BuildRequest, log: Callable[[str], None]) -> None:
+def _tensorrt_precheck(trt: Any, request: BuildRequest) -> None:
     """Before any calibration or TensorRT work: the options this TensorRT refuses (implicit INT8 on
     11, --dla-core on 11.0-11.3, ...), and the first finding `edge-fpn check` would print for the
     graphs, as that same sentence. With --dla-core, the lint's notes say which layers stay on the GPU."""
@@ -332,7 +336,7 @@ def _tensorrt_precheck(trt: Any, request: BuildRequest, log: Callable[[str], Non
     notes = require_bundle_buildable(request.bundle, str(trt.__version__), nvidia=parser_for(trt))
     if request.dla_core is not None:
         for note in notes:
-            log(f"note: {note}")
+            logger.info(f"note: {note}")
 
 
 def _trt_options(request: BuildRequest) -> Any:
@@ -345,8 +349,7 @@ def _trt_options(request: BuildRequest) -> Any:
 
 def _write_tensorrt_bundle(trt: Any, request: BuildRequest, manifest: Manifest, tmp: str, work: str,
                            qdq_dir: Optional[str], stage_precision: Dict[str, str],
-                           ranges: Optional[CalibrationRanges], provenance: Dict[str, Any],
-                           log: Callable[[str], None]) -> Dict[str, Any]:
+                           ranges: Optional[CalibrationRanges], provenance: Dict[str, Any]) -> Dict[str, Any]:
     import onnx
 
     from .cache import ALGORITHMS, format_cache
@@ -378,7 +381,7 @@ def _write_tensorrt_bundle(trt: Any, request: BuildRequest, manifest: Manifest, 
         algorithm = ALGORITHMS[ranges.method]
         caches = {key: (format_cache(ranges.amax(key), trt.__version__, ranges.method), algorithm) for key in keys}
     facts = build_engines(trt, {k: manifest.stages[k] for k in keys}, onnx_paths, options, tmp,
-                          calibration_caches=caches, log=log)
+                          calibration_caches=caches)
     stages: Dict[str, StageSpec] = {}
     for key in keys:
         spec = manifest.stages[key]

@@ -20,6 +20,7 @@ engine layout's in-graph preprocessing before the first convolution's input.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from .histogram import DEFAULT_PERCENTILE, METHODS, NUM_BINS, AbsHistogram, comp
 RANGES_FILE = "ranges.json"
 CACHE_FILE = "calibration.cache"
 RANGES_FORMAT = 1
+
+logger = logging.getLogger(__name__)
 
 
 def stage_keys(manifest: Manifest) -> Tuple[str, ...]:
@@ -152,12 +155,12 @@ class CalibrationRequest:
             raise EdgeFpnError(f"--percentile must be in (0, 100], not {self.percentile}")
 
 
-def calibrate(request: CalibrationRequest, progress: bool = True, log: Any = None) -> str:
+def calibrate(request: CalibrationRequest, progress: bool = True) -> str:
     """Calibrate the request's bundle on its data and write `output`/ranges.json and
-    calibration.cache. Returns `output`."""
+    calibration.cache. Returns `output`. The summary line goes to this module's logger (INFO), the
+    progress bar to stderr."""
     from .data import open_source, require_enough
 
-    log = log or print  # the summary line (the progress bar goes to stderr)
     bundle_dir, data, num, output = request.bundle, request.data, request.num, str(request.output)
     method, percentile, tensors = request.method, request.percentile, request.tensors
     manifest = load_manifest(bundle_dir)
@@ -206,10 +209,10 @@ def calibrate(request: CalibrationRequest, progress: bool = True, log: Any = Non
     counts = ", ".join(f"{stage} {len(t)} ({sum(r.qdq for r in t.values())} Q/DQ)" for stage, t in stages.items())
     per_image_line = (f"{ranges.extra['mean_proposals']:g} proposals" if manifest.layout == "host"
                       else f"{ranges.extra['mean_detections']:g} detections")
-    log(f"calibrated {bundle_dir} by {method} on {run.readable} images of {data}"
-        + (f" ({run.skipped} unreadable skipped)" if run.skipped else "")
-        + f": {counts} tensors, {per_image_line} per image, "
-        f"{ranges.extra['seconds']:g} s; wrote {os.path.join(output, RANGES_FILE)} and {CACHE_FILE} (TensorRT {version})")
+    logger.info(f"calibrated {bundle_dir} by {method} on {run.readable} images of {data}"
+                + (f" ({run.skipped} unreadable skipped)" if run.skipped else "")
+                + f": {counts} tensors, {per_image_line} per image, {ranges.extra['seconds']:g} s; "
+                f"wrote {os.path.join(output, RANGES_FILE)} and {CACHE_FILE} (TensorRT {version})")
     return output
 
 

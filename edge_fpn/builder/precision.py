@@ -15,6 +15,7 @@ Python 3.8: this module runs on the device.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..bundle import Manifest, StageSpec, write_manifest
 from ..errors import EdgeFpnError
 from .calibrate import CalibrationRanges, stage_keys
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -146,8 +149,7 @@ def sensitivity(stages: QuantizedStages, evaluate: Callable[[str], Dict[str, flo
 
 
 def choose_fallback(stages: QuantizedStages, evaluate: Callable[[str], Dict[str, float]], fp32_ap: float,
-                    int8_ap: float, ranking: Sequence[SensitivityEntry], max_ap_drop: float,
-                    log: Callable[[str], None] = lambda line: None) -> FallbackResult:
+                    int8_ap: float, ranking: Sequence[SensitivityEntry], max_ap_drop: float) -> FallbackResult:
     """The fewest of the worst-ranked layers to keep unquantized for AP >= FP32 AP - max_ap_drop.
 
     Tries 1, 2, 4, ... layers until the bound holds, then bisects between the last two counts
@@ -161,7 +163,7 @@ def choose_fallback(stages: QuantizedStages, evaluate: Callable[[str], Dict[str,
     def ap_with(count: int) -> float:
         if count not in tried:
             tried[count] = stages.evaluate(evaluate, exclude=order[:count])["AP"]
-            log(f"  {count} layer(s) kept in higher precision: AP {tried[count]:.4f}")
+            logger.info(f"  {count} layer(s) kept in higher precision: AP {tried[count]:.4f}")
         return tried[count]
 
     low, high = 0, None

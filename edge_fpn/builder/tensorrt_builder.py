@@ -55,9 +55,11 @@ from ..bundle import StageSpec
 from .. import versions
 from ..errors import EdgeFpnError
 from ..export.nvidia_parser import is_tensorrt_rtx, library_label
+from ..logs import TENSORRT_LOGGER
 from .device import device_info
 
 logger = logging.getLogger(__name__)
+tensorrt_logger = logging.getLogger(TENSORRT_LOGGER)  # TensorRT's own messages
 
 Version = Tuple[int, int, int]
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -284,8 +286,9 @@ def import_tensorrt() -> Tuple[Optional[Any], str]:
 
 
 class _Logger:
-    """A TensorRT logger that keeps errors for the message and hands every message to this
-    module's logging logger, at the matching level (TensorRT's severities mapped once, here)."""
+    """A TensorRT logger that keeps errors for the message and hands every message to the
+    "edge_fpn.tensorrt" logging logger, at the matching level (TensorRT's severities mapped once,
+    here)."""
 
     def __init__(self, trt: Any):
         self.errors: List[str] = []
@@ -301,7 +304,7 @@ class _Logger:
                 if level <= severity.ERROR:
                     self.errors.append(str(message))
                 mapped = next((python for trt_level, python in levels if level <= trt_level), logging.DEBUG)
-                logger.log(mapped, "[TensorRT] %s", message)
+                tensorrt_logger.log(mapped, "[TensorRT] %s", message)
 
         self.logger = Logger()
 
@@ -496,8 +499,7 @@ def set_compute_capability(trt: Any, config: Any, capability: str) -> None:
 
 
 def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, str], options: TrtOptions,
-                  output_dir: str, calibration_caches: Optional[Dict[str, Tuple[str, str]]] = None,
-                  log: Any = print) -> Dict[str, Any]:
+                  output_dir: str, calibration_caches: Optional[Dict[str, Tuple[str, str]]] = None) -> Dict[str, Any]:
     """Build every stage into `output_dir`/<stage>.engine; returns build facts for the manifest.
 
     onnx_paths: stage -> the ONNX variant to parse (chosen by `plan_build`); calibration_caches:
@@ -506,14 +508,14 @@ def build_engines(trt: Any, stages: Dict[str, StageSpec], onnx_paths: Dict[str, 
     version = api_version(trt)
     plan = plan_build(capabilities(version), options)
     for note in plan.notes:
-        log(note)
+        logger.info(note)
     session = BuildSession(trt)
     check_dla(session.builder, plan.dla_core, version)
     if options.timing_cache:
         probe = session.builder.create_builder_config()
         session.timing_cache, note = load_timing_cache(probe, options.timing_cache)
         if note:
-            log(note)
+            logger.info(note)
     files = {}
     fp32_layers: Dict[str, int] = {}
     for key, stage in stages.items():
