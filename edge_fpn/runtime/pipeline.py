@@ -551,7 +551,9 @@ class Pipeline:
         import cv2
         detector, stop = self.detector, self._stop
         while True:
-            work = self._to_preprocess.get(stop)
+            # only a frame that can be passed on: a frame taken for a full queue would block this
+            # thread while a batch waits for another source's frame behind it (a deadlock)
+            work = self._to_preprocess.get(stop, accept=output.has_room)
             if work is ENDED:
                 return
             if work is None:

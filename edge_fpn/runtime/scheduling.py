@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Deque, List, Optional, Sequence
+from typing import Any, Callable, Deque, List, Optional, Sequence
 
 
 class SourceEnd:
@@ -107,12 +107,20 @@ class SourceSlots:
             return ENDED
         return None
 
-    def _pop_next(self) -> Any:
-        """The ready source served least (ties: the first after the last one served, round-robin)."""
+    def has_room(self, source: int) -> bool:
+        """Whether a put for `source` would not block (a live slot always has room)."""
+        with self._cond:
+            return self.live[source] or len(self._items[source]) < self.capacity
+
+    def _pop_next(self, accept: Optional[Callable[[int], bool]] = None) -> Any:
+        """The ready source served least (ties: the first after the last one served, round-robin),
+        among those `accept` takes."""
         best = -1
         for step in range(self.count):
             index = (self._next + step) % self.count
-            if self._items[index] and (best < 0 or self._served[index] < self._served[best]):
+            if not self._items[index] or (accept is not None and not accept(index)):
+                continue
+            if best < 0 or self._served[index] < self._served[best]:
                 best = index
         if best < 0:
             return None
@@ -127,12 +135,14 @@ class SourceSlots:
         self._cond.notify_all()
         return item
 
-    def get(self, stop: threading.Event, timeout: float = 0.1) -> Any:
-        """The next frame round-robin; a ``SourceEnd``; ``ENDED``; or None on timeout."""
+    def get(self, stop: threading.Event, timeout: float = 0.1, accept: Optional[Callable[[int], bool]] = None) -> Any:
+        """The next frame round-robin; a ``SourceEnd``; ``ENDED``; or None on timeout. `accept`:
+        the sources that may be served now (the next stage's has_room: a thread that takes a
+        frame it cannot pass on would block on it while the batch waits for another source)."""
         with self._cond:
             if stop.is_set():
                 return ENDED
-            item = self._pop_next()
+            item = self._pop_next(accept)
             if item is not None:
                 return item
             notice = self._ended_notice()
@@ -141,7 +151,7 @@ class SourceSlots:
             self._cond.wait(timeout)
             if stop.is_set():
                 return ENDED
-            item = self._pop_next()
+            item = self._pop_next(accept)
             return item if item is not None else self._ended_notice()
 
     def get_batch(self, stop: threading.Event, wait: float, timeout: float = 0.1) -> Any:
