@@ -9,7 +9,10 @@ from typing import Dict, List, Set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "edge_fpn")
-SHAPED = [os.path.join(PACKAGE, "runtime"), os.path.join(PACKAGE, "cli.py")]
+SHAPED = [os.path.join(PACKAGE, "runtime"), os.path.join(PACKAGE, "cli.py"), os.path.join(PACKAGE, "builder"),
+          os.path.join(PACKAGE, "export"), os.path.join(PACKAGE, "model"), os.path.join(PACKAGE, "demo.py"),
+          os.path.join(PACKAGE, "tracking_eval.py"), os.path.join(PACKAGE, "evaluate.py"),
+          os.path.join(PACKAGE, "bundle.py"), os.path.join(PACKAGE, "versions.py")]
 
 
 def _modules() -> Dict[str, str]:
