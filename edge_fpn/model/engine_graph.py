@@ -276,13 +276,8 @@ class BatchedRoiAlign(MultiLevelRoiAlign):
         image = torch.arange(self.batch, dtype=torch.float32).repeat_interleave(per_image)
         level = self.level_of_boxes(boxes)
         levels = len(self.scales)
-        pooled = None
-        rois = torch.cat([image[:, None], boxes], dim=1)
-        for index in range(min(self.split, levels)):
-            part = roi_align(features[index], rois, self.output_size, spatial_scale=self.scales[index],
-                             sampling_ratio=self.sampling_ratio, aligned=False)
-            part = part * (level == index).to(part.dtype).reshape(-1, 1, 1, 1)
-            pooled = part if pooled is None else pooled + part
+        rois = torch.cat([image[:, None], boxes], dim=1)  # each box pools from its own image
+        pooled = self.masked_levels(rois, level, features)
         if self.split < levels:
             height, width = self.stack_size
             stack = torch.cat([_pad_top_left(f, height, width) for f in features[self.split: levels]], dim=0)

@@ -7,7 +7,7 @@ the runtime, which is what lets both graphs export with static shapes.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -86,6 +86,17 @@ class MultiLevelRoiAlign(nn.Module):
         self.canonical_level = float(getattr(pooler, "canonical_level", 4))
         self.eps = 1e-6
 
+    def masked_levels(self, rois: torch.Tensor, level: torch.Tensor, features: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The levels pooled on their own (the first `split`): one RoIAlign each on every RoI
+        (batch index, x1, y1, x2, y2), masked to the RoIs of that level and summed; None if none."""
+        pooled = None
+        for index in range(min(self.split, len(self.scales))):
+            part = roi_align(features[index], rois, self.output_size, spatial_scale=self.scales[index],
+                             sampling_ratio=self.sampling_ratio, aligned=False)
+            part = part * (level == index).to(part.dtype).reshape(-1, 1, 1, 1)
+            pooled = part if pooled is None else pooled + part
+        return pooled
+
     def level_of_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """torchvision's LevelMapper, as float ops."""
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -96,14 +107,9 @@ class MultiLevelRoiAlign(nn.Module):
     def forward(self, boxes: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
         level = self.level_of_boxes(boxes)
         levels = len(self.scales)
-        pooled = None
         # the large levels, one RoIAlign each on every box, masked to the boxes of that level
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
-        for index in range(min(self.split, levels)):
-            part = roi_align(features[index], rois, self.output_size, spatial_scale=self.scales[index],
-                             sampling_ratio=self.sampling_ratio, aligned=False)
-            part = part * (level == index).to(part.dtype).reshape(-1, 1, 1, 1)
-            pooled = part if pooled is None else pooled + part
+        pooled = self.masked_levels(rois, level, features)
         if self.split < levels:
             part = self._stacked(boxes, level, features[self.split: levels])
             if self.split:  # the boxes of the large levels were pooled above
