@@ -219,7 +219,7 @@ def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_host_bun
         host = np.asarray(outputs1[features[0]])
         assert host.shape == tuple(outputs1[features[0]].shape)
         detector.run_stage1(detector.preprocess(image)[0])
-        with pytest.raises(RuntimeError, match="stale"):
+        with pytest.raises(EdgeFpnError, match="stale"):  # and a RuntimeError
             detector.layout.stage2({"proposals": np.zeros((2, 4), np.float32), **{n: outputs1[n] for n in features}})
     assert_nothing_leaks(memory, cuda)
     assert not getattr(cuda, "violations", None)
@@ -386,9 +386,9 @@ def test_the_input_buffer_is_not_copied_into_itself(monkeypatch, tiny_bundle, tr
         monkeypatch.setattr(tensorrt_backend.np, "copyto", real_copyto)
         for name in in_place:
             np.testing.assert_array_equal(in_place[name], elsewhere[name])
-        with pytest.raises(ValueError, match="input image is float32, the engine takes uint8"):
+        with pytest.raises(EdgeFpnError, match="input image is float32, the engine takes uint8"):  # and a ValueError
             engine({"image": image.astype(np.float32), "image_size": size})
-        with pytest.raises(KeyError, match="not an input"):
+        with pytest.raises(EdgeFpnError, match="not an input"):  # and a KeyError
             engine.input_array("boxes")
 
 
@@ -437,7 +437,7 @@ def test_a_refused_tensor_address_is_an_error(monkeypatch, trt_engine_bundle):
         context = detector.layout.engine.context
         real = context.set_tensor_address
         monkeypatch.setattr(context, "set_tensor_address", lambda name, ptr: False if name == "boxes" else real(name, ptr))
-        with pytest.raises(RuntimeError, match="refused the address .* of tensor boxes"):
+        with pytest.raises(EdgeFpnError, match="refused the address .* of tensor boxes"):  # and a RuntimeError
             detector(textured_image(1, 120, 160))
 
 

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ...bundle import StageSpec
-from ...errors import EdgeFpnError
+from ...errors import BackendInputError, BackendStateError, EdgeFpnError, UnknownTensorError
 from .cuda_memory import MEMORY_MODES, CudaSession, DeviceBuffer, HostBuffer
 from .tensorrt_logic import (BufferPlan, bind_axes, check_engine_io, compatibility_problem, device_resident_outputs,
                              dla_core_of, dla_problem, execute_api, host_memory_mode, is_buffer, missing_provenance,
@@ -239,13 +238,13 @@ class TensorRTBackend:
         engine reads it during a call; on Jetson the GPU reads it in place)."""
         buffer = self.buffers.get(name)
         if buffer is None or not buffer.plan.is_input:
-            raise KeyError(f"{name!r} is not an input of {self.path} (inputs: {', '.join(self.input_names)})")
+            raise UnknownTensorError(f"{name!r} is not an input of {self.path} (inputs: {', '.join(self.input_names)})")
         return buffer.host_view(buffer.plan.max_shape)
 
     # ------------------------------------------------------------ inference
     def __call__(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
         if self.closed:
-            raise RuntimeError(f"TensorRT backend for {self.path} is closed")
+            raise BackendStateError(f"TensorRT backend for {self.path} is closed")
         session = self.session
         assert session is not None
         shapes = {name: tuple(np.shape(inputs[name])) if not isinstance(inputs[name], DeviceTensor)
@@ -253,7 +252,7 @@ class TensorRTBackend:
         try:
             axes = bind_axes(self.stage, shapes)
         except ValueError as exc:
-            raise ValueError(f"{os.path.basename(self.path)}: {exc}") from None
+            raise BackendInputError(f"{os.path.basename(self.path)}: {exc}") from None
         addresses: Dict[str, int] = {}
         with session:
             for name in self.input_names:
@@ -262,9 +261,9 @@ class TensorRTBackend:
                 buffer = self.buffers[name]
                 if isinstance(value, DeviceTensor):
                     if not value.valid:
-                        raise RuntimeError(f"device tensor {value.name} is stale: its stage ran again since it was made")
+                        raise BackendStateError(f"device tensor {value.name} is stale: its stage ran again since it was made")
                     if value.dtype != buffer.plan.dtype:
-                        raise ValueError(f"input {name} is {value.dtype} on the device, the engine takes {buffer.plan.dtype}")
+                        raise BackendInputError(f"input {name} is {value.dtype} on the device, the engine takes {buffer.plan.dtype}")
                     addresses[name] = value.ptr  # stage 1's feature map, bound where it lies
                 else:
                     array = np.asarray(value)
@@ -272,7 +271,7 @@ class TensorRTBackend:
                         view = array  # written in place by the caller (input_array): nothing to copy
                     else:
                         if not np.can_cast(array.dtype, buffer.plan.dtype, casting="same_kind"):
-                            raise ValueError(f"{os.path.basename(self.path)}: input {name} is {array.dtype}, the engine "
+                            raise BackendInputError(f"{os.path.basename(self.path)}: input {name} is {array.dtype}, the engine "
                                              f"takes {buffer.plan.dtype}")
                         view = buffer.host_view(shape)
                         np.copyto(view, array, casting="same_kind")
@@ -280,7 +279,7 @@ class TensorRTBackend:
                         session.copy_to_device(buffer.address, view)
                     addresses[name] = buffer.address
                 if not self.context.set_input_shape(name, shape):
-                    raise ValueError(f"TensorRT refused shape {shape} for input {name} of {self.path}")
+                    raise BackendInputError(f"TensorRT refused shape {shape} for input {name} of {self.path}")
             output_shapes = {name: resolve_shape(self._specs[name], self.stage.dynamic_axes, axes)
                              for name in self.output_names}
             for name in self.output_names:
@@ -309,19 +308,19 @@ class TensorRTBackend:
             for name in self.tensor_order:
                 # False (TensorRT 10) for an unknown name or a misaligned or null address
                 if not self.context.set_tensor_address(name, addresses[name]):
-                    raise RuntimeError(f"TensorRT refused the address 0x{addresses[name]:x} of tensor {name} of "
+                    raise BackendStateError(f"TensorRT refused the address 0x{addresses[name]:x} of tensor {name} of "
                                        f"{self.path} (see the TensorRT log above)")
             ok = self.context.execute_async_v3(stream_handle=stream_handle)
         else:
             bindings = [addresses[name] for name in self.tensor_order]
             ok = self.context.execute_async_v2(bindings=bindings, stream_handle=stream_handle)
         if not ok:
-            raise RuntimeError(f"TensorRT failed to run {self.path} (see the TensorRT log above)")
+            raise BackendStateError(f"TensorRT failed to run {self.path} (see the TensorRT log above)")
 
     def to_host(self, tensor: DeviceTensor) -> np.ndarray:
         """Copy a device tensor to a new host array."""
         if not tensor.valid:
-            raise RuntimeError(f"device tensor {tensor.name} is stale: its stage ran again since it was made")
+            raise BackendStateError(f"device tensor {tensor.name} is stale: its stage ran again since it was made")
         assert self.session is not None
         with self.session:
             return self.session.download(tensor.ptr, tensor.shape, tensor.dtype)

@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ...bundle import StageSpec, TensorSpec
-from ...errors import EdgeFpnError
+from ...errors import BackendInputError, EdgeFpnError
 from ...versions import format_version, parse_version
 
 MIN_TENSORRT = (8, 5)  # name-based I/O (num_io_tensors, set_tensor_address, set_input_shape)
@@ -125,7 +125,7 @@ def resolve_shape(spec: TensorSpec, dynamic_axes: Mapping[str, Sequence[int]], v
     for d in spec.shape:
         if isinstance(d, str):
             if d not in values:
-                raise ValueError(f"dimension {d!r} of {spec.name} is not known yet")
+                raise BackendInputError(f"dimension {d!r} of {spec.name} is not known yet")
             shape.append(int(values[d]))
         else:
             shape.append(int(d))
@@ -146,19 +146,19 @@ def bind_axes(stage: StageSpec, shapes: Mapping[str, Sequence[int]]) -> Dict[str
     values: Dict[str, int] = {}
     for spec in stage.inputs:
         if spec.name not in shapes:
-            raise ValueError(f"input {spec.name} is missing")
+            raise BackendInputError(f"input {spec.name} is missing")
         shape = tuple(int(v) for v in shapes[spec.name])
         if len(shape) != len(spec.shape):
-            raise ValueError(f"input {spec.name} has shape {shape}, expected rank {len(spec.shape)} ({spec.shape})")
+            raise BackendInputError(f"input {spec.name} has shape {shape}, expected rank {len(spec.shape)} ({spec.shape})")
         for axis, (want, got) in enumerate(zip(spec.shape, shape)):
             if isinstance(want, str):
                 low, high = stage.dynamic_axes.get(want, (1, got))
                 if not low <= got <= high:
-                    raise ValueError(f"input {spec.name} dimension {axis} ({want}) is {got}, outside the engine's range {low}..{high}")
+                    raise BackendInputError(f"input {spec.name} dimension {axis} ({want}) is {got}, outside the engine's range {low}..{high}")
                 if values.setdefault(want, got) != got:
-                    raise ValueError(f"dimension {want} is {values[want]} in one input and {got} in {spec.name}")
+                    raise BackendInputError(f"dimension {want} is {values[want]} in one input and {got} in {spec.name}")
             elif int(want) != got:
-                raise ValueError(f"input {spec.name} has shape {shape}, the engine takes {tuple(spec.shape)}")
+                raise BackendInputError(f"input {spec.name} has shape {shape}, the engine takes {tuple(spec.shape)}")
     return values
 
 
