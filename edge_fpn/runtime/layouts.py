@@ -20,6 +20,32 @@ from .preprocess import Letterbox, Preprocessor, UInt8Letterbox
 Timings = Dict[str, float]
 
 
+try:  # Python 3.8 has Protocol in typing
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    Protocol = object  # type: ignore
+
+
+class Layout(Protocol):
+    """What open_layout returns, whatever the bundle's layout (as Polygraphy's BaseRunner types its
+    runners): the Detector's steps, separately callable so that the pipeline can run them on
+    different threads. `engine_steps` names the timed steps that are engine calls."""
+
+    engine_steps: Tuple[str, ...]
+
+    def preprocess(self, frame: np.ndarray, reuse_buffer: bool = False) -> Tuple[Any, Letterbox]: ...
+
+    def infer(self, inputs: Any, letterbox: Letterbox) -> Tuple[Any, Timings]: ...
+
+    def engine_only(self, inputs: Any, letterbox: Letterbox) -> Callable[[], Timings]: ...
+
+    def finish(self, outputs: Any, letterbox: Letterbox) -> RawDetections: ...
+
+    def backends(self) -> List[Any]: ...
+
+    def close(self) -> None: ...
+
+
 class EngineLayout:
     """One graph from pixels to detections: the host only letterboxes, and slices the padded outputs.
 
@@ -172,6 +198,6 @@ class HostLayout:
         self.stage2.close()
 
 
-def open_layout(bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto", cuda: str = "auto") -> Any:
+def open_layout(bundle_dir: str, manifest: Manifest, threads: int = 0, device: str = "auto", cuda: str = "auto") -> Layout:
     layout = EngineLayout if manifest.layout == "engine" else HostLayout
     return layout(bundle_dir, manifest, threads, device, cuda)
