@@ -337,13 +337,12 @@ def cache_calibrator(trt: Any, cache_text: str, algorithm: str) -> Any:
 def init_plugins(trt: Any, logger: "_Logger") -> bool:
     """Register libnvinfer_plugin's plugins (ROIAlign_TRT for RoiAlign) once per logger, before
     parsing: TensorRT 10's ONNX parser no longer does it. Registering twice is harmless (TensorRT
-    skips creators it has), but one call per build is enough. TensorRT-RTX 1.7.1's parser does not
-    find its own ROIAlign_TRT: a stand-in takes its place there (export/rtx_roialign.py)."""
+    skips creators it has), but one call per build is enough. The same registration as the parser
+    check's (nvidia_parser.prepare_plugins: the RoiAlign stand-in on TensorRT-RTX)."""
+    from ..export.nvidia_parser import parser_for, prepare_plugins
+
     if logger.plugins is None:
-        logger.plugins = bool(trt.init_libnvinfer_plugins(logger.logger, ""))
-        if is_tensorrt_rtx(trt):
-            from ..export.rtx_roialign import register_roialign_stand_in
-            register_roialign_stand_in(trt, logger.logger)
+        logger.plugins = bool(prepare_plugins(parser_for(trt), logger.logger))
     return logger.plugins
 
 

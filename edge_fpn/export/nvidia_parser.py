@@ -124,10 +124,11 @@ def _major(parser: NvidiaParser) -> int:
     return int(match.group(0)) if match else 0
 
 
-def prepare_plugins(parser: NvidiaParser, logger: Any) -> None:
+def prepare_plugins(parser: NvidiaParser, logger: Any) -> bool:
     """Register libnvinfer_plugin's creators before parsing (TensorRT 10's parser no longer does it);
-    on TensorRT-RTX, put the RoiAlign stand-in in place of the creator its parser cannot find."""
-    parser.trt.init_libnvinfer_plugins(logger, "")
+    on TensorRT-RTX, put the RoiAlign stand-in in place of the creator its parser cannot find.
+    Returns init_libnvinfer_plugins' answer. The builder registers through here too."""
+    registered = bool(parser.trt.init_libnvinfer_plugins(logger, ""))
     if parser.rtx:
         from ..errors import EdgeFpnError
         from .rtx_roialign import register_roialign_stand_in
@@ -136,6 +137,7 @@ def prepare_plugins(parser: NvidiaParser, logger: Any) -> None:
         except RuntimeError as exc:  # a parse of a plugin layer would abort the process: say so instead
             raise EdgeFpnError(f"{parser.label} cannot be asked here: {exc}; uninstall tensorrt-rtx to check "
                                "with edge-fpn's table only") from None
+    return registered
 
 
 @dataclass

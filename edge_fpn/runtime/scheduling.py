@@ -135,41 +135,38 @@ class SourceSlots:
         self._cond.notify_all()
         return item
 
+    def _wait_for(self, stop: threading.Event, timeout: float, ready: Callable[[], Any]) -> Any:
+        """(Called holding the lock.) ENDED once stopped; else what `ready()` finds; else a source's
+        end or ENDED; else one wait of at most `timeout` and the same again (None if still nothing)."""
+        if stop.is_set():
+            return ENDED
+        found = ready()
+        if found is not None:
+            return found
+        notice = self._ended_notice()
+        if notice is not None:
+            return notice
+        self._cond.wait(timeout)
+        if stop.is_set():
+            return ENDED
+        found = ready()
+        return found if found is not None else self._ended_notice()
+
     def get(self, stop: threading.Event, timeout: float = 0.1, accept: Optional[Callable[[int], bool]] = None) -> Any:
         """The next frame round-robin; a ``SourceEnd``; ``ENDED``; or None on timeout. `accept`:
         the sources that may be served now (the next stage's has_room: a thread that takes a
         frame it cannot pass on would block on it while the batch waits for another source)."""
         with self._cond:
-            if stop.is_set():
-                return ENDED
-            item = self._pop_next(accept)
-            if item is not None:
-                return item
-            notice = self._ended_notice()
-            if notice is not None:
-                return notice
-            self._cond.wait(timeout)
-            if stop.is_set():
-                return ENDED
-            item = self._pop_next(accept)
-            return item if item is not None else self._ended_notice()
+            return self._wait_for(stop, timeout, lambda: self._pop_next(accept))
 
     def get_batch(self, stop: threading.Event, wait: float, timeout: float = 0.1) -> Any:
         """One item per source that has one, as a list indexed by source (None where a source has
         none), once every open source has one or `wait` s after the first was ready; a
         ``SourceEnd``; ``ENDED``; or None when nothing came within `timeout`."""
         with self._cond:
-            if stop.is_set():
-                return ENDED
-            if not any(self._items):
-                notice = self._ended_notice()
-                if notice is not None:
-                    return notice
-                self._cond.wait(timeout)
-                if stop.is_set():
-                    return ENDED
-                if not any(self._items):
-                    return self._ended_notice()
+            first = self._wait_for(stop, timeout, lambda: True if any(self._items) else None)
+            if first is not True:  # stopped, a source's end, or nothing within `timeout`
+                return first
             deadline = time.monotonic() + max(0.0, wait)
             while not stop.is_set():
                 missing = [i for i in range(self.count) if not self._items[i] and not self._closed[i]]
