@@ -21,51 +21,22 @@ import json
 import os
 import sys
 import tempfile
-import time
 from typing import Any, Dict
 
 import numpy as np
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
+
 GOAL_ENGINE_CALLS = 3.0  # median latency within 3 engine calls: no backlog behind the newest frame
 
 
-class SleepingEngine:
-    """Stands in for an engine: the outputs recorded from the real one, after `seconds`."""
-
-    def __init__(self, backend: Any, outputs: Dict[str, np.ndarray], seconds: float):
-        self.input_names, self.output_names = backend.input_names, backend.output_names
-        self.outputs, self.seconds = outputs, seconds
-
-    def __call__(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        time.sleep(self.seconds)
-        rows = inputs["proposals"].shape[0] if "proposals" in inputs else None
-        return {k: (v[:rows] if rows is not None else v) for k, v in self.outputs.items()}
-
-    def close(self) -> None:
-        pass
-
-
 def paced_detector(bundle: str, seconds: float) -> Any:
-    """The real Detector with its engine call(s) replaced by SleepingEngine (`seconds` per frame)."""
-    from edge_fpn.runtime import Detector
-    from edge_fpn.runtime.layouts import EngineLayout
-    from edge_fpn.runtime.synthetic import SyntheticCamera
+    """The real Detector with its engine call(s) replayed after `seconds` a frame: the tests' own
+    stand-in (tests/test_pipeline.py fast_detector), so the benchmark and the tests time one thing."""
+    from test_pipeline import fast_detector
 
-    detector = Detector(bundle)
-    inputs, letterbox = detector.preprocess(SyntheticCamera(320, 240, seed=1).frame(0))
-    layout = detector.layout
-    if isinstance(layout, EngineLayout):
-        outputs = layout.engine(inputs)
-        layout.engine.close()
-        layout.engine = SleepingEngine(layout.engine, outputs, seconds)
-        return detector
-    outputs1 = layout.run_stage1(inputs)
-    outputs2 = layout.run_stage2(outputs1, layout.propose(outputs1, letterbox))
-    layout.stage1.close()
-    layout.stage2.close()
-    layout.stage1 = SleepingEngine(layout.stage1, outputs1, seconds)
-    layout.stage2 = SleepingEngine(layout.stage2, outputs2, 0.0)
-    return detector
+    return fast_detector(bundle, delay=seconds)
 
 
 def measure(bundle: str, fps: float, engine_ms: float, frames: int) -> Dict[str, Any]:
