@@ -259,23 +259,24 @@ def _check_bundle(bundle_dir: str, version: str, label: str, dla: bool, stage_di
     """Every stage the manifest declares, whatever the layout (stage1/stage2, or detector)."""
     from ..bundle import load_manifest, onnx_stage_mismatches
 
+    manifest = load_manifest(bundle_dir)  # the manifest checks its own files and format
     report = CheckReport()
     # a graph that is not the one its manifest describes (another layout's, another class count)
     report.findings += [f"{file}: manifest: {mismatch}; re-run `edge-fpn export`"
-                        for file, mismatch in onnx_stage_mismatches(bundle_dir, load_manifest(bundle_dir), stage_dir)]
-    for stage, path in _stage_paths(bundle_dir, stage_dir):
+                        for file, mismatch in onnx_stage_mismatches(bundle_dir, manifest, stage_dir)]
+    for stage, path in _stage_paths(bundle_dir, stage_dir, manifest):
         report.extend(_check_model(path, version, label, declared_from_stage(stage), dla), prefix=f"{stage.file}: ")
         if nvidia is not None:
             report.findings += _parser_findings(nvidia, path, f"{stage.file}: ")
     return report
 
 
-def _stage_paths(bundle_dir: str, stage_dir: Optional[str]) -> List[Tuple[Any, str]]:
+def _stage_paths(bundle_dir: str, stage_dir: Optional[str], manifest: Any = None) -> List[Tuple[Any, str]]:
     """(stage spec, ONNX path) of every ONNX stage the manifest declares, whatever the layout
     (stage1/stage2, or detector); engine files are left out (they cannot be linted)."""
-    from ..bundle import load_manifest  # the manifest checks its own files and format
-
-    manifest = load_manifest(bundle_dir)
+    if manifest is None:
+        from ..bundle import load_manifest  # the manifest checks its own files and format
+        manifest = load_manifest(bundle_dir)
     stages = [manifest.stages[key] for key in sorted(manifest.stages)]
     return [(stage, os.path.join(stage_dir or bundle_dir, stage.file)) for stage in stages
             if not stage.file.endswith(_ENGINE_SUFFIXES)]
