@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .errors import EdgeFpnError
+from .progress import progress_iter
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # seeds the shipped model never trained on (training uses seeds < 1000, calibration 1000)
@@ -64,9 +65,7 @@ def detections_to_results(image_id: int, boxes: np.ndarray, scores: np.ndarray, 
 def evaluate(detect: DetectFn, images: Iterator[Tuple[int, np.ndarray]], coco_gt: Dict[str, Any],
              progress: bool = False, total: Optional[int] = None) -> Dict[str, float]:
     results: List[Dict[str, Any]] = []
-    if progress:
-        from tqdm import tqdm
-        images = tqdm(images, total=total, desc="evaluate", unit="img", leave=False)
+    images = progress_iter(images, total, "evaluate", "img", enabled=progress)
     for image_id, image in images:
         results += detections_to_results(image_id, *detect(image))
     return coco_metrics(coco_gt, results)

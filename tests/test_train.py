@@ -15,11 +15,12 @@ from edge_fpn.model.train import TrainConfig, learning_rate, train
 from edge_fpn.runtime.synthetic import CLASS_NAMES, make_scene
 
 
-def test_a_few_iterations_write_a_loadable_float16_checkpoint(tmp_path):
+def test_a_few_iterations_write_a_loadable_float16_checkpoint(tmp_path, caplog):
     output = str(tmp_path / "ckpt" / "shapes.pt")
-    lines = []
     config = TrainConfig(iterations=3, seed=0, batch_size=1, log_every=1)
-    assert train(output, config, progress=False, log=lines.append) == output
+    with caplog.at_level("INFO", logger="edge_fpn.model.train"):
+        assert train(output, config, progress=False) == output
+    lines = [record.getMessage() for record in caplog.records]
     state = torch.load(output, map_location="cpu", weights_only=True)
     floats = [v for v in state.values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
@@ -34,7 +35,7 @@ def test_a_few_iterations_write_a_loadable_float16_checkpoint(tmp_path):
     assert any(line.startswith("iter 3/3") for line in lines)
 
 
-def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch):
+def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch, caplog):
     import edge_fpn.model.train as train_module
 
     real = train_module.scene_batch
@@ -48,9 +49,9 @@ def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "scene_batch", interrupting)
     output = str(tmp_path / "shapes.pt")
-    lines = []
-    with pytest.raises(KeyboardInterrupt):
-        train(output, TrainConfig(iterations=10, seed=0, batch_size=1), progress=False, log=lines.append)
+    with caplog.at_level("INFO", logger="edge_fpn.model.train"), pytest.raises(KeyboardInterrupt):
+        train(output, TrainConfig(iterations=10, seed=0, batch_size=1), progress=False)
+    lines = [record.getMessage() for record in caplog.records]
     assert os.path.isfile(output)
     assert output in lines[-1] and "after 2 of 10" in lines[-1]
     with open(str(tmp_path / "shapes.json")) as f:

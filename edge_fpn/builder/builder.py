@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any, Dict, List, Optional
 from ..bundle import (Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest,
                       verify_onnx_stages, write_manifest)
 from ..errors import EdgeFpnError
+from ..progress import progress_bar
 from .calibrate import CalibrationRanges, load_ranges, ranges_hash, require_fp32_onnx, stage_keys
 from .tensorrt_builder import PRECISIONS
 
@@ -249,7 +249,7 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
                     qdq_dir: str) -> Dict[str, Any]:
     """Write the final Q/DQ stages into `qdq_dir`, after the AP report, sensitivity and fallback."""
     from ..evaluate import evaluate_bundle
-    from .precision import QuantizedStages, choose_fallback, sensitivity
+    from .precision import QuantizedStages, choose_fallback
 
     stages = QuantizedStages(bundle, manifest, ranges)
     result: Dict[str, Any] = {"layers": len(stages.layers)}
@@ -275,12 +275,7 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
         logger.info(_ap_line("INT8" + (f" ({len(kept)} layers kept in higher precision)" if kept else ""), int8, fp32))
         ranking = None
         if want_sensitivity or (fallback == "auto" and fp32["AP"] - int8["AP"] > max_ap_drop):
-            def tick(index: int, total: int, layer: str) -> None:
-                if progress:
-                    print(f"\rsensitivity: layer {index + 1}/{total}", end="", file=sys.stderr, flush=True)
-            ranking = sensitivity(stages, evaluate, fp32["AP"], progress=tick)
-            if progress:
-                print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
+            ranking = _sensitivity_shown(stages, evaluate, fp32["AP"], progress)
             result["sensitivity"] = [entry.to_dict() for entry in ranking]
             logger.info(f"layer sensitivity (AP lost with only that layer in INT8), worst first, of {len(ranking)} layers:")
             for entry in ranking[:10]:
@@ -296,6 +291,22 @@ def _int8_decisions(bundle: str, manifest: Manifest, ranges: CalibrationRanges, 
     result["fp16_fallback"] = kept
     result["stage_precision"] = stages.write(qdq_dir, exclude=kept)
     return result
+
+
+def _sensitivity_shown(stages: Any, evaluate: Any, fp32_ap: float, progress: bool) -> List[Any]:
+    """sensitivity() with a bar of the layers scanned (one evaluation each: minutes on a CPU)."""
+    from .precision import sensitivity
+
+    bar = progress_bar(None, "sensitivity", "layer", enabled=progress)
+
+    def tick(index: int, total: int, layer: str) -> None:
+        bar.total = total
+        bar.update(1 if index else 0)
+
+    try:
+        return sensitivity(stages, evaluate, fp32_ap, progress=tick)
+    finally:
+        bar.close()
 
 
 def _ap_line(label: str, metrics: Dict[str, float], reference: Optional[Dict[str, float]] = None) -> str:

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from ..bundle import (LAYOUT_STAGES, Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest,
                       verify_onnx_stages)
 from ..errors import EdgeFpnError
+from ..progress import progress_bar
 from .cache import DEFAULT_TENSORRT_VERSION, format_cache, merge_stage_ranges
 from .histogram import DEFAULT_PERCENTILE, METHODS, NUM_BINS, AbsHistogram, compute_amax
 
@@ -300,7 +301,7 @@ def _collect(bundle_dir: str, manifest: Manifest, measured: Dict[str, List[str]]
                                threads=threads, dynamic_sizes=dynamic)
         del model
         setattr(detector.layout, _LAYOUT_ATTRIBUTES[key], stage)
-    bar = _bar(len(source), progress)
+    bar = progress_bar(len(source), "calibrate", "img", enabled=progress)
     try:
         for _, frame in source:
             bar.update(1)
@@ -334,13 +335,3 @@ def _collect(bundle_dir: str, manifest: Manifest, measured: Dict[str, List[str]]
     return run
 
 
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=total, desc="calibrate", unit="img", leave=False, dynamic_ncols=True)

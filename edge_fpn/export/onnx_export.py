@@ -16,6 +16,7 @@ from .. import graph_names as names
 from ..bundle import (FORMAT_VERSION, LAYOUTS, LevelSpec, Manifest, PreprocessSpec, RoiSpec, RpnSpec, StageSpec,
                       TensorSpec, atomic_directory, check_output_dir, file_sha256, write_manifest)
 from ..errors import EdgeFpnError
+from ..progress import progress_bar
 
 OPSET = 17
 LARGEST_STRIDE = 32  # the backbone's; torchvision pads its batches to a multiple of it
@@ -194,7 +195,7 @@ def _export_engine_layout(model: Any, manifest: Manifest, output: str, force: bo
     image, image_size = example_inputs(input_size, batch)
     inputs = [TensorSpec(names.IMAGE, [batch, input_size[0], input_size[1], 3], "uint8"),
               TensorSpec(names.IMAGE_SIZE, [2] if batch == 1 else [batch, 2], "float32")]
-    bar = _progress(["export", "simplify", "check"], progress)
+    bar = progress_bar(3, "export", "step", enabled=progress)
     with atomic_directory(output, force) as tmp:
         path = os.path.join(tmp, names.DETECTOR_FILE)
         bar.set_description("export detector graph")
@@ -264,7 +265,7 @@ def _export_host_layout(model: Any, manifest: Manifest, output: str, force: bool
                       TensorSpec("box_regression", [PROPOSALS_AXIS, 4 * num_classes])]
 
     steps = ["stage 1", "stage 2", "simplify", "check"]
-    bar = _progress(steps, progress)
+    bar = progress_bar(len(steps), "export", "step", enabled=progress)
     with atomic_directory(output, force) as tmp:
         stage1_path = os.path.join(tmp, "stage1.onnx")
         stage2_path = os.path.join(tmp, "stage2.onnx")
@@ -315,14 +316,3 @@ def _drop_unused_stage1_outputs(path: str, keep: Sequence[str], stamp: Tuple[str
     _slim(path, *stamp)  # removes the nodes that only fed the dropped outputs
 
 
-class _NoBar:
-    def set_description(self, text: str) -> None: ...
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(steps: Sequence[str], enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=len(steps), unit="step", leave=False)

@@ -13,20 +13,24 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
 
+from ..progress import log_above_bars, progress_bar
 from ..runtime.synthetic import CLASS_NAMES, make_scene
 from .shapes import SHAPES_INPUT_SIZE, build_shapes_model, load_shapes_model  # noqa: F401 (re-export)
 
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_LR = 2e-3
 WARMUP_ITERATIONS = 300
+
+logger = logging.getLogger(__name__)
 
 
 def learning_rate(iteration: int, iterations: int, base_lr: float = DEFAULT_LR) -> float:
@@ -91,15 +95,16 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
 
 
-def train(output: str, config: TrainConfig, progress: bool = True, log: Callable[[str], None] = print) -> str:
+def train(output: str, config: TrainConfig, progress: bool = True) -> str:
     """Train the shapes model as `config` says; returns `output`.
 
     Saves `output` (float16 state dict) and its metadata json every `config.save_every` iterations
     and at the end. On Ctrl-C it saves the last completed iteration, says where, and re-raises.
+    Loss lines and the interruption notice go to this module's logger.
     """
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    run = _Run(output, config, progress, log)
+    run = _Run(output, config, progress)
     try:
         for iteration in range(config.iterations):
             run.step(iteration)
@@ -122,8 +127,8 @@ class _Run:
     """One training run's state: the model, its optimizer, the progress bar, the running losses,
     and what has been completed and saved."""
 
-    def __init__(self, output: str, config: TrainConfig, progress: bool, log: Callable[[str], None]) -> None:
-        self.output, self.config, self.log = output, config, log
+    def __init__(self, output: str, config: TrainConfig, progress: bool) -> None:
+        self.output, self.config = output, config
         self.size = SHAPES_INPUT_SIZE
         self.model = build_shapes_model(len(CLASS_NAMES)).train()
         self.optimizer = _optimizer(self.model, config.lr)
@@ -132,10 +137,7 @@ class _Run:
             "seed": int(config.seed), "iterations": int(config.iterations), "completed_iterations": 0,
             "batch_size": int(config.batch_size), "learning_rate": config.lr, "threads": int(config.threads),
         }
-        self.bar = None
-        if progress:
-            from tqdm import tqdm
-            self.bar = tqdm(total=config.iterations, desc="train", unit="it", dynamic_ncols=True)
+        self.bar = progress_bar(config.iterations, "train", "it", enabled=progress, leave=True)
         self.completed = 0
         self.in_step = False
         self.saved = 0
@@ -162,9 +164,8 @@ class _Run:
         for name, value in losses.items():
             self.running[name] = self.running.get(name, 0.0) + float(value.detach())
         self.counted += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         if self.completed % config.log_every == 0 or self.completed == config.iterations:
             self._log_losses()
         if self.completed % config.save_every == 0 and self.completed < config.iterations:
@@ -179,10 +180,7 @@ class _Run:
                 f"loss={sum(self.running.values()) / counted:.4f} {parts} "
                 f"({completed / (time.time() - self.start):.2f} it/s)")
         self.running, self.counted = {}, 0
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            self.log(line)
+        log_above_bars(logger, line)
 
     def _save(self, **extra: Any) -> None:
         self.metadata.update(completed_iterations=self.completed, train_seconds=round(time.time() - self.start, 1),
@@ -191,19 +189,17 @@ class _Run:
 
     def interrupted(self) -> None:
         """Ctrl-C: save the last completed iteration (unless an update was cut in half) and say where."""
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
         if self.completed and not self.in_step:
             self._save()
-            self.log(f"interrupted after {self.completed} of {self.config.iterations} iterations; saved the "
+            logger.info(f"interrupted after {self.completed} of {self.config.iterations} iterations; saved the "
                      f"checkpoint to {self.output}")
         elif self.saved:
-            self.log(f"interrupted during an update; the last saved checkpoint ({self.saved} iterations) is {self.output}")
+            logger.info(f"interrupted during an update; the last saved checkpoint ({self.saved} iterations) is {self.output}")
         else:
-            self.log("interrupted before a checkpoint could be saved; nothing was written")
+            logger.info("interrupted before a checkpoint could be saved; nothing was written")
 
     def finish(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
         # CPU seconds too: on a shared machine the wall time says more about the neighbours
         self._save(train_cpu_seconds=round(time.process_time() - self.cpu_start, 1))
