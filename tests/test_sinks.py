@@ -198,3 +198,119 @@ def test_web_viewer_binds_loopback_by_default():
         assert sink.host == "127.0.0.1" and sink.port > 0 and sink.url == f"http://127.0.0.1:{sink.port}/"
     finally:
         sink.close()
+
+
+# ------------------------------------------------------------------ trails of tracked objects
+
+def _tracked(index, centres, track_ids, labels=None, source_index=None, size=(200, 300), half=6, name=""):
+    """A Result with square boxes (side 2 * half) around `centres`, with these track IDs (None: no tracker)."""
+    centres = np.asarray(centres, np.float32).reshape(-1, 2)
+    boxes = np.concatenate([centres - half, centres + half], axis=1)
+    labels = np.ones(len(centres), np.int64) if labels is None else np.asarray(labels, np.int64)
+    ids = None if track_ids is None else np.asarray(track_ids, np.int64)
+    detections = Detections(boxes=boxes, scores=np.full(len(boxes), 0.9, np.float32), labels=labels,
+                            names=["circle"] * len(boxes), track_ids=ids)
+    frame = np.full(size + (3,), 40, np.uint8)
+    return Result(frame, detections, index, index / 30.0, name or "test://", name, {}, 0.01, 0.01,
+                  source_index=source_index)
+
+
+def _drawn_at(image, x, y, color, tolerance=40):
+    """Whether a pixel within 1 of (x, y) is within `tolerance` of `color` (anti-aliased lines blend
+    their ends with the background)."""
+    patch = image[y - 1:y + 2, x - 1:x + 2].astype(int).reshape(-1, 3)
+    return bool((np.abs(patch - np.array(color)).max(axis=1) < tolerance).any())
+
+
+# a box moving 20 px to the right each frame: its earlier centres lie outside its last box
+PATH = [(40 + 20 * i, 100) for i in range(6)]
+
+
+def test_trails_record_centres_oldest_first_per_source():
+    from edge_fpn.runtime.trails import Trails
+    trails = Trails(length=4)
+    assert len(trails.update(_tracked(0, [PATH[0]], [7]).detections)) == 0  # one centre: no line yet
+    for i in range(1, 6):
+        lines = trails.update(_tracked(i, [PATH[i], (150, 30 + 10 * i)], [7, -1]).detections)
+    # track 7 only (-1 is not confirmed), its last 4 centres, oldest first
+    assert lines.points.tolist() == [[list(p) for p in PATH[2:6]]] and lines.labels.tolist() == [1]
+    # the same ID in another source is another track: two centres there, the oldest repeated
+    other = trails.update(_tracked(0, [(10, 10)], [7]).detections, source=1)
+    assert len(other) == 0
+    other = trails.update(_tracked(1, [(10, 20)], [7]).detections, source=1)
+    assert other.points.tolist() == [[[10, 10], [10, 10], [10, 10], [10, 20]]]
+
+
+def test_image_sink_draws_the_trail_where_the_centres_were(tmp_path):
+    sink = open_sink(str(tmp_path / "annotated") + "/")
+    for i, centre in enumerate(PATH):
+        sink.write(_tracked(i, [centre], [7], name=f"f{i}.png"))
+    sink.close()
+    image = cv2.imread(str(tmp_path / "annotated" / "f5.png"))
+    color = label_color(1)
+    for x, y in PATH[:-1]:  # every earlier centre is on the line, in the track's (its class's) colour
+        assert _drawn_at(image, x, y, color), (x, y, image[y - 1:y + 2, x - 1:x + 2])
+    for x, y in PATH[:-1]:  # away from the line and the boxes: the frame's gray
+        assert tuple(image[y + 20, x]) == (40, 40, 40)
+    first = cv2.imread(str(tmp_path / "annotated" / "f0.png"))
+    assert tuple(first[100, 60]) == (40, 40, 40)  # no trail on the first frame (nothing before it)
+
+
+def test_trails_follow_each_source_with_several_sources(tmp_path):
+    from edge_fpn.runtime.sinks import annotated_with_trails
+    from edge_fpn.runtime.trails import Trails
+    trails = Trails()
+    for i, (x, y) in enumerate(PATH):  # track 3 in both sources, on different rows
+        top = annotated_with_trails(_tracked(i, [(x, y - 50)], [3], source_index=0), trails)
+        bottom = annotated_with_trails(_tracked(i, [(x, y + 50)], [3], source_index=1), trails)
+    x = PATH[1][0]
+    assert _drawn_at(top, x, 50, label_color(1)) and tuple(top[150, x]) == (40, 40, 40)
+    assert _drawn_at(bottom, x, 150, label_color(1)) and tuple(bottom[50, x]) == (40, 40, 40)
+
+
+def test_no_trail_without_confirmed_tracks():
+    from edge_fpn.runtime.sinks import annotated_with_trails
+    from edge_fpn.runtime.trails import Trails
+    for ids in (None, [-1]):  # no tracker; a tracker that has not confirmed the track yet
+        trails = Trails()
+        for i, centre in enumerate(PATH):
+            result = _tracked(i, [centre], ids)
+            image = annotated_with_trails(result, trails)
+        assert image is result.annotated()  # nothing drawn: not even a copy
+        assert all(tuple(image[y, x]) == (40, 40, 40) for x, y in PATH[:-1])
+        assert len(trails) == 0
+
+
+def test_trail_memory_is_bounded_over_many_track_ids():
+    from edge_fpn.runtime.trails import Trails
+    trails = Trails(length=20, max_age=30, capacity=64)
+    rng = np.random.default_rng(0)
+    trails.update(_tracked(0, [(50, 50)], [0]).detections)
+    held = trails.nbytes()
+    for frame in range(1, 3000):  # 10 new IDs a frame, each seen for 5 frames: 30 000 IDs in all
+        ids = np.arange(10 * frame - 40, 10 * frame + 10)
+        ids = ids[ids >= 0]
+        trails.update(_tracked(frame, rng.uniform(10, 190, (len(ids), 2)), ids).detections)
+        assert len(trails) <= 64
+    assert trails.nbytes() == held  # fixed arrays: no growth
+    # tracks unseen for more than max_age frames are forgotten
+    trails = Trails(max_age=30)
+    trails.update(_tracked(0, [(50, 50), (60, 60)], [1, 2]).detections)
+    for frame in range(1, 40):
+        trails.update(_tracked(frame, [(60, 60)], [2]).detections)
+    assert len(trails) == 1
+    # 300 confirmed tracks in one frame, 64 held: trails for 64 of them, nothing breaks
+    trails = Trails(capacity=64)
+    for frame in range(3):
+        lines = trails.update(_tracked(frame, rng.uniform(10, 190, (300, 2)), np.arange(300)).detections)
+    assert len(lines) == 64 and len(trails) == 64
+
+
+def test_trails_skip_bad_boxes_and_repeated_ids():
+    from edge_fpn.runtime.trails import Trails
+    trails = Trails()
+    for frame in range(3):
+        detections = _tracked(frame, [(20, 20), (30, 30), (40, 40)], [5, 5, 6]).detections
+        detections.boxes[2] = np.nan  # track 6's box is not a number
+        lines = trails.update(detections)
+    assert lines.points[:, -1].tolist() == [[20, 20]] and len(trails) == 1
