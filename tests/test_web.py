@@ -173,3 +173,98 @@ def test_page_in_headless_chromium_shows_frames_and_changing_stats(viewer):
     finally:
         browser.close()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ active tracks
+
+@pytest.fixture(scope="module")
+def tracked_viewer(tiny_bundle):
+    """Two live test:// sources with a tracker each, serving the web viewer."""
+    detector = fast_detector(tiny_bundle, delay=0.02)
+    sources = [f"test://?width=320&height=240&fps=20&seed={seed}" for seed in (1, 2)]
+    pipeline = Pipeline(detector, sources, ["http://127.0.0.1:0"], quiet=True, tracker=True).start()
+    try:
+        yield pipeline.sinks[0].url, pipeline
+    finally:
+        pipeline.close()
+
+
+def _stats_when(url, ready, seconds=20.0):
+    """stats.json once `ready(stats)` holds (the deadline bounds a hang only)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        stats = json.loads(_get(url + "stats.json")[2])
+        if ready(stats) or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.1)
+
+
+def test_stats_count_active_tracks_per_source_and_in_total(tracked_viewer):
+    url, _ = tracked_viewer
+    # the replayed engine finds the same objects in every frame: the tracker confirms them all
+    stats = _stats_when(url, lambda s: all((e.get("active_tracks") or 0) > 0 for e in s["sources"]))
+    per_source = [entry["active_tracks"] for entry in stats["sources"]]
+    assert len(per_source) == 2 and min(per_source) > 0
+    assert stats["active_tracks"] == sum(per_source)
+
+
+def test_no_track_count_without_a_tracker(viewer):
+    url, _ = viewer
+    stats = _stats_when(url, lambda s: s["frames"] > 0)
+    assert stats["active_tracks"] is None and stats["sources"][0]["active_tracks"] is None
+
+
+def test_active_tracks_are_those_of_each_sources_newest_frame():
+    """Confirmed IDs (not -1) in the newest frame of each source; 0 for a source that ended."""
+    from edge_fpn.runtime.detector import Detections
+    from edge_fpn.runtime.pipeline import Result
+    from edge_fpn.runtime.web.server import WebViewerSink
+
+    def result(source, ids):
+        boxes = np.tile(np.array([[10, 10, 30, 30]], np.float32), (len(ids), 1))
+        detections = Detections(boxes, np.full(len(ids), 0.9, np.float32), np.ones(len(ids), np.int64),
+                                ["circle"] * len(ids), np.asarray(ids, np.int64))
+        return Result(np.zeros((60, 80, 3), np.uint8), detections, 0, 0.0, "test://", "", {}, 0.0, 0.0,
+                      source_index=source)
+
+    sources = [{"index": 0, "ended": False}, {"index": 1, "ended": False}, {"index": 2, "ended": True}]
+    sink = WebViewerSink("127.0.0.1", 0, stats=lambda: {"sources": [dict(s) for s in sources]})
+    try:
+        sink.write(result(0, [1, 2, 3]))
+        sink.write(result(0, [1, 2, -1, 4]))  # the newest frame counts, its unconfirmed detection does not
+        sink.write(result(1, [-1]))
+        sink.write(result(2, [7, 8]))
+        stats = json.loads(_get(sink.url + "stats.json")[2])
+        assert [s["active_tracks"] for s in stats["sources"]] == [3, 0, 0] and stats["active_tracks"] == 3
+    finally:
+        sink.close()
+
+
+TRACKS_STATE = """JSON.stringify({
+  tracks: document.getElementById('tracks').textContent,
+  shown: !document.getElementById('tracks-box').classList.contains('hidden'),
+  columns: Array.from(document.querySelectorAll('#sources tbody tr')).map((tr) => tr.lastChild.textContent)
+})"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium")
+def test_page_shows_active_tracks(tracked_viewer):
+    url, _ = tracked_viewer
+    profile = tempfile.mkdtemp(prefix="edge-fpn-chromium-")
+    browser = DevTools(profile)
+    try:
+        target = browser.call("Target.createTarget", {"url": url})["targetId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        state = {}
+        deadline = time.monotonic() + 45  # waits for the page to show the counts; bounds a hang only
+        while time.monotonic() < deadline:
+            result = browser.call("Runtime.evaluate", {"expression": TRACKS_STATE, "returnByValue": True}, session)
+            state = json.loads(result["result"]["value"]) if "value" in result["result"] else {}
+            if state.get("shown") and state["tracks"].isdigit() and int(state["tracks"]) > 0 and len(state["columns"]) == 2:
+                break
+            time.sleep(0.5)
+        assert state.get("shown") and int(state["tracks"]) > 0, state
+        assert all(column.isdigit() and int(column) > 0 for column in state["columns"]), state
+    finally:
+        browser.close()
+        shutil.rmtree(profile, ignore_errors=True)

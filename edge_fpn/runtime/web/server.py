@@ -9,7 +9,12 @@ host is given (``http://0.0.0.0:8080`` serves the whole network: what a headless
                    it, the newest frame of any source)
     /snapshot.jpg  the newest annotated frame (``?source=N`` as above)
     /stats.json    the pipeline's statistics (FPS, per-stage latency, drops, detections per class,
-                   and per source under "sources")
+                   and per source under "sources"), and the active tracks: "active_tracks", the
+                   confirmed tracks in the newest frame of each source, summed (per source in
+                   each "sources" entry; null without a tracker)
+
+With a tracker, the frames show each confirmed track's trail (``trails.py``): the trails are
+recorded in ``write`` (every frame, in order) and drawn when a frame is encoded.
 
 JPEG encoding happens in the HTTP threads, at most once per frame and only while someone
 watches, so an unwatched viewer costs the pipeline nothing but keeping a reference.
@@ -25,8 +30,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import numpy as np
+
 from ...errors import EdgeFpnError
 from ..sink_base import Sink
+from ..trails import NO_LINES, Trails, TrailLines
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index.html")
 BOUNDARY = "edgefpnframe"
@@ -43,15 +51,19 @@ class _Server6(_Server):
 
 class WebViewerSink(Sink):
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, quality: int = 80,
-                 stats: Optional[Callable[[], Dict[str, Any]]] = None):
+                 stats: Optional[Callable[[], Dict[str, Any]]] = None, trails: bool = True):
         self.stats_provider = stats
         self.quality = int(quality)
+        self.trails = Trails() if trails else None
         self._cond = threading.Condition()
         self._result: Any = None
+        self._lines: TrailLines = NO_LINES  # the newest result's trails
         self._seq = 0
         self._jpeg: Tuple[int, bytes] = (0, b"")
-        # per source index: the newest result, its sequence number, its JPEG
-        self._by_source: Dict[int, Tuple[int, Any]] = {}
+        # per source index: the newest result with its sequence number and trails; its JPEG;
+        # its confirmed tracks (None: no tracker)
+        self._by_source: Dict[int, Tuple[int, Any, TrailLines]] = {}
+        self._tracks: Dict[int, Optional[int]] = {}
         self._jpeg_by_source: Dict[int, Tuple[int, bytes]] = {}
         self._closed = False
         self.clients = 0
@@ -76,10 +88,15 @@ class WebViewerSink(Sink):
 
     # ------------------------------------------------------------ sink side
     def write(self, result: Any) -> None:
+        source = getattr(result, "source_index", None) or 0
+        lines = self.trails.update(result.detections, source) if self.trails is not None else NO_LINES
+        track_ids = getattr(result.detections, "track_ids", None)
+        tracks = None if track_ids is None else int(np.count_nonzero(np.asarray(track_ids) >= 0))
         with self._cond:
-            self._result = result
+            self._result, self._lines = result, lines
             self._seq += 1
-            self._by_source[getattr(result, "source_index", None) or 0] = (self._seq, result)
+            self._by_source[source] = (self._seq, result, lines)
+            self._tracks[source] = tracks
             self.frames_written += 1
             self._cond.notify_all()
 
@@ -97,10 +114,10 @@ class WebViewerSink(Sink):
         return f"{self.url} ({self.frames_sent} frames sent)"
 
     # ------------------------------------------------------------ HTTP side
-    def _newest(self, source: Optional[int]) -> Tuple[int, Any]:
+    def _newest(self, source: Optional[int]) -> Tuple[int, Any, TrailLines]:
         if source is None:
-            return self._seq, self._result
-        return self._by_source.get(source, (0, None))
+            return self._seq, self._result, self._lines
+        return self._by_source.get(source, (0, None, NO_LINES))
 
     def next_jpeg(self, after: int, timeout: float, source: Optional[int] = None) -> Optional[Tuple[int, bytes]]:
         """The JPEG of the newest frame (of `source`, or of any source) newer than `after`
@@ -109,14 +126,16 @@ class WebViewerSink(Sink):
         with self._cond:
             self._cond.wait_for(lambda: (self._newest(source)[0] > after and self._newest(source)[1] is not None)
                                 or self._closed, timeout)
-            seq, result = self._newest(source)
+            seq, result, lines = self._newest(source)
             if self._closed or seq <= after or result is None:
                 return None
             cache = self._jpeg if source is None else self._jpeg_by_source.get(source, (0, b""))
             cached_seq, cached = cache
         if cached_seq == seq:
             return seq, cached
-        ok, encoded = cv2.imencode(".jpg", result.annotated(), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        from ..sinks import with_trails
+        image = with_trails(result.annotated(), lines)
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             return None
         data = encoded.tobytes()
@@ -133,9 +152,24 @@ class WebViewerSink(Sink):
 
     def stats(self) -> Dict[str, Any]:
         snap = dict(self.stats_provider()) if self.stats_provider else {}
+        self._add_tracks(snap)
         snap["web"] = {"clients": self.clients, "frames_sent": self.frames_sent,
                        "frames_written": self.frames_written, "time": time.time()}
         return snap
+
+    def _add_tracks(self, snap: Dict[str, Any]) -> None:
+        """"active_tracks" in the statistics: confirmed tracks in each source's newest frame (0 for
+        a source that ended or failed), per source and summed; null where no tracker ran."""
+        with self._cond:
+            tracks = dict(self._tracks)
+        entries = {int(entry.get("index", 0)): entry for entry in snap.get("sources") or ()}
+        for index, entry in entries.items():
+            count = tracks.get(index)
+            if count is not None and (entry.get("ended") or entry.get("error")):
+                count = tracks[index] = 0
+            entry["active_tracks"] = count
+        counted = [count for count in tracks.values() if count is not None]
+        snap["active_tracks"] = sum(counted) if counted else None
 
     def _client(self, delta: int) -> None:
         with self._cond:
