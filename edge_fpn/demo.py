@@ -73,8 +73,8 @@ class DemoOptions:
             raise EdgeFpnError(f"--eval-images must be at least 1, not {self.eval_images}")
         if self.precision == "int8" and self.calibration_images < 1:
             raise EdgeFpnError(f"--calibration-images must be at least 1, not {self.calibration_images}")
-        if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
-            raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {self.score_threshold}")
+        from .runtime.detector import check_score_threshold
+        check_score_threshold(self.score_threshold, "--score-threshold")
 
 
 def run_demo(output: str = "demo-out", options: Optional[DemoOptions] = None) -> Dict[str, Any]:

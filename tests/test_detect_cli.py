@@ -83,7 +83,7 @@ BAD = [
     (["test://", "out.weird"], "cannot tell what kind of sink"),
     (["test://", "display://0"], "display"),
     (["test://", "--max-frames", "0"], "--max-frames must be at least 1"),
-    (["test://", "--score-threshold", "2"], "--score-threshold must be between 0 and 1"),
+    (["test://", "--score-threshold", "2"], "--score-threshold must be a number between 0 and 1"),
     (["test://", "--classes", "unicorn"], "unknown class name(s) unicorn"),
 ]
 

@@ -78,14 +78,14 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optiona
 def _check_detect_request(bundle: str, source: Any, sinks: Sequence[Any], options: DetectOptions) -> List[Any]:
     """The cheap checks, first: a typo in a sink or source should not wait for the engines to load."""
     from ..bundle import load_manifest
+    from .detector import check_score_threshold
     from .pipeline import check_source_list
     from .sinks import check_sinks
 
     max_frames, score_threshold = options.max_frames, options.score_threshold
     if max_frames is not None and max_frames < 1:
         raise EdgeFpnError(f"--max-frames must be at least 1, not {max_frames}")
-    if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
-        raise EdgeFpnError(f"--score-threshold must be between 0 and 1, not {score_threshold}")
+    check_score_threshold(score_threshold, "--score-threshold")
     load_manifest(bundle)
     specs = source_list(source)
     check_source_list(specs)

@@ -132,7 +132,7 @@ class Detector:
         t2 = time.perf_counter()
         detections = self.finish(outputs, letterbox)
         t3 = time.perf_counter()
-        self.last_timings = dict(preprocess=t1 - t0, **timings, detections=t3 - t2)
+        self.last_timings = dict(preprocess=t1 - t0, **timings, postprocess=t3 - t2)  # the pipeline's step names
         return detections
 
     # the host layout's stages, one by one (calibration measures them separately)
@@ -187,13 +187,14 @@ class Detector:
         self.close()
 
 
-def check_score_threshold(value: Any) -> Optional[float]:
-    """None, or a finite number in [0, 1] (a string, 2 or NaN would silently keep nothing)."""
+def check_score_threshold(value: Any, name: str = "score_threshold") -> Optional[float]:
+    """None, or a finite number in [0, 1] (a string, 2 or NaN would silently keep nothing); `name`
+    is how the caller's user spells the option (``--score-threshold`` on the command line)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or \
             not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:
-        raise EdgeFpnError(f"score_threshold must be a number between 0 and 1 (or None), not {value!r}")
+        raise EdgeFpnError(f"{name} must be a number between 0 and 1 (or None), not {value!r}")
     return float(value)
 
 

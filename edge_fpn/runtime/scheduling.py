@@ -86,12 +86,6 @@ class SourceSlots:
                 self._closed[index] = True
             self._cond.notify_all()
 
-    def clear(self) -> None:
-        with self._cond:
-            for items in self._items:
-                items.clear()
-            self._cond.notify_all()
-
     # ------------------------------------------------------------ consumer side
     def open_sources(self) -> List[int]:
         """The sources that may still deliver a frame."""

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from ...errors import EdgeFpnError
 from .base import Source
 from .gst_launch import GstLaunchGrabber
-from .gstreamer import APPSINK, choose_gstreamer_backend, fraction
+from .gstreamer import APPSINK, choose_gstreamer_backend, fraction, to_bgr
 from .live import Grabber, LiveSource, OpenCVGrabber
 from .uri import parse_bool, query_options
 
@@ -25,12 +25,8 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
         f"video/x-raw(memory:NVMM), width=(int){int(width)}, height=(int){int(height)}, framerate=(fraction){rate}, format=(string)NV12",
         f"nvvidconv flip-method={int(flip)}",
         f"video/x-raw, width=(int){int(width)}, height=(int){int(height)}, format=(string)BGRx",
-        "videoconvert",
-        "video/x-raw, format=(string)BGR",
     ]
-    if sink:
-        parts.append(sink)
-    return " ! ".join(parts)
+    return to_bgr(parts, sink)
 
 
 

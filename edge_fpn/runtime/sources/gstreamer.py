@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Dict
+from typing import Dict, List, Optional
 
 from ...errors import EdgeFpnError
 from .gst_launch import gst_launch_available
 
 APPSINK = "appsink drop=true max-buffers=1"
+
+
+def to_bgr(parts: List[str], sink: Optional[str]) -> str:
+    """`parts` joined into one pipeline that ends in BGR frames (videoconvert: decoders and nvvidconv
+    give NV12/BGRx, OpenCV and the gst-launch grabber read BGR), then `sink` if given."""
+    tail = ["videoconvert", "video/x-raw, format=(string)BGR"] + ([sink] if sink else [])
+    return " ! ".join(list(parts) + tail)
 
 
 def fraction(fps: float) -> str:

@@ -9,22 +9,14 @@ from typing import Any, Dict, List, Optional
 from ...errors import EdgeFpnError
 from .base import Source
 from .gst_launch import GstLaunchGrabber, gst_launch_available
-from .gstreamer import APPSINK, opencv_video_backends
+from .gstreamer import APPSINK, opencv_video_backends, to_bgr
 from .live import Grabber, LiveSource, OpenCVGrabber
 
 
 def rtsp_pipeline(url: str, latency_ms: int = 200, sink: Optional[str] = APPSINK) -> str:
     """The GStreamer pipeline of an RTSP stream over TCP, decoded by whatever decodebin finds
     (nvv4l2decoder on a Jetson), ending in BGR frames (and ``sink`` if given)."""
-    parts = [
-        f'rtspsrc location="{url}" protocols=tcp latency={int(latency_ms)}',
-        "decodebin",
-        "videoconvert",
-        "video/x-raw, format=(string)BGR",
-    ]
-    if sink:
-        parts.append(sink)
-    return " ! ".join(parts)
+    return to_bgr([f'rtspsrc location="{url}" protocols=tcp latency={int(latency_ms)}', "decodebin"], sink)
 
 
 def open_stream(uri: str, options: Dict[str, Any]) -> Source:
