@@ -230,6 +230,68 @@ def test_a_failing_or_ending_source_leaves_the_others_running(fast, caplog):
     assert "source 2 (bad) failed: camera unplugged" in caplog.text
 
 
+def test_an_unreachable_stream_at_start_is_reported_and_the_others_run(fast, caplog):
+    # nothing listens on port 9 (discard) of loopback: the stream cannot open now
+    with caplog.at_level("WARNING", logger="edge_fpn.runtime"):
+        with Pipeline(fast, ["rtsp://127.0.0.1:9/cam", "test://?frames=12"], quiet=True, max_frames=12) as pipeline:
+            results = [r.source_index for r in pipeline]
+    assert results == [1] * 12
+    snap = pipeline.stats.snapshot()["sources"]
+    assert snap[0]["frames"] == 0 and snap[1]["frames"] == 12
+    assert "rtsp://127.0.0.1:9/cam: cannot open stream" in caplog.text and "retried" in caplog.text
+
+
+def test_one_unreachable_stream_alone_is_still_an_error_up_front(fast):
+    with pytest.raises(EdgeFpnError, match="cannot open stream rtsp://127.0.0.1:9/cam"):
+        Pipeline(fast, "rtsp://127.0.0.1:9/cam", quiet=True)
+
+
+def test_a_missing_file_in_a_source_list_is_an_error_up_front(fast, tmp_path):
+    with pytest.raises(EdgeFpnError, match="missing.mp4"):
+        Pipeline(fast, [str(tmp_path / "missing.mp4"), "test://?frames=2"], quiet=True)
+
+
+def test_a_pending_source_opens_when_the_camera_comes_and_then_delivers(fast, caplog):
+    from edge_fpn.runtime.sources.pending import PendingSource
+
+    attempts = []
+
+    def opener():
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise EdgeFpnError("camera not there yet")
+        source = ListSource(frames(6))
+        source.uri = "cam"
+        return source
+
+    with caplog.at_level("WARNING", logger="edge_fpn.runtime"):
+        pending = PendingSource("v4l2:///dev/video7", opener, "camera not there yet", backoff=(0.01, 0.02))
+        with Pipeline(fast, [pending, ListSource(frames(4))], quiet=True) as pipeline:
+            results = [r.source_index for r in pipeline]
+    assert len(attempts) == 3
+    # the late camera delivers (a live source: its newest frames, so some of its 6 may be replaced)
+    assert results.count(1) == 4 and 1 <= results.count(0) <= 6
+    assert "opened after" in caplog.text
+    assert pipeline.stats.snapshot()["sources"][0]["ended"]
+
+
+def test_a_pending_source_that_never_opens_reads_timeouts_and_closes_promptly():
+    from edge_fpn.runtime.sources import TIMEOUT
+    from edge_fpn.runtime.sources.pending import PendingSource, is_live_uri
+
+    def never():
+        raise EdgeFpnError("no camera")
+
+    pending = PendingSource("csi://3", never, "no camera", backoff=(0.01, 0.05))
+    assert pending.read(timeout=0.05).status == TIMEOUT
+    assert pending.stats()["waiting"] and pending.stats()["outages"] == 1
+    started = time.monotonic()
+    pending.close()
+    assert time.monotonic() - started < 1.0
+    assert [is_live_uri(u) for u in ("rtsp://h/x", "csi://0", "/dev/video0", "v4l2:///dev/video1",
+                                     "test://", "clip.mp4", "images/")] == [True] * 4 + [False] * 3
+
+
 def test_every_source_failing_is_the_pipelines_error(fast):
     sources = [FailingSource(frames(5)), FailingSource(frames(5))]
     sources[1].uri = "other"

@@ -108,11 +108,10 @@ class _DetectRun:
         from .output_guard import refuse_outputs_over_inputs
         from .pipeline import Pipeline
         from .sinks import apply_source_fps, open_sinks, per_source_specs
-        from .sources import open_source
+        from .sources.pending import open_sources
 
         expanded = [part for spec in sinks for part in (per_source_specs(spec, len(specs)) or [spec])]
-        for spec in specs:  # every source opens up front: a missing file is an error before any work
-            self.sources.append(open_source(spec, **source_options))
+        self.sources = open_sources(specs, source_options)  # up front: a missing file fails before any work
         refuse_outputs_over_inputs([path for opened in self.sources for path in opened.input_files()],
                                    expanded, options.force)
         # the Detector returns all the model keeps; the pipeline shows from the display threshold

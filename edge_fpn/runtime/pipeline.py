@@ -53,7 +53,8 @@ from .detector import Detector
 from .preprocess import FrameError, to_bgr
 from .scheduling import ENDED, SourceEnd, SourceSlots
 from .sinks import Sink, abort_sinks, annotate, apply_source_fps, open_sinks
-from .sources import END, OK, Source, open_source
+from .sources import END, OK, Source
+from .sources.pending import open_sources
 from .stats import PipelineStats, format_line, format_summary, stages_for
 
 logger = logging.getLogger("edge_fpn.runtime")
@@ -317,15 +318,12 @@ class Pipeline:
         self._failed = False  # a stage failed, or the consumer's block raised: sinks abort
         self.feeds: List[_Feed] = []
         try:
-            for index, spec in enumerate(specs):
-                opened = open_source(spec, **(options.source_options or {}))
-                self.feeds.append(_Feed(index, opened, not isinstance(spec, Source), _make_tracker(options.tracker)))
+            opened = open_sources(specs, dict(options.source_options or {}))
         except BaseException:
-            for feed in self.feeds:
-                if feed.owned:
-                    feed.source.close()
             abort_sinks(self.sinks)
             raise
+        self.feeds = [_Feed(index, source, not isinstance(spec, Source), _make_tracker(options.tracker))
+                      for index, (spec, source) in enumerate(zip(specs, opened))]
         self.sources: List[Source] = [feed.source for feed in self.feeds]
         self.source: Source = self.sources[0]
         self._owns_source = self.feeds[0].owned
