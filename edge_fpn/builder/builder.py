@@ -99,7 +99,7 @@ def build_engine(request: BuildRequest, progress: bool = True) -> Dict[str, Any]
     started = time.time()
     manifest = _check_source(request)
     source_hash = bundle_hash(request.bundle, manifest)
-    ranges = _load_calibration(request, source_hash)
+    ranges = _load_calibration(request, manifest, source_hash)
     # the AP report's data is decided (and pycocotools, which scores it, found) before any build or
     # evaluation work; _int8_decisions asks again and gets the same answer, without a second note
     eval_data = _usable_eval_data(request.eval_data, manifest) if request.qdq else request.eval_data
@@ -148,12 +148,13 @@ def _check_source(request: BuildRequest) -> Manifest:
     return manifest
 
 
-def _load_calibration(request: BuildRequest, source_hash: str) -> Optional[CalibrationRanges]:
+def _load_calibration(request: BuildRequest, manifest: Manifest, source_hash: str) -> Optional[CalibrationRanges]:
     if request.precision != "int8":
         if request.calibration is not None:
             logger.info("note: --calibration is used by --precision int8 only; ignored")
         return None
-    return load_ranges(request.calibration, expected_hash=source_hash, bundle_dir=request.bundle)  # type: ignore[arg-type]
+    return load_ranges(request.calibration, bundle_dir=request.bundle, manifest=manifest,  # type: ignore[arg-type]
+                       expected_hash=source_hash)
 
 
 def _choose_backend(request: BuildRequest) -> Any:
