@@ -179,6 +179,15 @@ class _Channel:
                 return item
             return _END if self._closed else None
 
+    def items(self, stop: threading.Event) -> Iterator[Any]:
+        """Every item until the channel is closed and drained (or ``stop`` is set)."""
+        while True:
+            item = self.get(stop)
+            if item is _END:
+                return
+            if item is not None:
+                yield item
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -392,12 +401,7 @@ class Pipeline:
         if not self._iterate:
             raise RuntimeError("this pipeline was started without iteration; use latest() or run()")
         try:
-            while True:
-                item = self._out.get(self._never, timeout=0.1)
-                if item is _END:
-                    break
-                if item is not None:
-                    yield item
+            yield from self._out.items(self._never)
             self._raise_error()
         finally:
             self.close()
@@ -626,12 +630,7 @@ class Pipeline:
 
     def _postprocess(self, output: _Channel) -> None:
         detector, stop = self.detector, self._stop
-        while True:
-            work = self._to_post.get(stop)
-            if work is _END:
-                return
-            if work is None:
-                continue
+        for work in self._to_post.items(stop):
             feed = self.feeds[work.source]
             t0 = time.perf_counter()
             detections = detector.finish(work.outputs, work.letterbox)
@@ -667,12 +666,7 @@ class Pipeline:
 
     def _deliver(self, output: _Channel) -> None:
         stop, stats = self._stop, self.stats
-        while True:
-            result = self._to_sinks.get(stop)
-            if result is _END:
-                return
-            if result is None:
-                continue
+        for result in self._to_sinks.items(stop):
             t0 = time.perf_counter()
             for sink in self.sinks:
                 sink.write(result)
