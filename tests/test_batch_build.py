@@ -259,3 +259,20 @@ def test_a_batch_calibration_that_measured_the_padding_is_refused(bundles, calib
     del ranges["batch"]
     (old / "ranges.json").write_text(json.dumps(ranges))
     assert load_ranges(str(old), bundles[1]).stages["detector"]
+
+
+def test_a_batch_bundle_is_evaluated_n_images_a_call_with_the_ap_of_batch1(bundles, monkeypatch):
+    from edge_fpn.evaluate import evaluate_bundle
+    from edge_fpn.runtime.detector import Detector
+
+    calls = []
+    real = Detector.infer_batch
+
+    def counting(self, items):
+        calls.append(len(items))
+        return real(self, items)
+
+    monkeypatch.setattr(Detector, "infer_batch", counting)
+    batch2 = evaluate_bundle(bundles[BATCH], "synthetic:5")
+    assert calls == [2, 2, 1]  # five scenes: two full calls and the last one padded
+    assert batch2 == pytest.approx(evaluate_bundle(bundles[1], "synthetic:5"), abs=1e-9)
