@@ -6,29 +6,44 @@
     for frame, timestamp in camera:
         detections = tracker.track(detector(frame), timestamp)   # detections.track_ids: -1 = not yet confirmed
 
-What it does each frame (``update``), after ByteTrack (Zhang et al., 2022) with three changes
-that matter on a robot (timestamps, classes, boxes that stop overlapping):
+What it does each frame (``update``), after ByteTrack (Zhang et al., 2022) with changes that
+matter on a robot (timestamps, classes, boxes that stop overlapping, a detector's clutter):
 
 1. **Predict** every track to the frame's timestamp with a constant-velocity Kalman filter on
    (cx, cy, w, h). The step is the frame's timestamp minus the last one, in seconds: a live
-   source drops frames, so the tracker never assumes 1/fps. Noise scales with the box size.
-2. **Associate**, always within one class (a star never takes a ring's ID), each stage an optimal
-   assignment (``linear_assignment``: a Hungarian solver in numpy):
+   source drops frames, so the tracker never assumes 1/fps. Noise scales with the box size, and
+   each track's acceleration noise follows its own surprises (``manoeuvre``: an adaptive filter):
+   an object that circles or bounces gets the wide gate it needs, a smoothly moving one keeps a
+   tight gate that clutter cannot get into.
+2. **Associate**, always within one class (a star never takes a ring's ID: a detector's one-frame
+   class flip leaves that detection without an ID, and the track, lost for that frame, takes the
+   next one), each stage an optimal assignment (``linear_assignment``: a Hungarian solver in numpy):
 
    a. detections scoring >= ``high_threshold`` with the confirmed tracks (tracked and lost), by
       IoU with the predicted box (>= ``match_iou``);
-   b. detections in [``low_threshold``, ``high_threshold``) with the tracked ones still unmatched
-      (>= ``low_match_iou``): ByteTrack's second stage, which keeps a half-hidden object;
+   b. detections in [``low_threshold``, ``high_threshold``) with the tracks still unmatched,
+      lost and tentative ones too (>= ``low_match_iou``): ByteTrack's second stage, which keeps
+      a half-hidden object;
    c. the high detections left with the tentative tracks (>= ``tentative_match_iou``);
    d. what is left, by the Mahalanobis distance of the box centre under the filter's own
-      uncertainty (<= ``motion_gate``, chi-square with 2 degrees of freedom; a centre within
-      ``min_gate_size`` box sizes of the prediction always passes) and a size ratio within
-      ``max_size_ratio``: a fast object whose boxes do not overlap from one frame to the
-      next (low frame rates), or an object back from an occlusion off its predicted path.
+      uncertainty (<= ``motion_gate``, chi-square with 2 degrees of freedom), plus a charge for a
+      vague prediction (``motion_spread_cost``: a track lost for long is weak evidence, so a
+      detection far off is rather a new object). A centre within ``min_gate_size`` box sizes of
+      the prediction always passes, and so does one within ``turn_reach`` x the track's speed x
+      the time since its last match of where it was last seen (a bounce or a sharp turn, for
+      ``turn_seconds``). Sizes must agree within ``max_size_ratio``. Low-score detections take
+      part for tracked tracks only, and a lost track takes only a detection confident enough to
+      start one. This finds a fast object whose boxes do not overlap from one frame to the next
+      (low frame rates), or an object back from an occlusion off its predicted path.
 3. **Track life**: a new track starts from a high detection scoring >= ``new_track_threshold``
-   and is tentative until ``min_hits`` consecutive matches (jetson-inference's ``minFrames``); a
-   tentative track that misses a frame is dropped. A confirmed track that misses frames is lost,
-   still predicted and matched, and removed ``lost_seconds`` after its last match.
+   and is tentative until ``min_hits`` first-stage matches (jetson-inference's ``minFrames``)
+   *and* a running score (the mean of its detections' scores, then a running average) of at
+   least ``confirm_score``: a detector's clutter is often found again and again, but scores
+   lower than real objects. A tentative track is dropped once it has missed for more than
+   ``tentative_seconds``. A confirmed track that misses frames is lost, still predicted and
+   matched, and removed ``lost_seconds`` after its last match. A confirmed track whose running
+   score falls under ``report_score`` keeps its ID but gives it to no detection until the score
+   is back (clutter that once scored high).
 
 IDs are 1, 2, 3, ... in order of confirmation and never reused in the tracker's life (``reset``
 keeps counting unless told to restart). ``get_state`` / ``set_state`` carry a tracker across a
@@ -54,7 +69,11 @@ STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Tracker parameters; times are in seconds, noises are fractions of the box size."""
+    """Tracker parameters; times are in seconds, noises are fractions of the box size.
+
+    The defaults past ByteTrack's own were tuned on the synthetic camera's seeds 11-13 (noisy
+    ground truth and the shipped model's detections), not on the seeds 1-3 that the tests, the
+    benchmark and ``edge-fpn eval --track`` score: see benchmarks/tracking.py."""
     high_threshold: float = 0.5  # first-stage detections (ByteTrack's track_thresh)
     low_threshold: float = 0.1  # below this a detection is ignored (second stage from here)
     new_track_threshold: float = 0.6  # a new track starts only from a detection this confident
@@ -62,21 +81,34 @@ class TrackerConfig:
     low_match_iou: float = 0.5  # stage b (ByteTrack: 1 - 0.5)
     tentative_match_iou: float = 0.3  # stage c (ByteTrack: 1 - 0.7)
     motion_gate: float = 9.21  # stage d: squared Mahalanobis distance of the centre (chi2, 2 dof, 99%); 0 turns it off
+    motion_spread_cost: float = 4.0  # stage d: added x ln(centre std / box size) where that is > 0 (a vague prediction)
+    min_gate_size: float = 1.5  # stage d: a centre this close (x the track's box size) always passes
+    turn_reach: float = 1.2  # stage d: ... and one within this x speed x time since the last match of the last centre
+    turn_seconds: float = 0.3  # ... for a track matched at most this long ago (a bounce, a sharp turn)
     max_size_ratio: float = 2.0  # stage d: sqrt-area ratio of detection and track at most this
-    min_gate_size: float = 1.5  # stage d: a centre this close (x the track's box size) always passes (a bounce, a turn)
-    min_hits: int = 3  # consecutive matches before a track gets an ID (1: at once)
+    low_motion: bool = True  # stage d also takes low-score detections, for the tracks matched last frame
+    min_hits: int = 3  # first-stage matches before a track gets an ID (1: at once)
+    confirm_score: float = 0.7  # ... and its running score at least this (clutter scores lower)
+    score_rate: float = 0.2  # weight of each match's score in the running score (after the first 1/score_rate)
+    report_score: float = 0.5  # a confirmed track gives its ID only while its running score is at least this
+    tentative_seconds: float = 0.1  # a tentative track survives misses this long (0: dropped at its first miss)
+    tentative_low: bool = True  # low-score detections also continue tentative tracks (stage b; no hit counted)
     lost_seconds: float = 1.0  # a confirmed track is kept this long after its last match
     per_class: bool = True  # match only detections and tracks of the same label
+    duplicate_iou: float = 0.5  # no new track from a detection this close to one a confirmed track took (any class)
     max_detections: int = 300  # detections a frame that take part (the best scores)
     measurement_noise: float = 0.05  # std of a measured box coordinate, x box size (ByteTrack's 1/20)
     position_noise: float = 0.075  # variance of the position random walk, x size^2 per second
-    acceleration_noise: float = 100.0  # variance of the velocity random walk, x size^2 per second^3
+    acceleration_noise: float = 30.0  # variance of the centre's velocity random walk, x size^2 per second^3
+    manoeuvre: float = 0.5  # how fast a track's own acceleration noise follows its surprises (0: fixed)
+    max_manoeuvre: float = 100.0  # ... up to this many times acceleration_noise
+    size_acceleration_noise: float = 2.0  # the same for the width/height velocity (a box grows slower than it moves)
     initial_velocity: float = 40.0  # std of a new track's centre velocity, box sizes per second
     initial_size_velocity: float = 1.0  # std of a new track's width/height velocity, box sizes per second
 
     def __post_init__(self) -> None:
         for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
-                     "tentative_match_iou"):
+                     "tentative_match_iou", "duplicate_iou", "confirm_score", "score_rate", "report_score"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise EdgeFpnError(f"tracker {name} must be between 0 and 1, not {value!r}")
@@ -90,12 +122,15 @@ class TrackerConfig:
         if not (isinstance(self.max_detections, int) and self.max_detections >= 1):
             raise EdgeFpnError(f"tracker max_detections must be an integer >= 1, not {self.max_detections!r}")
         for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
-                     "initial_size_velocity"):
+                     "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
+                     "motion_spread_cost", "turn_reach", "turn_seconds"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
         if not (isinstance(self.measurement_noise, (int, float)) and 0 < self.measurement_noise < 10):
             raise EdgeFpnError(f"tracker measurement_noise must be in (0, 10), not {self.measurement_noise!r}")
+        if not (isinstance(self.max_manoeuvre, (int, float)) and 1 <= self.max_manoeuvre < math.inf):
+            raise EdgeFpnError(f"tracker max_manoeuvre must be a finite number >= 1, not {self.max_manoeuvre!r}")
         if not (isinstance(self.max_size_ratio, (int, float)) and self.max_size_ratio >= 1):
             raise EdgeFpnError(f"tracker max_size_ratio must be >= 1, not {self.max_size_ratio!r}")
 
@@ -208,7 +243,7 @@ def _to_xyxy(state: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the tracker
 
-_TRACK_FIELDS = ("x", "P", "label", "ids", "hits", "last_seen", "lost")
+_TRACK_FIELDS = ("x", "P", "q", "label", "score", "ids", "hits", "last_seen", "lost")
 
 
 class Tracker:
@@ -271,63 +306,86 @@ class Tracker:
         boxes, scores, labels, usable = self._check(boxes, scores, labels)
         now = self._check_time(timestamp)
         cfg = self.config
-        count = scores.shape[0]
-        result = np.full(count, -1, np.int64)
+        result = np.full(scores.shape[0], -1, np.int64)
         self.frames += 1
         # the detections that take part: finite, above the low threshold, the best max_detections
         chosen = np.flatnonzero(usable & (scores >= cfg.low_threshold))
         if chosen.shape[0] > cfg.max_detections:
             best = np.argsort(-scores[chosen], kind="stable")[:cfg.max_detections]
             chosen = np.sort(chosen[best])
-        det_boxes = boxes[chosen]
-        det_scores = scores[chosen]
-        det_labels = labels[chosen]
+        det_boxes, det_scores, det_labels = boxes[chosen], scores[chosen], labels[chosen]
         z = _to_cxcywh(det_boxes)
-
         dt = 0.0 if self._time is None else now - self._time
         self._time = now
         if self._x.shape[0]:
             self._predict(dt)
-        ntracks = self._x.shape[0]
         track_of_det = np.full(chosen.shape[0], -1, np.int64)
-        matched_track = np.zeros(ntracks, bool)
-        if ntracks and chosen.shape[0]:
+        matched_track = np.zeros(self._x.shape[0], bool)
+        if self._x.shape[0] and chosen.shape[0]:
             self._associate(det_boxes, det_scores, det_labels, z, track_of_det, matched_track)
-
         matched_dets = np.flatnonzero(track_of_det >= 0)
         if matched_dets.shape[0]:
-            rows = track_of_det[matched_dets]
-            self._correct(rows, z[matched_dets])
-            self._hits[rows] += 1
-            self._last_seen[rows] = now
-            self._lost[rows] = False
-        # track life: tentative tracks that missed are dropped; confirmed ones get lost, then removed
-        missed = ~matched_track
-        newly_lost = missed & (self._ids >= 0) & ~self._lost
-        if newly_lost.any():
-            self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
-            self._lost |= newly_lost
-        keep = ~(missed & (self._ids < 0)) & ~((self._ids >= 0) & (now - self._last_seen > cfg.lost_seconds))
-        # confirm tentative tracks with enough hits (in detection order: deterministic IDs)
-        confirm = matched_track & (self._ids < 0) & (self._hits >= cfg.min_hits)
-        if confirm.any():
-            order = np.flatnonzero(confirm)
-            self._ids[order] = np.arange(self.next_id, self.next_id + order.shape[0])
-            self.next_id += int(order.shape[0])
+            self._apply(track_of_det[matched_dets], z[matched_dets], det_scores[matched_dets], now)
+        self._track_life(matched_track)
         if matched_dets.shape[0]:
-            result[chosen[matched_dets]] = self._ids[track_of_det[matched_dets]]
-        if not keep.all():
-            self._take(keep)
+            rows = track_of_det[matched_dets]
+            result[chosen[matched_dets]] = np.where(self._score[rows] >= cfg.report_score, self._ids[rows], -1)
+        identified = matched_dets[self._ids[track_of_det[matched_dets]] >= 0]  # (before the rows move)
+        self._take(self._keep(matched_track, now))
         # new tentative tracks from the confident detections nobody took
         new = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
+        if new.shape[0] and cfg.duplicate_iou < 1:
+            new = new[~self._duplicates(det_boxes, new, identified)]
         if new.shape[0]:
             ids = np.full(new.shape[0], -1, np.int64)
             if cfg.min_hits <= 1:
                 ids = np.arange(self.next_id, self.next_id + new.shape[0])
                 self.next_id += int(new.shape[0])
                 result[chosen[new]] = ids
-            self._add(z[new], det_labels[new], ids, now)
+            self._add(z[new], det_scores[new], det_labels[new], ids, now)
         return result
+
+    def _duplicates(self, det_boxes: np.ndarray, new: np.ndarray, identified: np.ndarray) -> np.ndarray:
+        """Which of the `new` detections overlap, by ``duplicate_iou``, a detection of any class
+        that a confirmed track took this frame: a second reading of an object that has an ID (a
+        detector that calls one object a ring and a star at once, or in turns), not a new object."""
+        if not identified.shape[0]:
+            return np.zeros(new.shape[0], bool)
+        return (iou_matrix(det_boxes[new], det_boxes[identified]) >= self.config.duplicate_iou).any(axis=1)
+
+    def _apply(self, rows: np.ndarray, z: np.ndarray, scores: np.ndarray, now: float) -> None:
+        """The matched tracks take their detections: the filter's update, a hit (a first-stage
+        score only for a tentative track: clutter scoring low never confirms one) and their score."""
+        cfg = self.config
+        self._correct(rows, z)
+        counts = (self._ids[rows] >= 0) | (scores >= cfg.high_threshold)
+        self._hits[rows] += counts.astype(np.int64)
+        self._last_seen[rows] = now
+        self._lost[rows] = False
+        # the running score: the mean of the first 1/score_rate matches, then a running average
+        self._score[rows] += np.maximum(cfg.score_rate, 1.0 / np.maximum(self._hits[rows], 1)) * (scores - self._score[rows])
+
+    def _track_life(self, matched_track: np.ndarray) -> None:
+        """Confirmed tracks that missed this frame are lost; tentative ones with enough hits get IDs
+        (in track order: deterministic IDs)."""
+        newly_lost = ~matched_track & (self._ids >= 0) & ~self._lost
+        if newly_lost.any():
+            self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
+            self._lost |= newly_lost
+        confirm = (matched_track & (self._ids < 0) & (self._hits >= self.config.min_hits)
+                   & (self._score >= self.config.confirm_score))
+        if confirm.any():
+            order = np.flatnonzero(confirm)
+            self._ids[order] = np.arange(self.next_id, self.next_id + order.shape[0])
+            self.next_id += int(order.shape[0])
+
+    def _keep(self, matched_track: np.ndarray, now: float) -> np.ndarray:
+        """The tracks that live on: a tentative one missed for at most tentative_seconds (by default
+        none: ByteTrack drops it at its first miss), a confirmed one lost for at most lost_seconds."""
+        cfg = self.config
+        age = now - self._last_seen
+        tentative = self._ids < 0
+        return np.where(tentative, matched_track | (age <= cfg.tentative_seconds), age <= cfg.lost_seconds)
 
     def _associate(self, det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, z: np.ndarray,
                    track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
@@ -340,21 +398,23 @@ class Tracker:
         # a: high detections x confirmed tracks (tracked and lost)
         self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), pred, det_boxes, det_labels,
                         cfg.match_iou, track_of_det, matched_track)
-        # b: low detections x tracked tracks still unmatched
+        # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
+        #    track that missed one frame and is half hidden in the next is found by IoU with its prediction)
         low = ~high
         if low.any():
-            self._match_iou(np.flatnonzero(confirmed & ~self._lost & ~matched_track), np.flatnonzero(low),
+            takers = ~matched_track & (confirmed | cfg.tentative_low)
+            self._match_iou(np.flatnonzero(takers), np.flatnonzero(low),
                             pred, det_boxes, det_labels, cfg.low_match_iou, track_of_det, matched_track)
         # c: high detections left x tentative tracks
         free_high = np.flatnonzero(high & (track_of_det < 0))
         if free_high.shape[0]:
-            self._match_iou(np.flatnonzero(~confirmed), free_high, pred, det_boxes, det_labels,
+            self._match_iou(np.flatnonzero(~confirmed & ~matched_track), free_high, pred, det_boxes, det_labels,
                             cfg.tentative_match_iou, track_of_det, matched_track)
-        # d: what is left, by motion (boxes that stopped overlapping)
-        free_high = np.flatnonzero(high & (track_of_det < 0))
+        # d: what is left, by motion (boxes that stopped overlapping); low detections only for tracked tracks
+        free = (track_of_det < 0) & (high | cfg.low_motion)
         free_tracks = np.flatnonzero(~matched_track)
-        if cfg.motion_gate > 0 and free_high.shape[0] and free_tracks.shape[0]:
-            self._match_motion(free_tracks, free_high, z, det_labels, track_of_det, matched_track)
+        if cfg.motion_gate > 0 and free.any() and free_tracks.shape[0]:
+            self._match_motion(free_tracks, np.flatnonzero(free), z, det_labels, det_scores, track_of_det, matched_track)
 
     def get_state(self) -> Dict[str, Any]:
         """Everything the tracker knows, as JSON-able data (lists and numbers), for ``set_state``."""
@@ -375,6 +435,8 @@ class Tracker:
             arrays = {"x": x,
                       "P": np.asarray(tracks["P"], np.float64).reshape(n, 8, 8),
                       "label": np.asarray(tracks["label"], np.int64).reshape(n),
+                      "q": np.asarray(tracks.get("q", [1.0] * n), np.float64).reshape(n),
+                      "score": np.asarray(tracks.get("score", [1.0] * n), np.float64).reshape(n),
                       "ids": np.asarray(tracks["ids"], np.int64).reshape(n),
                       "hits": np.asarray(tracks["hits"], np.int64).reshape(n),
                       "last_seen": np.asarray(tracks["last_seen"], np.float64).reshape(n),
@@ -444,6 +506,8 @@ class Tracker:
         self._x = np.zeros((0, 8))
         self._P = np.zeros((0, 8, 8))
         self._label = np.zeros((0,), np.int64)
+        self._q = np.zeros((0,))
+        self._score = np.zeros((0,))
         self._ids = np.zeros((0,), np.int64)
         self._hits = np.zeros((0,), np.int64)
         self._last_seen = np.zeros((0,))
@@ -453,7 +517,7 @@ class Tracker:
         for name in _TRACK_FIELDS:
             setattr(self, "_" + name, getattr(self, "_" + name)[keep])
 
-    def _add(self, z: np.ndarray, labels: np.ndarray, ids: np.ndarray, now: float) -> None:
+    def _add(self, z: np.ndarray, scores: np.ndarray, labels: np.ndarray, ids: np.ndarray, now: float) -> None:
         cfg = self.config
         n = z.shape[0]
         x = np.zeros((n, 8))
@@ -468,6 +532,8 @@ class Tracker:
         self._x = np.concatenate([self._x, x])
         self._P = np.concatenate([self._P, P])
         self._label = np.concatenate([self._label, labels])
+        self._q = np.concatenate([self._q, np.ones(n)])
+        self._score = np.concatenate([self._score, scores])
         self._ids = np.concatenate([self._ids, ids])
         self._hits = np.concatenate([self._hits, np.ones(n, np.int64)])
         self._last_seen = np.concatenate([self._last_seen, np.full(n, now)])
@@ -492,53 +558,78 @@ class Tracker:
         P[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
         scale = np.maximum(np.concatenate([x[:, 2:4], x[:, 2:4]], axis=1), 1.0)  # (N,4): w, h, w, h
         scale2 = scale * scale
-        q = cfg.acceleration_noise
+        q = np.array([cfg.acceleration_noise] * 2 + [cfg.size_acceleration_noise] * 2)[None, :]
+        q = np.concatenate([q[:, :2] * self._q[:, None], np.repeat(q[:, 2:], x.shape[0], 0)], axis=1)  # (N, 4)
         diag = np.arange(4)
         P[:, diag, diag] += (cfg.position_noise * dt + q * dt ** 3 / 3.0) * scale2
         P[:, diag, diag + 4] += (q * dt * dt / 2.0) * scale2
         P[:, diag + 4, diag] += (q * dt * dt / 2.0) * scale2
         P[:, diag + 4, diag + 4] += (q * dt) * scale2
 
+    def _measurement_std(self, sizes: np.ndarray) -> np.ndarray:
+        """Std of a measured coordinate: a share of the box size."""
+        return self.config.measurement_noise * np.maximum(sizes, 1.0)
+
+    def _manoeuvre(self, rows: np.ndarray, innovation: np.ndarray, S: np.ndarray) -> None:
+        """Each track's acceleration noise follows its own surprises: the centre's normalized
+        innovation (chi-square, 2 degrees of freedom: 2 on average when the filter is right) scales
+        it up for a track that turns or bounces and down again for one that moves smoothly, between
+        1 and max_manoeuvre times acceleration_noise (an adaptive filter: a fast circling object
+        gets the wide gate it needs, a slow one keeps a tight gate that clutter cannot get into)."""
+        cfg = self.config
+        sxx, syy, sxy = S[:, 0, 0], S[:, 1, 1], S[:, 0, 1]
+        dx, dy = innovation[:, 0], innovation[:, 1]
+        nis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / np.maximum(sxx * syy - sxy * sxy, 1e-12)
+        factor = np.clip(nis / 2.0, 0.1, 10.0) ** cfg.manoeuvre
+        self._q[rows] = np.clip(self._q[rows] * factor, 1.0, cfg.max_manoeuvre)
+
     def _correct(self, rows: np.ndarray, z: np.ndarray) -> None:
         """The Kalman update of tracks `rows` with measured boxes z (cx, cy, w, h)."""
         x, P = self._x[rows], self._P[rows]
-        r = self.config.measurement_noise * np.maximum(np.concatenate([z[:, 2:4], z[:, 2:4]], axis=1), 1.0)
+        r = self._measurement_std(np.concatenate([z[:, 2:4], z[:, 2:4]], axis=1))
         S = P[:, :4, :4].copy()
         diag = np.arange(4)
         S[:, diag, diag] += r * r
         PHt = P[:, :, :4]  # (K, 8, 4)
         # K = P H' S^-1, by solving S K' = H P (S is symmetric)
         gain = np.swapaxes(np.linalg.solve(S, np.swapaxes(PHt, 1, 2)), 1, 2)
-        x = x + np.einsum("kij,kj->ki", gain, z - x[:, :4])
+        innovation = z - x[:, :4]
+        if self.config.manoeuvre > 0:
+            self._manoeuvre(rows, innovation[:, :2], S[:, :2, :2])
+        x = x + np.einsum("kij,kj->ki", gain, innovation)
         P = P - gain @ np.swapaxes(PHt, 1, 2)
         x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
         self._x[rows] = x
         self._P[rows] = 0.5 * (P + np.swapaxes(P, 1, 2))
 
     # ------------------------------------------------------------ association
-    def _same_class(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray) -> Optional[np.ndarray]:
+    def _other_class(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray) -> np.ndarray:
+        """(T, D) True where a track and a detection have different labels (never matched: a star
+        never takes a ring's ID); all False with ``per_class`` off."""
         if not self.config.per_class:
-            return None
-        return self._label[tracks][:, None] == det_labels[dets][None, :]
+            return np.zeros((tracks.shape[0], dets.shape[0]), bool)
+        return self._label[tracks][:, None] != det_labels[dets][None, :]
 
     def _match_iou(self, tracks: np.ndarray, dets: np.ndarray, pred: np.ndarray, det_boxes: np.ndarray,
                    det_labels: np.ndarray, min_iou: float, track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
         if not tracks.shape[0] or not dets.shape[0]:
             return
         cost = 1.0 - iou_matrix(pred[tracks], det_boxes[dets])
-        same = self._same_class(tracks, dets, det_labels)
-        if same is not None:
-            cost[~same] = 2.0
+        cost[self._other_class(tracks, dets, det_labels)] = np.inf
         rows, cols = linear_assignment(cost, 1.0 - min_iou + 1e-9)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
-    def _match_motion(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
-                      track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Stage d's cost of each (track, detection centre): the squared Mahalanobis distance under
+        the filter's own uncertainty, or less where the centre is within plain reach, plus a charge
+        for a vague prediction. Plain reach is ``min_gate_size`` box sizes of the prediction (what
+        the filter did not foresee) or ``turn_reach`` x the track's speed x the time since its last
+        match of its last measured centre (an object that turned, or bounced, at its own speed);
+        plain reach is for `high` detections only (a low score far off the filter is clutter)."""
         cfg = self.config
         x, P = self._x[tracks], self._P[tracks]
-        zd = z[dets]
-        r = cfg.measurement_noise * np.maximum(zd[None, :, 2:4], 1.0)  # (1, D, 2)
+        r = self._measurement_std(zd[None, :, 2:4])  # (1, D, 2)
         # innovation covariance of the centre, per (track, detection): P_cc + R (2x2, closed-form inverse)
         sxx = P[:, 0, 0][:, None] + r[..., 0] ** 2
         syy = P[:, 1, 1][:, None] + r[..., 1] ** 2
@@ -546,17 +637,40 @@ class Tracker:
         dx = zd[None, :, 0] - x[:, 0][:, None]
         dy = zd[None, :, 1] - x[:, 1][:, None]
         det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
-        distance = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det
+        mahalanobis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det
+        distance = mahalanobis
         size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
-        if cfg.min_gate_size > 0:  # what the filter did not foresee (a bounce, a sharp turn), within reach
-            plain = (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate
-            distance = np.minimum(distance, plain)
+        if cfg.min_gate_size > 0:
+            distance = np.minimum(distance, (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate)
+        if cfg.turn_reach > 0:
+            elapsed = (self._time - self._last_seen[tracks])[:, None]
+            reach = np.where(elapsed <= cfg.turn_seconds, cfg.turn_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * elapsed, 0.0)
+            reach = np.maximum(reach, 1e-6)
+            last_x = x[:, 0][:, None] - x[:, 4][:, None] * elapsed  # the prediction ran straight from there
+            last_y = x[:, 1][:, None] - x[:, 5][:, None] * elapsed
+            ex, ey = zd[None, :, 0] - last_x, zd[None, :, 1] - last_y
+            distance = np.minimum(distance, (ex * ex + ey * ey) / (reach * reach) * cfg.motion_gate)
+        distance = np.where(high[None, :], distance, mahalanobis)
+        if cfg.motion_spread_cost > 0:  # a vague prediction is weak evidence: a detection is then more likely a new object
+            spread = 0.25 * np.log(det) - np.log(size_t)  # ln(centre std / box size)
+            distance = distance + cfg.motion_spread_cost * np.maximum(spread, 0.0)
+        return distance
+
+    def _match_motion(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
+                      scores: np.ndarray, track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+        cfg = self.config
+        x = self._x[tracks]
+        zd = z[dets]
+        high = scores[dets] >= cfg.high_threshold
+        cost = self._motion_distance(tracks, zd, high)
+        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
         size_d = np.sqrt(np.maximum(zd[:, 2] * zd[:, 3], 1.0))[None, :]
-        ratio = np.maximum(size_t / size_d, size_d / size_t)
-        cost = np.where(ratio <= cfg.max_size_ratio, distance, np.inf)
-        same = self._same_class(tracks, dets, det_labels)
-        if same is not None:
-            cost[~same] = np.inf
+        cost[np.maximum(size_t / size_d, size_d / size_t) > cfg.max_size_ratio] = np.inf
+        cost[self._other_class(tracks, dets, det_labels)] = np.inf
+        # a low-score detection only continues a track being tracked (as in stage b)
+        cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
+        # a lost track is found again off its IoU only by a detection confident enough to start a track
+        cost[self._lost[tracks][:, None] & (scores[dets] < cfg.new_track_threshold)[None, :]] = np.inf
         rows, cols = linear_assignment(cost, cfg.motion_gate)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
