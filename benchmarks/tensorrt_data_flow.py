@@ -276,7 +276,7 @@ def host_overhead(onnx_bundle: str, trt_bundle: str, cudart: Any, binding: str, 
         with Detector(trt_bundle, cuda=binding) as detector:
             frame = np.zeros((360, 480, 3), np.uint8)
             inputs, letterbox = detector.preprocess(frame)
-            run = detector.engine_only(inputs, letterbox)
+            run = detector.engine_runner(inputs, letterbox)
             for _ in range(50):
                 run()
             times = []

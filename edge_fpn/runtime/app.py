@@ -295,7 +295,7 @@ def _first_frame(source: str) -> np.ndarray:
 def _time_engines(detector: Any, frame: np.ndarray, frames: int, warmup: int) -> Tuple[float, Dict[str, List[float]]]:
     """Engine only: the engine call(s) alone on one prepared frame; FPS and each step's seconds."""
     inputs, letterbox = detector.preprocess(frame)
-    run_engines = detector.engine_only(inputs, letterbox)
+    run_engines = detector.engine_runner(inputs, letterbox)
     for _ in range(max(1, warmup)):
         run_engines()
     engine_times: Dict[str, List[float]] = {}

@@ -114,9 +114,9 @@ class Detector:
             found.extend(self.finish(out, letterbox) for out, (_, letterbox) in zip(outputs, chunk))
         return found
 
-    def engine_only(self, inputs: Any, letterbox: Letterbox) -> Callable[[], Dict[str, float]]:
+    def engine_runner(self, inputs: Any, letterbox: Letterbox) -> Callable[[], Dict[str, float]]:
         """A callable that runs only the engine call(s) on prepared inputs and returns their seconds."""
-        return self.layout.engine_only(inputs, letterbox)
+        return self.layout.engine_runner(inputs, letterbox)
 
     def backends(self) -> List[Any]:
         return self.layout.backends()

@@ -37,7 +37,7 @@ class Layout(Protocol):
 
     def infer(self, inputs: Any, letterbox: Letterbox) -> Tuple[Any, Timings]: ...
 
-    def engine_only(self, inputs: Any, letterbox: Letterbox) -> Callable[[], Timings]: ...
+    def engine_runner(self, inputs: Any, letterbox: Letterbox) -> Callable[[], Timings]: ...
 
     def finish(self, outputs: Any, letterbox: Letterbox) -> RawDetections: ...
 
@@ -101,7 +101,7 @@ class EngineLayout:
                  for slot in range(len(items))]
         return split, {"engine": seconds}
 
-    def engine_only(self, inputs: Dict[str, np.ndarray], letterbox: Letterbox) -> Callable[[], Timings]:
+    def engine_runner(self, inputs: Dict[str, np.ndarray], letterbox: Letterbox) -> Callable[[], Timings]:
         """A call of the engine alone on prepared inputs (what `bench` compares the pipeline with)."""
         return lambda: self.infer(inputs, letterbox)[1]
 
@@ -169,7 +169,7 @@ class HostLayout:
         t3 = time.perf_counter()
         return (proposals, outputs2), {"stage1": t1 - t0, "proposals": t2 - t1, "stage2": t3 - t2}
 
-    def engine_only(self, tensor: np.ndarray, letterbox: Letterbox) -> Callable[[], Timings]:
+    def engine_runner(self, tensor: np.ndarray, letterbox: Letterbox) -> Callable[[], Timings]:
         """Stage 1 then stage 2 on this frame's own proposals, without the numpy between them."""
         proposals = self.propose(self.run_stage1(tensor), letterbox)
         if not len(proposals):
