@@ -199,8 +199,14 @@ def compare(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, f
     return result
 
 
+def mean_scores(runs: Sequence[Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+    """The mean of several ``compare`` results (seeds of one sequence), tracker by tracker."""
+    return {name: {key: round(float(np.mean([run[name][key] for run in runs])), 4) for key in runs[0][name]}
+            for name in runs[0]}
+
+
 def format_scores(name: str, scores: Dict[str, float]) -> str:
-    return (f"{name:<28} MOTA {scores['mota']:.3f}  IDF1 {scores['idf1']:.3f}  ID switches {scores['id_switches']:>3}  "
+    return (f"{name:<28} MOTA {scores['mota']:.3f}  IDF1 {scores['idf1']:.3f}  ID switches {scores['id_switches']:>5.1f}  "
             f"precision {scores['precision']:.3f}  recall {scores['recall']:.3f}")
 
 

@@ -355,29 +355,43 @@ def _mean_scores(motion, step, seeds=(1, 2, 3), coast=0.15, **noise):
 
 def test_noisy_ground_truth_goals():
     # the goal on noisy ground truth (2 px jitter, 10% misses, 5% false positives), measured
-    # with the coasted tracks a robot program reads (Tracker.tracks()): this protects the Kalman
-    # filter, the two-stage association and the track life against regressions
-    scores = _mean_scores("drift", 1)
-    assert scores["ours+coast"]["idf1"] >= 0.85, scores  # measured 0.89 (seed 1 alone: 0.99)
-    assert scores["ours+coast"]["mota"] >= 0.88, scores  # measured 0.92
+    # with the coasted tracks a robot program reads (Tracker.tracks()): on the detection boxes alone
+    # 10% misses cap IDF1 near 0.947 (perfect IDs on every detection: 0.936-0.954 by scene). Seeds
+    # 1-3 are held out: the tracker's defaults were tuned on others
+    for motion in ("cross", "exit"):
+        scores = _mean_scores(motion, 1)["ours+coast"]
+        assert scores["idf1"] >= 0.95 and scores["mota"] >= 0.85, (motion, scores)  # measured 0.99/0.98, 0.97/0.93
+    # drift falls short: one of its objects is a 12 px box, on which 2 px of jitter puts a third of
+    # the boxes under IoU 0.5 with the truth whatever the tracker does (seeds 4-8: 0.91-0.98)
+    scores = _mean_scores("drift", 1)["ours+coast"]
+    assert scores["idf1"] >= 0.90, scores  # measured 0.92 (0.89 before the adaptive filter)
+    assert scores["mota"] >= 0.92, scores  # measured 0.94
 
 
 def test_ours_against_the_reference_bytetrack_on_hard_motion():
     pytest.importorskip("cjm_byte_track")
-    # crossings, occlusions, exits and fast objects at once: the timestamps, the per-class matching
-    # and the motion stage must keep beating the published ByteTrack on the same detections
+    # crossings, occlusions, exits and fast objects at once: the timestamps, the per-class matching,
+    # the adaptive filter and the motion stage must keep beating the published ByteTrack
     for step in (1, 3):
         scores = _mean_scores("hard", step, coast=0.0)
         ours, reference = scores["ours"], scores["reference"]
-        assert ours["idf1"] >= reference["idf1"] + 0.05, (step, scores)  # measured 0.69 vs 0.61 (30 FPS), 0.67 vs 0.40 (10 FPS)
-        assert ours["mota"] >= reference["mota"] + 0.05, (step, scores)  # measured 0.81 vs 0.66, 0.63 vs 0.43
-        assert ours["id_switches"] <= reference["id_switches"], (step, scores)  # measured 32 vs 60, 29 vs 75 (mean of 3 seeds)
+        assert ours["idf1"] >= reference["idf1"] + 0.15, (step, scores)  # measured 0.82 vs 0.61 (30 FPS), 0.73 vs 0.40 (10 FPS)
+        assert ours["mota"] >= reference["mota"] + 0.15, (step, scores)  # measured 0.87 vs 0.66, 0.77 vs 0.43
+        assert ours["id_switches"] <= reference["id_switches"] / 2, (step, scores)  # measured 7 vs 60, 20 vs 75 (mean of 3 seeds)
 
 
 def test_lower_frame_rate_costs_little_on_crossings():
     # every third frame only (a 10 FPS camera): the timestamp-driven filter keeps crossing objects apart
     at30, at10 = _mean_scores("cross", 1, coast=0.0), _mean_scores("cross", 3, coast=0.0)
-    assert at30["ours"]["idf1"] - at10["ours"]["idf1"] <= 0.20, (at30, at10)  # measured 0.94 -> 0.80
+    assert at30["ours"]["idf1"] - at10["ours"]["idf1"] <= 0.20, (at30, at10)  # measured 0.94 -> 0.82 (reference: 0.59 -> 0.10)
+    assert at10["ours"]["idf1"] >= 0.75, at10
+
+
+def test_fast_objects_are_tracked_on_noisy_ground_truth():
+    # small objects circling at more than their own size a frame: lost at once before the adaptive
+    # filter (IDF1 0.29, 36 ID switches); the reference ByteTrack, on IoU alone, keeps none (0.02)
+    scores = _mean_scores("fast", 1, coast=0.0)["ours"]
+    assert scores["idf1"] >= 0.80 and scores["id_switches"] <= 5, scores  # measured 0.88, 0.7 switches
 
 
 # ---------------------------------------------------------------- wiring

@@ -43,9 +43,9 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    ``tentative_seconds``. A confirmed track that misses frames is lost, still predicted and
    matched, and removed ``lost_seconds`` after its last match (1.5 s: an object that passes
    behind another is out of sight from half hidden to half shown again, longer than it is
-   fully behind; in the "occlude" scene 0.77 s at the median and over 1 s for 8% of the gaps). A confirmed track whose running
-   score falls under ``report_score`` keeps its ID but gives it to no detection until the score
-   is back (clutter that once scored high).
+   fully behind; in the "occlude" scene 0.77 s at the median and over 1 s for 8% of the gaps).
+   A confirmed track whose running score falls under ``report_score`` keeps its ID but gives it
+   to no detection until the score is back (clutter that once scored high).
 
 IDs are 1, 2, 3, ... in order of confirmation and never reused in the tracker's life (``reset``
 keeps counting unless told to restart). ``get_state`` / ``set_state`` carry a tracker across a
