@@ -117,6 +117,7 @@ def test_clutter_scoring_low_never_gets_an_id():
     assert real > 0
     faded = [int(tracker.update(boxes[:1], np.array([0.3]), np.array([1]), (60 + i) / 30)[0]) for i in range(15)]
     assert faded[0] == real and faded[-1] == -1  # measured: the running score is under 0.5 after 4 frames
+    assert tracker.tracks()["scores"][0] < tracker.config.report_score
     back = [int(tracker.update(boxes[:1], np.array([0.95]), np.array([1]), (75 + i) / 30)[0]) for i in range(10)]
     assert back[-1] == real  # the same ID, not a new one
 
@@ -361,8 +362,8 @@ def test_noisy_ground_truth_goals():
     for motion in ("cross", "exit"):
         scores = _mean_scores(motion, 1)["ours+coast"]
         assert scores["idf1"] >= 0.95 and scores["mota"] >= 0.85, (motion, scores)  # measured 0.99/0.98, 0.97/0.93
-    # drift falls short: one of its objects is a 12 px box, on which 2 px of jitter puts a third of
-    # the boxes under IoU 0.5 with the truth whatever the tracker does (seeds 4-8: 0.91-0.98)
+    # drift falls short: on seed 2 one of its objects is a 13 px box, on which 2 px of jitter puts 16%
+    # of the detections under IoU 0.5 with the truth whatever the tracker does (seeds 4-8: 0.91-0.98)
     scores = _mean_scores("drift", 1)["ours+coast"]
     assert scores["idf1"] >= 0.90, scores  # measured 0.92 (0.89 before the adaptive filter)
     assert scores["mota"] >= 0.92, scores  # measured 0.94

@@ -290,12 +290,13 @@ class Tracker:
 
     def tracks(self) -> Dict[str, np.ndarray]:
         """The confirmed tracks now: ``ids``, ``labels``, ``boxes`` (xyxy, as of the last frame),
-        ``velocities`` (centre, pixels per second), ``lost`` and ``last_seen`` (timestamp)."""
+        ``velocities`` (centre, pixels per second), ``lost``, ``last_seen`` (timestamp) and
+        ``scores`` (the running score of its detections; under ``report_score`` the ID is withheld)."""
         keep = self._ids >= 0
         return {"ids": self._ids[keep].copy(), "labels": self._label[keep].copy(),
                 "boxes": _to_xyxy(self._x[keep, :4]).astype(np.float32),
                 "velocities": self._x[keep, 4:6].astype(np.float32), "lost": self._lost[keep].copy(),
-                "last_seen": self._last_seen[keep].copy()}
+                "last_seen": self._last_seen[keep].copy(), "scores": self._score[keep].astype(np.float32)}
 
     def track(self, detections: Any, timestamp: float) -> Any:
         """The same Detections with ``track_ids`` filled."""
