@@ -542,11 +542,8 @@ class Pipeline:
             work = _Work(read.index, read.frame, read.timestamp, read.name, feed.index)
             if not live:
                 work.timings["capture"] = time.perf_counter() - started
-            replaced = output.put(feed.index, work, stop)
-            if replaced < 0:
+            if not self._pass_on(output, work):
                 break
-            if replaced:
-                self.stats.count_source(feed.index, "dropped", replaced)
             captured += 1
 
     def _preprocess(self, output: SourceSlots) -> None:
@@ -576,11 +573,16 @@ class Pipeline:
                 self._bad_frame(work, exc)
                 continue
             work.timings["preprocess"] = time.perf_counter() - started
-            replaced = output.put(work.source, work, stop)
-            if replaced < 0:
+            if not self._pass_on(output, work):
                 return
-            if replaced:
-                self.stats.count_source(work.source, "dropped", replaced)
+
+    def _pass_on(self, output: SourceSlots, work: _Work) -> bool:
+        """Put `work` into its source's slot; a newer frame replacing older ones counts them as
+        dropped. False when the pipeline is stopping."""
+        replaced = output.put(work.source, work, self._stop)
+        if replaced > 0:
+            self.stats.count_source(work.source, "dropped", replaced)
+        return replaced >= 0
 
     def _bad_frame(self, work: _Work, exc: BaseException) -> None:
         self.stats.count_source(work.source, "bad_frames")
