@@ -319,6 +319,25 @@ def test_each_source_has_its_own_tracker(fast):
     assert sorted(np.bincount([r.source_index for r in results]).tolist()) == [12, 12]
 
 
+def test_the_pipeline_records_trails_once_for_every_drawing_sink(fast, tmp_path):
+    import cv2
+    sources = [f"test://?width=160&height=120&realtime=0&frames=15&seed={seed}" for seed in (3, 4)]
+    sinks = [str(tmp_path / "a") + "/", str(tmp_path / "b") + "/"]
+    with Pipeline(fast, sources, sinks, tracker=True, quiet=True, score_threshold=0.0) as pipeline:
+        results = list(pipeline)
+    assert all(r.trails is not None for r in results)
+    assert sum(len(r.trails) for r in results) > 0  # confirmed tracks left trails
+    # one drawing shared by both sinks: the same pictures, trails included
+    names = sorted(os.listdir(tmp_path / "a"))
+    assert names == sorted(os.listdir(tmp_path / "b")) and names
+    for folder in names:
+        for name in sorted(os.listdir(tmp_path / "a" / folder)):
+            first, second = (cv2.imread(str(tmp_path / side / folder / name)) for side in ("a", "b"))
+            assert np.array_equal(first, second)
+    with Pipeline(fast, sources[0], quiet=True) as pipeline:
+        assert all(r.trails is None for r in pipeline)  # no tracker: no trail history at all
+
+
 def test_per_source_sinks_and_tagged_records(fast, tmp_path):
     sources = [f"test://?width=160&height=120&realtime=0&frames=5&seed={i}" for i in range(3)]
     sinks = [str(tmp_path / "all.jsonl"), str(tmp_path / "cam_{source}.jsonl"), str(tmp_path / "video_{source}.avi"),

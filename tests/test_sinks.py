@@ -222,6 +222,12 @@ def _drawn_at(image, x, y, color, tolerance=40):
     return bool((np.abs(patch - np.array(color)).max(axis=1) < tolerance).any())
 
 
+def _recorded(trails, result):
+    """What the pipeline does on its sink thread, in frame order: record the frame's trails on the result."""
+    result.trails = trails.update(result.detections, result.source_index or 0)
+    return result
+
+
 # a box moving 20 px to the right each frame: its earlier centres lie outside its last box
 PATH = [(40 + 20 * i, 100) for i in range(6)]
 
@@ -242,9 +248,11 @@ def test_trails_record_centres_oldest_first_per_source():
 
 
 def test_image_sink_draws_the_trail_where_the_centres_were(tmp_path):
+    from edge_fpn.runtime.trails import Trails
+    trails = Trails()
     sink = open_sink(str(tmp_path / "annotated") + "/")
     for i, centre in enumerate(PATH):
-        sink.write(_tracked(i, [centre], [7], name=f"f{i}.png"))
+        sink.write(_recorded(trails, _tracked(i, [centre], [7], name=f"f{i}.png")))
     sink.close()
     image = cv2.imread(str(tmp_path / "annotated" / "f5.png"))
     color = label_color(1)
@@ -257,26 +265,24 @@ def test_image_sink_draws_the_trail_where_the_centres_were(tmp_path):
 
 
 def test_trails_follow_each_source_with_several_sources(tmp_path):
-    from edge_fpn.runtime.sinks import annotated_with_trails
     from edge_fpn.runtime.trails import Trails
     trails = Trails()
     for i, (x, y) in enumerate(PATH):  # track 3 in both sources, on different rows
-        top = annotated_with_trails(_tracked(i, [(x, y - 50)], [3], source_index=0), trails)
-        bottom = annotated_with_trails(_tracked(i, [(x, y + 50)], [3], source_index=1), trails)
+        top = _recorded(trails, _tracked(i, [(x, y - 50)], [3], source_index=0)).annotated()
+        bottom = _recorded(trails, _tracked(i, [(x, y + 50)], [3], source_index=1)).annotated()
     x = PATH[1][0]
     assert _drawn_at(top, x, 50, label_color(1)) and tuple(top[150, x]) == (40, 40, 40)
     assert _drawn_at(bottom, x, 150, label_color(1)) and tuple(bottom[50, x]) == (40, 40, 40)
 
 
 def test_no_trail_without_confirmed_tracks():
-    from edge_fpn.runtime.sinks import annotated_with_trails
     from edge_fpn.runtime.trails import Trails
     for ids in (None, [-1]):  # no tracker; a tracker that has not confirmed the track yet
         trails = Trails()
         for i, centre in enumerate(PATH):
-            result = _tracked(i, [centre], ids)
-            image = annotated_with_trails(result, trails)
-        assert image is result.annotated()  # nothing drawn: not even a copy
+            result = _recorded(trails, _tracked(i, [centre], ids))
+            image = result.annotated()
+        assert len(result.trails) == 0
         assert all(tuple(image[y, x]) == (40, 40, 40) for x, y in PATH[:-1])
         assert len(trails) == 0
 

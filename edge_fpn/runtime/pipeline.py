@@ -52,10 +52,11 @@ import numpy as np
 from .detector import Detector
 from .preprocess import FrameError, to_bgr
 from .scheduling import ENDED, SourceEnd, SourceSlots
-from .sinks import Sink, abort_sinks, annotate, apply_source_fps, open_sinks
+from .sinks import Sink, abort_sinks, annotate, apply_source_fps, draw_trails, open_sinks
 from .sources import END, OK, Source
 from .sources.pending import open_sources
 from .stats import PipelineStats, format_line, format_summary, stages_for
+from .trails import Trails
 
 logger = logging.getLogger("edge_fpn.runtime")
 
@@ -107,13 +108,18 @@ class Result:
     done: float  # time.monotonic() when the detections were ready
     # which of the pipeline's sources (0, 1, ... in the order given); None outside a pipeline
     source_index: Optional[int] = None
+    # with a tracker: this frame's trails (trails.TrailLines), recorded once by the pipeline
+    trails: Any = None
     _annotated: Optional[np.ndarray] = dataclasses.field(default=None, init=False)
 
     def annotated(self) -> np.ndarray:
-        """The frame with the detections drawn (computed once, shared by all sinks)."""
+        """The frame with the detections (and their tracks' trails) drawn: computed once, shared
+        by all sinks."""
         image = self._annotated
         if image is None:
             image = annotate(self.frame, self.detections)
+            if self.trails is not None:
+                draw_trails(image, self.trails)
             self._annotated = image
         return image
 
@@ -337,6 +343,8 @@ class Pipeline:
         self.source: Source = self.sources[0]
         self._owns_source = self.feeds[0].owned
         self.tracker = self.feeds[0].tracker
+        # one history of track centres for every sink that draws (trails.py), fed in frame order
+        self._trails = Trails() if any(feed.tracker is not None for feed in self.feeds) else None
         apply_source_fps(self.sinks, [s.fps for s in self.sources])
         for sink in self.sinks:
             if getattr(sink, "stats_provider", "absent") is None:
@@ -670,6 +678,8 @@ class Pipeline:
         stop, stats = self._stop, self.stats
         for result in self._to_sinks.items(stop):
             t0 = time.perf_counter()
+            if self._trails is not None:
+                result.trails = self._trails.update(result.detections, result.source_index or 0)
             for sink in self.sinks:
                 sink.write(result)
                 if sink.stop_requested:

@@ -11,7 +11,8 @@
 A sink has ``write(result)``, ``close()`` and ``abort()``; results are ``pipeline.Result`` objects
 (frame, detections, index, source, ...). Boxes are drawn by one function, ``annotate``, used by all sinks.
 With a tracker, the drawing sinks (video, images, window, web viewer) also draw each confirmed
-track's trail, its last box centres (``trails.py``; each sink keeps its own, per source).
+track's trail, its last box centres: the pipeline keeps one history (``trails.py``) and sets
+``Result.trails``, which ``Result.annotated()`` draws once for all sinks.
 
 Making a sink object checks it (the directory exists, the kind is known) but creates nothing on
 disk (``check_sinks`` relies on it). ``open_sinks`` then calls each file sink's ``prepare()``,
@@ -35,7 +36,7 @@ import numpy as np
 
 from ..errors import EdgeFpnError
 from .sink_base import Sink
-from .trails import Trails, TrailLines
+from .trails import TrailLines
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -91,25 +92,6 @@ def draw_trails(image: np.ndarray, lines: TrailLines, thickness: Optional[int] =
     for label in np.unique(lines.labels).tolist():
         group = lines.points[lines.labels == label]
         cv2.polylines(image, list(group), False, label_color(label), thick, cv2.LINE_AA)
-
-
-def with_trails(image: np.ndarray, lines: TrailLines) -> np.ndarray:
-    """`image` with `lines` drawn on a copy (the annotated image is shared by the sinks); `image`
-    itself when there are none."""
-    if not len(lines):
-        return image
-    image = image.copy()
-    draw_trails(image, lines)
-    return image
-
-
-def annotated_with_trails(result: Any, trails: Optional[Trails]) -> np.ndarray:
-    """The result's annotated frame, with its tracks' trails when `trails` is given (which records
-    this frame: call it once per result, in frame order)."""
-    image = result.annotated()
-    if trails is None:
-        return image
-    return with_trails(image, trails.update(result.detections, getattr(result, "source_index", None) or 0))
 
 
 def _check_parent(path: str, spec: str) -> None:
@@ -188,7 +170,7 @@ class JsonlSink(Sink):
 class VideoSink(Sink):
     """An annotated video; the writer opens on the first frame (its size); other sizes are resized."""
 
-    def __init__(self, path: str, fps: Optional[float] = None, trails: bool = True):
+    def __init__(self, path: str, fps: Optional[float] = None):
         _check_parent(path, path)
         _check_writable_file(path)
         self.name = path
@@ -199,12 +181,11 @@ class VideoSink(Sink):
         self.fps = fps
         self._writer: Any = None
         self._size: Optional[Tuple[int, int]] = None
-        self.trails = Trails() if trails else None
         self.count = 0
 
     def write(self, result: Any) -> None:
         import cv2
-        image = annotated_with_trails(result, self.trails)
+        image = result.annotated()
         if self._writer is None:
             self._size = (int(image.shape[1]), int(image.shape[0]))
             fps = float(self.fps) if self.fps and self.fps > 0 else 30.0
@@ -250,7 +231,7 @@ class ImageDirSink(Sink):
 
     The directory is created at the first frame (or at ``close()`` if none came)."""
 
-    def __init__(self, path: str, check_parent: bool = True, trails: bool = True):
+    def __init__(self, path: str, check_parent: bool = True):
         directory = path.rstrip("/\\") or path
         if check_parent:  # False: a per-source folder inside a checked directory that may not exist yet
             _check_parent(directory, path)
@@ -260,7 +241,6 @@ class ImageDirSink(Sink):
             raise EdgeFpnError(f"cannot write into {directory!r} (permission denied); choose a writable directory")
         self.name = directory
         self.count = 0
-        self.trails = Trails() if trails else None
         self._used: Dict[str, int] = {}
         self._created = False  # whether this sink made the directory
         self._ended = False
@@ -289,7 +269,7 @@ class ImageDirSink(Sink):
         import cv2
         self._make_directory()
         path = os.path.join(self.name, self._filename(result))
-        if not cv2.imwrite(path, annotated_with_trails(result, self.trails)):
+        if not cv2.imwrite(path, result.annotated()):
             raise EdgeFpnError(f"cannot write {path!r}; check the disk and the directory's permissions")
         self.count += 1
 
@@ -326,14 +306,13 @@ def display_available() -> bool:
 class DisplaySink(Sink):
     """An OpenCV window (created on the first frame, on the pipeline's sink thread); q or Esc stops."""
 
-    def __init__(self, index: int = 0, title: Optional[str] = None, trails: bool = True):
+    def __init__(self, index: int = 0, title: Optional[str] = None):
         if not display_available():
             raise EdgeFpnError("display://: there is no display here (DISPLAY is not set); use a web viewer instead, e.g. http://0.0.0.0:8080")
         if not gui_available():
             raise EdgeFpnError("display://: this OpenCV has no GUI support (opencv-python-headless); install JetPack's or opencv-python, or use http://0.0.0.0:8080")
         self.name = f"display://{index}"
         self.title = title or f"edge-fpn {index}"
-        self.trails = Trails() if trails else None
         self._opened = False
 
     def write(self, result: Any) -> None:
@@ -341,7 +320,7 @@ class DisplaySink(Sink):
         if not self._opened:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
             self._opened = True
-        cv2.imshow(self.title, annotated_with_trails(result, self.trails))
+        cv2.imshow(self.title, result.annotated())
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
             self.stop_requested = True

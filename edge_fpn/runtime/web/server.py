@@ -13,8 +13,8 @@ host is given (``http://0.0.0.0:8080`` serves the whole network: what a headless
                    confirmed tracks in the newest frame of each source, summed (per source in
                    each "sources" entry; null without a tracker)
 
-With a tracker, the frames show each confirmed track's trail (``trails.py``): the trails are
-recorded in ``write`` (every frame, in order) and drawn when a frame is encoded.
+With a tracker, the frames show each confirmed track's trail (``Result.annotated()`` draws the
+trails the pipeline recorded).
 
 JPEG encoding happens in the HTTP threads, at most once per frame and only while someone
 watches, so an unwatched viewer costs the pipeline nothing but keeping a reference.
@@ -34,7 +34,6 @@ import numpy as np
 
 from ...errors import EdgeFpnError
 from ..sink_base import Sink
-from ..trails import NO_LINES, Trails, TrailLines
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index.html")
 BOUNDARY = "edgefpnframe"
@@ -51,18 +50,16 @@ class _Server6(_Server):
 
 class WebViewerSink(Sink):
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, quality: int = 80,
-                 stats: Optional[Callable[[], Dict[str, Any]]] = None, trails: bool = True):
+                 stats: Optional[Callable[[], Dict[str, Any]]] = None):
         self.stats_provider = stats
         self.quality = int(quality)
-        self.trails = Trails() if trails else None
         self._cond = threading.Condition()
         self._result: Any = None
-        self._lines: TrailLines = NO_LINES  # the newest result's trails
         self._seq = 0
         self._jpeg: Tuple[int, bytes] = (0, b"")
-        # per source index: the newest result with its sequence number and trails; its JPEG;
-        # its confirmed tracks (None: no tracker)
-        self._by_source: Dict[int, Tuple[int, Any, TrailLines]] = {}
+        # per source index: the newest result with its sequence number; its JPEG; its confirmed
+        # tracks (None: no tracker)
+        self._by_source: Dict[int, Tuple[int, Any]] = {}
         self._tracks: Dict[int, Optional[int]] = {}
         self._jpeg_by_source: Dict[int, Tuple[int, bytes]] = {}
         self._closed = False
@@ -89,13 +86,12 @@ class WebViewerSink(Sink):
     # ------------------------------------------------------------ sink side
     def write(self, result: Any) -> None:
         source = getattr(result, "source_index", None) or 0
-        lines = self.trails.update(result.detections, source) if self.trails is not None else NO_LINES
         track_ids = getattr(result.detections, "track_ids", None)
         tracks = None if track_ids is None else int(np.count_nonzero(np.asarray(track_ids) >= 0))
         with self._cond:
-            self._result, self._lines = result, lines
+            self._result = result
             self._seq += 1
-            self._by_source[source] = (self._seq, result, lines)
+            self._by_source[source] = (self._seq, result)
             self._tracks[source] = tracks
             self.frames_written += 1
             self._cond.notify_all()
@@ -114,10 +110,10 @@ class WebViewerSink(Sink):
         return f"{self.url} ({self.frames_sent} frames sent)"
 
     # ------------------------------------------------------------ HTTP side
-    def _newest(self, source: Optional[int]) -> Tuple[int, Any, TrailLines]:
+    def _newest(self, source: Optional[int]) -> Tuple[int, Any]:
         if source is None:
-            return self._seq, self._result, self._lines
-        return self._by_source.get(source, (0, None, NO_LINES))
+            return self._seq, self._result
+        return self._by_source.get(source, (0, None))
 
     def next_jpeg(self, after: int, timeout: float, source: Optional[int] = None) -> Optional[Tuple[int, bytes]]:
         """The JPEG of the newest frame (of `source`, or of any source) newer than `after`
@@ -126,16 +122,14 @@ class WebViewerSink(Sink):
         with self._cond:
             self._cond.wait_for(lambda: (self._newest(source)[0] > after and self._newest(source)[1] is not None)
                                 or self._closed, timeout)
-            seq, result, lines = self._newest(source)
+            seq, result = self._newest(source)
             if self._closed or seq <= after or result is None:
                 return None
             cache = self._jpeg if source is None else self._jpeg_by_source.get(source, (0, b""))
             cached_seq, cached = cache
         if cached_seq == seq:
             return seq, cached
-        from ..sinks import with_trails
-        image = with_trails(result.annotated(), lines)
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        ok, encoded = cv2.imencode(".jpg", result.annotated(), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             return None
         data = encoded.tobytes()
