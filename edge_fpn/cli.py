@@ -90,7 +90,7 @@ def _detect(args: argparse.Namespace) -> int:
         raise EdgeFpnError("detect needs a source: edge-fpn detect BUNDLE SOURCE [SINKS...], or --source URI (repeatable)")
     detect(args.bundle, sources, sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
            classes=_split(args.classes), quiet=args.quiet, device=args.device, force=args.force, cuda=args.cuda,
-           track=args.track)
+           track=args.track, keep_tracks=args.keep_tracks)
     return 0
 
 
@@ -255,6 +255,9 @@ def _add_detect_parser(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no periodic statistics")
     p.add_argument("--track", action="store_true",
                    help="persistent object IDs (ByteTrack-style tracker): drawn as #ID, written as track_id")
+    p.add_argument("--keep-tracks", action="store_true",
+                   help="with --track: a live source that reconnects keeps its tracks and IDs (default: it starts "
+                        "fresh tracks, since the scene may have changed during the outage; IDs never repeat)")
     p.add_argument("--force", action="store_true",
                    help="replace existing output files (an output that is an input is refused even so)")
     add_device_argument(p)

@@ -85,6 +85,7 @@ BAD = [
     (["test://", "--max-frames", "0"], "--max-frames must be at least 1"),
     (["test://", "--score-threshold", "2"], "--score-threshold must be a number between 0 and 1"),
     (["test://", "--classes", "unicorn"], "unknown class name(s) unicorn"),
+    (["test://", "--keep-tracks"], "--keep-tracks keeps the tracker's state across reconnects; it needs --track"),
 ]
 
 

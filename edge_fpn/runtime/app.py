@@ -27,6 +27,7 @@ class DetectOptions:
     force: bool = False
     cuda: str = "auto"
     track: Any = False
+    keep_tracks: bool = False  # with track: a live source that reconnects keeps its tracks (default: fresh ones)
 
 
 def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optional[DetectOptions] = None,
@@ -36,7 +37,7 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optiona
 
     options: a ``DetectOptions``; keyword arguments named like its fields (``max_frames=``,
     ``score_threshold=``, ``classes=``, ``quiet=``, ``stats_interval=``, ``device=``, ``force=``,
-    ``cuda=``, ``track=``) override them, and any other keyword argument is an option of
+    ``cuda=``, ``track=``, ``keep_tracks=``) override them, and any other keyword argument is an option of
     ``open_source`` (``open_timeout=10`` for an RTSP stream).
 
     With several sources, ``{source}`` in a sink path makes one sink per source (``out_{source}.mp4``),
@@ -86,6 +87,8 @@ def _check_detect_request(bundle: str, source: Any, sinks: Sequence[Any], option
     if max_frames is not None and max_frames < 1:
         raise EdgeFpnError(f"--max-frames must be at least 1, not {max_frames}")
     check_score_threshold(score_threshold, "--score-threshold")
+    if options.keep_tracks and not options.track:
+        raise EdgeFpnError("--keep-tracks keeps the tracker's state across reconnects; it needs --track")
     load_manifest(bundle)
     specs = source_list(source)
     check_source_list(specs)
@@ -125,7 +128,7 @@ class _DetectRun:
         return Pipeline(self.detector, self.sources if len(self.sources) > 1 else self.sources[0], self.sinks,
                         max_frames=options.max_frames, quiet=options.quiet,
                         stats_interval=options.stats_interval, score_threshold=options.score_threshold,
-                        tracker=options.track or None)
+                        tracker=options.track or None, reset_tracker_on_reconnect=not options.keep_tracks)
 
     def close(self) -> None:
         for opened in self.sources:
