@@ -137,6 +137,58 @@ def test_a_circling_fast_object_keeps_its_id():
         assert len(set(ids[3:])) == 1 and ids[-1] > 0, (fps, ids)
 
 
+def _circle(tracker, fps, frames, missed=(), omega=4.8, radius=150.0):
+    """An object circling at `omega` rad/s seen at `fps`, missed on the frames in `missed`; its IDs."""
+    ids = []
+    for i in range(frames):
+        t = i / fps
+        boxes = np.array([_box(320 + radius * math.cos(omega * t), 240 + radius * math.sin(omega * t))]).reshape(-1, 4)
+        if i in missed:
+            boxes = np.zeros((0, 4))
+        found = tracker.update(boxes, np.full(len(boxes), 0.9), np.ones(len(boxes), np.int64), t)
+        ids.append(int(found[0]) if len(found) else None)
+    return ids
+
+
+def test_a_turning_object_at_10_fps_keeps_its_id_through_missed_frames():
+    # 0.48 rad and 3.6 box sizes a frame at 10 FPS, missed for 0.4 s at a time: a constant-velocity
+    # prediction runs off the circle (1.7 box sizes after one frame, ~15 after four). The coordinated
+    # turn (the track's own turn rate) follows the circle, and a lost track is found again within the
+    # reach of its speed; either keeps the ID. Without both, the object gets a new ID after each gap
+    missed = {8, 14, 15, 16, 25, 26, 27}
+    for config in (TrackerConfig(), TrackerConfig(turn_gain=0.0), TrackerConfig(reid_reach=0.0)):
+        ids = _circle(Tracker(config), 10.0, 40, missed)
+        seen = [i for i in ids[3:] if i is not None]
+        assert len(set(seen)) == 1 and seen[0] > 0, (config, ids)
+    old = _circle(Tracker(TrackerConfig(turn_gain=0.0, reid_reach=0.0)), 10.0, 40, missed)
+    assert len({i for i in old[3:] if i is not None}) > 1, old
+
+
+def test_the_turn_rate_is_learned_and_a_bounce_is_not_a_turn():
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    _circle(tracker, 30.0, 30, omega=4.8)
+    assert tracker.get_state()["tracks"]["turn"][0][0] == pytest.approx(4.8, rel=0.1)  # rad/s
+    # a straight object reflected at a wall: the chord turns by pi at once, the rate goes back to 0
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    for i in range(20):
+        x = 100 + 300 * (i / 30) if i < 10 else 100 + 300 * (18 / 30) - 300 * ((i - 8) / 30)
+        tracker.update(np.array([_box(x, 200)]), np.array([0.9]), np.array([1]), i / 30)
+        if i == 10:
+            assert tracker.get_state()["tracks"]["turn"][0][0] == 0.0
+    assert tracker.get_state()["tracks"]["turn"][0][0] == 0.0  # and a straight path teaches no turn
+
+
+def test_a_lost_track_is_found_again_only_within_its_speeds_reach():
+    # an object at 60 px/s is missed for 0.3 s: a detection of its class 100 px from where it was last
+    # seen is farther than it can have gone (1.2 x 60 x 0.3 + 1.5 box sizes = 52 px): a new object
+    for distance, same in ((15.0, True), (100.0, False)):
+        tracker = Tracker()
+        first = _walk(tracker, 10, [(100, 100)], velocity=(60.0, 0.0), dt=1 / 10)[-1][0]
+        t = 0.9 + 0.3
+        found = tracker.update(np.array([_box(100 + 60 * 0.9, 100 + distance)]), np.array([0.9]), np.array([1]), t)
+        assert first > 0 and (found[0] == first) == same, (distance, found)
+
+
 def test_a_lost_track_does_not_take_a_new_object_elsewhere():
     # an object leaves the frame on the right; half a second later another one of its class enters
     # 150 px below where it left: a new object, not the lost track (its prediction is vague by then)

@@ -14,7 +14,10 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    source drops frames, so the tracker never assumes 1/fps. Noise scales with the box size, and
    each track's acceleration noise follows its own surprises (``manoeuvre``: an adaptive filter):
    an object that circles or bounces gets the wide gate it needs, a smoothly moving one keeps a
-   tight gate that clutter cannot get into.
+   tight gate that clutter cannot get into. A track that turns at a steady rate (measured from the
+   angle between its successive chords, ``turn_gain``) is predicted along the arc (a coordinated
+   turn): at 10 FPS a circling object turns ~0.5 rad a frame, and a straight prediction is off by
+   more than the box size; a chord that turns by over ``max_turn_angle`` is a bounce and resets it.
 2. **Associate**, always within one class (a star never takes a ring's ID: a detector's one-frame
    class flip leaves that detection without an ID, and the track, lost for that frame, takes the
    next one), each stage an optimal assignment (``linear_assignment``: a Hungarian solver in numpy):
@@ -31,10 +34,15 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       detection far off is rather a new object). A centre within ``min_gate_size`` box sizes of
       the prediction always passes, and so does one within ``turn_reach`` x the track's speed x
       the time since its last match of where it was last seen (a bounce or a sharp turn, for
-      ``turn_seconds``). Sizes must agree within ``max_size_ratio``. Low-score detections take
+      ``turn_seconds``), uncharged. Sizes must agree within ``max_size_ratio``. Low-score detections take
       part for tracked tracks only, and a lost track takes only a detection confident enough to
       start one. This finds a fast object whose boxes do not overlap from one frame to the next
       (low frame rates), or an object back from an occlusion off its predicted path.
+   e. a track lost at most ``reid_seconds`` whose running score is still ``confirm_score`` takes a
+      confident detection of its class (>= ``new_track_threshold``) left over, if its centre is
+      within ``reid_reach`` x the track's speed x the time lost (plus ``min_gate_size`` box sizes)
+      of where it was last seen: at low frame rates a missed frame or two leaves the prediction
+      far off a curved path, but no object goes farther than its speed allows.
 3. **Track life**: a new track starts from a high detection scoring >= ``new_track_threshold``
    and is tentative until ``min_hits`` first-stage matches (jetson-inference's ``minFrames``)
    *and* a running score (the mean of its detections' scores, then a running average) of at
@@ -87,6 +95,11 @@ class TrackerConfig:
     min_gate_size: float = 1.5  # stage d: a centre this close (x the track's box size) always passes
     turn_reach: float = 1.2  # stage d: ... and one within this x speed x time since the last match of the last centre
     turn_seconds: float = 0.3  # ... for a track matched at most this long ago (a bounce, a sharp turn)
+    reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre
+    reid_seconds: float = 0.45  # ... for a track lost at most this long
+    turn_gain: float = 0.5  # weight of each measured turn rate in a track's turn rate (0: constant velocity only)
+    max_turn_angle: float = 1.0  # radians between two successive chords; more is a bounce, not a turn (the rate is reset)
+    min_turn_chord: float = 1.0  # chords shorter than this x box size say nothing about a turn (jitter)
     max_size_ratio: float = 2.0  # stage d: sqrt-area ratio of detection and track at most this
     low_motion: bool = True  # stage d also takes low-score detections, for the tracks matched last frame
     min_hits: int = 3  # first-stage matches before a track gets an ID (1: at once)
@@ -125,7 +138,8 @@ class TrackerConfig:
             raise EdgeFpnError(f"tracker max_detections must be an integer >= 1, not {self.max_detections!r}")
         for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
                      "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
-                     "motion_spread_cost", "turn_reach", "turn_seconds"):
+                     "motion_spread_cost", "turn_reach", "turn_seconds", "reid_reach", "reid_seconds", "turn_gain", "max_turn_angle",
+                     "min_turn_chord"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
@@ -245,7 +259,7 @@ def _to_xyxy(state: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the tracker
 
-_TRACK_FIELDS = ("x", "P", "q", "label", "score", "ids", "hits", "last_seen", "lost")
+_TRACK_FIELDS = ("x", "P", "q", "turn", "label", "score", "ids", "hits", "last_seen", "lost")
 
 
 class Tracker:
@@ -360,6 +374,7 @@ class Tracker:
         """The matched tracks take their detections: the filter's update, a hit (a first-stage
         score only for a tentative track: clutter scoring low never confirms one) and their score."""
         cfg = self.config
+        self._learn_turn(rows, z, now)  # (before last_seen moves on)
         self._correct(rows, z)
         counts = (self._ids[rows] >= 0) | (scores >= cfg.high_threshold)
         self._hits[rows] += counts.astype(np.int64)
@@ -418,6 +433,14 @@ class Tracker:
         free_tracks = np.flatnonzero(~matched_track)
         if cfg.motion_gate > 0 and free.any() and free_tracks.shape[0]:
             self._match_motion(free_tracks, np.flatnonzero(free), z, det_labels, det_scores, track_of_det, matched_track)
+        # e: lost tracks left x confident detections left, within reach of where the track was last seen
+        if cfg.reid_reach > 0:
+            # (tracks whose running score is still a real object's: a lost clutter track is let go)
+            lost = np.flatnonzero(self._lost & ~matched_track & (self._time - self._last_seen <= cfg.reid_seconds + 1e-6)
+                                  & (self._score >= cfg.confirm_score))
+            confident = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
+            if lost.shape[0] and confident.shape[0]:
+                self._match_reid(lost, confident, z, det_labels, track_of_det, matched_track)
 
     def get_state(self) -> Dict[str, Any]:
         """Everything the tracker knows, as JSON-able data (lists and numbers), for ``set_state``."""
@@ -440,6 +463,7 @@ class Tracker:
                       "label": np.asarray(tracks["label"], np.int64).reshape(n),
                       "q": np.asarray(tracks.get("q", [1.0] * n), np.float64).reshape(n),
                       "score": np.asarray(tracks.get("score", [1.0] * n), np.float64).reshape(n),
+                      "turn": np.asarray(tracks.get("turn", np.c_[np.zeros(n), x[:, :2], np.zeros((n, 3))]), np.float64).reshape(n, 6),
                       "ids": np.asarray(tracks["ids"], np.int64).reshape(n),
                       "hits": np.asarray(tracks["hits"], np.int64).reshape(n),
                       "last_seen": np.asarray(tracks["last_seen"], np.float64).reshape(n),
@@ -510,6 +534,7 @@ class Tracker:
         self._P = np.zeros((0, 8, 8))
         self._label = np.zeros((0,), np.int64)
         self._q = np.zeros((0,))
+        self._turn = np.zeros((0, 6))  # turn rate (rad/s), last measured centre, last chord velocity and its time span
         self._score = np.zeros((0,))
         self._ids = np.zeros((0,), np.int64)
         self._hits = np.zeros((0,), np.int64)
@@ -536,6 +561,7 @@ class Tracker:
         self._P = np.concatenate([self._P, P])
         self._label = np.concatenate([self._label, labels])
         self._q = np.concatenate([self._q, np.ones(n)])
+        self._turn = np.concatenate([self._turn, np.c_[np.zeros(n), z[:, :2], np.zeros((n, 3))]])
         self._score = np.concatenate([self._score, scores])
         self._ids = np.concatenate([self._ids, ids])
         self._hits = np.concatenate([self._hits, np.ones(n, np.int64)])
@@ -550,15 +576,21 @@ class Tracker:
             return
         cfg = self.config
         x, P = self._x, self._P
-        x[:, :4] += dt * x[:, 4:]
-        x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
+        turning = np.flatnonzero(self._turn[:, 0] != 0.0)
+        straight = np.flatnonzero(self._turn[:, 0] == 0.0)
+        if turning.shape[0]:
+            self._predict_turn(turning, dt)
+        xs, Ps = x[straight], P[straight]
+        xs[:, :4] += dt * xs[:, 4:]
         # F P F' with F = [[I, dt I], [0, I]], by blocks
-        pp, pv, vp, vv = P[:, :4, :4], P[:, :4, 4:], P[:, 4:, :4], P[:, 4:, 4:]
+        pp, pv, vp, vv = Ps[:, :4, :4], Ps[:, :4, 4:], Ps[:, 4:, :4], Ps[:, 4:, 4:]
         new_pp = pp + dt * (pv + vp) + (dt * dt) * vv
         new_pv = pv + dt * vv
-        P[:, :4, :4] = new_pp
-        P[:, :4, 4:] = new_pv
-        P[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
+        Ps[:, :4, :4] = new_pp
+        Ps[:, :4, 4:] = new_pv
+        Ps[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
+        x[straight], P[straight] = xs, Ps
+        x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
         scale = np.maximum(np.concatenate([x[:, 2:4], x[:, 2:4]], axis=1), 1.0)  # (N,4): w, h, w, h
         scale2 = scale * scale
         q = np.array([cfg.acceleration_noise] * 2 + [cfg.size_acceleration_noise] * 2)[None, :]
@@ -568,6 +600,46 @@ class Tracker:
         P[:, diag, diag + 4] += (q * dt * dt / 2.0) * scale2
         P[:, diag + 4, diag] += (q * dt * dt / 2.0) * scale2
         P[:, diag + 4, diag + 4] += (q * dt) * scale2
+
+    def _predict_turn(self, rows: np.ndarray, dt: float) -> None:
+        """The prediction of tracks that turn at a known rate w (a coordinated turn: the velocity
+        rotates by w dt and the centre moves along the arc), x <- F x, P <- F P F'."""
+        w = self._turn[rows, 0]
+        a = w * dt
+        c, s = np.cos(a), np.sin(a)
+        F = np.tile(np.eye(8), (rows.shape[0], 1, 1))
+        F[:, 0, 4] = F[:, 1, 5] = s / w
+        F[:, 1, 4] = (1.0 - c) / w
+        F[:, 0, 5] = -F[:, 1, 4]
+        F[:, 2, 6] = F[:, 3, 7] = dt
+        F[:, 4, 4] = F[:, 5, 5] = c
+        F[:, 5, 4] = s
+        F[:, 4, 5] = -s
+        self._x[rows] = np.einsum("nij,nj->ni", F, self._x[rows])
+        self._P[rows] = F @ self._P[rows] @ np.swapaxes(F, 1, 2)
+
+    def _learn_turn(self, rows: np.ndarray, z: np.ndarray, now: float) -> None:
+        """Each match's chord (from the last measured centre to this one) against the one before:
+        the angle between them over the time between their midpoints is a measured turn rate, which
+        the track's rate follows (``turn_gain``). Short chords (jitter) teach nothing; an angle over
+        ``max_turn_angle`` is a bounce, and the rate goes back to 0."""
+        cfg = self.config
+        memo = self._turn[rows]
+        span = np.maximum(now - self._last_seen[rows], 1e-9)
+        chord = (z[:, :2] - memo[:, 1:3]) / span[:, None]
+        size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
+        usable = np.hypot(chord[:, 0], chord[:, 1]) * span >= cfg.min_turn_chord * size
+        before = memo[:, 3:5]
+        known = usable & (memo[:, 5] > 0)
+        angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
+        rate = angle / np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
+        turn = np.where(known, memo[:, 0] + cfg.turn_gain * (rate - memo[:, 0]), memo[:, 0])
+        turn = np.where(known & (np.abs(angle) > cfg.max_turn_angle), 0.0, turn)
+        memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
+        memo[:, 1:3] = z[:, :2]
+        memo[:, 3:5] = np.where(usable[:, None], chord, memo[:, 3:5])
+        memo[:, 5] = np.where(usable, span, np.where(memo[:, 5] > 0, memo[:, 5] + span, 0.0))
+        self._turn[rows] = memo
 
     def _measurement_std(self, sizes: np.ndarray) -> np.ndarray:
         """Std of a measured coordinate: a share of the box size."""
@@ -641,23 +713,47 @@ class Tracker:
         dy = zd[None, :, 1] - x[:, 1][:, None]
         det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
         mahalanobis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det
-        distance = mahalanobis
         size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
+        distance = mahalanobis
+        if cfg.motion_spread_cost > 0:  # a vague prediction is weak evidence: a detection is then more likely a new object
+            spread = 0.25 * np.log(det) - np.log(size_t)  # ln(centre std / box size)
+            distance = distance + cfg.motion_spread_cost * np.maximum(spread, 0.0)
+        # plain reach is not charged: it is bounded by the box size or the track's own speed (charged,
+        # a fast object missed for one frame at 10 FPS was lost for good)
         if cfg.min_gate_size > 0:
             distance = np.minimum(distance, (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate)
         if cfg.turn_reach > 0:
             elapsed = (self._time - self._last_seen[tracks])[:, None]
-            reach = np.where(elapsed <= cfg.turn_seconds, cfg.turn_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * elapsed, 0.0)
+            reach = np.where(elapsed <= cfg.turn_seconds + 1e-6, cfg.turn_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * elapsed, 0.0)
             reach = np.maximum(reach, 1e-6)
-            last_x = x[:, 0][:, None] - x[:, 4][:, None] * elapsed  # the prediction ran straight from there
-            last_y = x[:, 1][:, None] - x[:, 5][:, None] * elapsed
-            ex, ey = zd[None, :, 0] - last_x, zd[None, :, 1] - last_y
+            last = self._turn[tracks, 1:3]  # the last measured centre
+            ex, ey = zd[None, :, 0] - last[:, 0][:, None], zd[None, :, 1] - last[:, 1][:, None]
             distance = np.minimum(distance, (ex * ex + ey * ey) / (reach * reach) * cfg.motion_gate)
         distance = np.where(high[None, :], distance, mahalanobis)
-        if cfg.motion_spread_cost > 0:  # a vague prediction is weak evidence: a detection is then more likely a new object
-            spread = 0.25 * np.log(det) - np.log(size_t)  # ln(centre std / box size)
-            distance = distance + cfg.motion_spread_cost * np.maximum(spread, 0.0)
         return distance
+
+    def _match_reid(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
+                    track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+        """Stage e: a lost track is found again by a confident detection of its class whose centre is
+        within ``reid_reach`` x its speed x the time since its last match (plus ``min_gate_size`` box
+        sizes) of its last measured centre: wherever a turning or bouncing object went, it went no
+        farther than its speed allows (at low frame rates a missed frame leaves a constant-velocity
+        prediction many box sizes off a curved path). Nearer, in units of that reach, is cheaper."""
+        cfg = self.config
+        x = self._x[tracks]
+        zd = z[dets]
+        elapsed = (self._time - self._last_seen[tracks])[:, None]
+        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
+        size_d = np.sqrt(np.maximum(zd[:, 2] * zd[:, 3], 1.0))[None, :]
+        reach = cfg.reid_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * elapsed + cfg.min_gate_size * size_t
+        last = self._turn[tracks, 1:3]  # the last measured centre
+        ex, ey = zd[None, :, 0] - last[:, 0][:, None], zd[None, :, 1] - last[:, 1][:, None]
+        cost = (ex * ex + ey * ey) / (reach * reach) * cfg.motion_gate
+        cost[np.maximum(size_t / size_d, size_d / size_t) > cfg.max_size_ratio] = np.inf
+        cost[self._other_class(tracks, dets, det_labels)] = np.inf
+        rows, cols = linear_assignment(cost, cfg.motion_gate)
+        track_of_det[dets[cols]] = tracks[rows]
+        matched_track[tracks[rows]] = True
 
     def _match_motion(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
                       scores: np.ndarray, track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
