@@ -94,7 +94,7 @@ class TrackerConfig:
     motion_spread_cost: float = 4.0  # stage d: added x ln(centre std / box size) where that is > 0 (a vague prediction)
     min_gate_size: float = 1.5  # stage d: a centre this close (x the track's box size) always passes
     turn_reach: float = 1.2  # stage d: ... and one within this x speed x time since the last match of the last centre
-    turn_seconds: float = 0.3  # ... for a track matched at most this long ago (a bounce, a sharp turn)
+    turn_seconds: float = 0.29  # ... for a track matched less than 0.3 s ago (a bounce, a sharp turn; 8 frames at 30 FPS, 2 at 10)
     reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre
     reid_seconds: float = 0.45  # ... for a track lost at most this long
     turn_gain: float = 0.5  # weight of each measured turn rate in a track's turn rate (0: constant velocity only)
