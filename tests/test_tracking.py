@@ -428,15 +428,15 @@ def test_ours_against_the_reference_bytetrack_on_hard_motion():
     for step in (1, 3):
         scores = _mean_scores("hard", step, coast=0.0)
         ours, reference = scores["ours"], scores["reference"]
-        assert ours["idf1"] >= reference["idf1"] + 0.15, (step, scores)  # measured 0.82 vs 0.61 (30 FPS), 0.73 vs 0.40 (10 FPS)
-        assert ours["mota"] >= reference["mota"] + 0.15, (step, scores)  # measured 0.87 vs 0.66, 0.77 vs 0.43
-        assert ours["id_switches"] <= reference["id_switches"] / 2, (step, scores)  # measured 7 vs 60, 20 vs 75 (mean of 3 seeds)
+        assert ours["idf1"] >= reference["idf1"] + 0.15, (step, scores)  # measured 0.84 vs 0.61 (30 FPS), 0.80 vs 0.40 (10 FPS)
+        assert ours["mota"] >= reference["mota"] + 0.15, (step, scores)  # measured 0.87 vs 0.66, 0.81 vs 0.43
+        assert ours["id_switches"] <= reference["id_switches"] / 2, (step, scores)  # measured 6 vs 60, 10 vs 75 (mean of 3 seeds)
 
 
 def test_lower_frame_rate_costs_little_on_crossings():
     # every third frame only (a 10 FPS camera): the timestamp-driven filter keeps crossing objects apart
     at30, at10 = _mean_scores("cross", 1, coast=0.0), _mean_scores("cross", 3, coast=0.0)
-    assert at30["ours"]["idf1"] - at10["ours"]["idf1"] <= 0.20, (at30, at10)  # measured 0.94 -> 0.82 (reference: 0.59 -> 0.10)
+    assert at30["ours"]["idf1"] - at10["ours"]["idf1"] <= 0.20, (at30, at10)  # measured 0.94 -> 0.87 (reference: 0.59 -> 0.10)
     assert at10["ours"]["idf1"] >= 0.75, at10
 
 
@@ -444,7 +444,11 @@ def test_fast_objects_are_tracked_on_noisy_ground_truth():
     # small objects circling at more than their own size a frame: lost at once before the adaptive
     # filter (IDF1 0.29, 36 ID switches); the reference ByteTrack, on IoU alone, keeps none (0.02)
     scores = _mean_scores("fast", 1, coast=0.0)["ours"]
-    assert scores["idf1"] >= 0.80 and scores["id_switches"] <= 5, scores  # measured 0.88, 0.7 switches
+    assert scores["idf1"] >= 0.80 and scores["id_switches"] <= 5, scores  # measured 0.88, 1.3 switches
+    # every third frame only: 0.5 rad and 3.5 box sizes a frame; before the coordinated turn and stage e
+    # IDF1 0.34 with 47 ID switches (a missed frame lost the object for good)
+    scores = _mean_scores("fast", 3, coast=0.0)["ours"]
+    assert scores["idf1"] >= 0.65 and scores["id_switches"] <= 20, scores  # measured 0.73, 10.3 switches
 
 
 # ---------------------------------------------------------------- wiring
