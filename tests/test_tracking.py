@@ -178,6 +178,30 @@ def test_the_turn_rate_is_learned_and_a_bounce_is_not_a_turn():
     assert tracker.get_state()["tracks"]["turn"][0][0] == 0.0  # and a straight path teaches no turn
 
 
+def _bounce(config, wall, jump=0.0):
+    """An object at 300 px/s seen at 10 FPS, reflected at x = `wall` (and moved `jump` px down there); its IDs."""
+    tracker = Tracker(config)
+    ids = []
+    for i in range(20):
+        t = i / 10
+        x, y = 400 + 300 * t, 200.0
+        if x > wall:
+            x, y = 2 * wall - x, 200.0 + jump
+        ids.append(int(tracker.update(np.array([_box(x, y)]), np.array([0.9]), np.array([1]), t)[0]))
+    return ids
+
+
+def test_an_object_back_from_a_bounce_keeps_its_id_though_its_first_box_started_a_new_track():
+    # at 10 FPS the box after the bounce is 2 box sizes behind the prediction: a new tentative track
+    # takes it, and by IoU the next ones, before the lost track can; confirmed, it takes the lost
+    # track's ID, as it was born within the reach of that track's speed of where it was last seen
+    ids = _bounce(TrackerConfig(), 630.0)
+    assert set(ids[2:]) == {1, -1} and ids[-1] == 1, ids
+    assert _bounce(TrackerConfig(inherit=False), 630.0)[-1] == 2
+    # one that appears farther than the lost object can have gone is another object
+    assert _bounce(TrackerConfig(), 630.0, jump=150.0)[-1] == 2
+
+
 def test_a_lost_track_is_found_again_only_within_its_speeds_reach():
     # an object at 60 px/s is missed for 0.3 s: a detection of its class 100 px from where it was last
     # seen is farther than it can have gone (1.2 x 60 x 0.3 + 1.5 box sizes = 52 px): a new object

@@ -47,11 +47,14 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    and is tentative until ``min_hits`` first-stage matches (jetson-inference's ``minFrames``)
    *and* a running score (the mean of its detections' scores, then a running average) of at
    least ``confirm_score``: a detector's clutter is often found again and again, but scores
-   lower than real objects. A tentative track is dropped once it has missed for more than
-   ``tentative_seconds``. A confirmed track that misses frames is lost, still predicted and
-   matched, and removed ``lost_seconds`` after its last match (1.5 s: an object that passes
-   behind another is out of sight from half hidden to half shown again, longer than it is
-   fully behind; in the "occlude" scene 0.77 s at the median and over 1 s for 8% of the gaps).
+   lower than real objects. A track being confirmed that was born where stage e would have found
+   a lost track of its class (``inherit``) takes that track's ID instead of a new one: the object
+   came back off its path and its first box started a new track. A tentative track is dropped
+   once it has missed for more than ``tentative_seconds``. A confirmed track that misses frames
+   is lost, still predicted and matched, and removed ``lost_seconds`` after its last match (1.5 s:
+   an object that passes behind another is out of sight from half hidden to half shown again,
+   longer than it is fully behind; in the "occlude" scene 0.77 s at the median and over 1 s for
+   8% of the gaps).
    A confirmed track whose running score falls under ``report_score`` keeps its ID but gives it
    to no detection until the score is back (clutter that once scored high).
 
@@ -97,6 +100,7 @@ class TrackerConfig:
     turn_seconds: float = 0.29  # ... for a track matched less than 0.3 s ago (a bounce, a sharp turn; 8 frames at 30 FPS, 2 at 10)
     reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre
     reid_seconds: float = 0.45  # ... for a track lost at most this long
+    inherit: bool = True  # a track being confirmed takes the ID of a lost one that stage e would have given its first detection
     turn_gain: float = 0.5  # weight of each measured turn rate in a track's turn rate (0: constant velocity only)
     max_turn_angle: float = 1.0  # radians between two successive chords; more is a bounce, not a turn (the rate is reset)
     min_turn_chord: float = 1.0  # chords shorter than this x box size say nothing about a turn (jitter)
@@ -259,7 +263,7 @@ def _to_xyxy(state: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the tracker
 
-_TRACK_FIELDS = ("x", "P", "q", "turn", "label", "score", "ids", "hits", "last_seen", "lost")
+_TRACK_FIELDS = ("x", "P", "q", "turn", "born", "label", "score", "ids", "hits", "last_seen", "lost")
 
 
 class Tracker:
@@ -394,8 +398,38 @@ class Tracker:
                    & (self._score >= self.config.confirm_score))
         if confirm.any():
             order = np.flatnonzero(confirm)
+            if self.config.inherit and self.config.reid_reach > 0:
+                order = self._inherit(order, matched_track)
             self._ids[order] = np.arange(self.next_id, self.next_id + order.shape[0])
             self.next_id += int(order.shape[0])
+
+    def _inherit(self, new: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
+        """A track about to be confirmed that was born at most ``reid_seconds`` after a lost track
+        of its class was last seen, within ``reid_reach`` x that track's speed x the time between
+        (plus ``min_gate_size`` box sizes) of where it was last seen, is that object back (stage e,
+        late: its first detection went to a new track, as after a bounce at 10 FPS, where a
+        tentative track takes the next box by IoU before stage e can): it takes the lost track's ID,
+        and the lost track ends. Returns the rows of `new` that still need an ID."""
+        cfg = self.config
+        lost = np.flatnonzero(self._lost & ~matched_track & (self._ids >= 0))
+        if not lost.shape[0]:
+            return new
+        x = self._x[lost]
+        gap = self._born[new, 0][None, :] - self._last_seen[lost][:, None]  # (L, N)
+        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
+        reach = cfg.reid_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * np.maximum(gap, 0.0) + cfg.min_gate_size * size_t
+        last = self._turn[lost, 1:3]
+        ex = self._born[new, 1][None, :] - last[:, 0][:, None]
+        ey = self._born[new, 2][None, :] - last[:, 1][:, None]
+        cost = (ex * ex + ey * ey) / (reach * reach)
+        cost[(gap <= 0) | (gap > cfg.reid_seconds + 1e-6) | (self._label[lost][:, None] != self._label[new][None, :])] = np.inf
+        rows, cols = linear_assignment(cost, 1.0)
+        if not rows.shape[0]:
+            return new
+        self._ids[new[cols]] = self._ids[lost[rows]]
+        self._ids[lost[rows]] = -1  # (a tentative track unmatched this frame: dropped by _keep)
+        self._last_seen[lost[rows]] = -np.inf
+        return np.delete(new, cols)
 
     def _keep(self, matched_track: np.ndarray, now: float) -> np.ndarray:
         """The tracks that live on: a tentative one missed for at most tentative_seconds (by default
@@ -464,6 +498,8 @@ class Tracker:
                       "q": np.asarray(tracks.get("q", [1.0] * n), np.float64).reshape(n),
                       "score": np.asarray(tracks.get("score", [1.0] * n), np.float64).reshape(n),
                       "turn": np.asarray(tracks.get("turn", np.c_[np.zeros(n), x[:, :2], np.zeros((n, 3))]), np.float64).reshape(n, 6),
+                      "born": np.asarray(tracks.get("born", np.c_[np.asarray(tracks["last_seen"], np.float64).reshape(n), x[:, :2]]),
+                                         np.float64).reshape(n, 3),
                       "ids": np.asarray(tracks["ids"], np.int64).reshape(n),
                       "hits": np.asarray(tracks["hits"], np.int64).reshape(n),
                       "last_seen": np.asarray(tracks["last_seen"], np.float64).reshape(n),
@@ -535,6 +571,7 @@ class Tracker:
         self._label = np.zeros((0,), np.int64)
         self._q = np.zeros((0,))
         self._turn = np.zeros((0, 6))  # turn rate (rad/s), last measured centre, last chord velocity and its time span
+        self._born = np.zeros((0, 3))  # the time and centre of a track's first detection
         self._score = np.zeros((0,))
         self._ids = np.zeros((0,), np.int64)
         self._hits = np.zeros((0,), np.int64)
@@ -562,6 +599,7 @@ class Tracker:
         self._label = np.concatenate([self._label, labels])
         self._q = np.concatenate([self._q, np.ones(n)])
         self._turn = np.concatenate([self._turn, np.c_[np.zeros(n), z[:, :2], np.zeros((n, 3))]])
+        self._born = np.concatenate([self._born, np.c_[np.full(n, now), z[:, :2]]])
         self._score = np.concatenate([self._score, scores])
         self._ids = np.concatenate([self._ids, ids])
         self._hits = np.concatenate([self._hits, np.ones(n, np.int64)])
