@@ -435,14 +435,18 @@ def test_noisy_ground_truth_goals():
     # with the coasted tracks a robot program reads (Tracker.tracks()): on the detection boxes alone
     # 10% misses cap IDF1 near 0.947 (perfect IDs on every detection: 0.936-0.954 by scene). Seeds
     # 1-3 are held out: the tracker's defaults were tuned on others
-    for motion in ("cross", "exit"):
+    for motion in ("cross", "exit", "drift"):
         scores = _mean_scores(motion, 1)["ours+coast"]
-        assert scores["idf1"] >= 0.95 and scores["mota"] >= 0.85, (motion, scores)  # measured 0.99/0.98, 0.97/0.93
-    # drift falls short: on seed 2 one of its objects is a 13 px box, on which 2 px of jitter puts 16%
-    # of the detections under IoU 0.5 with the truth whatever the tracker does (seeds 4-8: 0.91-0.98)
-    scores = _mean_scores("drift", 1)["ours+coast"]
-    assert scores["idf1"] >= 0.90, scores  # measured 0.92 (0.89 before the adaptive filter)
-    assert scores["mota"] >= 0.92, scores  # measured 0.94
+        assert scores["idf1"] >= 0.95 and scores["mota"] >= 0.85, (motion, scores)  # measured 0.99/0.98, 0.96/0.93, 0.955/0.94
+    # (drift was 0.92 before a new track took the ID of the lost one its object left: on seed 2 one of
+    # its objects is a 13 px box, on which 2 px of jitter puts 16% of the detections under IoU 0.5)
+
+
+def test_occluded_objects_keep_their_ids_at_10_fps():
+    # every third frame only: an object back from behind the occluder, or from a bounce at the border,
+    # is often first seen off its predicted path and starts a new track, which takes the lost one's ID
+    scores = _mean_scores("occlude", 3)["ours+coast"]
+    assert scores["idf1"] >= 0.78 and scores["id_switches"] <= 2.5, scores  # measured 0.83, 1.0 (before: 0.73, 4.3)
 
 
 def test_ours_against_the_reference_bytetrack_on_hard_motion():
