@@ -88,9 +88,6 @@ class Trails:
         """Tracks held, over all sources."""
         return sum(int(np.count_nonzero(state.ids >= 0)) for state in self._sources.values())
 
-    def reset(self) -> None:
-        self._sources.clear()
-
     def nbytes(self) -> int:
         """Memory held by the arrays (bounded: capacity x length per source)."""
         return sum(state.ids.nbytes + state.seen.nbytes + state.count.nbytes + state.points.nbytes

@@ -39,6 +39,12 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index.html")
 BOUNDARY = "edgefpnframe"
 
 
+def _confirmed_tracks(result: Any) -> Optional[int]:
+    """The confirmed track IDs in a result (None: no tracker ran)."""
+    track_ids = getattr(result.detections, "track_ids", None)
+    return None if track_ids is None else int(np.count_nonzero(np.asarray(track_ids) >= 0))
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # a port in TIME_WAIT is free; one with a listener is not (Linux)
@@ -57,10 +63,8 @@ class WebViewerSink(Sink):
         self._result: Any = None
         self._seq = 0
         self._jpeg: Tuple[int, bytes] = (0, b"")
-        # per source index: the newest result with its sequence number; its JPEG; its confirmed
-        # tracks (None: no tracker)
+        # per source index: the newest result with its sequence number; its JPEG
         self._by_source: Dict[int, Tuple[int, Any]] = {}
-        self._tracks: Dict[int, Optional[int]] = {}
         self._jpeg_by_source: Dict[int, Tuple[int, bytes]] = {}
         self._closed = False
         self.clients = 0
@@ -86,13 +90,10 @@ class WebViewerSink(Sink):
     # ------------------------------------------------------------ sink side
     def write(self, result: Any) -> None:
         source = getattr(result, "source_index", None) or 0
-        track_ids = getattr(result.detections, "track_ids", None)
-        tracks = None if track_ids is None else int(np.count_nonzero(np.asarray(track_ids) >= 0))
         with self._cond:
             self._result = result
             self._seq += 1
             self._by_source[source] = (self._seq, result)
-            self._tracks[source] = tracks
             self.frames_written += 1
             self._cond.notify_all()
 
@@ -153,9 +154,11 @@ class WebViewerSink(Sink):
 
     def _add_tracks(self, snap: Dict[str, Any]) -> None:
         """"active_tracks" in the statistics: confirmed tracks in each source's newest frame (0 for
-        a source that ended or failed), per source and summed; null where no tracker ran."""
+        a source that ended or failed), per source and summed; null where no tracker ran. Counted
+        here, when someone asks, not on the pipeline's sink thread at every frame."""
         with self._cond:
-            tracks = dict(self._tracks)
+            newest = {source: result for source, (_, result) in self._by_source.items()}
+        tracks = {source: _confirmed_tracks(result) for source, result in newest.items()}
         entries = {int(entry.get("index", 0)): entry for entry in snap.get("sources") or ()}
         for index, entry in entries.items():
             count = tracks.get(index)
