@@ -331,14 +331,14 @@ class Pipeline:
         # creates no file: that waits for the first frame)
         self.sinks: List[Sink] = open_sinks(list(sinks), sources=len(specs))
         self._failed = False  # a stage failed, or the consumer's block raised: sinks abort
-        self.feeds: List[_Feed] = []
         try:
+            trackers = [_make_tracker(options.tracker) for _ in specs]  # a bad tracker fails before any camera opens
             opened = open_sources(specs, dict(options.source_options or {}))
         except BaseException:
             abort_sinks(self.sinks)
             raise
-        self.feeds = [_Feed(index, source, not isinstance(spec, Source), _make_tracker(options.tracker))
-                      for index, (spec, source) in enumerate(zip(specs, opened))]
+        self.feeds: List[_Feed] = [_Feed(index, source, not isinstance(spec, Source), tracker)
+                                   for index, (spec, source, tracker) in enumerate(zip(specs, opened, trackers))]
         self.sources: List[Source] = [feed.source for feed in self.feeds]
         self.source: Source = self.sources[0]
         self._owns_source = self.feeds[0].owned
