@@ -414,14 +414,8 @@ class Tracker:
         lost = np.flatnonzero(self._lost & ~matched_track & (self._ids >= 0))
         if not lost.shape[0]:
             return new
-        x = self._x[lost]
         gap = self._born[new, 0][None, :] - self._last_seen[lost][:, None]  # (L, N)
-        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
-        reach = cfg.reid_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * np.maximum(gap, 0.0) + cfg.min_gate_size * size_t
-        last = self._turn[lost, 1:3]
-        ex = self._born[new, 1][None, :] - last[:, 0][:, None]
-        ey = self._born[new, 2][None, :] - last[:, 1][:, None]
-        cost = (ex * ex + ey * ey) / (reach * reach)
+        cost = self._reid_distance(lost, self._born[new, 1:3], gap)
         cost[(gap <= 0) | (gap > cfg.reid_seconds + 1e-6) | (self._label[lost][:, None] != self._label[new][None, :])] = np.inf
         rows, cols = linear_assignment(cost, 1.0)
         if not rows.shape[0]:
@@ -770,6 +764,18 @@ class Tracker:
         distance = np.where(high[None, :], distance, mahalanobis)
         return distance
 
+    def _reid_distance(self, tracks: np.ndarray, centres: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
+        """(T, D) squared distance of each centre from each track's last measured centre, in units
+        of its reach: ``reid_reach`` x the track's speed x `elapsed` ((T, 1) or (T, D) seconds) plus
+        ``min_gate_size`` box sizes; 1 is the edge of the reach (stage e and ``_inherit``)."""
+        cfg = self.config
+        x = self._x[tracks]
+        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
+        reach = cfg.reid_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * np.maximum(elapsed, 0.0) + cfg.min_gate_size * size_t
+        last = self._turn[tracks, 1:3]  # the last measured centre
+        ex, ey = centres[None, :, 0] - last[:, 0][:, None], centres[None, :, 1] - last[:, 1][:, None]
+        return (ex * ex + ey * ey) / (reach * reach)
+
     def _match_reid(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
                     track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
         """Stage e: a lost track is found again by a confident detection of its class whose centre is
@@ -783,10 +789,7 @@ class Tracker:
         elapsed = (self._time - self._last_seen[tracks])[:, None]
         size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
         size_d = np.sqrt(np.maximum(zd[:, 2] * zd[:, 3], 1.0))[None, :]
-        reach = cfg.reid_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * elapsed + cfg.min_gate_size * size_t
-        last = self._turn[tracks, 1:3]  # the last measured centre
-        ex, ey = zd[None, :, 0] - last[:, 0][:, None], zd[None, :, 1] - last[:, 1][:, None]
-        cost = (ex * ex + ey * ey) / (reach * reach) * cfg.motion_gate
+        cost = self._reid_distance(tracks, zd[:, :2], elapsed) * cfg.motion_gate
         cost[np.maximum(size_t / size_d, size_d / size_t) > cfg.max_size_ratio] = np.inf
         cost[self._other_class(tracks, dets, det_labels)] = np.inf
         rows, cols = linear_assignment(cost, cfg.motion_gate)
