@@ -79,9 +79,6 @@ class PendingSource(Source):
         if self._inner is not None:
             self._inner.close()
 
-    def input_files(self) -> List[str]:
-        return []
-
     def stats(self) -> Dict[str, Any]:
         if self._inner is None:
             info = super().stats()
