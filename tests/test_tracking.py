@@ -224,6 +224,37 @@ def test_a_lost_track_does_not_take_a_new_object_elsewhere():
     assert first > 0 and later[-1] > 0 and first not in later
 
 
+def _behind_an_occluder(config, frames=40, speed=300.0, occluder=(300.0, 380.0)):
+    """A 40 px object moving right at `speed` px/s behind an occluder: its boxes are the part still
+    seen (cut at the occluder's edge; none under 8 px), as a detector gives them. Returns each frame's
+    (IDs, the track's centre velocity in x or None)."""
+    tracker = Tracker(config)
+    out = []
+    for i in range(frames):
+        t = i / 30
+        left, right = 100 + speed * t - 20, 100 + speed * t + 20
+        seen = [(a, b) for a, b in ((left, min(right, occluder[0])), (max(left, occluder[1]), right)) if b - a >= 8]
+        boxes = np.array([[seen[0][0], 100.0, seen[0][1], 140.0]]) if seen else np.zeros((0, 4))
+        ids = tracker.update(boxes, np.full(len(boxes), 0.9), np.ones(len(boxes), np.int64), t)
+        tracks = tracker.tracks()
+        out.append((ids, float(tracks["velocities"][0, 0]) if len(tracks["ids"]) else None))
+    return out
+
+
+def test_a_partly_hidden_object_keeps_its_velocity_and_its_id():
+    # the box of an object sliding behind an occluder shrinks towards the edge it still shows: taken as
+    # it is, it drags the track's centre, velocity and size (here to 164 px/s and a 5 px box while
+    # hidden) and the object comes back as a new one; taken whole from the edge that agrees with the
+    # prediction, the track goes on behind the occluder and keeps its ID
+    whole = _behind_an_occluder(TrackerConfig())
+    hidden = [velocity for ids, velocity in whole if not len(ids)]
+    assert hidden and min(hidden) >= 0.8 * 300, hidden  # measured 275 px/s
+    assert {int(i) for ids, _ in whole for i in ids if i >= 0} == {1}
+    as_seen = _behind_an_occluder(TrackerConfig(partial_edge=0))
+    assert min(v for ids, v in as_seen if not len(ids) and v is not None) < 0.6 * 300
+    assert {int(i) for ids, _ in as_seen for i in ids if i >= 0} == {1, 2}
+
+
 def test_low_score_detection_keeps_a_track_but_never_starts_one():
     tracker = Tracker(TrackerConfig(min_hits=1))
     tracker.update(np.array([_box(100, 100)]), np.array([0.9]), None, 0.0)
@@ -435,9 +466,11 @@ def test_noisy_ground_truth_goals():
     # with the coasted tracks a robot program reads (Tracker.tracks()): on the detection boxes alone
     # 10% misses cap IDF1 near 0.947 (perfect IDs on every detection: 0.936-0.954 by scene). Seeds
     # 1-3 are held out: the tracker's defaults were tuned on others
-    for motion in ("cross", "exit", "drift"):
+    for motion in ("cross", "exit", "drift", "fast"):
         scores = _mean_scores(motion, 1)["ours+coast"]
-        assert scores["idf1"] >= 0.95 and scores["mota"] >= 0.85, (motion, scores)  # measured 0.99/0.98, 0.96/0.93, 0.955/0.94
+        # measured 0.99/0.98, 0.965/0.93, 0.955/0.94, 0.958/0.92 (fast was 0.90 before partly hidden
+        # boxes were taken whole: its objects pass over one another)
+        assert scores["idf1"] >= 0.95 and scores["mota"] >= 0.85, (motion, scores)
     # (drift was 0.92 before a new track took the ID of the lost one its object left: on seed 2 one of
     # its objects is a 13 px box, on which 2 px of jitter puts 16% of the detections under IoU 0.5)
 
@@ -456,9 +489,9 @@ def test_ours_against_the_reference_bytetrack_on_hard_motion():
     for step in (1, 3):
         scores = _mean_scores("hard", step, coast=0.0)
         ours, reference = scores["ours"], scores["reference"]
-        assert ours["idf1"] >= reference["idf1"] + 0.15, (step, scores)  # measured 0.84 vs 0.61 (30 FPS), 0.80 vs 0.40 (10 FPS)
+        assert ours["idf1"] >= reference["idf1"] + 0.15, (step, scores)  # measured 0.83 vs 0.61 (30 FPS), 0.80 vs 0.40 (10 FPS)
         assert ours["mota"] >= reference["mota"] + 0.15, (step, scores)  # measured 0.87 vs 0.66, 0.81 vs 0.43
-        assert ours["id_switches"] <= reference["id_switches"] / 2, (step, scores)  # measured 6 vs 60, 10 vs 75 (mean of 3 seeds)
+        assert ours["id_switches"] <= reference["id_switches"] / 2, (step, scores)  # measured 6.7 vs 60, 10 vs 75 (mean of 3 seeds)
 
 
 def test_lower_frame_rate_costs_little_on_crossings():
@@ -472,7 +505,7 @@ def test_fast_objects_are_tracked_on_noisy_ground_truth():
     # small objects circling at more than their own size a frame: lost at once before the adaptive
     # filter (IDF1 0.29, 36 ID switches); the reference ByteTrack, on IoU alone, keeps none (0.02)
     scores = _mean_scores("fast", 1, coast=0.0)["ours"]
-    assert scores["idf1"] >= 0.80 and scores["id_switches"] <= 5, scores  # measured 0.88, 1.3 switches
+    assert scores["idf1"] >= 0.85 and scores["id_switches"] <= 5, scores  # measured 0.94, 0.7 switches
     # every third frame only: 0.5 rad and 3.5 box sizes a frame; before the coordinated turn and stage e
     # IDF1 0.34 with 47 ID switches (a missed frame lost the object for good)
     scores = _mean_scores("fast", 3, coast=0.0)["ours"]

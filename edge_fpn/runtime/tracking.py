@@ -43,6 +43,11 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       within ``reid_reach`` x the track's speed x the time lost (plus ``min_gate_size`` box sizes)
       of where it was last seen: at low frame rates a missed frame or two leaves the prediction
       far off a curved path, but no object goes farther than its speed allows.
+
+   Each matched track's filter then takes its box, made whole if it is a partial view
+   (``partial_ratio``, ``partial_edge``: much narrower or shorter than predicted, with the other
+   edge where the prediction put it; an object sliding behind another or out of the frame), so that
+   the side it still shows does not drag its centre and velocity.
 3. **Track life**: a new track starts from a high detection scoring >= ``new_track_threshold``
    and is tentative until ``min_hits`` first-stage matches (jetson-inference's ``minFrames``)
    *and* a running score (the mean of its detections' scores, then a running average) of at
@@ -106,6 +111,8 @@ class TrackerConfig:
     min_turn_chord: float = 1.0  # chords shorter than this x box size say nothing about a turn (jitter)
     max_size_ratio: float = 2.0  # stage d: sqrt-area ratio of detection and track at most this
     low_motion: bool = True  # stage d also takes low-score detections, for the tracks matched last frame
+    partial_ratio: float = 0.65  # a box this much narrower or shorter than a track's prediction ...
+    partial_edge: float = 0.25  # ... with its other edge within this x size of the predicted one is a partial view (0: off)
     min_hits: int = 3  # first-stage matches before a track gets an ID (1: at once)
     confirm_score: float = 0.7  # ... and its running score at least this (clutter scores lower)
     score_rate: float = 0.2  # weight of each match's score in the running score (after the first 1/score_rate)
@@ -127,7 +134,7 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "duplicate_iou", "confirm_score", "score_rate", "report_score"):
+                     "tentative_match_iou", "duplicate_iou", "confirm_score", "score_rate", "report_score", "partial_ratio"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise EdgeFpnError(f"tracker {name} must be between 0 and 1, not {value!r}")
@@ -143,7 +150,7 @@ class TrackerConfig:
         for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
                      "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
                      "motion_spread_cost", "turn_reach", "turn_seconds", "reid_reach", "reid_seconds", "turn_gain", "max_turn_angle",
-                     "min_turn_chord"):
+                     "min_turn_chord", "partial_edge"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
@@ -374,10 +381,38 @@ class Tracker:
             return np.zeros(new.shape[0], bool)
         return (iou_matrix(det_boxes[new], det_boxes[identified]) >= self.config.duplicate_iou).any(axis=1)
 
+    def _whole_boxes(self, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The measured boxes (cx, cy, w, h) with partial views made whole: where a confirmed-size
+        track's box comes back narrower (or shorter) than ``partial_ratio`` x its predicted size while
+        one of its two edges on that axis is within ``partial_edge`` x the size of where the prediction
+        put it, the object is cut by an occluder or the frame's border on the other side, and the
+        filter takes the box extended from the edge that agrees back to the predicted size. Without
+        this, an object sliding behind another drags its centre and velocity towards the edge it still
+        shows and is predicted off its path while hidden (half the ID losses behind an occluder)."""
+        cfg = self.config
+        if cfg.partial_edge <= 0 or cfg.partial_ratio <= 0:
+            return z
+        x = self._x[rows]
+        sized = self._hits[rows] >= cfg.min_hits  # (a new track's size is its first box's)
+        z = z.copy()
+        for axis in (0, 1):
+            size, measured = x[:, 2 + axis], z[:, 2 + axis]
+            low, high = x[:, axis] - size / 2, x[:, axis] + size / 2
+            m_low, m_high = z[:, axis] - measured / 2, z[:, axis] + measured / 2
+            low_cut = (m_low - low) > (high - m_high)  # the low edge moved in more: it is the cut one
+            kept_off = np.where(low_cut, np.abs(m_high - high), np.abs(m_low - low))
+            partial = sized & (measured < cfg.partial_ratio * size) & (kept_off <= cfg.partial_edge * size)
+            if partial.any():
+                centre = np.where(low_cut, m_high - size / 2, m_low + size / 2)
+                z[:, axis] = np.where(partial, centre, z[:, axis])
+                z[:, 2 + axis] = np.where(partial, size, measured)
+        return z
+
     def _apply(self, rows: np.ndarray, z: np.ndarray, scores: np.ndarray, now: float) -> None:
         """The matched tracks take their detections: the filter's update, a hit (a first-stage
         score only for a tentative track: clutter scoring low never confirms one) and their score."""
         cfg = self.config
+        z = self._whole_boxes(rows, z)
         self._learn_turn(rows, z, now)  # (before last_seen moves on)
         self._correct(rows, z)
         counts = (self._ids[rows] >= 0) | (scores >= cfg.high_threshold)
