@@ -13,7 +13,9 @@ stay held out):
 1. ground truth with controlled noise: 2 px jitter, 10% misses, 5% false positives, 10% of the
    true detections with a low score (ours, ours with 0.15 s of coasting, and the reference);
 2. with a bundle: its real detections (everything it keeps, down to its own score threshold);
-3. speed: ``Tracker.update`` with 50 tracks and 50 detections a frame (objects on smooth paths
+3. beside each, "ideal": perfect IDs on the same detection boxes (``run_ideal``), the ceiling of
+   any tracker that reports detection boxes (what it misses is the detector's);
+4. speed: ``Tracker.update`` with 50 tracks and 50 detections a frame (objects on smooth paths
    with 2 px jitter), min, median, p99 and max over --updates frames after a warm-up, against
    the reference ByteTrack's update on the same detections.
 
@@ -43,7 +45,7 @@ def _runs(make: Callable[[str, int], Any], frames: int, seeds: Sequence[int], st
         for seed in seeds:
             truth, detections = make(motion, seed)
             for step in steps:
-                per_step[step].append(compare(truth, detections, step, coast_seconds=coast))
+                per_step[step].append(compare(truth, detections, step, coast_seconds=coast, ideal=True))
         for step in steps:
             key = f"{motion}@{30 // step}fps"
             report[key] = mean_scores(per_step[step])

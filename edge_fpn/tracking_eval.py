@@ -160,6 +160,25 @@ def run_reference(detections: Sequence[Dets], step: int = 1, fps: float = 30.0,
     return seen, hyps, times
 
 
+def run_ideal(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1,
+              iou: float = 0.5) -> Tuple[List[int], List[Hyp]]:
+    """The ceiling of any tracker that reports detection boxes: on every `step`-th frame each ground-
+    truth object takes its best detection (an optimal assignment by IoU, >= `iou`, any class and score)
+    with the object's own ID; the other detections are dropped. What it misses, no tracker finds
+    without predicting boxes (the detector's misses); what a tracker scores below it is the tracker's."""
+    from .runtime.tracking import iou_matrix, linear_assignment
+    seen: List[int] = []
+    hyps: List[Hyp] = []
+    for index in range(0, len(detections), step):
+        _, gt_boxes, _, gt_ids = truth[index]
+        boxes = np.asarray(detections[index][1], np.float64).reshape(-1, 4)
+        overlap = iou_matrix(np.asarray(gt_boxes, np.float64).reshape(-1, 4), boxes)
+        rows, cols = linear_assignment(1.0 - overlap, 1.0 - iou + 1e-9)
+        seen.append(index)
+        hyps.append((np.asarray(gt_ids)[rows].astype(np.int64), boxes[cols]))
+    return seen, hyps
+
+
 def score(truth: Sequence[Frame], seen: Sequence[int], hyps: Sequence[Hyp], iou: float = 0.5) -> Dict[str, float]:
     """MOTA, IDF1, ID switches (py-motmetrics) over the frames seen; a pair matches at IoU >= `iou`."""
     import motmetrics as mm
@@ -183,9 +202,11 @@ def score(truth: Sequence[Frame], seen: Sequence[int], hyps: Sequence[Hyp], iou:
 
 
 def compare(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, fps: float = 30.0,
-            reference: bool = True, config: Any = None, coast_seconds: float = 0.0) -> Dict[str, Dict[str, float]]:
+            reference: bool = True, config: Any = None, coast_seconds: float = 0.0,
+            ideal: bool = False) -> Dict[str, Dict[str, float]]:
     """Our tracker's scores and (if `reference`) the reference ByteTrack's on the same detections;
-    with `coast_seconds`, also ours with coasted tracks ("ours+coast")."""
+    with `coast_seconds`, also ours with coasted tracks ("ours+coast"); with `ideal`, the ceiling of
+    perfect IDs on the same detection boxes ("ideal", ``run_ideal``)."""
     seen, hyps, times = run_ours(detections, step, config)
     result = {"ours": score(truth, seen, hyps)}
     result["ours"]["update_ms_median"] = round(float(np.median(times)) * 1000, 4)
@@ -196,6 +217,8 @@ def compare(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, f
         seen, hyps, times = run_reference(detections, step, fps)
         result["reference"] = score(truth, seen, hyps)
         result["reference"]["update_ms_median"] = round(float(np.median(times)) * 1000, 4)
+    if ideal:
+        result["ideal"] = score(truth, *run_ideal(truth, detections, step))
     return result
 
 
@@ -215,7 +238,7 @@ def evaluate_bundle_tracking(bundle: str, frames: int = 300, steps: Sequence[int
                              device: str = "cpu", reference: bool = True,
                              progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """The bundle's real detections on each synthetic sequence (frames of `frame_size`, width x
-    height), tracked by ours (and the reference)."""
+    height), tracked by ours (and the reference), beside the ceiling of perfect IDs on them ("ideal")."""
     from .runtime.detector import Detector
     width, height = frame_size
     report: Dict[str, Any] = {}
@@ -225,7 +248,7 @@ def evaluate_bundle_tracking(bundle: str, frames: int = 300, steps: Sequence[int
             detections = model_detections(bundle, truth, images, detector=detector)
             for step in steps:
                 key = f"{motion}@{30 // step}fps"
-                report[key] = compare(truth, detections, step, reference=reference)
+                report[key] = compare(truth, detections, step, reference=reference, ideal=True)
                 if progress:
                     for name, scores in report[key].items():
                         progress(format_scores(f"{key} {name}", scores))

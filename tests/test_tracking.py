@@ -475,6 +475,19 @@ def test_noisy_ground_truth_goals():
     # its objects is a 13 px box, on which 2 px of jitter puts 16% of the detections under IoU 0.5)
 
 
+def test_the_ideal_is_a_ceiling_no_tracker_passes():
+    from edge_fpn.tracking_eval import compare, ground_truth_sequence, noisy_detections, run_ideal, score
+    truth, _ = ground_truth_sequence("hard", 150, seed=1)
+    # on the ground truth itself, perfect IDs are perfect
+    exact = [(t, boxes, np.ones(len(boxes), np.float32), labels) for t, boxes, labels, _ in truth]
+    perfect = score(truth, *run_ideal(truth, exact))
+    assert perfect["idf1"] == 1.0 and perfect["mota"] == 1.0 and perfect["id_switches"] == 0
+    # with 10% misses it is near 0.95, and our tracker on the same boxes scores at most that
+    scores = compare(truth, noisy_detections(truth, seed=1), 1, reference=False, ideal=True)
+    assert 0.92 <= scores["ideal"]["idf1"] <= 0.97 and scores["ideal"]["false_positives"] == 0, scores
+    assert scores["ours"]["idf1"] <= scores["ideal"]["idf1"] + 1e-6, scores
+
+
 def test_occluded_objects_keep_their_ids_at_10_fps():
     # every third frame only: an object back from behind the occluder, or from a bounce at the border,
     # is often first seen off its predicted path and starts a new track, which takes the lost one's ID
