@@ -354,7 +354,8 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
     # empty frames, in any shape numpy gives them
     assert tracker.update(np.zeros((0, 4)), np.zeros(0), None, 1.2).shape == (0,)
     assert tracker.update([], [], None, 1.3).shape == (0,)
-    for field, value in (("min_hits", 0), ("low_threshold", 0.9), ("lost_seconds", -1.0), ("high_threshold", 2.0)):
+    for field, value in (("min_hits", 0), ("low_threshold", 0.9), ("lost_seconds", -1.0), ("high_threshold", 2.0),
+                         ("partial_ratio", 1.5), ("partial_edge", float("nan"))):
         with pytest.raises(EdgeFpnError, match=field):
             TrackerConfig(**{field: value})
 
