@@ -465,7 +465,7 @@ def _mean_scores(motion, step, seeds=(1, 2, 3), coast=0.15, **noise):
 def test_noisy_ground_truth_goals():
     # the goal on noisy ground truth (2 px jitter, 10% misses, 5% false positives), measured
     # with the coasted tracks a robot program reads (Tracker.tracks()): on the detection boxes alone
-    # 10% misses cap IDF1 near 0.947 (perfect IDs on every detection: 0.936-0.954 by scene). Seeds
+    # 10% misses cap IDF1 near 0.947 (perfect IDs on every detection: 0.935-0.954 by scene, run_ideal). Seeds
     # 1-3 are held out: the tracker's defaults were tuned on others
     for motion in ("cross", "exit", "drift", "fast"):
         scores = _mean_scores(motion, 1)["ours+coast"]
