@@ -451,13 +451,13 @@ def test_test_uri_motion_option():
 motmetrics = pytest.importorskip("motmetrics")
 
 
-def _mean_scores(motion, step, seeds=(1, 2, 3), coast=0.15, **noise):
+def _mean_scores(motion, step, seeds=(1, 2, 3), coast=0.15, config=None, **noise):
     from edge_fpn.tracking_eval import DetectionNoise, compare, ground_truth_sequence, noisy_detections
     runs = []
     for seed in seeds:
         truth, _ = ground_truth_sequence(motion, 300, seed=seed)
         runs.append(compare(truth, noisy_detections(truth, DetectionNoise(**noise), seed=seed), step,
-                            coast_seconds=coast))
+                            coast_seconds=coast, config=config))
     return {name: {key: float(np.mean([r[name][key] for r in runs])) for key in ("mota", "idf1", "id_switches")}
             for name in runs[0]}
 
@@ -523,7 +523,35 @@ def test_fast_objects_are_tracked_on_noisy_ground_truth():
     # every third frame only: 0.5 rad and 3.5 box sizes a frame; before the coordinated turn and stage e
     # IDF1 0.34 with 47 ID switches (a missed frame lost the object for good)
     scores = _mean_scores("fast", 3, coast=0.0)["ours"]
-    assert scores["idf1"] >= 0.65 and scores["id_switches"] <= 20, scores  # measured 0.73, 10.3 switches
+    assert scores["idf1"] >= 0.78 and scores["id_switches"] <= 6, scores  # measured 0.825, 3.3 switches
+
+
+def test_objects_passing_each_other_at_10_fps_are_settled_by_the_next_frame():
+    # two same-class objects passing a box apart at 3.5 box sizes a frame: which box is whose is a coin
+    # toss on one frame; the lookahead lets their IDs wait a frame and keeps the way that the next
+    # frame's boxes fit (seeds 1-3, held out; fast objects on crossing ellipses)
+    on = _mean_scores("fast", 3, coast=0.0)["ours"]
+    off = _mean_scores("fast", 3, coast=0.0, config=TrackerConfig(lookahead=False))["ours"]
+    assert on["idf1"] >= off["idf1"] + 0.05, (on, off)  # measured 0.825 vs 0.726
+    assert on["id_switches"] <= off["id_switches"] / 2, (on, off)  # measured 3.3 vs 10.3
+
+
+def test_state_saved_while_an_ambiguity_waits_continues_identically():
+    from edge_fpn.tracking_eval import ground_truth_sequence, noisy_detections
+    truth, _ = ground_truth_sequence("fast", 300, seed=3)
+    frames = noisy_detections(truth, seed=3)[::3]
+    a = Tracker()
+    for index, (t, boxes, scores, labels) in enumerate(frames):
+        a.update(boxes, scores, labels, t)
+        if a.get_state()["waiting"]:
+            break
+    else:
+        pytest.fail("no ambiguity in this sequence: the test needs one")
+    b = Tracker()
+    b.set_state(json.loads(json.dumps(a.get_state())))
+    for t, boxes, scores, labels in frames[index + 1:index + 30]:
+        assert a.update(boxes, scores, labels, t).tolist() == b.update(boxes, scores, labels, t).tolist()
+    assert a.get_state() == b.get_state()
 
 
 # ---------------------------------------------------------------- wiring

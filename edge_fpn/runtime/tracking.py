@@ -44,6 +44,14 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       of where it was last seen: at low frame rates a missed frame or two leaves the prediction
       far off a curved path, but no object goes farther than its speed allows.
 
+   A motion match (d, e) between confirmed tracks that could have gone another way (two tracks of
+   a class each within the other's gate, or the taker and a recently lost track of its class that
+   wanted the box about as much) waits a frame (``lookahead``): its IDs are -1 for this frame, and
+   the next frame's detections settle it, before they are associated: the other way is replayed
+   from the tracks' states before this frame, and if its predictions fit the new boxes better
+   (``lookahead_margin``) the tracks take its motion state. At 10 FPS two same-class objects passing
+   each other a box apart are a coin toss on one frame and plain on two.
+
    Each matched track's filter then takes its box, made whole if it is a partial view
    (``partial_ratio``, ``partial_edge``: much narrower or shorter than predicted, with the other
    edge where the prediction put it; an object sliding behind another or out of the frame), so that
@@ -65,7 +73,7 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
 
 IDs are 1, 2, 3, ... in order of confirmation and never reused in the tracker's life (``reset``
 keeps counting unless told to restart). ``get_state`` / ``set_state`` carry a tracker across a
-restart as plain JSON-able data. Bad input (boxes of the wrong shape, out-of-order or non-finite
+restart as plain JSON-able data (with the ambiguities waiting for the next frame). Bad input (boxes of the wrong shape, out-of-order or non-finite
 timestamps) raises EdgeFpnError with one sentence and leaves the tracker as it was; detections
 with non-finite or empty boxes are left out of the matching (their ID is -1) and counted in
 ``skipped_detections``. At most ``max_detections`` detections a frame (the best scores) take
@@ -76,7 +84,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -111,6 +119,9 @@ class TrackerConfig:
     min_turn_chord: float = 1.0  # chords shorter than this x box size say nothing about a turn (jitter)
     max_size_ratio: float = 2.0  # stage d: sqrt-area ratio of detection and track at most this
     low_motion: bool = True  # stage d also takes low-score detections, for the tracks matched last frame
+    lookahead: bool = True  # a motion match that could have gone another way is settled by the next frame (its IDs wait)
+    lookahead_margin: float = 1.0  # ... the other way is taken if it fits the next frame better by this (squared Mahalanobis)
+    lookahead_reach: float = 3.0  # ... a lost track of the class is another way if its cost is within this of the taker's
     partial_ratio: float = 0.65  # a box this much narrower or shorter than a track's prediction ...
     partial_edge: float = 0.25  # ... with its other edge within this x size of the predicted one is a partial view (0: off)
     min_hits: int = 3  # first-stage matches before a track gets an ID (1: at once)
@@ -150,7 +161,7 @@ class TrackerConfig:
         for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
                      "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
                      "motion_spread_cost", "turn_reach", "turn_seconds", "reid_reach", "reid_seconds", "turn_gain", "max_turn_angle",
-                     "min_turn_chord", "partial_edge"):
+                     "min_turn_chord", "partial_edge", "lookahead_margin", "lookahead_reach"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
@@ -271,6 +282,18 @@ def _to_xyxy(state: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- the tracker
 
 _TRACK_FIELDS = ("x", "P", "q", "turn", "born", "label", "score", "ids", "hits", "last_seen", "lost")
+_MOTION_FIELDS = ("x", "P", "q", "turn", "last_seen", "lost")  # what the other way of an ambiguity changes
+
+
+class _Ambiguity(NamedTuple):
+    """Two confirmed tracks (by ID) whose motion matches this frame could have gone another way:
+    their states before they took their boxes, and the other way (which box each would take, if any)."""
+    ids: Tuple[int, int]
+    before: Dict[str, np.ndarray]  # _TRACK_FIELDS of the two tracks, predicted to `time`, not yet updated
+    boxes: np.ndarray  # (2, 4) cx, cy, w, h: the box each track takes the other way
+    scores: np.ndarray  # (2,)
+    takes: np.ndarray  # (2,) bool: whether each track takes a box the other way (a lost track might)
+    time: float
 
 
 class Tracker:
@@ -292,6 +315,7 @@ class Tracker:
         self.skipped_detections = 0  # non-finite or empty boxes left out of the matching
         self.frames = 0
         self._time: Optional[float] = None
+        self._pending: List[_Ambiguity] = []  # this frame's motion matches that the next frame settles
         self._clear()
 
     # ------------------------------------------------------------ public API
@@ -299,6 +323,7 @@ class Tracker:
         """Forget every track (a new video, a reconnected camera). IDs keep counting, so that an ID
         is never given twice in this tracker's life, unless `restart_ids` (the next ID is then 1)."""
         self._clear()
+        self._pending = []
         self._time = None
         self.frames = 0
         if restart_ids:
@@ -347,17 +372,24 @@ class Tracker:
         self._time = now
         if self._x.shape[0]:
             self._predict(dt)
+        if self._pending:
+            self._settle(z, det_labels, now)
         track_of_det = np.full(chosen.shape[0], -1, np.int64)
         matched_track = np.zeros(self._x.shape[0], bool)
+        by_iou = matched_track.copy()
         if self._x.shape[0] and chosen.shape[0]:
-            self._associate(det_boxes, det_scores, det_labels, z, track_of_det, matched_track)
+            by_iou = self._associate(det_boxes, det_scores, det_labels, z, track_of_det, matched_track)
         matched_dets = np.flatnonzero(track_of_det >= 0)
+        waiting = np.zeros((0,), np.int64)
+        if cfg.lookahead and matched_dets.shape[0]:  # (before the matched tracks take their boxes)
+            waiting = self._ambiguous(track_of_det, matched_dets, by_iou, z, det_scores, det_labels, now)
         if matched_dets.shape[0]:
             self._apply(track_of_det[matched_dets], z[matched_dets], det_scores[matched_dets], now)
         self._track_life(matched_track)
         if matched_dets.shape[0]:
             rows = track_of_det[matched_dets]
             result[chosen[matched_dets]] = np.where(self._score[rows] >= cfg.report_score, self._ids[rows], -1)
+            result[chosen[waiting]] = -1
         identified = matched_dets[self._ids[track_of_det[matched_dets]] >= 0]  # (before the rows move)
         self._take(self._keep(matched_track, now))
         # new tentative tracks from the confident detections nobody took
@@ -372,6 +404,93 @@ class Tracker:
                 result[chosen[new]] = ids
             self._add(z[new], det_scores[new], det_labels[new], ids, now)
         return result
+
+    def _ambiguous(self, track_of_det: np.ndarray, matched_dets: np.ndarray, by_iou: np.ndarray, z: np.ndarray,
+                   det_scores: np.ndarray, det_labels: np.ndarray, now: float) -> np.ndarray:
+        """The detections whose motion match (stages d, e) between confirmed tracks could have gone
+        another way, remembered in ``_pending`` for the next frame to settle (``_settle``); their IDs
+        wait a frame. Another way is two tracks of a class each within the motion gate of the other's
+        box (objects passing each other), or a box's taker and a track of its class lost at most
+        ``reid_seconds`` whose cost for that box is within ``lookahead_reach`` of the taker's. On one
+        frame both are a coin toss at low frame rates; on two, one way's predictions fit and the
+        other's do not. Returns the detections whose IDs wait."""
+        cfg = self.config
+        rows = track_of_det[matched_dets]
+        moved = (self._ids[rows] >= 0) & ~by_iou[rows]
+        dets, rows = matched_dets[moved], rows[moved]
+        if not rows.shape[0]:
+            return np.zeros((0,), np.int64)
+        everywhere = np.ones(dets.shape[0], bool)
+        cost = self._motion_distance(rows, z[dets], everywhere)  # (taker, box)
+        waiting: List[int] = []
+        paired = np.zeros(rows.shape[0], bool)
+        swappable = ((det_labels[dets][:, None] == det_labels[dets][None, :]) & (cost < cfg.motion_gate)
+                     & (cost.T < cfg.motion_gate))
+        for a, b in zip(*np.nonzero(np.triu(swappable, 1))):
+            if not (paired[a] or paired[b]):
+                paired[a] = paired[b] = True
+                self._remember(rows[[a, b]], z[dets[[b, a]]], det_scores[dets[[b, a]]], np.array([True, True]), now)
+                waiting += [int(dets[a]), int(dets[b])]
+        taken_rows = np.zeros(self._x.shape[0], bool)
+        taken_rows[track_of_det[matched_dets]] = True
+        lost = np.flatnonzero((self._ids >= 0) & ~taken_rows & (now - self._last_seen <= cfg.reid_seconds + 1e-6)
+                              & (self._score >= cfg.confirm_score))
+        alone = np.flatnonzero(~paired)
+        if lost.shape[0] and alone.shape[0]:
+            other = self._motion_distance(lost, z[dets[alone]], np.ones(alone.shape[0], bool))  # (lost, box)
+            other[(self._label[lost][:, None] != det_labels[dets[alone]][None, :])
+                  | (other > cost[alone, alone][None, :] + cfg.lookahead_reach) | ~(other < cfg.motion_gate)] = np.inf
+            used = np.zeros(lost.shape[0], bool)
+            for f, k in zip(*np.nonzero(np.isfinite(other))):
+                if not (used[f] or paired[alone[k]]):
+                    used[f] = paired[alone[k]] = True
+                    d = dets[alone[k]]
+                    self._remember(np.array([rows[alone[k]], lost[f]]), z[[d, d]], det_scores[[d, d]],
+                                   np.array([False, True]), now)
+                    waiting.append(int(d))
+        return np.asarray(waiting, np.int64)
+
+    def _remember(self, rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray, takes: np.ndarray, now: float) -> None:
+        before = {name: getattr(self, "_" + name)[rows].copy() for name in _TRACK_FIELDS}
+        self._pending.append(_Ambiguity((int(self._ids[rows[0]]), int(self._ids[rows[1]])), before, boxes.copy(),
+                                        scores.copy(), takes, now))
+
+    def _settle(self, z: np.ndarray, det_labels: np.ndarray, now: float) -> None:
+        """Last frame's ambiguities, settled by this frame's detections (before the association):
+        each one's other way is replayed from the two tracks' states before that frame and predicted
+        to now; if its predictions fit this frame's boxes of their class better, by ``lookahead_margin``
+        (an optimal assignment's cost, a box missed costing the gate), the two tracks take its motion
+        state: each follows the box it should have taken. IDs stay with their tracks."""
+        cfg = self.config
+        for ambiguity in self._pending:
+            rows = [np.flatnonzero(self._ids == track_id) for track_id in ambiguity.ids]
+            if not (rows[0].shape[0] and rows[1].shape[0]):
+                continue  # (a track ended)
+            rows = np.array([rows[0][0], rows[1][0]])
+            boxes = np.flatnonzero(det_labels == self._label[rows[0]])
+            other = Tracker(cfg)
+            for name in _TRACK_FIELDS:
+                setattr(other, "_" + name, ambiguity.before[name].copy())
+            other._time = ambiguity.time
+            taking = np.flatnonzero(ambiguity.takes)
+            other._apply(taking, ambiguity.boxes[taking], ambiguity.scores[taking], ambiguity.time)
+            other._lost = ~ambiguity.takes
+            other._predict(now - ambiguity.time)
+            other._time = now
+            if other._fit(np.arange(2), z[boxes]) + cfg.lookahead_margin < self._fit(rows, z[boxes]):
+                for name in _MOTION_FIELDS:
+                    getattr(self, "_" + name)[rows] = getattr(other, "_" + name)
+        self._pending = []
+
+    def _fit(self, rows: np.ndarray, boxes: np.ndarray) -> float:
+        """How well the predictions of `rows` fit `boxes` (cx, cy, w, h): the cost of their optimal
+        assignment by motion distance, each track left without a box costing the gate."""
+        gate = self.config.motion_gate
+        if not boxes.shape[0]:
+            return gate * rows.shape[0]
+        cost = self._motion_distance(rows, boxes, np.ones(boxes.shape[0], bool))
+        matched_rows, matched_cols = linear_assignment(cost, gate)
+        return float(cost[matched_rows, matched_cols].sum()) + gate * (rows.shape[0] - matched_rows.shape[0])
 
     def _duplicates(self, det_boxes: np.ndarray, new: np.ndarray, identified: np.ndarray) -> np.ndarray:
         """Which of the `new` detections overlap, by ``duplicate_iou``, a detection of any class
@@ -469,9 +588,10 @@ class Tracker:
         return np.where(tentative, matched_track | (age <= cfg.tentative_seconds), age <= cfg.lost_seconds)
 
     def _associate(self, det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, z: np.ndarray,
-                   track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
-        """ByteTrack's association of this frame's detections with the predicted tracks, in four
-        passes; fills ``track_of_det`` (a track row per detection, -1: none) and ``matched_track``."""
+                   track_of_det: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
+        """ByteTrack's association of this frame's detections with the predicted tracks, in five
+        passes; fills ``track_of_det`` (a track row per detection, -1: none) and ``matched_track``, and
+        returns which tracks were matched by IoU (stages a-c; the rest of the matches are by motion)."""
         cfg = self.config
         pred = _to_xyxy(self._x[:, :4])
         high = det_scores >= cfg.high_threshold
@@ -491,6 +611,7 @@ class Tracker:
         if free_high.shape[0]:
             self._match_iou(np.flatnonzero(~confirmed & ~matched_track), free_high, pred, det_boxes, det_labels,
                             cfg.tentative_match_iou, track_of_det, matched_track)
+        by_iou = matched_track.copy()
         # d: what is left, by motion (boxes that stopped overlapping); low detections only for tracked tracks
         free = (track_of_det < 0) & (high | cfg.low_motion)
         free_tracks = np.flatnonzero(~matched_track)
@@ -504,12 +625,16 @@ class Tracker:
             confident = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
             if lost.shape[0] and confident.shape[0]:
                 self._match_reid(lost, confident, z, det_labels, track_of_det, matched_track)
+        return by_iou
 
     def get_state(self) -> Dict[str, Any]:
         """Everything the tracker knows, as JSON-able data (lists and numbers), for ``set_state``."""
         return {"version": STATE_VERSION, "config": dataclasses.asdict(self.config), "next_id": self.next_id,
                 "time": self._time, "frames": self.frames, "skipped_detections": self.skipped_detections,
-                "tracks": {name: getattr(self, "_" + name).tolist() for name in _TRACK_FIELDS}}
+                "tracks": {name: getattr(self, "_" + name).tolist() for name in _TRACK_FIELDS},
+                "waiting": [{"ids": list(a.ids), "before": {name: a.before[name].tolist() for name in _TRACK_FIELDS},
+                             "boxes": a.boxes.tolist(), "scores": a.scores.tolist(), "takes": a.takes.tolist(),
+                             "time": a.time} for a in self._pending]}
 
     def set_state(self, state: Dict[str, Any]) -> None:
         """Restore what ``get_state`` returned (IDs go on from where they were). The tracker's own
@@ -537,16 +662,25 @@ class Tracker:
             time_ = None if state["time"] is None else float(state["time"])
             frames = int(state.get("frames", 0))
             skipped = int(state.get("skipped_detections", 0))
+            waiting = [_Ambiguity((int(a["ids"][0]), int(a["ids"][1])),
+                                  {name: np.asarray(a["before"][name], arrays[name].dtype).reshape((2,) + arrays[name].shape[1:])
+                                   for name in _TRACK_FIELDS},
+                                  np.asarray(a["boxes"], np.float64).reshape(2, 4), np.asarray(a["scores"], np.float64).reshape(2),
+                                  np.asarray(a["takes"], bool).reshape(2), float(a["time"]))
+                       for a in state.get("waiting", [])]
         except EdgeFpnError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise EdgeFpnError(f"not a tracker state ({type(exc).__name__}: {exc}); pass what Tracker.get_state() returned") from None
-        if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["P"]).all()):
+        if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["P"]).all()
+                and all(np.isfinite(a.before["x"]).all() and np.isfinite(a.before["P"]).all() and np.isfinite(a.boxes).all()
+                        for a in waiting)):
             raise EdgeFpnError("tracker state holds non-finite numbers; pass what Tracker.get_state() returned")
         if n and next_id <= int(arrays["ids"].max()):
             raise EdgeFpnError(f"tracker state's next_id {next_id} is not above its largest track ID {int(arrays['ids'].max())}")
         for name, value in arrays.items():
             setattr(self, "_" + name, value)
+        self._pending = waiting
         self.next_id, self._time, self.frames, self.skipped_detections = next_id, time_, frames, skipped
 
     # ------------------------------------------------------------ checks
