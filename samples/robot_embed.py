@@ -7,8 +7,9 @@ newest detections at its own rate, and callbacks fire for every new frame.
 The control loop never waits for the detector: it takes whatever is newest (and ignores results
 older than --max-age), so a slow frame never stalls the robot. This sample follows one object: it
 locks on the best detection of --target and keeps steering towards that same object, by its track
-ID, while the tracker keeps seeing it (another circle crossing in front does not steal the lock);
-a turn command in [-1, 1] from its horizontal offset. --no-track steers to the best box each step.
+ID, while the tracker keeps seeing it (another circle crossing in front does not steal the lock;
+a few steps without it hold the lock); a turn command in [-1, 1] from its horizontal offset.
+--no-track steers to the best box each step.
 """
 from __future__ import annotations
 
@@ -72,27 +73,33 @@ class DetectionService:
         self.stop()
 
 
-def steer(result: Optional[Result], target: Optional[str], locked: Optional[int] = None) -> Tuple[str, Optional[int]]:
-    """The control law of this sample: (command, the track ID it follows). Keep following the
-    locked object while it is seen; else lock on the best confirmed detection of the target class."""
+def steer(result: Optional[Result], target: Optional[str], locked: Optional[int] = None, missed: int = 0,
+          patience: int = 3) -> Tuple[str, Optional[int], int]:
+    """The control law of this sample: (command, the track ID it follows, steps it has not been
+    seen). Keep following the locked object while it is seen, and hold for up to `patience` steps
+    when it is not (a missed frame; an ID the tracker lets wait a frame while two objects pass each
+    other): locking on another object at once would jump to the neighbour. Else lock on the best
+    confirmed detection of the target class."""
     if result is None:
-        return "hold (no fresh detections)", locked
+        return "hold (no fresh detections)", locked, missed
     d = result.detections
     ids = d.track_ids if d.track_ids is not None else np.full(len(d), -1)
     wanted = np.array([target is None or name == target for name in d.names], dtype=bool)
     if locked is not None and np.any(ids == locked):
         index = int(np.nonzero(ids == locked)[0][0])
+    elif locked is not None and missed < patience:
+        return f"hold (#{locked} not seen)", locked, missed + 1
     elif wanted.any():
         confirmed = wanted & (ids >= 0) if d.track_ids is not None else wanted
         pool = confirmed if confirmed.any() else wanted
         index = int(np.argmax(np.where(pool, d.scores, -1.0)))
         locked = int(ids[index]) if ids[index] >= 0 else None
     else:
-        return "search (target not seen)", None
+        return "search (target not seen)", None, 0
     box, width = d.boxes[index], result.frame.shape[1]
     offset = ((box[0] + box[2]) / 2.0 - width / 2.0) / (width / 2.0)
     who = f"#{locked} " if locked is not None else ""
-    return f"turn {offset:+.2f} towards {who}{d.names[index]} {d.scores[index]:.2f}", locked
+    return f"turn {offset:+.2f} towards {who}{d.names[index]} {d.scores[index]:.2f}", locked, 0
 
 
 def main(argv=None) -> int:
@@ -111,10 +118,10 @@ def main(argv=None) -> int:
             seen = []
             service.on_detections(lambda result: seen.append(len(result.detections)) if len(seen) < 1000 else None)
             period = 1.0 / args.rate
-            step, locked = 0, None
+            step, locked, missed = 0, None, 0
             while args.steps <= 0 or step < args.steps:
                 started = time.monotonic()
-                command, locked = steer(service.newest(max_age=args.max_age), args.target, locked)
+                command, locked, missed = steer(service.newest(max_age=args.max_age), args.target, locked, missed)
                 print(f"step {step}: {command}", flush=True)
                 step += 1
                 time.sleep(max(0.0, period - (time.monotonic() - started)))

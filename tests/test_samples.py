@@ -52,6 +52,36 @@ def test_robot_embed_sample(shapes_bundle):
     assert match and int(match.group(1)) >= 1 and int(match.group(2)) == int(match.group(1))
 
 
+def test_robot_embed_holds_its_lock_through_a_few_steps_without_it():
+    import importlib.util
+    from types import SimpleNamespace
+
+    from edge_fpn.runtime.detector import Detections
+    spec = importlib.util.spec_from_file_location("robot_embed", os.path.join(SAMPLES, "robot_embed.py"))
+    robot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(robot)
+
+    def seen(*ids):  # one circle per ID, the higher IDs further right and scoring higher
+        n = len(ids)
+        boxes = np.array([[10.0 + 40 * i, 10, 30 + 40 * i, 30] for i in range(n)], np.float32).reshape(n, 4)
+        d = Detections(boxes, np.linspace(0.6, 0.9, n).astype(np.float32), np.ones(n, np.int64), ["circle"] * n,
+                       np.array(ids, np.int64))
+        return SimpleNamespace(detections=d, frame=np.zeros((40, 200, 3), np.uint8))
+
+    command, locked, missed = robot.steer(seen(7), "circle")
+    assert locked == 7 and "towards #7" in command
+    # #7's ID waits a frame (or the detector missed it) while #9 is in view: the lock holds
+    for step in range(3):
+        command, locked, missed = robot.steer(seen(9, -1), "circle", locked, missed)
+        assert locked == 7 and command.startswith("hold (#7"), command
+    command, locked, missed = robot.steer(seen(7, 9), "circle", locked, missed)
+    assert locked == 7 and missed == 0 and "towards #7" in command
+    # gone for longer than its patience: the lock moves to the best confirmed circle
+    for step in range(4):
+        command, locked, missed = robot.steer(seen(9), "circle", locked, missed)
+    assert locked == 9 and "towards #9" in command
+
+
 def test_ros2_node_compiles():
     py_compile.compile(os.path.join(SAMPLES, "ros2_detector_node.py"), doraise=True)
 
