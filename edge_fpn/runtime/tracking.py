@@ -62,7 +62,8 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    least ``confirm_score``: a detector's clutter is often found again and again, but scores
    lower than real objects. A track being confirmed that was born where stage e would have found
    a lost track of its class (``inherit``) takes that track's ID instead of a new one: the object
-   came back off its path and its first box started a new track. A tentative track is dropped
+   came back off its path and its first box started a new track; such a track takes the ID at
+   ``inherit_hits`` matches already (an object known, back). A tentative track is dropped
    once it has missed for more than ``tentative_seconds``. A confirmed track that misses frames
    is lost, still predicted and matched, and removed ``lost_seconds`` after its last match (1.5 s:
    an object that passes behind another is out of sight from half hidden to half shown again,
@@ -114,6 +115,7 @@ class TrackerConfig:
     reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre
     reid_seconds: float = 0.45  # ... for a track lost at most this long
     inherit: bool = True  # a track being confirmed takes the ID of a lost one that stage e would have given its first detection
+    inherit_hits: int = 2  # ... and one that would take a lost track's ID takes it at this many hits (an object known, back)
     turn_gain: float = 0.5  # weight of each measured turn rate in a track's turn rate (0: constant velocity only)
     max_turn_angle: float = 1.0  # radians between two successive chords; more is a bounce, not a turn (the rate is reset)
     min_turn_chord: float = 1.0  # chords shorter than this x box size say nothing about a turn (jitter)
@@ -156,6 +158,8 @@ class TrackerConfig:
                                f"({self.high_threshold}): new tracks start from first-stage detections")
         if not (isinstance(self.min_hits, int) and self.min_hits >= 1):
             raise EdgeFpnError(f"tracker min_hits must be an integer >= 1, not {self.min_hits!r}")
+        if not (isinstance(self.inherit_hits, int) and self.inherit_hits >= 1):
+            raise EdgeFpnError(f"tracker inherit_hits must be an integer >= 1, not {self.inherit_hits!r}")
         if not (isinstance(self.max_detections, int) and self.max_detections >= 1):
             raise EdgeFpnError(f"tracker max_detections must be an integer >= 1, not {self.max_detections!r}")
         for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
@@ -548,14 +552,20 @@ class Tracker:
         if newly_lost.any():
             self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
             self._lost |= newly_lost
-        confirm = (matched_track & (self._ids < 0) & (self._hits >= self.config.min_hits)
-                   & (self._score >= self.config.confirm_score))
+        cfg = self.config
+        ready = matched_track & (self._ids < 0) & (self._score >= cfg.confirm_score)
+        confirm = ready & (self._hits >= cfg.min_hits)
         if confirm.any():
             order = np.flatnonzero(confirm)
-            if self.config.inherit and self.config.reid_reach > 0:
+            if cfg.inherit and cfg.reid_reach > 0:
                 order = self._inherit(order, matched_track)
             self._ids[order] = np.arange(self.next_id, self.next_id + order.shape[0])
             self.next_id += int(order.shape[0])
+        # an object known, back: a track that a lost one would hand its ID to takes it sooner (the
+        # rest wait for min_hits; at 10 FPS a frame sooner is 0.1 s of an object in view with no ID)
+        early = ready & ~confirm & (self._hits >= cfg.inherit_hits) & (self._ids < 0)
+        if early.any() and cfg.inherit and cfg.reid_reach > 0:
+            self._inherit(np.flatnonzero(early), matched_track)
 
     def _inherit(self, new: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
         """A track about to be confirmed that was born at most ``reid_seconds`` after a lost track
