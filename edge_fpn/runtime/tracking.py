@@ -386,7 +386,7 @@ class Tracker:
         matched_dets = np.flatnonzero(track_of_det >= 0)
         waiting = np.zeros((0,), np.int64)
         if cfg.lookahead and matched_dets.shape[0]:  # (before the matched tracks take their boxes)
-            waiting = self._ambiguous(track_of_det, matched_dets, by_iou, z, det_scores, det_labels, now)
+            waiting = self._ambiguous(track_of_det, matched_dets, matched_track, by_iou, z, det_scores, det_labels, now)
         if matched_dets.shape[0]:
             self._apply(track_of_det[matched_dets], z[matched_dets], det_scores[matched_dets], now)
         self._track_life(matched_track)
@@ -409,8 +409,8 @@ class Tracker:
             self._add(z[new], det_scores[new], det_labels[new], ids, now)
         return result
 
-    def _ambiguous(self, track_of_det: np.ndarray, matched_dets: np.ndarray, by_iou: np.ndarray, z: np.ndarray,
-                   det_scores: np.ndarray, det_labels: np.ndarray, now: float) -> np.ndarray:
+    def _ambiguous(self, track_of_det: np.ndarray, matched_dets: np.ndarray, matched_track: np.ndarray, by_iou: np.ndarray,
+                   z: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, now: float) -> np.ndarray:
         """The detections whose motion match (stages d, e) between confirmed tracks could have gone
         another way, remembered in ``_pending`` for the next frame to settle (``_settle``); their IDs
         wait a frame. Another way is two tracks of a class each within the motion gate of the other's
@@ -424,8 +424,7 @@ class Tracker:
         dets, rows = matched_dets[moved], rows[moved]
         if not rows.shape[0]:
             return np.zeros((0,), np.int64)
-        everywhere = np.ones(dets.shape[0], bool)
-        cost = self._motion_distance(rows, z[dets], everywhere)  # (taker, box)
+        cost = self._motion_distance(rows, z[dets])  # (taker, box)
         waiting: List[int] = []
         paired = np.zeros(rows.shape[0], bool)
         swappable = ((det_labels[dets][:, None] == det_labels[dets][None, :]) & (cost < cfg.motion_gate)
@@ -435,13 +434,11 @@ class Tracker:
                 paired[a] = paired[b] = True
                 self._remember(rows[[a, b]], z[dets[[b, a]]], det_scores[dets[[b, a]]], np.array([True, True]), now)
                 waiting += [int(dets[a]), int(dets[b])]
-        taken_rows = np.zeros(self._x.shape[0], bool)
-        taken_rows[track_of_det[matched_dets]] = True
-        lost = np.flatnonzero((self._ids >= 0) & ~taken_rows & (now - self._last_seen <= cfg.reid_seconds + 1e-6)
+        lost = np.flatnonzero((self._ids >= 0) & ~matched_track & (now - self._last_seen <= cfg.reid_seconds + 1e-6)
                               & (self._score >= cfg.confirm_score))
         alone = np.flatnonzero(~paired)
         if lost.shape[0] and alone.shape[0]:
-            other = self._motion_distance(lost, z[dets[alone]], np.ones(alone.shape[0], bool))  # (lost, box)
+            other = self._motion_distance(lost, z[dets[alone]])  # (lost, box)
             other[(self._label[lost][:, None] != det_labels[dets[alone]][None, :])
                   | (other > cost[alone, alone][None, :] + cfg.lookahead_reach) | ~(other < cfg.motion_gate)] = np.inf
             used = np.zeros(lost.shape[0], bool)
@@ -492,7 +489,7 @@ class Tracker:
         gate = self.config.motion_gate
         if not boxes.shape[0]:
             return gate * rows.shape[0]
-        cost = self._motion_distance(rows, boxes, np.ones(boxes.shape[0], bool))
+        cost = self._motion_distance(rows, boxes)
         matched_rows, matched_cols = linear_assignment(cost, gate)
         return float(cost[matched_rows, matched_cols].sum()) + gate * (rows.shape[0] - matched_rows.shape[0])
 
@@ -553,18 +550,19 @@ class Tracker:
             self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
             self._lost |= newly_lost
         cfg = self.config
+        inheriting = cfg.inherit and cfg.reid_reach > 0
         ready = matched_track & (self._ids < 0) & (self._score >= cfg.confirm_score)
         confirm = ready & (self._hits >= cfg.min_hits)
         if confirm.any():
             order = np.flatnonzero(confirm)
-            if cfg.inherit and cfg.reid_reach > 0:
+            if inheriting:
                 order = self._inherit(order, matched_track)
             self._ids[order] = np.arange(self.next_id, self.next_id + order.shape[0])
             self.next_id += int(order.shape[0])
         # an object known, back: a track that a lost one would hand its ID to takes it sooner (the
         # rest wait for min_hits; at 10 FPS a frame sooner is 0.1 s of an object in view with no ID)
-        early = ready & ~confirm & (self._hits >= cfg.inherit_hits) & (self._ids < 0)
-        if early.any() and cfg.inherit and cfg.reid_reach > 0:
+        early = ready & ~confirm & (self._hits >= cfg.inherit_hits)
+        if inheriting and early.any():
             self._inherit(np.flatnonzero(early), matched_track)
 
     def _inherit(self, new: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
@@ -906,13 +904,14 @@ class Tracker:
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
-    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: np.ndarray) -> np.ndarray:
+    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: Optional[np.ndarray] = None) -> np.ndarray:
         """Stage d's cost of each (track, detection centre): the squared Mahalanobis distance under
         the filter's own uncertainty, or less where the centre is within plain reach, plus a charge
         for a vague prediction. Plain reach is ``min_gate_size`` box sizes of the prediction (what
         the filter did not foresee) or ``turn_reach`` x the track's speed x the time since its last
         match of its last measured centre (an object that turned, or bounced, at its own speed);
-        plain reach is for `high` detections only (a low score far off the filter is clutter)."""
+        plain reach is for `high` detections only (a low score far off the filter is clutter; None:
+        every detection is high)."""
         cfg = self.config
         x, P = self._x[tracks], self._P[tracks]
         r = self._measurement_std(zd[None, :, 2:4])  # (1, D, 2)
@@ -940,7 +939,8 @@ class Tracker:
             last = self._turn[tracks, 1:3]  # the last measured centre
             ex, ey = zd[None, :, 0] - last[:, 0][:, None], zd[None, :, 1] - last[:, 1][:, None]
             distance = np.minimum(distance, (ex * ex + ey * ey) / (reach * reach) * cfg.motion_gate)
-        distance = np.where(high[None, :], distance, mahalanobis)
+        if high is not None:
+            distance = np.where(high[None, :], distance, mahalanobis)
         return distance
 
     def _reid_distance(self, tracks: np.ndarray, centres: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
