@@ -113,6 +113,10 @@ def main(argv=None) -> int:
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--no-track", action="store_true", help="no tracker: steer to the best box each step")
     args = parser.parse_args(argv)
+    if not args.rate > 0:
+        parser.error(f"--rate must be above 0 Hz, not {args.rate}")
+    if not args.max_age > 0:
+        parser.error(f"--max-age must be above 0 s, not {args.max_age}")
     try:
         with DetectionService(args.bundle, args.source, args.score_threshold, track=not args.no_track) as service:
             seen = []

@@ -52,6 +52,13 @@ def test_robot_embed_sample(shapes_bundle):
     assert match and int(match.group(1)) >= 1 and int(match.group(2)) == int(match.group(1))
 
 
+def test_robot_embed_refuses_a_bad_rate_in_one_line(tiny_bundle):
+    for flag, value in (("--rate", "0"), ("--max-age", "-1")):
+        done = _run("robot_embed.py", ["--source", "test://", "--bundle", tiny_bundle, "--steps", "1", flag, value])
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"{flag} must be above 0" in done.stderr.strip().splitlines()[-1]
+
+
 def test_robot_embed_holds_its_lock_through_a_few_steps_without_it():
     import importlib.util
     from types import SimpleNamespace
