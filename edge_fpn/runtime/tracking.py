@@ -514,8 +514,11 @@ class Tracker:
             return z
         x = self._x[rows]
         sized = self._hits[rows] >= cfg.min_hits  # (a new track's size is its first box's)
+        shrunk = sized[:, None] & (z[:, 2:4] < cfg.partial_ratio * x[:, 2:4])  # (K, 2): the only candidates
+        if not shrunk.any():  # (most frames: one check on the per-frame path)
+            return z
         z = z.copy()
-        for axis in (0, 1):
+        for axis in np.flatnonzero(shrunk.any(axis=0)):
             size, measured = x[:, 2 + axis], z[:, 2 + axis]
             low, high = x[:, axis] - size / 2, x[:, axis] + size / 2
             m_low, m_high = z[:, axis] - measured / 2, z[:, axis] + measured / 2
