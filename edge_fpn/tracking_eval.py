@@ -102,13 +102,13 @@ def model_detections(bundle: str, truth: Sequence[Frame], images: Sequence[np.nd
             detector.close()
 
 
-def run_ours(detections: Sequence[Dets], step: int = 1, config: Any = None,
-             coast_seconds: float = 0.0) -> Tuple[List[int], List[Hyp], List[float]]:
+def run_ours(detections: Sequence[Dets], step: int = 1, config: Any = None, coast_seconds: float = 0.0,
+             frame_size: Tuple[int, int] = (640, 480)) -> Tuple[List[int], List[Hyp], List[float]]:
     """edge-fpn's Tracker on every `step`-th frame: (frames seen, hypotheses, seconds per update).
 
     The hypotheses are the detections with a track ID and, with `coast_seconds`, the predicted
-    boxes of the tracks lost for at most that long (``Tracker.tracks()``: what a robot program
-    can ask for when a detection is missed)."""
+    boxes of the tracks lost for at most that long and not hidden (``Tracker.tracks(frame_size)``:
+    what a robot program can ask for when a detection is missed)."""
     import time
 
     from .runtime.tracking import Tracker, TrackerConfig
@@ -124,8 +124,8 @@ def run_ours(detections: Sequence[Dets], step: int = 1, config: Any = None,
         keep = ids >= 0
         seen.append(index)
         if coast_seconds > 0:
-            tracks = tracker.tracks()
-            coast = tracks["lost"] & (timestamp - tracks["last_seen"] <= coast_seconds + 1e-9)
+            tracks = tracker.tracks(frame_size)
+            coast = tracks["lost"] & ~tracks["hidden"] & (timestamp - tracks["last_seen"] <= coast_seconds + 1e-9)
             hyps.append((np.concatenate([ids[keep], tracks["ids"][coast]]),
                          np.concatenate([boxes[keep], tracks["boxes"][coast]])))
         else:
