@@ -34,7 +34,8 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       detection far off is rather a new object). A centre within ``min_gate_size`` box sizes of
       the prediction always passes, and so does one within ``turn_reach`` x the track's speed x
       the time since its last match of where it was last seen (a bounce or a sharp turn, for
-      ``turn_seconds``), uncharged. Sizes must agree within ``max_size_ratio``. Low-score detections take
+      ``turn_seconds``), uncharged; the speed is the filter's or its last chord's, the higher (a
+      bounce inside a frame interval at 10 FPS slows the filter's velocity, not the object). Sizes must agree within ``max_size_ratio``. Low-score detections take
       part for tracked tracks only, and a lost track takes only a detection confident enough to
       start one. This finds a fast object whose boxes do not overlap from one frame to the next
       (low frame rates), or an object back from an occlusion off its predicted path.
@@ -130,7 +131,7 @@ class TrackerConfig:
     confirm_score: float = 0.7  # ... and its running score at least this (clutter scores lower)
     score_rate: float = 0.2  # weight of each match's score in the running score (after the first 1/score_rate)
     report_score: float = 0.5  # a confirmed track gives its ID only while its running score is at least this
-    tentative_seconds: float = 0.1  # a tentative track survives misses this long (0: dropped at its first miss)
+    tentative_seconds: float = 0.09  # a tentative track survives misses this long (0: dropped at its first miss; 0.09: two frames at 30 FPS, none at 10)
     tentative_low: bool = True  # low-score detections also continue tentative tracks (stage b; no hit counted)
     lost_seconds: float = 1.5  # a confirmed track is kept this long after its last match (ByteTrack: 1 s; see below)
     per_class: bool = True  # match only detections and tracks of the same label
@@ -624,7 +625,7 @@ class Tracker:
         cfg = self.config
         age = now - self._last_seen
         tentative = self._ids < 0
-        return np.where(tentative, matched_track | (age <= cfg.tentative_seconds), age <= cfg.lost_seconds)
+        return np.where(tentative, matched_track | (age <= cfg.tentative_seconds + 1e-6), age <= cfg.lost_seconds + 1e-6)
 
     def _associate(self, det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, z: np.ndarray,
                    track_of_det: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
@@ -940,7 +941,8 @@ class Tracker:
         the filter's own uncertainty, or less where the centre is within plain reach, plus a charge
         for a vague prediction. Plain reach is ``min_gate_size`` box sizes of the prediction (what
         the filter did not foresee) or ``turn_reach`` x the track's speed x the time since its last
-        match of its last measured centre (an object that turned, or bounced, at its own speed);
+        match of its last measured centre (an object that turned, or bounced, at its own speed: the
+        filter's or its last chord's, the higher);
         plain reach is for `high` detections only (a low score far off the filter is clutter; None:
         every detection is high)."""
         cfg = self.config
@@ -965,7 +967,8 @@ class Tracker:
             distance = np.minimum(distance, (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate)
         if cfg.turn_reach > 0:
             elapsed = (self._time - self._last_seen[tracks])[:, None]
-            reach = np.where(elapsed <= cfg.turn_seconds + 1e-6, cfg.turn_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * elapsed, 0.0)
+            speed = np.maximum(np.hypot(x[:, 4], x[:, 5]), np.hypot(self._turn[tracks, 3], self._turn[tracks, 4]))[:, None]
+            reach = np.where(elapsed <= cfg.turn_seconds + 1e-6, cfg.turn_reach * speed * elapsed, 0.0)
             reach = np.maximum(reach, 1e-6)
             last = self._turn[tracks, 1:3]  # the last measured centre
             ex, ey = zd[None, :, 0] - last[:, 0][:, None], zd[None, :, 1] - last[:, 1][:, None]
