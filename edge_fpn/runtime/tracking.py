@@ -43,7 +43,10 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       confident detection of its class (>= ``new_track_threshold``) left over, if its centre is
       within ``reid_reach`` x the track's speed x the time lost (plus ``min_gate_size`` box sizes)
       of where it was last seen: at low frame rates a missed frame or two leaves the prediction
-      far off a curved path, but no object goes farther than its speed allows.
+      far off a curved path, but no object goes farther than its speed allows. Not a track
+      predicted at least ``hidden_cover`` inside the box of a confirmed track matched this frame:
+      that one is out of sight behind it (or unseen in front), not off its path, and a box of its
+      class elsewhere is another object (the twin that comes out of the far side of an occluder).
 
    A motion match (d, e) between confirmed tracks that could have gone another way (two tracks of
    a class each within the other's gate, or the taker and a recently lost track of its class that
@@ -62,8 +65,9 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    *and* a running score (the mean of its detections' scores, then a running average) of at
    least ``confirm_score``: a detector's clutter is often found again and again, but scores
    lower than real objects. A track being confirmed that was born where stage e would have found
-   a lost track of its class (``inherit``) takes that track's ID instead of a new one: the object
-   came back off its path and its first box started a new track; such a track takes the ID at
+   a lost track of its class (``inherit``) takes that track's ID instead of a new one (not a lost
+   track hidden as in stage e): the object came back off its path and its first box started a
+   new track; such a track takes the ID at
    ``inherit_hits`` matches already (an object known, back). A tentative track is dropped
    once it has missed for more than ``tentative_seconds``. A confirmed track that misses frames
    is lost, still predicted and matched, and removed ``lost_seconds`` after its last match (1.5 s:
@@ -136,7 +140,7 @@ class TrackerConfig:
     lost_seconds: float = 1.5  # a confirmed track is kept this long after its last match (ByteTrack: 1 s; see below)
     per_class: bool = True  # match only detections and tracks of the same label
     duplicate_iou: float = 0.5  # no new track from a detection this close to one a confirmed track took (any class)
-    hidden_cover: float = 0.8  # tracks(): a lost track this much inside the box of one seen now is hidden (not coasted)
+    hidden_cover: float = 0.8  # a lost track this much inside the box of one seen now is hidden: not coasted, not re-found by stage e (0: never)
     max_detections: int = 300  # detections a frame that take part (the best scores)
     measurement_noise: float = 0.05  # std of a measured box coordinate, x box size (ByteTrack's 1/20)
     position_noise: float = 0.075  # variance of the position random walk, x size^2 per second
@@ -370,9 +374,7 @@ class Tracker:
         lost = self._lost[keep].copy()
         hidden = lost.copy()
         if hidden.any():
-            seen = boxes[~lost]
-            covered = (cover_matrix(boxes[hidden], seen) >= self.config.hidden_cover).any(axis=1) if seen.shape[0] \
-                else np.zeros(int(hidden.sum()), bool)
+            covered = self._behind(boxes[hidden], boxes[~lost])
             if frame_size is not None:
                 frame = np.array([[0.0, 0.0, float(frame_size[0]), float(frame_size[1])]])
                 covered |= cover_matrix(boxes[hidden], frame)[:, 0] < 0.5
@@ -522,6 +524,12 @@ class Tracker:
         matched_rows, matched_cols = linear_assignment(cost, gate)
         return float(cost[matched_rows, matched_cols].sum()) + gate * (rows.shape[0] - matched_rows.shape[0])
 
+    def _behind(self, boxes: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """Which `boxes` (xyxy) are at least ``hidden_cover`` inside one of the `seen` boxes (xyxy)."""
+        if self.config.hidden_cover <= 0 or not (boxes.shape[0] and seen.shape[0]):
+            return np.zeros(boxes.shape[0], bool)
+        return (cover_matrix(boxes, seen) >= self.config.hidden_cover).any(axis=1)
+
     def _duplicates(self, det_boxes: np.ndarray, new: np.ndarray, identified: np.ndarray) -> np.ndarray:
         """Which of the `new` detections overlap, by ``duplicate_iou``, a detection of any class
         that a confirmed track took this frame: a second reading of an object that has an ID (a
@@ -606,6 +614,7 @@ class Tracker:
         and the lost track ends. Returns the rows of `new` that still need an ID."""
         cfg = self.config
         lost = np.flatnonzero(self._lost & ~matched_track & (self._ids >= 0))
+        lost = lost[~self._behind(_to_xyxy(self._x[lost, :4]), _to_xyxy(self._x[matched_track & (self._ids >= 0), :4]))]
         if not lost.shape[0]:
             return new
         gap = self._born[new, 0][None, :] - self._last_seen[lost][:, None]  # (L, N)
@@ -663,6 +672,11 @@ class Tracker:
             lost = np.flatnonzero(self._lost & ~matched_track & (self._time - self._last_seen <= cfg.reid_seconds + 1e-6)
                                   & (self._score >= cfg.confirm_score))
             confident = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
+            if lost.shape[0] and confident.shape[0]:
+                # (not one predicted behind an object seen now: it is out of sight, not off its path,
+                # and a box elsewhere is another object; an object that went behind the occluder
+                # before its twin came out the other side took the twin's box)
+                lost = lost[~self._behind(pred[lost], pred[matched_track & confirmed])]
             if lost.shape[0] and confident.shape[0]:
                 self._match_reid(lost, confident, z, det_labels, track_of_det, matched_track)
         return by_iou
