@@ -279,6 +279,9 @@ def test_a_lost_track_behind_an_object_seen_now_or_out_of_the_frame_is_hidden():
     framed = tracker.tracks(frame_size=(640, 480))
     assert framed["hidden"].tolist() == [False, True, False, True]  # 4's box is now mostly right of x = 640
     assert np.array_equal(framed["boxes"], tracks["boxes"])
+    for bad in ("640x480", (0, 480), (640,), (float("nan"), 480)):
+        with pytest.raises(EdgeFpnError, match="frame_size must be"):
+            Tracker().tracks(frame_size=bad)  # (checked with no track to hide as well)
 
 
 def test_tentative_seconds_are_seconds_whatever_the_float_error_of_the_timestamps():

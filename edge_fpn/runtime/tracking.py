@@ -285,6 +285,17 @@ def cover_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None], 1e-9)
 
 
+def _frame_size(frame_size: Any) -> Tuple[float, float]:
+    """(width, height) as two positive finite floats, or one sentence saying what is wrong."""
+    try:
+        width, height = (float(v) for v in frame_size)
+    except (TypeError, ValueError):
+        raise EdgeFpnError(f"frame_size must be (width, height) in pixels, not {frame_size!r}") from None
+    if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
+        raise EdgeFpnError(f"frame_size must be two positive numbers of pixels, not {frame_size!r}")
+    return width, height
+
+
 def _to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     out = np.empty_like(boxes)
     out[:, 0] = (boxes[:, 0] + boxes[:, 2]) * 0.5
@@ -369,14 +380,14 @@ class Tracker:
         A program that shows lost tracks' predicted boxes (coasting through a detector's misses)
         shows the lost and not hidden ones: on noisy ground truth of the "occlude" scene, 3 of 4
         coasted boxes that cover no object are hidden ones, and 1 in 18 of those that do."""
+        frame = None if frame_size is None else np.array([[0.0, 0.0, *_frame_size(frame_size)]])
         keep = self._ids >= 0
         boxes = _to_xyxy(self._x[keep, :4])
         lost = self._lost[keep].copy()
         hidden = lost.copy()
         if hidden.any():
             covered = self._behind(boxes[hidden], boxes[~lost])
-            if frame_size is not None:
-                frame = np.array([[0.0, 0.0, float(frame_size[0]), float(frame_size[1])]])
+            if frame is not None:
                 covered |= cover_matrix(boxes[hidden], frame)[:, 0] < 0.5
             hidden[hidden] = covered
         return {"ids": self._ids[keep].copy(), "labels": self._label[keep].copy(), "boxes": boxes.astype(np.float32),
