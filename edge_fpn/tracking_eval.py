@@ -203,16 +203,15 @@ def score(truth: Sequence[Frame], seen: Sequence[int], hyps: Sequence[Hyp], iou:
 
 def compare(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, fps: float = 30.0,
             reference: bool = True, config: Any = None, coast_seconds: float = 0.0,
-            ideal: bool = False, frame_size: Tuple[int, int] = (640, 480)) -> Dict[str, Dict[str, float]]:
+            ideal: bool = False) -> Dict[str, Dict[str, float]]:
     """Our tracker's scores and (if `reference`) the reference ByteTrack's on the same detections;
     with `coast_seconds`, also ours with coasted tracks ("ours+coast"); with `ideal`, the ceiling of
-    perfect IDs on the same detection boxes ("ideal", ``run_ideal``). `frame_size` (width, height) is the
-    frames': a coasted box mostly out of it is not shown."""
+    perfect IDs on the same detection boxes ("ideal", ``run_ideal``)."""
     seen, hyps, times = run_ours(detections, step, config)
     result = {"ours": score(truth, seen, hyps)}
     result["ours"]["update_ms_median"] = round(float(np.median(times)) * 1000, 4)
     if coast_seconds > 0:
-        seen, hyps, _ = run_ours(detections, step, config, coast_seconds, frame_size)
+        seen, hyps, _ = run_ours(detections, step, config, coast_seconds)
         result["ours+coast"] = score(truth, seen, hyps)
     if reference:
         seen, hyps, times = run_reference(detections, step, fps)
