@@ -88,6 +88,26 @@ def test_robot_embed_holds_its_lock_through_a_few_steps_without_it():
         command, locked, missed = robot.steer(seen(9), "circle", locked, missed)
     assert locked == 9 and "towards #9" in command
 
+    def with_tracks(result, lost_ids, hidden_ids):  # the tracker's view: #9 seen, the others lost
+        every = [9] + list(lost_ids)
+        result.tracks = {"ids": np.array(every, np.int64), "lost": np.array([i != 9 for i in every]),
+                         "hidden": np.array([i in hidden_ids for i in every])}
+        return result
+
+    # hidden behind an object seen now: the lock holds past its patience, as long as the track lives
+    command, locked, missed = robot.steer(seen(7), "circle")
+    for step in range(6):
+        command, locked, missed = robot.steer(with_tracks(seen(9), [7], [7]), "circle", locked, missed)
+        assert locked == 7 and command == "hold (#7 hidden behind an object)", command
+    # its track ended: the lock moves at once, patience or not
+    command, locked, missed = robot.steer(seen(7), "circle")
+    command, locked, missed = robot.steer(with_tracks(seen(9), [], []), "circle", locked, missed)
+    assert locked == 9 and "towards #9" in command
+    # lost but not hidden (a missed frame): patience as before
+    command, locked, missed = robot.steer(seen(7), "circle")
+    command, locked, missed = robot.steer(with_tracks(seen(9), [7], []), "circle", locked, missed)
+    assert locked == 7 and command == "hold (#7 not seen)"
+
 
 def test_ros2_node_compiles():
     py_compile.compile(os.path.join(SAMPLES, "ros2_detector_node.py"), doraise=True)

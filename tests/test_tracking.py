@@ -705,6 +705,13 @@ def test_pipeline_tracks_in_frame_order_and_survives_a_tracker_error(tmp_path):
     assert set(results[30].detections.track_ids.tolist()) - {-1} <= set(results[29].detections.track_ids.tolist())
     lines = [json.loads(line) for line in open(sink)]
     assert all("track_id" in d for d in lines[30]["detections"])
+    # each result carries the tracker's tracks after its frame (a program's view of objects not seen
+    # this frame too); none for the frame the tracker failed on
+    assert results[20].tracks is None
+    tracks = results[30].tracks
+    shown = set(results[30].detections.track_ids.tolist()) - {-1}
+    assert shown and shown <= set(tracks["ids"][~tracks["lost"]].tolist())
+    assert tracks["hidden"].dtype == bool and not tracks["hidden"][~tracks["lost"]].any()
     with pytest.raises(EdgeFpnError, match="tracker must be"):
         Pipeline(_FakeDetector(camera), Frames(), tracker="bytetrack")
 

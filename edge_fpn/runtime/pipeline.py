@@ -45,7 +45,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -110,6 +110,9 @@ class Result:
     source_index: Optional[int] = None
     # with a tracker: this frame's trails (trails.TrailLines), recorded once by the pipeline
     trails: Any = None
+    # with a tracker: its confirmed tracks after this frame (Tracker.tracks(frame size): IDs, boxes,
+    # velocities, lost and hidden ones too: where an object not seen this frame probably is)
+    tracks: Optional[Dict[str, np.ndarray]] = None
     _annotated: Optional[np.ndarray] = dataclasses.field(default=None, init=False)
 
     def annotated(self) -> np.ndarray:
@@ -645,19 +648,21 @@ class Pipeline:
             t0 = time.perf_counter()
             detections = detector.finish(work.outputs, work.letterbox)
             t1 = time.perf_counter()
+            tracks = None
             if feed.tracker is not None:
-                detections = self._track(feed, work, detections)
+                detections, tracks = self._track(feed, work, detections)
                 work.timings["tracking"] = time.perf_counter() - t1
             detections = filter_scores(detections, self.score_threshold)
             work.timings["postprocess"] = time.perf_counter() - t0 - work.timings.get("tracking", 0.0)
             done = time.monotonic()
             result = Result(work.frame, detections, work.index, work.timestamp, work.name or feed.uri,
-                            work.name, work.timings, done - work.timestamp, done, work.source)
+                            work.name, work.timings, done - work.timestamp, done, work.source, tracks=tracks)
             if output.put(result, stop) < 0:
                 return
 
-    def _track(self, feed: _Feed, work: _Work, detections: Any) -> Any:
-        """The source's tracker on one frame; a frame it refuses is a bad frame, delivered with IDs -1."""
+    def _track(self, feed: _Feed, work: _Work, detections: Any) -> Tuple[Any, Optional[Dict[str, np.ndarray]]]:
+        """The source's tracker on one frame: (the detections with IDs, its tracks after it); a frame
+        it refuses is a bad frame, delivered with IDs -1 and no tracks."""
         tracker, source = feed.tracker, feed.source
         reconnects = int(getattr(source, "reconnects", 0) or 0)
         if reconnects != feed.reconnects_seen:
@@ -669,10 +674,11 @@ class Pipeline:
         else:
             timestamp = work.index / float(source.fps)
         try:
-            return tracker.track(detections, timestamp)
+            detections = tracker.track(detections, timestamp)
+            return detections, tracker.tracks(work.frame.shape[1::-1])
         except Exception as exc:  # noqa: B902 (one bad frame never stops the pipeline)
             self._bad_frame(work, exc)
-            return dataclasses.replace(detections, track_ids=np.full(len(detections), -1, np.int64))
+            return dataclasses.replace(detections, track_ids=np.full(len(detections), -1, np.int64)), None
 
     def _deliver(self, output: _Channel) -> None:
         stop, stats = self._stop, self.stats

@@ -380,15 +380,18 @@ class Tracker:
         A program that shows lost tracks' predicted boxes (coasting through a detector's misses)
         shows the lost and not hidden ones: on noisy ground truth of the "occlude" scene, 3 of 4
         coasted boxes that cover no object are hidden ones, and 1 in 18 of those that do."""
-        frame = None if frame_size is None else np.array([[0.0, 0.0, *_frame_size(frame_size)]])
+        width, height = (None, None) if frame_size is None else _frame_size(frame_size)
         keep = self._ids >= 0
         boxes = _to_xyxy(self._x[keep, :4])
         lost = self._lost[keep].copy()
         hidden = lost.copy()
         if hidden.any():
-            covered = self._behind(boxes[hidden], boxes[~lost])
-            if frame is not None:
-                covered |= cover_matrix(boxes[hidden], frame)[:, 0] < 0.5
+            away = boxes[hidden]
+            covered = self._behind(away, boxes[~lost])
+            if width is not None:  # (the share inside the frame: one box, no cover matrix)
+                inside = (np.clip(np.minimum(away[:, 2], width) - np.maximum(away[:, 0], 0.0), 0.0, None)
+                          * np.clip(np.minimum(away[:, 3], height) - np.maximum(away[:, 1], 0.0), 0.0, None))
+                covered |= inside < 0.5 * (away[:, 2] - away[:, 0]) * (away[:, 3] - away[:, 1])
             hidden[hidden] = covered
         return {"ids": self._ids[keep].copy(), "labels": self._label[keep].copy(), "boxes": boxes.astype(np.float32),
                 "velocities": self._x[keep, 4:6].astype(np.float32), "lost": lost, "hidden": hidden,
