@@ -14,7 +14,9 @@ stay held out):
    true detections with a low score (ours, ours with 0.15 s of coasting, and the reference);
 2. with a bundle: its real detections (everything it keeps, down to its own score threshold);
 3. beside each, "ideal": perfect IDs on the same detection boxes (``run_ideal``), the ceiling of
-   any tracker that reports detection boxes (what it misses is the detector's);
+   any tracker that reports detection boxes (what it misses is the detector's), and "ideal, 1.5 s
+   memory": the same, but an object away for longer than our tracker's lost buffer comes back
+   with a new ID (the ceiling of a tracker that knows objects by their motion alone);
 4. speed: ``Tracker.update`` with 50 tracks and 50 detections a frame (objects on smooth paths
    with 2 px jitter), min, median, p99 and max over --updates frames after a warm-up, against
    the reference ByteTrack's update on the same detections.
@@ -32,8 +34,11 @@ from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 
+from edge_fpn.runtime.tracking import TrackerConfig
 from edge_fpn.tracking_eval import (TRACK_SEQUENCES, compare, format_scores, ground_truth_sequence, mean_scores,
-                                    model_detections, noisy_detections)
+                                    model_detections, noisy_detections, run_ideal, score)
+
+LOST_SECONDS = TrackerConfig().lost_seconds
 
 
 def _runs(make: Callable[[str, int], Any], frames: int, seeds: Sequence[int], steps: Sequence[int], coast: float,
@@ -45,7 +50,10 @@ def _runs(make: Callable[[str, int], Any], frames: int, seeds: Sequence[int], st
         for seed in seeds:
             truth, detections = make(motion, seed)
             for step in steps:
-                per_step[step].append(compare(truth, detections, step, coast_seconds=coast, ideal=True))
+                scores = compare(truth, detections, step, coast_seconds=coast, ideal=True)
+                # the ceiling without appearance: an object away longer than our lost buffer is new
+                scores[f"ideal, {LOST_SECONDS:g} s memory"] = score(truth, *run_ideal(truth, detections, step, forget_seconds=LOST_SECONDS))
+                per_step[step].append(scores)
         for step in steps:
             key = f"{motion}@{30 // step}fps"
             report[key] = mean_scores(per_step[step])

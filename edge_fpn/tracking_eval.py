@@ -160,22 +160,35 @@ def run_reference(detections: Sequence[Dets], step: int = 1, fps: float = 30.0,
     return seen, hyps, times
 
 
-def run_ideal(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1,
-              iou: float = 0.5) -> Tuple[List[int], List[Hyp]]:
+def run_ideal(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, iou: float = 0.5,
+              forget_seconds: Optional[float] = None) -> Tuple[List[int], List[Hyp]]:
     """The ceiling of any tracker that reports detection boxes: on every `step`-th frame each ground-
     truth object takes its best detection (an optimal assignment by IoU, >= `iou`, any class and score)
     with the object's own ID; the other detections are dropped. What it misses, no tracker finds
-    without predicting boxes (the detector's misses); what a tracker scores below it is the tracker's."""
+    without predicting boxes (the detector's misses); what a tracker scores below it is the tracker's.
+
+    With `forget_seconds`, an object out of the frames seen for longer than that comes back with a
+    new ID: the ceiling of a tracker that keeps a lost track that long and has no appearance to
+    know an object again after it (ours: ``TrackerConfig.lost_seconds``)."""
     from .runtime.tracking import iou_matrix, linear_assignment
     seen: List[int] = []
     hyps: List[Hyp] = []
+    last_seen: Dict[int, float] = {}
+    renamed: Dict[int, int] = {}
+    next_name = -1  # (new IDs below zero never meet the ground truth's)
     for index in range(0, len(detections), step):
-        _, gt_boxes, _, gt_ids = truth[index]
+        timestamp, gt_boxes, _, gt_ids = truth[index]
+        if forget_seconds is not None:
+            for object_id in np.asarray(gt_ids).tolist():
+                if object_id in last_seen and timestamp - last_seen[object_id] > forget_seconds + 1e-6:
+                    renamed[object_id], next_name = next_name, next_name - 1
+                last_seen[object_id] = timestamp
         boxes = np.asarray(detections[index][1], np.float64).reshape(-1, 4)
         overlap = iou_matrix(np.asarray(gt_boxes, np.float64).reshape(-1, 4), boxes)
         rows, cols = linear_assignment(1.0 - overlap, 1.0 - iou + 1e-9)
+        ids = [renamed.get(object_id, object_id) for object_id in np.asarray(gt_ids)[rows].tolist()]
         seen.append(index)
-        hyps.append((np.asarray(gt_ids)[rows].astype(np.int64), boxes[cols]))
+        hyps.append((np.asarray(ids, np.int64), boxes[cols]))
     return seen, hyps
 
 

@@ -561,6 +561,24 @@ def test_the_ideal_is_a_ceiling_no_tracker_passes():
     assert scores["ours"]["idf1"] <= scores["ideal"]["idf1"] + 1e-6, scores
 
 
+def test_the_ideal_with_a_memory_forgets_an_object_away_longer_than_it():
+    # the ceiling of a tracker without appearance: object 1 away for 2 s comes back as a new one
+    # when the memory is 1.5 s (one ID switch), not when it is 3 s; object 2 stays and keeps its ID
+    from edge_fpn.tracking_eval import run_ideal, score
+    truth = []
+    for i in range(120):
+        t = i / 30
+        here = [1, 2] if not 30 <= i < 90 else [2]
+        boxes = np.array([_box(100, 100), _box(300, 300)], np.float32)[[k - 1 for k in here]]
+        truth.append((t, boxes, np.ones(len(here), np.int64), np.array(here, np.int64)))
+    detections = [(t, boxes, np.ones(len(boxes), np.float32), labels) for t, boxes, labels, _ in truth]
+    assert score(truth, *run_ideal(truth, detections))["id_switches"] == 0
+    assert score(truth, *run_ideal(truth, detections, forget_seconds=3.0))["id_switches"] == 0
+    seen, hyps = run_ideal(truth, detections, forget_seconds=1.5)
+    assert score(truth, seen, hyps)["id_switches"] == 1
+    assert hyps[100][0].tolist() == [-1, 2]  # (a new ID that no ground-truth object has)
+
+
 def test_occluded_objects_keep_their_ids_at_10_fps():
     # every third frame only: an object back from behind the occluder, or from a bounce at the border,
     # is often first seen off its predicted path and starts a new track, which takes the lost one's ID
