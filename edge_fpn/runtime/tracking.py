@@ -380,18 +380,15 @@ class Tracker:
         A program that shows lost tracks' predicted boxes (coasting through a detector's misses)
         shows the lost and not hidden ones: on noisy ground truth of the "occlude" scene, 3 of 4
         coasted boxes that cover no object are hidden ones, and 1 in 18 of those that do."""
-        width, height = (None, None) if frame_size is None else _frame_size(frame_size)
+        frame = None if frame_size is None else np.array([[0.0, 0.0, *_frame_size(frame_size)]])
         keep = self._ids >= 0
         boxes = _to_xyxy(self._x[keep, :4])
         lost = self._lost[keep].copy()
         hidden = lost.copy()
         if hidden.any():
-            away = boxes[hidden]
-            covered = self._behind(away, boxes[~lost])
-            if width is not None:  # (the share inside the frame: one box, no cover matrix)
-                inside = (np.clip(np.minimum(away[:, 2], width) - np.maximum(away[:, 0], 0.0), 0.0, None)
-                          * np.clip(np.minimum(away[:, 3], height) - np.maximum(away[:, 1], 0.0), 0.0, None))
-                covered |= inside < 0.5 * (away[:, 2] - away[:, 0]) * (away[:, 3] - away[:, 1])
+            covered = self._behind(boxes[hidden], boxes[~lost])
+            if frame is not None:
+                covered |= cover_matrix(boxes[hidden], frame)[:, 0] < 0.5
             hidden[hidden] = covered
         return {"ids": self._ids[keep].copy(), "labels": self._label[keep].copy(), "boxes": boxes.astype(np.float32),
                 "velocities": self._x[keep, 4:6].astype(np.float32), "lost": lost, "hidden": hidden,
@@ -538,6 +535,10 @@ class Tracker:
         matched_rows, matched_cols = linear_assignment(cost, gate)
         return float(cost[matched_rows, matched_cols].sum()) + gate * (rows.shape[0] - matched_rows.shape[0])
 
+    def _hidden(self, rows: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """Which tracks of `rows` are behind a track of the `seen` mask, by their boxes as they are now."""
+        return self._behind(_to_xyxy(self._x[rows, :4]), _to_xyxy(self._x[seen, :4]))
+
     def _behind(self, boxes: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Which `boxes` (xyxy) are at least ``hidden_cover`` inside one of the `seen` boxes (xyxy)."""
         if self.config.hidden_cover <= 0 or not (boxes.shape[0] and seen.shape[0]):
@@ -628,7 +629,7 @@ class Tracker:
         and the lost track ends. Returns the rows of `new` that still need an ID."""
         cfg = self.config
         lost = np.flatnonzero(self._lost & ~matched_track & (self._ids >= 0))
-        lost = lost[~self._behind(_to_xyxy(self._x[lost, :4]), _to_xyxy(self._x[matched_track & (self._ids >= 0), :4]))]
+        lost = lost[~self._hidden(lost, matched_track & (self._ids >= 0))]
         if not lost.shape[0]:
             return new
         gap = self._born[new, 0][None, :] - self._last_seen[lost][:, None]  # (L, N)
@@ -690,9 +691,8 @@ class Tracker:
                 # (not one predicted behind an object seen now: it is out of sight, not off its path,
                 # and a box elsewhere is another object; an object that went behind the occluder
                 # before its twin came out the other side took the twin's box)
-                lost = lost[~self._behind(pred[lost], pred[matched_track & confirmed])]
-            if lost.shape[0] and confident.shape[0]:
-                self._match_reid(lost, confident, z, det_labels, track_of_det, matched_track)
+                self._match_reid(lost[~self._hidden(lost, matched_track & confirmed)], confident, z, det_labels,
+                                 track_of_det, matched_track)
         return by_iou
 
     def get_state(self) -> Dict[str, Any]:
