@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 
+from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime.tracking import TrackerConfig
 from edge_fpn.tracking_eval import (TRACK_SEQUENCES, compare, format_scores, ground_truth_sequence, mean_scores,
                                     model_detections, noisy_detections, run_ideal, score)
@@ -142,10 +143,20 @@ def main(argv: Any = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args(argv)
     progress = not args.json
-    seeds = [int(seed) for seed in args.seeds.split(",")]
-    report: Dict[str, Any] = {"seeds": seeds, "noisy_ground_truth": noisy_runs(args.frames, seeds, [1, 3], progress)}
-    if args.bundle:
-        report["model_detections"] = model_runs(args.bundle, args.device, args.frames, seeds, [1, 3], progress)
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be whole numbers separated by commas, like 1,2,3, not {args.seeds!r}")
+    for name in ("frames", "updates"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
+    try:
+        report: Dict[str, Any] = {"seeds": seeds, "noisy_ground_truth": noisy_runs(args.frames, seeds, [1, 3], progress)}
+        if args.bundle:
+            report["model_detections"] = model_runs(args.bundle, args.device, args.frames, seeds, [1, 3], progress)
+    except EdgeFpnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report["speed"] = speed(args.updates)
     if args.json:
         print(json.dumps(report, indent=2))
