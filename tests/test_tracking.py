@@ -176,6 +176,12 @@ def test_the_turn_rate_is_learned_and_a_bounce_is_not_a_turn():
         if i == 10:
             assert tracker.get_state()["tracks"]["turn"][0][0] == 0.0
     assert tracker.get_state()["tracks"]["turn"][0][0] == 0.0  # and a straight path teaches no turn
+    # a circling object seen again after two missed frames at 10 FPS: its chords turn 1.2 rad, past
+    # max_turn_angle, but by as much as its own rate foresees over that time: still a turn, not a bounce
+    # (the rate was reset there, and the prediction ran straight off the circle)
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    _circle(tracker, 10.0, 13, missed={10, 11}, omega=6.0)
+    assert tracker.get_state()["tracks"]["turn"][0][0] == pytest.approx(6.0, rel=0.15)
 
 
 def _bounce(config, wall, jump=0.0):
@@ -611,21 +617,48 @@ def test_fast_objects_are_tracked_on_noisy_ground_truth():
     # small objects circling at more than their own size a frame: lost at once before the adaptive
     # filter (IDF1 0.29, 36 ID switches); the reference ByteTrack, on IoU alone, keeps none (0.02)
     scores = _mean_scores("fast", 1, coast=0.0)["ours"]
-    assert scores["idf1"] >= 0.85 and scores["id_switches"] <= 5, scores  # measured 0.94, 0.7 switches
+    assert scores["idf1"] >= 0.85 and scores["id_switches"] <= 5, scores  # measured 0.94, 0 switches
     # every third frame only: 0.5 rad and 3.5 box sizes a frame; before the coordinated turn and stage e
     # IDF1 0.34 with 47 ID switches (a missed frame lost the object for good)
     scores = _mean_scores("fast", 3, coast=0.0)["ours"]
-    assert scores["idf1"] >= 0.78 and scores["id_switches"] <= 6, scores  # measured 0.825, 3.3 switches
+    assert scores["idf1"] >= 0.8 and scores["id_switches"] <= 6, scores  # measured 0.86, 2.7 switches
 
 
 def test_objects_passing_each_other_at_10_fps_are_settled_by_the_next_frame():
     # two same-class objects passing a box apart at 3.5 box sizes a frame: which box is whose is a coin
     # toss on one frame; the lookahead lets their IDs wait a frame and keeps the way that the next
     # frame's boxes fit (seeds 1-3, held out; fast objects on crossing ellipses)
+    on = _mean_scores("fast", 3, coast=0.0, config=TrackerConfig(filter_first=False))["ours"]
+    off = _mean_scores("fast", 3, coast=0.0, config=TrackerConfig(filter_first=False, lookahead=False))["ours"]
+    assert on["idf1"] >= off["idf1"] + 0.05, (on, off)  # measured 0.81 vs 0.74
+    assert on["id_switches"] <= off["id_switches"] / 2, (on, off)  # measured 3.3 vs 10.7
+    # with stage d's filter first (below) fewer of those tosses are lost, and the lookahead still settles some
     on = _mean_scores("fast", 3, coast=0.0)["ours"]
     off = _mean_scores("fast", 3, coast=0.0, config=TrackerConfig(lookahead=False))["ours"]
-    assert on["idf1"] >= off["idf1"] + 0.05, (on, off)  # measured 0.825 vs 0.726
-    assert on["id_switches"] <= off["id_switches"] / 2, (on, off)  # measured 3.3 vs 10.3
+    assert on["idf1"] >= off["idf1"] + 0.01 and on["id_switches"] < off["id_switches"], (on, off)  # measured 0.86 vs 0.845, 2.7 vs 4.0
+
+
+def test_stage_d_takes_the_box_the_filter_foresaw_before_one_only_within_turn_reach():
+    # an object at 1000 px/s (10 FPS, 20 px boxes), missed once, comes back 26 px off its straight
+    # path (no IoU with the prediction, inside the filter's gate); a box of its class 35 px from
+    # where it was last seen is inside the turn reach's disc (240 px) and cheaper there. The track
+    # takes the box its filter foresaw; with one assignment for both, it took the clutter
+    for filter_first, taken in ((True, [1, -1]), (False, [-1, 1])):
+        tracker = Tracker(TrackerConfig(filter_first=filter_first))
+        for k in range(6):
+            tracker.update(np.array([_box(100 + 100 * k, 240)]), np.array([0.9]), np.array([1]), 0.1 * k)
+        tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), 0.6)
+        ids = tracker.update(np.array([_box(800, 266), _box(565, 240)]), np.array([0.9, 0.9]), np.array([1, 1]), 0.7)
+        assert ids.tolist() == taken, (filter_first, ids)
+
+
+def test_filter_first_keeps_fast_objects_at_10_fps():
+    # fast objects on crossing ellipses, every third frame, noisy ground truth (seeds 1-3, held out):
+    # a track missed for a frame took a false positive near its last centre by turn reach, and
+    # clutter near one track's last centre took it from the object its filter had foreseen
+    on = _mean_scores("fast", 3, coast=0.0)["ours"]
+    off = _mean_scores("fast", 3, coast=0.0, config=TrackerConfig(filter_first=False))["ours"]
+    assert on["idf1"] >= off["idf1"] + 0.03, (on, off)  # measured 0.86 vs 0.81
 
 
 def test_state_saved_while_an_ambiguity_waits_continues_identically():

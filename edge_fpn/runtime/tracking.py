@@ -17,7 +17,9 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    tight gate that clutter cannot get into. A track that turns at a steady rate (measured from the
    angle between its successive chords, ``turn_gain``) is predicted along the arc (a coordinated
    turn): at 10 FPS a circling object turns ~0.5 rad a frame, and a straight prediction is off by
-   more than the box size; a chord that turns by over ``max_turn_angle`` is a bounce and resets it.
+   more than the box size; a chord that turns by over ``max_turn_angle`` more than the track's own
+   rate foresees is a bounce and resets it (a circling object seen again after a missed frame turned
+   past max_turn_angle by its rate alone).
 2. **Associate**, always within one class (a star never takes a ring's ID: a detector's one-frame
    class flip leaves that detection without an ID, and the track, lost for that frame, takes the
    next one), each stage an optimal assignment (``linear_assignment``: a Hungarian solver in numpy):
@@ -38,7 +40,11 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       bounce inside a frame interval at 10 FPS slows the filter's velocity, not the object). Sizes must agree within ``max_size_ratio``. Low-score detections take
       part for tracked tracks only, and a lost track takes only a detection confident enough to
       start one. This finds a fast object whose boxes do not overlap from one frame to the next
-      (low frame rates), or an object back from an occlusion off its predicted path.
+      (low frame rates), or an object back from an occlusion off its predicted path. The confirmed
+      tracks matched within ``turn_seconds`` are matched first by their filters (and
+      ``min_gate_size``) alone, then what is left with the turn reach too (``filter_first``): the
+      turn reach is a disc about the last centre, where clutter near a fast track's last centre
+      costs less than the object on its curve, which the filter foresaw.
    e. a track lost at most ``reid_seconds`` whose running score is still ``confirm_score`` takes a
       confident detection of its class (>= ``new_track_threshold``) left over, if its centre is
       within ``reid_reach`` x the track's speed x the time lost (plus ``min_gate_size`` box sizes)
@@ -117,6 +123,7 @@ class TrackerConfig:
     min_gate_size: float = 1.5  # stage d: a centre this close (x the track's box size) always passes
     turn_reach: float = 1.2  # stage d: ... and one within this x speed x time since the last match of the last centre
     turn_seconds: float = 0.29  # ... for a track matched less than 0.3 s ago (a bounce, a sharp turn; 8 frames at 30 FPS, 2 at 10)
+    filter_first: bool = True  # stage d matches those tracks' filter predictions before anything by turn reach
     reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre
     reid_seconds: float = 0.45  # ... for a track lost at most this long
     inherit: bool = True  # a track being confirmed takes the ID of a lost one that stage e would have given its first detection
@@ -901,9 +908,13 @@ class Tracker:
         before = memo[:, 3:5]
         known = usable & (memo[:, 5] > 0)
         angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
-        rate = angle / np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
+        between = np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
+        rate = angle / between
         turn = np.where(known, memo[:, 0] + cfg.turn_gain * (rate - memo[:, 0]), memo[:, 0])
-        turn = np.where(known & (np.abs(angle) > cfg.max_turn_angle), 0.0, turn)
+        # a bounce turns more than the track's own rate foresees over the time between the chords
+        # (a circling object seen after a missed frame at 10 FPS turns past max_turn_angle by its rate)
+        surprise = np.abs(np.angle(np.exp(1j * (angle - memo[:, 0] * between))))
+        turn = np.where(known & (surprise > cfg.max_turn_angle), 0.0, turn)
         memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
         memo[:, 1:3] = z[:, :2]
         memo[:, 3:5] = np.where(usable[:, None], chord, memo[:, 3:5])
@@ -964,7 +975,8 @@ class Tracker:
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
-    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: Optional[np.ndarray] = None) -> np.ndarray:
+    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: Optional[np.ndarray] = None,
+                         turn_reach: bool = True) -> np.ndarray:
         """Stage d's cost of each (track, detection centre): the squared Mahalanobis distance under
         the filter's own uncertainty, or less where the centre is within plain reach, plus a charge
         for a vague prediction. Plain reach is ``min_gate_size`` box sizes of the prediction (what
@@ -993,7 +1005,7 @@ class Tracker:
         # a fast object missed for one frame at 10 FPS was lost for good)
         if cfg.min_gate_size > 0:
             distance = np.minimum(distance, (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate)
-        if cfg.turn_reach > 0:
+        if cfg.turn_reach > 0 and turn_reach:
             elapsed = (self._time - self._last_seen[tracks])[:, None]
             speed = np.maximum(np.hypot(x[:, 4], x[:, 5]), np.hypot(self._turn[tracks, 3], self._turn[tracks, 4]))[:, None]
             reach = np.where(elapsed <= cfg.turn_seconds + 1e-6, cfg.turn_reach * speed * elapsed, 0.0)
@@ -1052,6 +1064,21 @@ class Tracker:
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
         # a lost track is found again off its IoU only by a detection confident enough to start a track
         cost[self._lost[tracks][:, None] & (scores[dets] < cfg.new_track_threshold)[None, :]] = np.inf
+        if cfg.filter_first:
+            # first the confirmed tracks matched lately, by their filters (and min_gate_size) alone:
+            # a box where the filter put the object is that object, before a box the turn reach also
+            # takes (a disc about the last centre, where clutter near it is cheaper than the object
+            # on its curve); then the rest, turn reach included
+            recent = (self._ids[tracks] >= 0) & (self._time - self._last_seen[tracks] <= cfg.turn_seconds + 1e-6)
+            by_filter = self._motion_distance(tracks, zd, high, turn_reach=False)
+            by_filter[~np.isfinite(cost)] = np.inf
+            by_filter[~recent] = np.inf
+            rows, cols = linear_assignment(by_filter, cfg.motion_gate)
+            track_of_det[dets[cols]] = tracks[rows]
+            matched_track[tracks[rows]] = True
+            rest_rows = np.setdiff1d(np.arange(tracks.shape[0]), rows)
+            rest_cols = np.setdiff1d(np.arange(dets.shape[0]), cols)
+            tracks, dets, cost = tracks[rest_rows], dets[rest_cols], cost[np.ix_(rest_rows, rest_cols)]
         rows, cols = linear_assignment(cost, cfg.motion_gate)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
