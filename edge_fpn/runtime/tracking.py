@@ -44,7 +44,8 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       tracks matched within ``turn_seconds`` are matched first by their filters (and
       ``min_gate_size``) alone, then what is left with the turn reach too (``filter_first``): the
       turn reach is a disc about the last centre, where clutter near a fast track's last centre
-      costs less than the object on its curve, which the filter foresaw.
+      costs less than the object on its curve, which the filter foresaw. High detections are
+      matched before low ones, as in stages a and b.
    e. a track lost at most ``reid_seconds`` whose running score is still ``confirm_score`` takes a
       confident detection of its class (>= ``new_track_threshold``) left over, if its centre is
       within ``reid_reach`` x the track's speed x the time lost (plus ``min_gate_size`` box sizes)
@@ -1064,6 +1065,7 @@ class Tracker:
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
         # a lost track is found again off its IoU only by a detection confident enough to start a track
         cost[self._lost[tracks][:, None] & (scores[dets] < cfg.new_track_threshold)[None, :]] = np.inf
+        passes = []
         if cfg.filter_first:
             # first the confirmed tracks matched lately, by their filters (and min_gate_size) alone:
             # a box where the filter put the object is that object, before a box the turn reach also
@@ -1073,12 +1075,17 @@ class Tracker:
             by_filter = self._motion_distance(tracks, zd, high, turn_reach=False)
             by_filter[~np.isfinite(cost)] = np.inf
             by_filter[~recent] = np.inf
-            rows, cols = linear_assignment(by_filter, cfg.motion_gate)
+            passes.append(by_filter)
+        passes.append(cost)
+        # the high detections before the low ones, as in stages a and b (a detector's low-score
+        # second box of an object, nearer the prediction than its real box, took the track)
+        passes = [np.where(high[None, :], step, np.inf) for step in passes] + [cost]
+        free_tracks = np.ones(tracks.shape[0], bool)
+        free_dets = np.ones(dets.shape[0], bool)
+        for step in passes:
+            step = np.where(free_tracks[:, None] & free_dets[None, :], step, np.inf)
+            rows, cols = linear_assignment(step, cfg.motion_gate)
             track_of_det[dets[cols]] = tracks[rows]
             matched_track[tracks[rows]] = True
-            rest_rows = np.setdiff1d(np.arange(tracks.shape[0]), rows)
-            rest_cols = np.setdiff1d(np.arange(dets.shape[0]), cols)
-            tracks, dets, cost = tracks[rest_rows], dets[rest_cols], cost[np.ix_(rest_rows, rest_cols)]
-        rows, cols = linear_assignment(cost, cfg.motion_gate)
-        track_of_det[dets[cols]] = tracks[rows]
-        matched_track[tracks[rows]] = True
+            free_tracks[rows] = False
+            free_dets[cols] = False
