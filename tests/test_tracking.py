@@ -81,6 +81,21 @@ def test_ids_are_confirmed_after_min_hits_and_stay():
     assert _walk(with_one, 1, [(50, 50)])[0].tolist() == [1]
 
 
+def test_a_confident_object_at_10_fps_is_confirmed_at_its_second_frame():
+    # at 10 FPS min_hits (3) is 0.2 s of an object in view with no ID: two matches 0.1 s apart with
+    # a running score of early_confirm_score (0.85) confirm it; at 30 FPS two matches span 0.033 s,
+    # and min_hits holds; a less confident object (0.75) waits for min_hits at any rate
+    def first_id(fps, score, config=None):
+        tracker = Tracker(config)
+        for i in range(5):
+            ids = tracker.update(np.array([_box(100 + 200 * i / fps, 200)]), np.array([score]), np.array([1]), i / fps)
+            if ids[0] >= 0:
+                return i
+    assert first_id(10.0, 0.9) == 1 and first_id(30.0, 0.9) == 2 and first_id(10.0, 0.75) == 2
+    assert first_id(10.0, 0.9, TrackerConfig(early_confirm_score=1.0)) == 2
+    assert first_id(10.0, 0.9, TrackerConfig(min_hits=1)) == 0
+
+
 def test_a_star_never_takes_a_rings_id():
     # a star where a ring was: per class, the ring's track is lost and the star starts its own
     tracker = Tracker(TrackerConfig(min_hits=1))
@@ -208,8 +223,11 @@ def test_an_object_back_from_a_bounce_keeps_its_id_though_its_first_box_started_
     ids = _bounce(TrackerConfig(), 630.0, jump=55.0)
     assert set(ids[2:]) == {1, -1} and ids[-1] == 1, ids
     # an object known, back: its new track takes the ID at its second box (inherit_hits), one frame
-    # (0.1 s) before it would be confirmed as a new object
-    assert ids.count(-1) == 3 and _bounce(TrackerConfig(inherit_hits=3), 630.0, jump=55.0).count(-1) == 4
+    # (0.1 s) before it would be confirmed as a new object (early confirmation off: it would too)
+    plain = TrackerConfig(early_confirm_score=1.0)
+    assert _bounce(plain, 630.0, jump=55.0).count(-1) == 3
+    assert _bounce(TrackerConfig(early_confirm_score=1.0, inherit_hits=3), 630.0, jump=55.0).count(-1) == 4
+    assert ids.count(-1) == 2  # (with it, the object's first track has its ID at its second box too)
     assert _bounce(TrackerConfig(inherit=False), 630.0, jump=55.0)[-1] == 2
     # one that appears farther than the lost object can have gone is another object
     assert _bounce(TrackerConfig(), 630.0, jump=150.0)[-1] == 2
@@ -432,7 +450,8 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
     assert tracker.update(np.zeros((0, 4)), np.zeros(0), None, 1.2).shape == (0,)
     assert tracker.update([], [], None, 1.3).shape == (0,)
     for field, value in (("min_hits", 0), ("low_threshold", 0.9), ("lost_seconds", -1.0), ("high_threshold", 2.0),
-                         ("partial_ratio", 1.5), ("partial_edge", float("nan")), ("inherit_hits", 0)):
+                         ("partial_ratio", 1.5), ("partial_edge", float("nan")), ("inherit_hits", 0),
+                         ("early_confirm_score", 1.2), ("early_confirm_seconds", -0.1), ("filter_first", "yes"), ("per_class", 1)):
         with pytest.raises(EdgeFpnError, match=field):
             TrackerConfig(**{field: value})
 

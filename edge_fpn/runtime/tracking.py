@@ -71,7 +71,9 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    and is tentative until ``min_hits`` first-stage matches (jetson-inference's ``minFrames``)
    *and* a running score (the mean of its detections' scores, then a running average) of at
    least ``confirm_score``: a detector's clutter is often found again and again, but scores
-   lower than real objects. A track being confirmed that was born where stage e would have found
+   lower than real objects. One whose running score is ``early_confirm_score`` is confirmed at 2
+   matches already, once they span ``early_confirm_seconds`` (at 10 FPS min_hits is 0.2 s of an
+   object in view with no ID; at 30 FPS two matches span too little, and min_hits holds). A track being confirmed that was born where stage e would have found
    a lost track of its class (``inherit``) takes that track's ID instead of a new one (not a lost
    track hidden as in stage e): the object came back off its path and its first box started a
    new track; such a track takes the ID at
@@ -141,6 +143,8 @@ class TrackerConfig:
     partial_edge: float = 0.25  # ... with its other edge within this x size of the predicted one is a partial view (0: off)
     min_hits: int = 3  # first-stage matches before a track gets an ID (1: at once)
     confirm_score: float = 0.7  # ... and its running score at least this (clutter scores lower)
+    early_confirm_score: float = 0.85  # ... or 2 first-stage matches with a running score this high (1: never) ...
+    early_confirm_seconds: float = 0.09  # ... at least this long after its first (two frames at 10 FPS; 30 FPS keeps min_hits)
     score_rate: float = 0.2  # weight of each match's score in the running score (after the first 1/score_rate)
     report_score: float = 0.5  # a confirmed track gives its ID only while its running score is at least this
     tentative_seconds: float = 0.09  # a tentative track survives misses this long (0: dropped at its first miss; 0.09: two frames at 30 FPS, none at 10)
@@ -161,10 +165,14 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "confirm_score", "score_rate", "report_score", "partial_ratio"):
+                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "confirm_score", "early_confirm_score", "score_rate",
+                     "report_score", "partial_ratio"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise EdgeFpnError(f"tracker {name} must be between 0 and 1, not {value!r}")
+        for name in ("filter_first", "inherit", "low_motion", "lookahead", "tentative_low", "per_class"):
+            if not isinstance(getattr(self, name), bool):
+                raise EdgeFpnError(f"tracker {name} must be true or false, not {getattr(self, name)!r}")
         if self.low_threshold > self.high_threshold:
             raise EdgeFpnError(f"tracker low_threshold ({self.low_threshold}) must not exceed high_threshold ({self.high_threshold})")
         if self.new_track_threshold < self.high_threshold:
@@ -179,7 +187,7 @@ class TrackerConfig:
         for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
                      "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
                      "motion_spread_cost", "turn_reach", "turn_seconds", "reid_reach", "reid_seconds", "turn_gain", "max_turn_angle",
-                     "min_turn_chord", "partial_edge", "lookahead_margin", "lookahead_reach"):
+                     "min_turn_chord", "partial_edge", "lookahead_margin", "lookahead_reach", "early_confirm_seconds"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
@@ -616,6 +624,11 @@ class Tracker:
         inheriting = cfg.inherit and cfg.reid_reach > 0
         ready = matched_track & (self._ids < 0) & (self._score >= cfg.confirm_score)
         confirm = ready & (self._hits >= cfg.min_hits)
+        if cfg.early_confirm_score < 1:
+            # (at 10 FPS min_hits is 0.2 s of an object in view with no ID; a confident pair of hits
+            # that far apart is no flicker of clutter)
+            confirm |= (ready & (self._hits >= min(2, cfg.min_hits)) & (self._score >= cfg.early_confirm_score)
+                        & (self._time - self._born[:, 0] >= cfg.early_confirm_seconds - 1e-6))
         if confirm.any():
             order = np.flatnonzero(confirm)
             if inheriting:
