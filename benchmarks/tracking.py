@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 
+from edge_fpn.bundle import load_manifest
 from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime.tracking import TrackerConfig
 from edge_fpn.tracking_eval import (TRACK_SEQUENCES, compare, format_scores, ground_truth_sequence, mean_scores,
@@ -151,6 +152,8 @@ def main(argv: Any = None) -> int:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
     try:
+        if args.bundle:
+            load_manifest(args.bundle)  # (a bad bundle is said at once, not after the noisy runs)
         report: Dict[str, Any] = {"seeds": seeds, "noisy_ground_truth": noisy_runs(args.frames, seeds, [1, 3], progress)}
         if args.bundle:
             report["model_detections"] = model_runs(args.bundle, args.device, args.frames, seeds, [1, 3], progress)
