@@ -989,8 +989,12 @@ class Tracker:
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
-    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: Optional[np.ndarray] = None,
-                         turn_reach: bool = True) -> np.ndarray:
+    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: Optional[np.ndarray] = None) -> np.ndarray:
+        """Stage d's cost of each (track, detection centre) (``_motion_distances``, the turn reach in)."""
+        return self._motion_distances(tracks, zd, high)[1]
+
+    def _motion_distances(self, tracks: np.ndarray, zd: np.ndarray,
+                          high: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Stage d's cost of each (track, detection centre): the squared Mahalanobis distance under
         the filter's own uncertainty, or less where the centre is within plain reach, plus a charge
         for a vague prediction. Plain reach is ``min_gate_size`` box sizes of the prediction (what
@@ -998,7 +1002,8 @@ class Tracker:
         match of its last measured centre (an object that turned, or bounced, at its own speed: the
         filter's or its last chord's, the higher);
         plain reach is for `high` detections only (a low score far off the filter is clutter; None:
-        every detection is high)."""
+        every detection is high). Returns the (T, D) costs without the turn reach and with it (one
+        computation for stage d's two passes)."""
         cfg = self.config
         x, P = self._x[tracks], self._P[tracks]
         r = self._measurement_std(zd[None, :, 2:4])  # (1, D, 2)
@@ -1019,7 +1024,8 @@ class Tracker:
         # a fast object missed for one frame at 10 FPS was lost for good)
         if cfg.min_gate_size > 0:
             distance = np.minimum(distance, (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate)
-        if cfg.turn_reach > 0 and turn_reach:
+        by_filter = distance
+        if cfg.turn_reach > 0:
             elapsed = (self._time - self._last_seen[tracks])[:, None]
             speed = np.maximum(np.hypot(x[:, 4], x[:, 5]), np.hypot(self._turn[tracks, 3], self._turn[tracks, 4]))[:, None]
             reach = np.where(elapsed <= cfg.turn_seconds + 1e-6, cfg.turn_reach * speed * elapsed, 0.0)
@@ -1028,8 +1034,9 @@ class Tracker:
             ex, ey = zd[None, :, 0] - last[:, 0][:, None], zd[None, :, 1] - last[:, 1][:, None]
             distance = np.minimum(distance, (ex * ex + ey * ey) / (reach * reach) * cfg.motion_gate)
         if high is not None:
+            by_filter = np.where(high[None, :], by_filter, mahalanobis)
             distance = np.where(high[None, :], distance, mahalanobis)
-        return distance
+        return by_filter, distance
 
     def _reid_distance(self, tracks: np.ndarray, centres: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
         """(T, D) squared distance of each centre from each track's last measured centre, in units
@@ -1069,7 +1076,7 @@ class Tracker:
         x = self._x[tracks]
         zd = z[dets]
         high = scores[dets] >= cfg.high_threshold
-        cost = self._motion_distance(tracks, zd, high)
+        by_filter, cost = self._motion_distances(tracks, zd, high)
         size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
         size_d = np.sqrt(np.maximum(zd[:, 2] * zd[:, 3], 1.0))[None, :]
         cost[np.maximum(size_t / size_d, size_d / size_t) > cfg.max_size_ratio] = np.inf
@@ -1085,18 +1092,20 @@ class Tracker:
             # takes (a disc about the last centre, where clutter near it is cheaper than the object
             # on its curve); then the rest, turn reach included
             recent = (self._ids[tracks] >= 0) & (self._time - self._last_seen[tracks] <= cfg.turn_seconds + 1e-6)
-            by_filter = self._motion_distance(tracks, zd, high, turn_reach=False)
-            by_filter[~np.isfinite(cost)] = np.inf
-            by_filter[~recent] = np.inf
-            passes.append(by_filter)
+            if recent.any():
+                by_filter[~np.isfinite(cost)] = np.inf
+                by_filter[~recent] = np.inf
+                passes.append(by_filter)
         passes.append(cost)
-        # the high detections before the low ones, as in stages a and b (a detector's low-score
-        # second box of an object, nearer the prediction than its real box, took the track)
-        passes = [np.where(high[None, :], step, np.inf) for step in passes] + [cost]
+        if not high.all():
+            # the high detections before the low ones, as in stages a and b (a detector's low-score
+            # second box of an object, nearer the prediction than its real box, took the track)
+            passes = [np.where(high[None, :], step, np.inf) for step in passes] + [cost]
         free_tracks = np.ones(tracks.shape[0], bool)
         free_dets = np.ones(dets.shape[0], bool)
-        for step in passes:
-            step = np.where(free_tracks[:, None] & free_dets[None, :], step, np.inf)
+        for index, step in enumerate(passes):
+            if index:
+                step = np.where(free_tracks[:, None] & free_dets[None, :], step, np.inf)
             rows, cols = linear_assignment(step, cfg.motion_gate)
             track_of_det[dets[cols]] = tracks[rows]
             matched_track[tracks[rows]] = True
