@@ -94,6 +94,8 @@ def test_a_confident_object_at_10_fps_is_confirmed_at_its_second_frame():
     assert first_id(10.0, 0.9) == 1 and first_id(30.0, 0.9) == 2 and first_id(10.0, 0.75) == 2
     assert first_id(10.0, 0.9, TrackerConfig(early_confirm_score=1.0)) == 2
     assert first_id(10.0, 0.9, TrackerConfig(min_hits=1)) == 0
+    # a stricter min_hits stays stricter: one match sooner, not at 2
+    assert first_id(10.0, 0.9, TrackerConfig(min_hits=5)) == 3 and first_id(30.0, 0.9, TrackerConfig(min_hits=5)) == 3
 
 
 def test_a_star_never_takes_a_rings_id():

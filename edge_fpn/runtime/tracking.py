@@ -71,9 +71,10 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    and is tentative until ``min_hits`` first-stage matches (jetson-inference's ``minFrames``)
    *and* a running score (the mean of its detections' scores, then a running average) of at
    least ``confirm_score``: a detector's clutter is often found again and again, but scores
-   lower than real objects. One whose running score is ``early_confirm_score`` is confirmed at 2
-   matches already, once they span ``early_confirm_seconds`` (at 10 FPS min_hits is 0.2 s of an
-   object in view with no ID; at 30 FPS two matches span too little, and min_hits holds). A track being confirmed that was born where stage e would have found
+   lower than real objects. One whose running score is ``early_confirm_score`` is confirmed a
+   match sooner (2 by default), once its matches span ``early_confirm_seconds`` (at 10 FPS min_hits
+   is 0.2 s of an object in view with no ID; at 30 FPS two matches span too little, and min_hits
+   holds). A track being confirmed that was born where stage e would have found
    a lost track of its class (``inherit``) takes that track's ID instead of a new one (not a lost
    track hidden as in stage e): the object came back off its path and its first box started a
    new track; such a track takes the ID at
@@ -143,8 +144,8 @@ class TrackerConfig:
     partial_edge: float = 0.25  # ... with its other edge within this x size of the predicted one is a partial view (0: off)
     min_hits: int = 3  # first-stage matches before a track gets an ID (1: at once)
     confirm_score: float = 0.7  # ... and its running score at least this (clutter scores lower)
-    early_confirm_score: float = 0.85  # ... or 2 first-stage matches with a running score this high (1: never) ...
-    early_confirm_seconds: float = 0.09  # ... at least this long after its first (two frames at 10 FPS; 30 FPS keeps min_hits)
+    early_confirm_score: float = 0.85  # ... or min_hits - 1 matches with a running score this high (1: never) ...
+    early_confirm_seconds: float = 0.09  # ... spanning at least this (by default 2 at 10 FPS; 30 FPS keeps min_hits)
     score_rate: float = 0.2  # weight of each match's score in the running score (after the first 1/score_rate)
     report_score: float = 0.5  # a confirmed track gives its ID only while its running score is at least this
     tentative_seconds: float = 0.09  # a tentative track survives misses this long (0: dropped at its first miss; 0.09: two frames at 30 FPS, none at 10)
@@ -627,7 +628,7 @@ class Tracker:
         if cfg.early_confirm_score < 1:
             # (at 10 FPS min_hits is 0.2 s of an object in view with no ID; a confident pair of hits
             # that far apart is no flicker of clutter)
-            confirm |= (ready & (self._hits >= min(2, cfg.min_hits)) & (self._score >= cfg.early_confirm_score)
+            confirm |= (ready & (self._hits >= max(cfg.min_hits - 1, 1)) & (self._score >= cfg.early_confirm_score)
                         & (self._time - self._born[:, 0] >= cfg.early_confirm_seconds - 1e-6))
         if confirm.any():
             order = np.flatnonzero(confirm)
