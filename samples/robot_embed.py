@@ -88,10 +88,11 @@ def steer(result: Optional[Result], target: Optional[str], locked: Optional[int]
     ids = d.track_ids if d.track_ids is not None else np.full(len(d), -1)
     wanted = np.array([target is None or name == target for name in d.names], dtype=bool)
     tracks = getattr(result, "tracks", None)  # (None without a tracker, or on a frame it refused)
-    alive = tracks is not None and locked is not None and bool(np.any(tracks["ids"] == locked))
+    mine = tracks["ids"] == locked if tracks is not None and locked is not None else None
+    alive = mine is not None and bool(mine.any())
     if locked is not None and np.any(ids == locked):
         index = int(np.nonzero(ids == locked)[0][0])
-    elif alive and bool(np.any(tracks["hidden"][tracks["ids"] == locked])):
+    elif alive and bool(tracks["hidden"][mine].any()):
         return f"hold (#{locked} hidden behind an object)", locked, missed + 1
     elif locked is not None and missed < patience and (tracks is None or alive):
         return f"hold (#{locked} not seen)", locked, missed + 1

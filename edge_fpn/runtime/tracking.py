@@ -107,6 +107,9 @@ import numpy as np
 from ..errors import EdgeFpnError
 
 STATE_VERSION = 1
+# times are compared with this slack: timestamps differ in floating point (0.8 - 0.7 > 0.1), and a
+# limit of N frames' time must not drop a track at random
+TIME_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -493,7 +496,7 @@ class Tracker:
                 paired[a] = paired[b] = True
                 self._remember(rows[[a, b]], z[dets[[b, a]]], det_scores[dets[[b, a]]], np.array([True, True]), now)
                 waiting += [int(dets[a]), int(dets[b])]
-        lost = np.flatnonzero((self._ids >= 0) & ~matched_track & (now - self._last_seen <= cfg.reid_seconds + 1e-6)
+        lost = np.flatnonzero((self._ids >= 0) & ~matched_track & self._seen_within(cfg.reid_seconds)
                               & (self._score >= cfg.confirm_score))
         alone = np.flatnonzero(~paired)
         if lost.shape[0] and alone.shape[0]:
@@ -551,6 +554,10 @@ class Tracker:
         cost = self._motion_distance(rows, boxes)
         matched_rows, matched_cols = linear_assignment(cost, gate)
         return float(cost[matched_rows, matched_cols].sum()) + gate * (rows.shape[0] - matched_rows.shape[0])
+
+    def _seen_within(self, seconds: float, rows: Any = slice(None)) -> np.ndarray:
+        """Which tracks (of `rows`) were last matched at most `seconds` before this frame."""
+        return self._time - self._last_seen[rows] <= seconds + TIME_SLACK
 
     def _hidden(self, rows: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Which tracks of `rows` are behind a track of the `seen` mask, by their boxes as they are now."""
@@ -629,7 +636,7 @@ class Tracker:
             # (at 10 FPS min_hits is 0.2 s of an object in view with no ID; a confident pair of hits
             # that far apart is no flicker of clutter)
             confirm |= (ready & (self._hits >= max(cfg.min_hits - 1, 1)) & (self._score >= cfg.early_confirm_score)
-                        & (self._time - self._born[:, 0] >= cfg.early_confirm_seconds - 1e-6))
+                        & (self._time - self._born[:, 0] >= cfg.early_confirm_seconds - TIME_SLACK))
         if confirm.any():
             order = np.flatnonzero(confirm)
             if inheriting:
@@ -656,7 +663,7 @@ class Tracker:
             return new
         gap = self._born[new, 0][None, :] - self._last_seen[lost][:, None]  # (L, N)
         cost = self._reid_distance(lost, self._born[new, 1:3], gap)
-        cost[(gap <= 0) | (gap > cfg.reid_seconds + 1e-6) | (self._label[lost][:, None] != self._label[new][None, :])] = np.inf
+        cost[(gap <= 0) | (gap > cfg.reid_seconds + TIME_SLACK) | (self._label[lost][:, None] != self._label[new][None, :])] = np.inf
         rows, cols = linear_assignment(cost, 1.0)
         if not rows.shape[0]:
             return new
@@ -671,7 +678,7 @@ class Tracker:
         cfg = self.config
         age = now - self._last_seen
         tentative = self._ids < 0
-        return np.where(tentative, matched_track | (age <= cfg.tentative_seconds + 1e-6), age <= cfg.lost_seconds + 1e-6)
+        return np.where(tentative, matched_track | (age <= cfg.tentative_seconds + TIME_SLACK), age <= cfg.lost_seconds + TIME_SLACK)
 
     def _associate(self, det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, z: np.ndarray,
                    track_of_det: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
@@ -706,7 +713,7 @@ class Tracker:
         # e: lost tracks left x confident detections left, within reach of where the track was last seen
         if cfg.reid_reach > 0:
             # (tracks whose running score is still a real object's: a lost clutter track is let go)
-            lost = np.flatnonzero(self._lost & ~matched_track & (self._time - self._last_seen <= cfg.reid_seconds + 1e-6)
+            lost = np.flatnonzero(self._lost & ~matched_track & self._seen_within(cfg.reid_seconds)
                                   & (self._score >= cfg.confirm_score))
             confident = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
             if lost.shape[0] and confident.shape[0]:
@@ -928,7 +935,7 @@ class Tracker:
         turn = np.where(known, memo[:, 0] + cfg.turn_gain * (rate - memo[:, 0]), memo[:, 0])
         # a bounce turns more than the track's own rate foresees over the time between the chords
         # (a circling object seen after a missed frame at 10 FPS turns past max_turn_angle by its rate)
-        surprise = np.abs(np.angle(np.exp(1j * (angle - memo[:, 0] * between))))
+        surprise = np.abs(np.remainder(angle - memo[:, 0] * between + np.pi, 2 * np.pi) - np.pi)  # (wrapped to [-pi, pi))
         turn = np.where(known & (surprise > cfg.max_turn_angle), 0.0, turn)
         memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
         memo[:, 1:3] = z[:, :2]
@@ -1029,7 +1036,7 @@ class Tracker:
         if cfg.turn_reach > 0:
             elapsed = (self._time - self._last_seen[tracks])[:, None]
             speed = np.maximum(np.hypot(x[:, 4], x[:, 5]), np.hypot(self._turn[tracks, 3], self._turn[tracks, 4]))[:, None]
-            reach = np.where(elapsed <= cfg.turn_seconds + 1e-6, cfg.turn_reach * speed * elapsed, 0.0)
+            reach = np.where(elapsed <= cfg.turn_seconds + TIME_SLACK, cfg.turn_reach * speed * elapsed, 0.0)
             reach = np.maximum(reach, 1e-6)
             last = self._turn[tracks, 1:3]  # the last measured centre
             ex, ey = zd[None, :, 0] - last[:, 0][:, None], zd[None, :, 1] - last[:, 1][:, None]
@@ -1092,11 +1099,9 @@ class Tracker:
             # a box where the filter put the object is that object, before a box the turn reach also
             # takes (a disc about the last centre, where clutter near it is cheaper than the object
             # on its curve); then the rest, turn reach included
-            recent = (self._ids[tracks] >= 0) & (self._time - self._last_seen[tracks] <= cfg.turn_seconds + 1e-6)
+            recent = (self._ids[tracks] >= 0) & self._seen_within(cfg.turn_seconds, tracks)
             if recent.any():
-                by_filter[~np.isfinite(cost)] = np.inf
-                by_filter[~recent] = np.inf
-                passes.append(by_filter)
+                passes.append(np.where(recent[:, None] & np.isfinite(cost), by_filter, np.inf))
         passes.append(cost)
         if not high.all():
             # the high detections before the low ones, as in stages a and b (a detector's low-score
