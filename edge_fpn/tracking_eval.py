@@ -2,7 +2,7 @@
 
 Host and test side: the metrics come from py-motmetrics and the reference tracker is a published
 ByteTrack from PyPI (cjm-byte-track, a port of the official ByteTrack update), both imported
-only inside the functions that use them. The runtime's tracker itself (runtime/tracking.py) needs
+only inside the functions that use them. The runtime's tracker itself (runtime/tracking/) needs
 neither.
 
 A sequence is the synthetic camera's frames with their ground truth (boxes, labels, object IDs)

@@ -1,4 +1,4 @@
-"""The tracker (runtime/tracking.py): its assignment solver, track life, IDs, timestamps, state,
+"""The tracker (runtime/tracking/): its assignment solver, track life, IDs, timestamps, state,
 bad input; the synthetic camera's ground truth with object IDs; and MOTA / IDF1 / ID switches
 measured with py-motmetrics against a published ByteTrack on the same detections; the wiring
 (Pipeline, Detections, sinks, CLI). No timing here: speed is in benchmarks/tracking.py."""

@@ -44,7 +44,7 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optiona
     a directory gets one folder per source, and a JSON-lines file without it holds every source's
     records (``source_index``); a video without it is refused. Every source opens before any work.
 
-    track: persistent object IDs (True, a TrackerConfig or a Tracker; runtime/tracking.py), drawn
+    track: persistent object IDs (True, a TrackerConfig or a Tracker; runtime/tracking/), drawn
     by the image sinks and written as ``track_id`` by the JSON-lines sink.
 
     Detections scoring under `score_threshold` are neither shown nor written (default: 0.5, the

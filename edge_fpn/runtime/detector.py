@@ -169,7 +169,7 @@ class Detector:
         """Yield (frame, detections) for every frame of a source (URI or Source), pipelined.
 
         track: True (or a TrackerConfig, or a Tracker) gives ``detections.track_ids``, persistent
-        object IDs (runtime/tracking.py)."""
+        object IDs (runtime/tracking/)."""
         from .pipeline import Pipeline
         if track:
             options["tracker"] = track

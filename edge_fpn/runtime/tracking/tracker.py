@@ -99,236 +99,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..errors import EdgeFpnError
+from ...errors import EdgeFpnError
+from .assignment import linear_assignment
+from .config import TIME_SLACK, TrackerConfig
+from .costs import motion_distances, reid_distance, size_mismatch
+from .geometry import checked_frame_size, cover_matrix, iou_matrix, to_cxcywh, to_xyxy
+from .kalman import correct, initial_state, learn_turn, predict
 
 STATE_VERSION = 1
-# times are compared with this slack: timestamps differ in floating point (0.8 - 0.7 > 0.1), and a
-# limit of N frames' time must not drop a track at random
-TIME_SLACK = 1e-6
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Tracker parameters; times are in seconds, noises are fractions of the box size.
-
-    The defaults past ByteTrack's own were tuned on the synthetic camera's seeds 11-13 (noisy
-    ground truth and the shipped model's detections), not on the seeds 1-3 that the tests, the
-    benchmark and ``edge-fpn eval --track`` score: see benchmarks/tracking.py."""
-    high_threshold: float = 0.5  # first-stage detections (ByteTrack's track_thresh)
-    low_threshold: float = 0.1  # below this a detection is ignored (second stage from here)
-    new_track_threshold: float = 0.6  # a new track starts only from a detection this confident
-    match_iou: float = 0.2  # stage a: IoU with the predicted box (ByteTrack: 1 - 0.8)
-    low_match_iou: float = 0.5  # stage b (ByteTrack: 1 - 0.5)
-    tentative_match_iou: float = 0.3  # stage c (ByteTrack: 1 - 0.7)
-    motion_gate: float = 9.21  # stage d: squared Mahalanobis distance of the centre (chi2, 2 dof, 99%); 0 turns it off
-    motion_spread_cost: float = 4.0  # stage d: added x ln(centre std / box size) where that is > 0 (a vague prediction)
-    min_gate_size: float = 1.5  # stage d: a centre this close (x the track's box size) always passes
-    turn_reach: float = 1.2  # stage d: ... and one within this x speed x time since the last match of the last centre
-    turn_seconds: float = 0.29  # ... for a track matched less than 0.3 s ago (a bounce, a sharp turn; 8 frames at 30 FPS, 2 at 10)
-    filter_first: bool = True  # stage d matches those tracks' filter predictions before anything by turn reach
-    reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre
-    reid_seconds: float = 0.45  # ... for a track lost at most this long
-    inherit: bool = True  # a track being confirmed takes the ID of a lost one that stage e would have given its first detection
-    inherit_hits: int = 2  # ... and one that would take a lost track's ID takes it at this many hits (an object known, back)
-    turn_gain: float = 0.5  # weight of each measured turn rate in a track's turn rate (0: constant velocity only)
-    max_turn_angle: float = 1.0  # radians between two successive chords; more is a bounce, not a turn (the rate is reset)
-    min_turn_chord: float = 1.0  # chords shorter than this x box size say nothing about a turn (jitter)
-    max_size_ratio: float = 2.0  # stage d: sqrt-area ratio of detection and track at most this
-    low_motion: bool = True  # stage d also takes low-score detections, for the tracks matched last frame
-    lookahead: bool = True  # a motion match that could have gone another way is settled by the next frame (its IDs wait)
-    lookahead_margin: float = 1.0  # ... the other way is taken if it fits the next frame better by this (squared Mahalanobis)
-    lookahead_reach: float = 3.0  # ... a lost track of the class is another way if its cost is within this of the taker's
-    partial_ratio: float = 0.65  # a box this much narrower or shorter than a track's prediction ...
-    partial_edge: float = 0.25  # ... with its other edge within this x size of the predicted one is a partial view (0: off)
-    min_hits: int = 3  # first-stage matches before a track gets an ID (1: at once)
-    confirm_score: float = 0.7  # ... and its running score at least this (clutter scores lower)
-    early_confirm_score: float = 0.85  # ... or min_hits - 1 matches with a running score this high (1: never) ...
-    early_confirm_seconds: float = 0.09  # ... spanning at least this (by default 2 at 10 FPS; 30 FPS keeps min_hits)
-    score_rate: float = 0.2  # weight of each match's score in the running score (after the first 1/score_rate)
-    report_score: float = 0.5  # a confirmed track gives its ID only while its running score is at least this
-    tentative_seconds: float = 0.09  # a tentative track survives misses this long (0: dropped at its first miss; 0.09: two frames at 30 FPS, none at 10)
-    tentative_low: bool = True  # low-score detections also continue tentative tracks (stage b; no hit counted)
-    lost_seconds: float = 1.5  # a confirmed track is kept this long after its last match (ByteTrack: 1 s; see below)
-    per_class: bool = True  # match only detections and tracks of the same label
-    duplicate_iou: float = 0.5  # no new track from a detection this close to one a confirmed track took (any class)
-    hidden_cover: float = 0.8  # a lost track this much inside the box of one seen now is hidden: not coasted, not re-found by stage e (0: never)
-    max_detections: int = 300  # detections a frame that take part (the best scores)
-    measurement_noise: float = 0.05  # std of a measured box coordinate, x box size (ByteTrack's 1/20)
-    position_noise: float = 0.075  # variance of the position random walk, x size^2 per second
-    acceleration_noise: float = 30.0  # variance of the centre's velocity random walk, x size^2 per second^3
-    manoeuvre: float = 0.5  # how fast a track's own acceleration noise follows its surprises (0: fixed)
-    max_manoeuvre: float = 100.0  # ... up to this many times acceleration_noise
-    size_acceleration_noise: float = 2.0  # the same for the width/height velocity (a box grows slower than it moves)
-    initial_velocity: float = 40.0  # std of a new track's centre velocity, box sizes per second
-    initial_size_velocity: float = 1.0  # std of a new track's width/height velocity, box sizes per second
-
-    def __post_init__(self) -> None:
-        for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "confirm_score", "early_confirm_score", "score_rate",
-                     "report_score", "partial_ratio"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-                raise EdgeFpnError(f"tracker {name} must be between 0 and 1, not {value!r}")
-        for name in ("filter_first", "inherit", "low_motion", "lookahead", "tentative_low", "per_class"):
-            if not isinstance(getattr(self, name), bool):
-                raise EdgeFpnError(f"tracker {name} must be true or false, not {getattr(self, name)!r}")
-        if self.low_threshold > self.high_threshold:
-            raise EdgeFpnError(f"tracker low_threshold ({self.low_threshold}) must not exceed high_threshold ({self.high_threshold})")
-        if self.new_track_threshold < self.high_threshold:
-            raise EdgeFpnError(f"tracker new_track_threshold ({self.new_track_threshold}) must be at least high_threshold "
-                               f"({self.high_threshold}): new tracks start from first-stage detections")
-        if not (isinstance(self.min_hits, int) and self.min_hits >= 1):
-            raise EdgeFpnError(f"tracker min_hits must be an integer >= 1, not {self.min_hits!r}")
-        if not (isinstance(self.inherit_hits, int) and self.inherit_hits >= 1):
-            raise EdgeFpnError(f"tracker inherit_hits must be an integer >= 1, not {self.inherit_hits!r}")
-        if not (isinstance(self.max_detections, int) and self.max_detections >= 1):
-            raise EdgeFpnError(f"tracker max_detections must be an integer >= 1, not {self.max_detections!r}")
-        for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
-                     "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
-                     "motion_spread_cost", "turn_reach", "turn_seconds", "reid_reach", "reid_seconds", "turn_gain", "max_turn_angle",
-                     "min_turn_chord", "partial_edge", "lookahead_margin", "lookahead_reach", "early_confirm_seconds"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
-        if not (isinstance(self.measurement_noise, (int, float)) and 0 < self.measurement_noise < 10):
-            raise EdgeFpnError(f"tracker measurement_noise must be in (0, 10), not {self.measurement_noise!r}")
-        if not (isinstance(self.max_manoeuvre, (int, float)) and 1 <= self.max_manoeuvre < math.inf):
-            raise EdgeFpnError(f"tracker max_manoeuvre must be a finite number >= 1, not {self.max_manoeuvre!r}")
-        if not (isinstance(self.max_size_ratio, (int, float)) and self.max_size_ratio >= 1):
-            raise EdgeFpnError(f"tracker max_size_ratio must be >= 1, not {self.max_size_ratio!r}")
-
-
-# ---------------------------------------------------------------- assignment
-
-def linear_assignment(cost: np.ndarray, limit: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of the pairs of a minimum-cost assignment where only pairs costing less
-    than `limit` may be matched and leaving a row or column unmatched costs ``limit / 2``
-    (lap.lapjv's ``extend_cost=True, cost_limit=limit``, which ByteTrack uses).
-
-    Pairs that are each other's only candidate are matched at once (vectorized); the rest, where
-    candidates compete, go to a Hungarian solver (shortest augmenting paths with potentials; a
-    Python loop over rows, numpy over columns). Clipping every cost at `limit` and matching all
-    rows of the smaller side gives the same optimum as the extended square problem.
-    """
-    cost = np.asarray(cost, dtype=np.float64)
-    if cost.ndim != 2:
-        raise ValueError(f"cost must be a 2-D matrix, not of shape {cost.shape}")
-    empty = np.zeros((0,), np.int64)
-    if cost.size == 0:
-        return empty, empty.copy()
-    feasible = cost < limit  # NaN compares False: never matched
-    row_degree = feasible.sum(axis=1)
-    col_degree = feasible.sum(axis=0)
-    first = feasible.argmax(axis=1)
-    alone = (row_degree == 1) & (col_degree[first] == 1)
-    rows = np.flatnonzero(alone)
-    cols = first[alone]
-    rest_rows = np.flatnonzero((row_degree > 0) & ~alone)
-    if rest_rows.shape[0]:
-        taken = np.zeros(cost.shape[1], bool)
-        taken[cols] = True
-        rest_cols = np.flatnonzero((col_degree > 0) & ~taken)
-        sub = np.minimum(np.where(np.isnan(cost[np.ix_(rest_rows, rest_cols)]), limit, cost[np.ix_(rest_rows, rest_cols)]), limit)
-        if sub.shape[0] <= sub.shape[1]:
-            r, c = np.arange(sub.shape[0]), _hungarian(sub)
-        else:
-            c, r = np.arange(sub.shape[1]), _hungarian(sub.T)
-        good = sub[r, c] < limit
-        rows = np.concatenate([rows, rest_rows[r[good]]])
-        cols = np.concatenate([cols, rest_cols[c[good]]])
-    order = np.argsort(rows, kind="stable")
-    return rows[order].astype(np.int64), cols[order].astype(np.int64)
-
-
-def _hungarian(a: np.ndarray) -> np.ndarray:
-    """Column of each row of the minimum-cost assignment of an (n, m) matrix with n <= m, finite."""
-    n, m = a.shape
-    u = np.zeros(n + 1)
-    v = np.zeros(m + 1)
-    p = np.zeros(m + 1, np.int64)  # p[j]: the row (1-based) on column j (1-based); 0: free
-    way = np.zeros(m + 1, np.int64)
-    for i in range(1, n + 1):
-        p[0] = i
-        j0 = 0
-        minv = np.full(m + 1, np.inf)
-        used = np.zeros(m + 1, bool)
-        while True:
-            used[j0] = True
-            i0 = p[j0]
-            current = a[i0 - 1] - u[i0] - v[1:]
-            better = ~used[1:] & (current < minv[1:])
-            minv[1:][better] = current[better]
-            way[1:][better] = j0
-            masked = np.where(used[1:], np.inf, minv[1:])
-            j1 = int(masked.argmin()) + 1
-            delta = masked[j1 - 1]
-            u[p[used]] += delta
-            v[used] -= delta
-            minv[~used] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    assignment = np.zeros(n, np.int64)
-    assignment[p[1:][p[1:] > 0] - 1] = np.flatnonzero(p[1:] > 0)
-    return assignment
-
-
-# ---------------------------------------------------------------- boxes
-
-def _intersections(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, M) intersection areas of the boxes of `a` (N,4 xyxy) and `b` (M,4), and their areas."""
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None), area_a, area_b
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of `a` (N,4 xyxy) with every box of `b` (M,4)."""
-    inter, area_a, area_b = _intersections(a, b)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-def cover_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The share of every box of `a` (N,4 xyxy) that lies inside every box of `b` (M,4)."""
-    inter, area_a, _ = _intersections(a, b)
-    return inter / np.maximum(area_a[:, None], 1e-9)
-
-
-def _frame_size(frame_size: Any) -> Tuple[float, float]:
-    """(width, height) as two positive finite floats, or one sentence saying what is wrong."""
-    try:
-        width, height = (float(v) for v in frame_size)
-    except (TypeError, ValueError):
-        raise EdgeFpnError(f"frame_size must be (width, height) in pixels, not {frame_size!r}") from None
-    if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
-        raise EdgeFpnError(f"frame_size must be two positive numbers of pixels, not {frame_size!r}")
-    return width, height
-
-
-def _to_cxcywh(boxes: np.ndarray) -> np.ndarray:
-    out = np.empty_like(boxes)
-    out[:, 0] = (boxes[:, 0] + boxes[:, 2]) * 0.5
-    out[:, 1] = (boxes[:, 1] + boxes[:, 3]) * 0.5
-    out[:, 2] = boxes[:, 2] - boxes[:, 0]
-    out[:, 3] = boxes[:, 3] - boxes[:, 1]
-    return out
-
-
-def _to_xyxy(state: np.ndarray) -> np.ndarray:
-    half_w = np.maximum(state[:, 2], 1e-3) * 0.5
-    half_h = np.maximum(state[:, 3], 1e-3) * 0.5
-    return np.stack([state[:, 0] - half_w, state[:, 1] - half_h, state[:, 0] + half_w, state[:, 1] + half_h], axis=1)
 
 
 # ---------------------------------------------------------------- the tracker
@@ -400,9 +182,9 @@ class Tracker:
         A program that shows lost tracks' predicted boxes (coasting through a detector's misses)
         shows the lost and not hidden ones: on noisy ground truth of the "occlude" scene, 3 of 4
         coasted boxes that cover no object are hidden ones, and 1 in 18 of those that do."""
-        frame = None if frame_size is None else np.array([[0.0, 0.0, *_frame_size(frame_size)]])
+        frame = None if frame_size is None else np.array([[0.0, 0.0, *checked_frame_size(frame_size)]])
         keep = self._ids >= 0
-        boxes = _to_xyxy(self._x[keep, :4])
+        boxes = to_xyxy(self._x[keep, :4])
         lost = self._lost[keep].copy()
         hidden = lost.copy()
         if hidden.any():
@@ -433,7 +215,7 @@ class Tracker:
             best = np.argsort(-scores[chosen], kind="stable")[:cfg.max_detections]
             chosen = np.sort(chosen[best])
         det_boxes, det_scores, det_labels = boxes[chosen], scores[chosen], labels[chosen]
-        z = _to_cxcywh(det_boxes)
+        z = to_cxcywh(det_boxes)
         dt = 0.0 if self._time is None else now - self._time
         self._time = now
         if self._x.shape[0]:
@@ -561,7 +343,7 @@ class Tracker:
 
     def _hidden(self, rows: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Which tracks of `rows` are behind a track of the `seen` mask, by their boxes as they are now."""
-        return self._behind(_to_xyxy(self._x[rows, :4]), _to_xyxy(self._x[seen, :4]))
+        return self._behind(to_xyxy(self._x[rows, :4]), to_xyxy(self._x[seen, :4]))
 
     def _behind(self, boxes: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Which `boxes` (xyxy) are at least ``hidden_cover`` inside one of the `seen` boxes (xyxy)."""
@@ -612,8 +394,8 @@ class Tracker:
         score only for a tentative track: clutter scoring low never confirms one) and their score."""
         cfg = self.config
         z = self._whole_boxes(rows, z)
-        self._learn_turn(rows, z, now)  # (before last_seen moves on)
-        self._correct(rows, z)
+        self._turn[rows] = learn_turn(self._turn[rows], self._last_seen[rows], z, now, cfg)  # (before last_seen moves on)
+        self._x[rows], self._P[rows], self._q[rows] = correct(self._x[rows], self._P[rows], self._q[rows], z, cfg)
         counts = (self._ids[rows] >= 0) | (scores >= cfg.high_threshold)
         self._hits[rows] += counts.astype(np.int64)
         self._last_seen[rows] = now
@@ -686,7 +468,7 @@ class Tracker:
         passes; fills ``track_of_det`` (a track row per detection, -1: none) and ``matched_track``, and
         returns which tracks were matched by IoU (stages a-c; the rest of the matches are by motion)."""
         cfg = self.config
-        pred = _to_xyxy(self._x[:, :4])
+        pred = to_xyxy(self._x[:, :4])
         high = det_scores >= cfg.high_threshold
         confirmed = self._ids >= 0
         # a: high detections x confirmed tracks (tracked and lost)
@@ -843,17 +625,8 @@ class Tracker:
             setattr(self, "_" + name, getattr(self, "_" + name)[keep])
 
     def _add(self, z: np.ndarray, scores: np.ndarray, labels: np.ndarray, ids: np.ndarray, now: float) -> None:
-        cfg = self.config
         n = z.shape[0]
-        x = np.zeros((n, 8))
-        x[:, :4] = z
-        w, h = np.maximum(z[:, 2], 1.0), np.maximum(z[:, 3], 1.0)
-        std = np.stack([2 * cfg.measurement_noise * w, 2 * cfg.measurement_noise * h,
-                        2 * cfg.measurement_noise * w, 2 * cfg.measurement_noise * h,
-                        cfg.initial_velocity * w, cfg.initial_velocity * h,
-                        cfg.initial_size_velocity * w, cfg.initial_size_velocity * h], axis=1)
-        P = np.zeros((n, 8, 8))
-        P[:, np.arange(8), np.arange(8)] = std * std
+        x, P = initial_state(z, self.config)
         self._x = np.concatenate([self._x, x])
         self._P = np.concatenate([self._P, P])
         self._label = np.concatenate([self._label, labels])
@@ -866,118 +639,10 @@ class Tracker:
         self._last_seen = np.concatenate([self._last_seen, np.full(n, now)])
         self._lost = np.concatenate([self._lost, np.zeros(n, bool)])
 
-    # ------------------------------------------------------------ Kalman filter
+    # ------------------------------------------------------------ motion (kalman.py)
     def _predict(self, dt: float) -> None:
-        """x <- F x, P <- F P F' + Q for a step of dt seconds (constant velocity; white-noise
-        acceleration plus a position random walk, both scaled by each track's box size)."""
-        if dt <= 0.0:
-            return
-        cfg = self.config
-        x, P = self._x, self._P
-        turning = np.flatnonzero(self._turn[:, 0] != 0.0)
-        straight = np.flatnonzero(self._turn[:, 0] == 0.0)
-        if turning.shape[0]:
-            self._predict_turn(turning, dt)
-        xs, Ps = x[straight], P[straight]
-        xs[:, :4] += dt * xs[:, 4:]
-        # F P F' with F = [[I, dt I], [0, I]], by blocks
-        pp, pv, vp, vv = Ps[:, :4, :4], Ps[:, :4, 4:], Ps[:, 4:, :4], Ps[:, 4:, 4:]
-        new_pp = pp + dt * (pv + vp) + (dt * dt) * vv
-        new_pv = pv + dt * vv
-        Ps[:, :4, :4] = new_pp
-        Ps[:, :4, 4:] = new_pv
-        Ps[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
-        x[straight], P[straight] = xs, Ps
-        x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
-        scale = np.maximum(np.concatenate([x[:, 2:4], x[:, 2:4]], axis=1), 1.0)  # (N,4): w, h, w, h
-        scale2 = scale * scale
-        q = np.array([cfg.acceleration_noise] * 2 + [cfg.size_acceleration_noise] * 2)[None, :]
-        q = np.concatenate([q[:, :2] * self._q[:, None], np.repeat(q[:, 2:], x.shape[0], 0)], axis=1)  # (N, 4)
-        diag = np.arange(4)
-        P[:, diag, diag] += (cfg.position_noise * dt + q * dt ** 3 / 3.0) * scale2
-        P[:, diag, diag + 4] += (q * dt * dt / 2.0) * scale2
-        P[:, diag + 4, diag] += (q * dt * dt / 2.0) * scale2
-        P[:, diag + 4, diag + 4] += (q * dt) * scale2
-
-    def _predict_turn(self, rows: np.ndarray, dt: float) -> None:
-        """The prediction of tracks that turn at a known rate w (a coordinated turn: the velocity
-        rotates by w dt and the centre moves along the arc), x <- F x, P <- F P F'."""
-        w = self._turn[rows, 0]
-        a = w * dt
-        c, s = np.cos(a), np.sin(a)
-        F = np.tile(np.eye(8), (rows.shape[0], 1, 1))
-        F[:, 0, 4] = F[:, 1, 5] = s / w
-        F[:, 1, 4] = (1.0 - c) / w
-        F[:, 0, 5] = -F[:, 1, 4]
-        F[:, 2, 6] = F[:, 3, 7] = dt
-        F[:, 4, 4] = F[:, 5, 5] = c
-        F[:, 5, 4] = s
-        F[:, 4, 5] = -s
-        self._x[rows] = np.einsum("nij,nj->ni", F, self._x[rows])
-        self._P[rows] = F @ self._P[rows] @ np.swapaxes(F, 1, 2)
-
-    def _learn_turn(self, rows: np.ndarray, z: np.ndarray, now: float) -> None:
-        """Each match's chord (from the last measured centre to this one) against the one before:
-        the angle between them over the time between their midpoints is a measured turn rate, which
-        the track's rate follows (``turn_gain``). Short chords (jitter) teach nothing; an angle over
-        ``max_turn_angle`` is a bounce, and the rate goes back to 0."""
-        cfg = self.config
-        memo = self._turn[rows]
-        span = np.maximum(now - self._last_seen[rows], 1e-9)
-        chord = (z[:, :2] - memo[:, 1:3]) / span[:, None]
-        size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
-        usable = np.hypot(chord[:, 0], chord[:, 1]) * span >= cfg.min_turn_chord * size
-        before = memo[:, 3:5]
-        known = usable & (memo[:, 5] > 0)
-        angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
-        between = np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
-        rate = angle / between
-        turn = np.where(known, memo[:, 0] + cfg.turn_gain * (rate - memo[:, 0]), memo[:, 0])
-        # a bounce turns more than the track's own rate foresees over the time between the chords
-        # (a circling object seen after a missed frame at 10 FPS turns past max_turn_angle by its rate)
-        surprise = np.abs(np.remainder(angle - memo[:, 0] * between + np.pi, 2 * np.pi) - np.pi)  # (wrapped to [-pi, pi))
-        turn = np.where(known & (surprise > cfg.max_turn_angle), 0.0, turn)
-        memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
-        memo[:, 1:3] = z[:, :2]
-        memo[:, 3:5] = np.where(usable[:, None], chord, memo[:, 3:5])
-        memo[:, 5] = np.where(usable, span, np.where(memo[:, 5] > 0, memo[:, 5] + span, 0.0))
-        self._turn[rows] = memo
-
-    def _measurement_std(self, sizes: np.ndarray) -> np.ndarray:
-        """Std of a measured coordinate: a share of the box size."""
-        return self.config.measurement_noise * np.maximum(sizes, 1.0)
-
-    def _manoeuvre(self, rows: np.ndarray, innovation: np.ndarray, S: np.ndarray) -> None:
-        """Each track's acceleration noise follows its own surprises: the centre's normalized
-        innovation (chi-square, 2 degrees of freedom: 2 on average when the filter is right) scales
-        it up for a track that turns or bounces and down again for one that moves smoothly, between
-        1 and max_manoeuvre times acceleration_noise (an adaptive filter: a fast circling object
-        gets the wide gate it needs, a slow one keeps a tight gate that clutter cannot get into)."""
-        cfg = self.config
-        sxx, syy, sxy = S[:, 0, 0], S[:, 1, 1], S[:, 0, 1]
-        dx, dy = innovation[:, 0], innovation[:, 1]
-        nis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / np.maximum(sxx * syy - sxy * sxy, 1e-12)
-        factor = np.clip(nis / 2.0, 0.1, 10.0) ** cfg.manoeuvre
-        self._q[rows] = np.clip(self._q[rows] * factor, 1.0, cfg.max_manoeuvre)
-
-    def _correct(self, rows: np.ndarray, z: np.ndarray) -> None:
-        """The Kalman update of tracks `rows` with measured boxes z (cx, cy, w, h)."""
-        x, P = self._x[rows], self._P[rows]
-        r = self._measurement_std(np.concatenate([z[:, 2:4], z[:, 2:4]], axis=1))
-        S = P[:, :4, :4].copy()
-        diag = np.arange(4)
-        S[:, diag, diag] += r * r
-        PHt = P[:, :, :4]  # (K, 8, 4)
-        # K = P H' S^-1, by solving S K' = H P (S is symmetric)
-        gain = np.swapaxes(np.linalg.solve(S, np.swapaxes(PHt, 1, 2)), 1, 2)
-        innovation = z - x[:, :4]
-        if self.config.manoeuvre > 0:
-            self._manoeuvre(rows, innovation[:, :2], S[:, :2, :2])
-        x = x + np.einsum("kij,kj->ki", gain, innovation)
-        P = P - gain @ np.swapaxes(PHt, 1, 2)
-        x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
-        self._x[rows] = x
-        self._P[rows] = 0.5 * (P + np.swapaxes(P, 1, 2))
+        """Every track predicted dt seconds on, in place."""
+        predict(self._x, self._P, self._q, self._turn, dt, self.config)
 
     # ------------------------------------------------------------ association
     def _other_class(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray) -> np.ndarray:
@@ -997,66 +662,19 @@ class Tracker:
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
-    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: Optional[np.ndarray] = None) -> np.ndarray:
-        """Stage d's cost of each (track, detection centre) (``_motion_distances``, the turn reach in)."""
-        return self._motion_distances(tracks, zd, high)[1]
-
     def _motion_distances(self, tracks: np.ndarray, zd: np.ndarray,
                           high: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Stage d's cost of each (track, detection centre): the squared Mahalanobis distance under
-        the filter's own uncertainty, or less where the centre is within plain reach, plus a charge
-        for a vague prediction. Plain reach is ``min_gate_size`` box sizes of the prediction (what
-        the filter did not foresee) or ``turn_reach`` x the track's speed x the time since its last
-        match of its last measured centre (an object that turned, or bounced, at its own speed: the
-        filter's or its last chord's, the higher);
-        plain reach is for `high` detections only (a low score far off the filter is clutter; None:
-        every detection is high). Returns the (T, D) costs without the turn reach and with it (one
-        computation for stage d's two passes)."""
-        cfg = self.config
-        x, P = self._x[tracks], self._P[tracks]
-        r = self._measurement_std(zd[None, :, 2:4])  # (1, D, 2)
-        # innovation covariance of the centre, per (track, detection): P_cc + R (2x2, closed-form inverse)
-        sxx = P[:, 0, 0][:, None] + r[..., 0] ** 2
-        syy = P[:, 1, 1][:, None] + r[..., 1] ** 2
-        sxy = P[:, 0, 1][:, None]
-        dx = zd[None, :, 0] - x[:, 0][:, None]
-        dy = zd[None, :, 1] - x[:, 1][:, None]
-        det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
-        mahalanobis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det
-        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
-        distance = mahalanobis
-        if cfg.motion_spread_cost > 0:  # a vague prediction is weak evidence: a detection is then more likely a new object
-            spread = 0.25 * np.log(det) - np.log(size_t)  # ln(centre std / box size)
-            distance = distance + cfg.motion_spread_cost * np.maximum(spread, 0.0)
-        # plain reach is not charged: it is bounded by the box size or the track's own speed (charged,
-        # a fast object missed for one frame at 10 FPS was lost for good)
-        if cfg.min_gate_size > 0:
-            distance = np.minimum(distance, (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate)
-        by_filter = distance
-        if cfg.turn_reach > 0:
-            elapsed = (self._time - self._last_seen[tracks])[:, None]
-            speed = np.maximum(np.hypot(x[:, 4], x[:, 5]), np.hypot(self._turn[tracks, 3], self._turn[tracks, 4]))[:, None]
-            reach = np.where(elapsed <= cfg.turn_seconds + TIME_SLACK, cfg.turn_reach * speed * elapsed, 0.0)
-            reach = np.maximum(reach, 1e-6)
-            last = self._turn[tracks, 1:3]  # the last measured centre
-            ex, ey = zd[None, :, 0] - last[:, 0][:, None], zd[None, :, 1] - last[:, 1][:, None]
-            distance = np.minimum(distance, (ex * ex + ey * ey) / (reach * reach) * cfg.motion_gate)
-        if high is not None:
-            by_filter = np.where(high[None, :], by_filter, mahalanobis)
-            distance = np.where(high[None, :], distance, mahalanobis)
-        return by_filter, distance
+        """Stage d's costs of `tracks` (rows) and detection boxes zd (costs.motion_distances): without the turn reach and with it."""
+        return motion_distances(self._x[tracks], self._P[tracks], self._turn[tracks], self._time - self._last_seen[tracks],
+                                zd, self.config, high)
+
+    def _motion_distance(self, tracks: np.ndarray, zd: np.ndarray, high: Optional[np.ndarray] = None) -> np.ndarray:
+        """Stage d's cost of each (track, detection centre), the turn reach in."""
+        return self._motion_distances(tracks, zd, high)[1]
 
     def _reid_distance(self, tracks: np.ndarray, centres: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
-        """(T, D) squared distance of each centre from each track's last measured centre, in units
-        of its reach: ``reid_reach`` x the track's speed x `elapsed` ((T, 1) or (T, D) seconds) plus
-        ``min_gate_size`` box sizes; 1 is the edge of the reach (stage e and ``_inherit``)."""
-        cfg = self.config
-        x = self._x[tracks]
-        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
-        reach = cfg.reid_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * np.maximum(elapsed, 0.0) + cfg.min_gate_size * size_t
-        last = self._turn[tracks, 1:3]  # the last measured centre
-        ex, ey = centres[None, :, 0] - last[:, 0][:, None], centres[None, :, 1] - last[:, 1][:, None]
-        return (ex * ex + ey * ey) / (reach * reach)
+        """Stage e's distance of `tracks` (rows) from detection centres, in units of their reach (costs.reid_distance)."""
+        return reid_distance(self._x[tracks], self._turn[tracks], centres, elapsed, self.config)
 
     def _match_reid(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
                     track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
@@ -1069,10 +687,8 @@ class Tracker:
         x = self._x[tracks]
         zd = z[dets]
         elapsed = (self._time - self._last_seen[tracks])[:, None]
-        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
-        size_d = np.sqrt(np.maximum(zd[:, 2] * zd[:, 3], 1.0))[None, :]
         cost = self._reid_distance(tracks, zd[:, :2], elapsed) * cfg.motion_gate
-        cost[np.maximum(size_t / size_d, size_d / size_t) > cfg.max_size_ratio] = np.inf
+        cost[size_mismatch(x, zd, cfg)] = np.inf
         cost[self._other_class(tracks, dets, det_labels)] = np.inf
         rows, cols = linear_assignment(cost, cfg.motion_gate)
         track_of_det[dets[cols]] = tracks[rows]
@@ -1085,9 +701,7 @@ class Tracker:
         zd = z[dets]
         high = scores[dets] >= cfg.high_threshold
         by_filter, cost = self._motion_distances(tracks, zd, high)
-        size_t = np.sqrt(np.maximum(x[:, 2] * x[:, 3], 1.0))[:, None]
-        size_d = np.sqrt(np.maximum(zd[:, 2] * zd[:, 3], 1.0))[None, :]
-        cost[np.maximum(size_t / size_d, size_d / size_t) > cfg.max_size_ratio] = np.inf
+        cost[size_mismatch(x, zd, cfg)] = np.inf
         cost[self._other_class(tracks, dets, det_labels)] = np.inf
         # a low-score detection only continues a track being tracked (as in stage b)
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf

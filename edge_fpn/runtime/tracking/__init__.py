@@ -1,0 +1,19 @@
+"""Persistent object IDs: a ByteTrack-style tracker in numpy (no scipy, lap or filterpy).
+
+::
+
+    tracker = Tracker(TrackerConfig(min_hits=3, lost_seconds=1.5))
+    for frame, timestamp in camera:
+        detections = tracker.track(detector(frame), timestamp)   # detections.track_ids: -1 = not yet confirmed
+
+One job a module: ``tracker`` (the Tracker: association stages, lookahead, track life, state;
+its doc says what a frame does), ``config`` (TrackerConfig), ``kalman`` (the motion model),
+``costs`` (motion costs of track-detection pairs), ``assignment`` (minimum-cost matching) and
+``geometry`` (IoU and box forms).
+"""
+from .assignment import linear_assignment
+from .config import TIME_SLACK, TrackerConfig
+from .geometry import cover_matrix, iou_matrix
+from .tracker import STATE_VERSION, Tracker
+
+__all__ = ["STATE_VERSION", "TIME_SLACK", "Tracker", "TrackerConfig", "cover_matrix", "iou_matrix", "linear_assignment"]

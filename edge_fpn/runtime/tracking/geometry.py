@@ -1,0 +1,60 @@
+"""Box geometry for the tracker: IoU and cover matrices, xyxy <-> (cx, cy, w, h), a frame's size."""
+from __future__ import annotations
+
+import math
+from typing import Any, Tuple
+
+import numpy as np
+
+from ...errors import EdgeFpnError
+
+
+def intersections(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, M) intersection areas of the boxes of `a` (N,4 xyxy) and `b` (M,4), and their areas."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None), area_a, area_b
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` (N,4 xyxy) with every box of `b` (M,4)."""
+    inter, area_a, area_b = intersections(a, b)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def cover_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The share of every box of `a` (N,4 xyxy) that lies inside every box of `b` (M,4)."""
+    inter, area_a, _ = intersections(a, b)
+    return inter / np.maximum(area_a[:, None], 1e-9)
+
+
+def checked_frame_size(frame_size: Any) -> Tuple[float, float]:
+    """(width, height) as two positive finite floats, or one sentence saying what is wrong."""
+    try:
+        width, height = (float(v) for v in frame_size)
+    except (TypeError, ValueError):
+        raise EdgeFpnError(f"frame_size must be (width, height) in pixels, not {frame_size!r}") from None
+    if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
+        raise EdgeFpnError(f"frame_size must be two positive numbers of pixels, not {frame_size!r}")
+    return width, height
+
+
+def to_cxcywh(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) xyxy boxes as centre, width and height: the filter's measurement."""
+    out = np.empty_like(boxes)
+    out[:, 0] = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    out[:, 1] = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    out[:, 2] = boxes[:, 2] - boxes[:, 0]
+    out[:, 3] = boxes[:, 3] - boxes[:, 1]
+    return out
+
+
+def to_xyxy(state: np.ndarray) -> np.ndarray:
+    """The (cx, cy, w, h) of filter states (N, >= 4) as xyxy boxes, at least 1e-3 px wide and high."""
+    half_w = np.maximum(state[:, 2], 1e-3) * 0.5
+    half_h = np.maximum(state[:, 3], 1e-3) * 0.5
+    return np.stack([state[:, 0] - half_w, state[:, 1] - half_h, state[:, 0] + half_w, state[:, 1] + half_h], axis=1)
+
+

@@ -1,0 +1,146 @@
+"""The tracker's motion model: a Kalman filter on (cx, cy, w, h) and their velocities, on timestamps.
+
+Functions on arrays of tracks (one row a track): a state x (N, 8), its covariance P (N, 8, 8), each
+track's manoeuvre factor q (N,) and its turn memo (N, 6: turn rate in rad/s, last measured centre,
+last chord velocity and that chord's time span). Noise scales with the box size, so one config
+fits small and large objects. Hand-written because the runtime takes no filterpy, and a batch of
+tracks is a fixed number of numpy operations rather than a Python loop over filters.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+from .config import TrackerConfig
+
+
+def initial_state(z: np.ndarray, cfg: TrackerConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """New tracks' x and P from their first boxes z (cx, cy, w, h): still, with a velocity
+    uncertain by ``initial_velocity`` box sizes per second."""
+    n = z.shape[0]
+    x = np.zeros((n, 8))
+    x[:, :4] = z
+    w, h = np.maximum(z[:, 2], 1.0), np.maximum(z[:, 3], 1.0)
+    std = np.stack([2 * cfg.measurement_noise * w, 2 * cfg.measurement_noise * h,
+                    2 * cfg.measurement_noise * w, 2 * cfg.measurement_noise * h,
+                    cfg.initial_velocity * w, cfg.initial_velocity * h,
+                    cfg.initial_size_velocity * w, cfg.initial_size_velocity * h], axis=1)
+    P = np.zeros((n, 8, 8))
+    P[:, np.arange(8), np.arange(8)] = std * std
+    return x, P
+
+
+def predict(x: np.ndarray, P: np.ndarray, q: np.ndarray, turn: np.ndarray, dt: float, cfg: TrackerConfig) -> None:
+    """x <- F x, P <- F P F' + Q for a step of dt seconds, in place (constant velocity, or a
+    coordinated turn for tracks with a turn rate; white-noise acceleration plus a position random
+    walk, both scaled by each track's box size, the acceleration also by its manoeuvre factor q)."""
+    if dt <= 0.0:
+        return
+    turning = np.flatnonzero(turn[:, 0] != 0.0)
+    straight = np.flatnonzero(turn[:, 0] == 0.0)
+    if turning.shape[0]:
+        _predict_turn(x, P, turning, turn[turning, 0], dt)
+    xs, Ps = x[straight], P[straight]
+    xs[:, :4] += dt * xs[:, 4:]
+    # F P F' with F = [[I, dt I], [0, I]], by blocks
+    pp, pv, vp, vv = Ps[:, :4, :4], Ps[:, :4, 4:], Ps[:, 4:, :4], Ps[:, 4:, 4:]
+    new_pp = pp + dt * (pv + vp) + (dt * dt) * vv
+    new_pv = pv + dt * vv
+    Ps[:, :4, :4] = new_pp
+    Ps[:, :4, 4:] = new_pv
+    Ps[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
+    x[straight], P[straight] = xs, Ps
+    x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
+    scale = np.maximum(np.concatenate([x[:, 2:4], x[:, 2:4]], axis=1), 1.0)  # (N,4): w, h, w, h
+    scale2 = scale * scale
+    noise = np.array([cfg.acceleration_noise] * 2 + [cfg.size_acceleration_noise] * 2)[None, :]
+    noise = np.concatenate([noise[:, :2] * q[:, None], np.repeat(noise[:, 2:], x.shape[0], 0)], axis=1)  # (N, 4)
+    diag = np.arange(4)
+    P[:, diag, diag] += (cfg.position_noise * dt + noise * dt ** 3 / 3.0) * scale2
+    P[:, diag, diag + 4] += (noise * dt * dt / 2.0) * scale2
+    P[:, diag + 4, diag] += (noise * dt * dt / 2.0) * scale2
+    P[:, diag + 4, diag + 4] += (noise * dt) * scale2
+
+
+def _predict_turn(x: np.ndarray, P: np.ndarray, rows: np.ndarray, w: np.ndarray, dt: float) -> None:
+    """The prediction of tracks `rows` that turn at a known rate w (a coordinated turn: the
+    velocity rotates by w dt and the centre moves along the arc), x <- F x, P <- F P F', in place."""
+    a = w * dt
+    c, s = np.cos(a), np.sin(a)
+    F = np.tile(np.eye(8), (rows.shape[0], 1, 1))
+    F[:, 0, 4] = F[:, 1, 5] = s / w
+    F[:, 1, 4] = (1.0 - c) / w
+    F[:, 0, 5] = -F[:, 1, 4]
+    F[:, 2, 6] = F[:, 3, 7] = dt
+    F[:, 4, 4] = F[:, 5, 5] = c
+    F[:, 5, 4] = s
+    F[:, 4, 5] = -s
+    x[rows] = np.einsum("nij,nj->ni", F, x[rows])
+    P[rows] = F @ P[rows] @ np.swapaxes(F, 1, 2)
+
+
+def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: float, cfg: TrackerConfig) -> np.ndarray:
+    """The turn memos (K, 6) of tracks last matched at `last_seen` that take boxes z now: each
+    match's chord (from the last measured centre to this one) against the one before; the angle
+    between them over the time between their midpoints is a measured turn rate, which the track's
+    rate follows (``turn_gain``). Short chords (jitter) teach nothing; an angle over
+    ``max_turn_angle`` beyond what the rate foresees is a bounce, and the rate goes back to 0."""
+    memo = memo.copy()
+    span = np.maximum(now - last_seen, 1e-9)
+    chord = (z[:, :2] - memo[:, 1:3]) / span[:, None]
+    size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
+    usable = np.hypot(chord[:, 0], chord[:, 1]) * span >= cfg.min_turn_chord * size
+    before = memo[:, 3:5]
+    known = usable & (memo[:, 5] > 0)
+    angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
+    between = np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
+    rate = angle / between
+    turn = np.where(known, memo[:, 0] + cfg.turn_gain * (rate - memo[:, 0]), memo[:, 0])
+    # a bounce turns more than the track's own rate foresees over the time between the chords
+    # (a circling object seen after a missed frame at 10 FPS turns past max_turn_angle by its rate)
+    surprise = np.abs(np.remainder(angle - memo[:, 0] * between + np.pi, 2 * np.pi) - np.pi)  # (wrapped to [-pi, pi))
+    turn = np.where(known & (surprise > cfg.max_turn_angle), 0.0, turn)
+    memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
+    memo[:, 1:3] = z[:, :2]
+    memo[:, 3:5] = np.where(usable[:, None], chord, memo[:, 3:5])
+    memo[:, 5] = np.where(usable, span, np.where(memo[:, 5] > 0, memo[:, 5] + span, 0.0))
+    return memo
+
+
+def measurement_std(sizes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
+    """Std of a measured coordinate: a share of the box size."""
+    return cfg.measurement_noise * np.maximum(sizes, 1.0)
+
+
+def _manoeuvre(q: np.ndarray, innovation: np.ndarray, S: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
+    """Each track's acceleration noise follows its own surprises: the centre's normalized
+    innovation (chi-square, 2 degrees of freedom: 2 on average when the filter is right) scales
+    it up for a track that turns or bounces and down again for one that moves smoothly, between
+    1 and max_manoeuvre times acceleration_noise (an adaptive filter: a fast circling object
+    gets the wide gate it needs, a slow one keeps a tight gate that clutter cannot get into)."""
+    sxx, syy, sxy = S[:, 0, 0], S[:, 1, 1], S[:, 0, 1]
+    dx, dy = innovation[:, 0], innovation[:, 1]
+    nis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / np.maximum(sxx * syy - sxy * sxy, 1e-12)
+    factor = np.clip(nis / 2.0, 0.1, 10.0) ** cfg.manoeuvre
+    return np.clip(q * factor, 1.0, cfg.max_manoeuvre)
+
+
+def correct(x: np.ndarray, P: np.ndarray, q: np.ndarray, z: np.ndarray,
+            cfg: TrackerConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Kalman update of tracks (x, P, manoeuvre factors q) with measured boxes z (cx, cy, w, h):
+    their new x, P and q."""
+    r = measurement_std(np.concatenate([z[:, 2:4], z[:, 2:4]], axis=1), cfg)
+    S = P[:, :4, :4].copy()
+    diag = np.arange(4)
+    S[:, diag, diag] += r * r
+    PHt = P[:, :, :4]  # (K, 8, 4)
+    # K = P H' S^-1, by solving S K' = H P (S is symmetric)
+    gain = np.swapaxes(np.linalg.solve(S, np.swapaxes(PHt, 1, 2)), 1, 2)
+    innovation = z - x[:, :4]
+    if cfg.manoeuvre > 0:
+        q = _manoeuvre(q, innovation[:, :2], S[:, :2, :2], cfg)
+    x = x + np.einsum("kij,kj->ki", gain, innovation)
+    P = P - gain @ np.swapaxes(PHt, 1, 2)
+    x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
+    return x, 0.5 * (P + np.swapaxes(P, 1, 2)), q
