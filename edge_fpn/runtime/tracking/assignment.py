@@ -34,18 +34,20 @@ def linear_assignment(cost: np.ndarray, limit: float) -> Tuple[np.ndarray, np.nd
     rows = np.flatnonzero(alone)
     cols = first[alone]
     rest_rows = np.flatnonzero((row_degree > 0) & ~alone)
-    if rest_rows.shape[0]:
-        taken = np.zeros(cost.shape[1], bool)
-        taken[cols] = True
-        rest_cols = np.flatnonzero((col_degree > 0) & ~taken)
-        sub = np.minimum(np.where(np.isnan(cost[np.ix_(rest_rows, rest_cols)]), limit, cost[np.ix_(rest_rows, rest_cols)]), limit)
-        if sub.shape[0] <= sub.shape[1]:
-            r, c = np.arange(sub.shape[0]), _hungarian(sub)
-        else:
-            c, r = np.arange(sub.shape[1]), _hungarian(sub.T)
-        good = sub[r, c] < limit
-        rows = np.concatenate([rows, rest_rows[r[good]]])
-        cols = np.concatenate([cols, rest_cols[c[good]]])
+    if not rest_rows.shape[0]:  # (most calls: every pair alone, rows already in order)
+        return rows, cols.astype(np.int64, copy=False)
+    taken = np.zeros(cost.shape[1], bool)
+    taken[cols] = True
+    rest_cols = np.flatnonzero((col_degree > 0) & ~taken)
+    sub = cost[np.ix_(rest_rows, rest_cols)]
+    sub = np.minimum(np.where(np.isnan(sub), limit, sub), limit)
+    if sub.shape[0] <= sub.shape[1]:
+        r, c = np.arange(sub.shape[0]), _hungarian(sub)
+    else:
+        c, r = np.arange(sub.shape[1]), _hungarian(sub.T)
+    good = sub[r, c] < limit
+    rows = np.concatenate([rows, rest_rows[r[good]]])
+    cols = np.concatenate([cols, rest_cols[c[good]]])
     order = np.argsort(rows, kind="stable")
     return rows[order].astype(np.int64), cols[order].astype(np.int64)
 

@@ -38,19 +38,19 @@ def predict(x: np.ndarray, P: np.ndarray, q: np.ndarray, turn: np.ndarray, dt: f
     if dt <= 0.0:
         return
     turning = np.flatnonzero(turn[:, 0] != 0.0)
-    straight = np.flatnonzero(turn[:, 0] == 0.0)
-    if turning.shape[0]:
-        _predict_turn(x, P, turning, turn[turning, 0], dt)
-    xs, Ps = x[straight], P[straight]
-    xs[:, :4] += dt * xs[:, 4:]
+    if turning.shape[0]:  # (their turn prediction from the states before the straight one below)
+        turned_x, turned_P = _predict_turn(x[turning], P[turning], turn[turning, 0], dt)
+    # every track straight, in place (one pass over all rows is cheaper than gathering the straight ones)
+    x[:, :4] += dt * x[:, 4:]
     # F P F' with F = [[I, dt I], [0, I]], by blocks
-    pp, pv, vp, vv = Ps[:, :4, :4], Ps[:, :4, 4:], Ps[:, 4:, :4], Ps[:, 4:, 4:]
+    pp, pv, vp, vv = P[:, :4, :4], P[:, :4, 4:], P[:, 4:, :4], P[:, 4:, 4:]
     new_pp = pp + dt * (pv + vp) + (dt * dt) * vv
     new_pv = pv + dt * vv
-    Ps[:, :4, :4] = new_pp
-    Ps[:, :4, 4:] = new_pv
-    Ps[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
-    x[straight], P[straight] = xs, Ps
+    P[:, :4, :4] = new_pp
+    P[:, :4, 4:] = new_pv
+    P[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
+    if turning.shape[0]:
+        x[turning], P[turning] = turned_x, turned_P
     x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
     scale = np.maximum(np.concatenate([x[:, 2:4], x[:, 2:4]], axis=1), 1.0)  # (N,4): w, h, w, h
     scale2 = scale * scale
@@ -63,12 +63,12 @@ def predict(x: np.ndarray, P: np.ndarray, q: np.ndarray, turn: np.ndarray, dt: f
     P[:, diag + 4, diag + 4] += (noise * dt) * scale2
 
 
-def _predict_turn(x: np.ndarray, P: np.ndarray, rows: np.ndarray, w: np.ndarray, dt: float) -> None:
-    """The prediction of tracks `rows` that turn at a known rate w (a coordinated turn: the
-    velocity rotates by w dt and the centre moves along the arc), x <- F x, P <- F P F', in place."""
+def _predict_turn(x: np.ndarray, P: np.ndarray, w: np.ndarray, dt: float) -> Tuple[np.ndarray, np.ndarray]:
+    """The prediction (F x, F P F') of tracks that turn at a known rate w (a coordinated turn: the
+    velocity rotates by w dt and the centre moves along the arc)."""
     a = w * dt
     c, s = np.cos(a), np.sin(a)
-    F = np.tile(np.eye(8), (rows.shape[0], 1, 1))
+    F = np.tile(np.eye(8), (x.shape[0], 1, 1))
     F[:, 0, 4] = F[:, 1, 5] = s / w
     F[:, 1, 4] = (1.0 - c) / w
     F[:, 0, 5] = -F[:, 1, 4]
@@ -76,8 +76,7 @@ def _predict_turn(x: np.ndarray, P: np.ndarray, rows: np.ndarray, w: np.ndarray,
     F[:, 4, 4] = F[:, 5, 5] = c
     F[:, 5, 4] = s
     F[:, 4, 5] = -s
-    x[rows] = np.einsum("nij,nj->ni", F, x[rows])
-    P[rows] = F @ P[rows] @ np.swapaxes(F, 1, 2)
+    return np.einsum("nij,nj->ni", F, x), F @ P @ np.swapaxes(F, 1, 2)
 
 
 def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: float, cfg: TrackerConfig) -> np.ndarray:

@@ -468,24 +468,24 @@ class Tracker:
         passes; fills ``track_of_det`` (a track row per detection, -1: none) and ``matched_track``, and
         returns which tracks were matched by IoU (stages a-c; the rest of the matches are by motion)."""
         cfg = self.config
-        pred = to_xyxy(self._x[:, :4])
+        # 1 - IoU of every predicted track box and detection, once for stages a-c (never across classes)
+        iou_cost = 1.0 - iou_matrix(to_xyxy(self._x[:, :4]), det_boxes)
+        iou_cost[self._other_class(np.arange(self._x.shape[0]), np.arange(det_boxes.shape[0]), det_labels)] = np.inf
         high = det_scores >= cfg.high_threshold
         confirmed = self._ids >= 0
         # a: high detections x confirmed tracks (tracked and lost)
-        self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), pred, det_boxes, det_labels,
-                        cfg.match_iou, track_of_det, matched_track)
+        self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), iou_cost, cfg.match_iou, track_of_det, matched_track)
         # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
         #    track that missed one frame and is half hidden in the next is found by IoU with its prediction)
         low = ~high
         if low.any():
             takers = ~matched_track & (confirmed | cfg.tentative_low)
-            self._match_iou(np.flatnonzero(takers), np.flatnonzero(low),
-                            pred, det_boxes, det_labels, cfg.low_match_iou, track_of_det, matched_track)
+            self._match_iou(np.flatnonzero(takers), np.flatnonzero(low), iou_cost, cfg.low_match_iou, track_of_det, matched_track)
         # c: high detections left x tentative tracks
         free_high = np.flatnonzero(high & (track_of_det < 0))
         if free_high.shape[0]:
-            self._match_iou(np.flatnonzero(~confirmed & ~matched_track), free_high, pred, det_boxes, det_labels,
-                            cfg.tentative_match_iou, track_of_det, matched_track)
+            self._match_iou(np.flatnonzero(~confirmed & ~matched_track), free_high, iou_cost, cfg.tentative_match_iou,
+                            track_of_det, matched_track)
         by_iou = matched_track.copy()
         # d: what is left, by motion (boxes that stopped overlapping); low detections only for tracked tracks
         free = (track_of_det < 0) & (high | cfg.low_motion)
@@ -621,6 +621,9 @@ class Tracker:
         self._lost = np.zeros((0,), bool)
 
     def _take(self, keep: np.ndarray) -> None:
+        """Only the tracks of the `keep` mask stay."""
+        if keep.all():  # (most frames: no track ends)
+            return
         for name in _TRACK_FIELDS:
             setattr(self, "_" + name, getattr(self, "_" + name)[keep])
 
@@ -652,13 +655,12 @@ class Tracker:
             return np.zeros((tracks.shape[0], dets.shape[0]), bool)
         return self._label[tracks][:, None] != det_labels[dets][None, :]
 
-    def _match_iou(self, tracks: np.ndarray, dets: np.ndarray, pred: np.ndarray, det_boxes: np.ndarray,
-                   det_labels: np.ndarray, min_iou: float, track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+    def _match_iou(self, tracks: np.ndarray, dets: np.ndarray, iou_cost: np.ndarray, min_iou: float,
+                   track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+        """Stages a-c: `tracks` and `dets` matched by IoU (>= `min_iou`; `iou_cost`: 1 - IoU of all, inf across classes)."""
         if not tracks.shape[0] or not dets.shape[0]:
             return
-        cost = 1.0 - iou_matrix(pred[tracks], det_boxes[dets])
-        cost[self._other_class(tracks, dets, det_labels)] = np.inf
-        rows, cols = linear_assignment(cost, 1.0 - min_iou + 1e-9)
+        rows, cols = linear_assignment(iou_cost[np.ix_(tracks, dets)], 1.0 - min_iou + 1e-9)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
