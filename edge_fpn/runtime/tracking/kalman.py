@@ -15,6 +15,11 @@ import numpy as np
 from .config import TrackerConfig
 
 
+# where a step's process noise Q goes in P: the diagonals of its (position, velocity) blocks
+_Q_ROWS = np.array([0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7])
+_Q_COLS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7])
+
+
 def initial_state(z: np.ndarray, cfg: TrackerConfig) -> Tuple[np.ndarray, np.ndarray]:
     """New tracks' x and P from their first boxes z (cx, cy, w, h): still, with a velocity
     uncertain by ``initial_velocity`` box sizes per second."""
@@ -56,11 +61,10 @@ def predict(x: np.ndarray, P: np.ndarray, q: np.ndarray, turn: np.ndarray, dt: f
     scale2 = scale * scale
     noise = np.array([cfg.acceleration_noise] * 2 + [cfg.size_acceleration_noise] * 2)[None, :]
     noise = np.concatenate([noise[:, :2] * q[:, None], np.repeat(noise[:, 2:], x.shape[0], 0)], axis=1)  # (N, 4)
-    diag = np.arange(4)
-    P[:, diag, diag] += (cfg.position_noise * dt + noise * dt ** 3 / 3.0) * scale2
-    P[:, diag, diag + 4] += (noise * dt * dt / 2.0) * scale2
-    P[:, diag + 4, diag] += (noise * dt * dt / 2.0) * scale2
-    P[:, diag + 4, diag + 4] += (noise * dt) * scale2
+    cross = (noise * dt * dt / 2.0) * scale2
+    # Q's four diagonals (position, position-velocity twice, velocity) added in one scatter
+    P[:, _Q_ROWS, _Q_COLS] += np.concatenate([(cfg.position_noise * dt + noise * dt ** 3 / 3.0) * scale2, cross, cross,
+                                              (noise * dt) * scale2], axis=1)
 
 
 def _predict_turn(x: np.ndarray, P: np.ndarray, w: np.ndarray, dt: float) -> Tuple[np.ndarray, np.ndarray]:
