@@ -51,6 +51,39 @@ def test_linear_assignment_edge_cases():
     # two rows competing for one column: the cheaper one wins, the other stays unmatched
     rows, cols = linear_assignment(np.array([[0.3], [0.1]]), 0.5)
     assert rows.tolist() == [1] and cols.tolist() == [0]
+    # every pair alone (the quick path) and pairs competing (the solver): int64 rows in order either way
+    for cost in (np.array([[0.1, 9.0], [9.0, 0.2]]), np.array([[0.1, 0.2], [0.2, 0.1]])):
+        rows, cols = linear_assignment(cost, 0.5)
+        assert rows.dtype == np.int64 and cols.dtype == np.int64
+        assert rows.tolist() == [0, 1] and cols.tolist() == [0, 1]
+
+
+# ---------------------------------------------------------------- the motion model
+
+def test_prediction_of_a_batch_is_each_tracks_own_whether_straight_or_turning():
+    from edge_fpn.runtime.tracking.kalman import initial_state, predict
+    cfg = TrackerConfig()
+    z = np.array([[100.0, 100.0, 20.0, 20.0], [300.0, 200.0, 30.0, 30.0], [50.0, 400.0, 25.0, 25.0]])
+    x, P = initial_state(z, cfg)
+    x[:, 4:6] = [[120.0, 0.0], [0.0, 90.0], [-60.0, 30.0]]
+    q = np.array([1.0, 3.0, 1.5])
+    turn = np.zeros((3, 6))
+    turn[1, 0] = 2.0  # the middle one turns at 2 rad/s
+    dt = 0.1
+    bx, bP = x.copy(), P.copy()
+    predict(bx, bP, q, turn, dt, cfg)
+    for k in range(3):  # each alone gives what the batch gave it
+        kx, kP = x[k:k + 1].copy(), P[k:k + 1].copy()
+        predict(kx, kP, q[k:k + 1], turn[k:k + 1], dt, cfg)
+        np.testing.assert_allclose(bx[k], kx[0], rtol=1e-12)
+        np.testing.assert_allclose(bP[k], kP[0], rtol=1e-12)
+    np.testing.assert_allclose(bx[0, :2], [112.0, 100.0])  # straight: x + v dt
+    np.testing.assert_allclose(bx[2, :2], [44.0, 403.0])
+    # turning: along the arc (the same speed, the velocity rotated by w dt, off the straight line)
+    assert np.hypot(*bx[1, 4:6]) == pytest.approx(90.0)
+    assert math.atan2(bx[1, 5], bx[1, 4]) == pytest.approx(math.pi / 2 + 0.2)
+    assert bx[1, 0] < 300.0 - 0.5 and bx[1, 1] == pytest.approx(200.0 + 90.0 * math.sin(0.2) / 2.0)
+    assert (np.linalg.eigvalsh(bP) > 0).all()  # still a covariance
 
 
 # ---------------------------------------------------------------- the tracker

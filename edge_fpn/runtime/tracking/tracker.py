@@ -1,10 +1,4 @@
-"""Persistent object IDs: a ByteTrack-style tracker in numpy (no scipy, lap or filterpy).
-
-::
-
-    tracker = Tracker(TrackerConfig(min_hits=3, lost_seconds=1.5))
-    for frame, timestamp in camera:
-        detections = tracker.track(detector(frame), timestamp)   # detections.track_ids: -1 = not yet confirmed
+"""The Tracker: persistent object IDs, ByteTrack-style, in numpy (the package doc shows its use).
 
 What it does each frame (``update``), after ByteTrack (Zhang et al., 2022) with changes that
 matter on a robot (timestamps, classes, boxes that stop overlapping, a detector's clutter):
