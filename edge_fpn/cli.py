@@ -88,9 +88,15 @@ def _detect(args: argparse.Namespace) -> int:
         sources = list(args.sources)
     elif not args.source:
         raise EdgeFpnError("detect needs a source: edge-fpn detect BUNDLE SOURCE [SINKS...], or --source URI (repeatable)")
+    track = args.track
+    if args.track_options:  # (checked before anything loads: a typo fails at once)
+        if not args.track:
+            raise EdgeFpnError("--track-option sets the tracker; it needs --track")
+        from .runtime.tracking.config import tracker_config_from_options
+        track = tracker_config_from_options(args.track_options)
     detect(args.bundle, sources, sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
            classes=_split(args.classes), quiet=args.quiet, device=args.device, force=args.force, cuda=args.cuda,
-           track=args.track, keep_tracks=args.keep_tracks)
+           track=track, keep_tracks=args.keep_tracks)
     return 0
 
 
@@ -258,6 +264,11 @@ def _add_detect_parser(subparsers: Any) -> None:
     p.add_argument("--keep-tracks", action="store_true",
                    help="with --track: a live source that reconnects keeps its tracks and IDs (default: it starts "
                         "fresh tracks, since the scene may have changed during the outage; IDs never repeat)")
+    p.add_argument("--track-option", dest="track_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --track: a tracker setting, repeatable; any field of TrackerConfig, e.g. min_hits=2 "
+                        "(matches before an ID), lost_seconds=3 (how long a lost object keeps its ID), "
+                        "high_threshold=0.6 and new_track_threshold=0.7 (scores that match and start tracks), "
+                        "per_class=false (IDs across a detector's class flips)")
     p.add_argument("--force", action="store_true",
                    help="replace existing output files (an output that is an input is refused even so)")
     add_device_argument(p)

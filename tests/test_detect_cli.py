@@ -86,6 +86,8 @@ BAD = [
     (["test://", "--score-threshold", "2"], "--score-threshold must be a number between 0 and 1"),
     (["test://", "--classes", "unicorn"], "unknown class name(s) unicorn"),
     (["test://", "--keep-tracks"], "--keep-tracks keeps the tracker's state across reconnects; it needs --track"),
+    (["test://", "--track-option", "min_hits=1"], "--track-option sets the tracker; it needs --track"),
+    (["test://", "--track", "--track-option", "lost_secs=2"], "no tracker option 'lost_secs'; did you mean lost_seconds?"),
 ]
 
 

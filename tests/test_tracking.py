@@ -842,3 +842,34 @@ def test_track_flag_on_detect_and_demo():
     assert parser.parse_args(["detect", "b", "test://", "--track"]).track is True
     assert parser.parse_args(["detect", "b", "test://"]).track is False
     assert parser.parse_args(["demo", "--track"]).track is True
+
+
+def test_track_options_set_the_tracker_from_the_command_line(shapes_bundle, tmp_path):
+    from edge_fpn.cli import main
+    from edge_fpn.runtime.tracking.config import tracker_config_from_options
+    config = tracker_config_from_options(["min_hits=1", "lost-seconds=2.5", "per_class=no", "high_threshold=0.6"])
+    assert (config.min_hits, config.lost_seconds, config.per_class, config.high_threshold) == (1, 2.5, False, 0.6)
+    assert config.new_track_threshold == TrackerConfig().new_track_threshold  # the rest: defaults
+    bundle = shapes_bundle("engine")[1]
+    first_ids = {}
+    for name, extra in (("default", []), ("at_once", ["--track-option", "min_hits=1"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["detect", bundle, "test://?realtime=0", str(out), "--track", "--max-frames", "2", "--quiet",
+                     "--device", "cpu"] + extra) == 0
+        first = json.loads(out.read_text().splitlines()[0])
+        first_ids[name] = [d["track_id"] for d in first["detections"]]
+    assert first_ids["default"] and all(i == -1 for i in first_ids["default"])  # min_hits 3: no ID at frame 0
+    assert any(i >= 1 for i in first_ids["at_once"])  # min_hits 1: IDs at once
+
+
+@pytest.mark.parametrize("options, message", [
+    (["min_hit=2"], "no tracker option 'min_hit'; did you mean min_hits?"),
+    (["min_hits=two"], "tracker option min_hits takes an integer, not 'two'"),
+    (["per_class=maybe"], "tracker option per_class is true or false"),
+    (["lost_seconds=-1"], "tracker lost_seconds must be a finite number >= 0"),
+    (["lost_seconds"], "is not KEY=VALUE"),
+])
+def test_bad_track_options_are_one_sentence(options, message):
+    from edge_fpn.runtime.tracking.config import tracker_config_from_options
+    with pytest.raises(EdgeFpnError, match=message.replace("?", r"\?")):
+        tracker_config_from_options(options)

@@ -1,8 +1,11 @@
 """The tracker's parameters (TrackerConfig), checked when made, and the slack on its time limits."""
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from dataclasses import dataclass
+from typing import Any, Dict, Sequence
 
 from ...errors import EdgeFpnError
 
@@ -102,3 +105,36 @@ class TrackerConfig:
             raise EdgeFpnError(f"tracker max_size_ratio must be >= 1, not {self.max_size_ratio!r}")
 
 
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def tracker_config_from_options(options: Sequence[str]) -> TrackerConfig:
+    """A TrackerConfig from ``KEY=VALUE`` strings (the CLI's ``--track-option``; a key is any
+    TrackerConfig field, ``-`` or ``_``), every value checked: one sentence for an unknown key
+    (with the nearest one), a value of the wrong kind, or one out of range."""
+    fields = {field.name: field.type for field in dataclasses.fields(TrackerConfig)}
+    values: Dict[str, Any] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        key, text = key.strip().replace("-", "_"), text.strip()
+        if not sep or not key or not text:
+            raise EdgeFpnError(f"tracker option {option!r} is not KEY=VALUE (e.g. --track-option lost_seconds=2)")
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise EdgeFpnError(f"no tracker option {key!r}; {hint}the options are TrackerConfig's fields "
+                               "(edge_fpn.runtime.tracking.TrackerConfig)")
+        kind = fields[key] if isinstance(fields[key], str) else fields[key].__name__
+        if kind == "bool":
+            if text.lower() not in _TRUE + _FALSE:
+                raise EdgeFpnError(f"tracker option {key} is true or false, not {text!r}")
+            values[key] = text.lower() in _TRUE
+            continue
+        try:
+            values[key] = int(text) if kind == "int" else float(text)
+        except ValueError:
+            raise EdgeFpnError(f"tracker option {key} takes {'an integer' if kind == 'int' else 'a number'}, "
+                               f"not {text!r}") from None
+    return TrackerConfig(**values)
