@@ -45,14 +45,15 @@ LOST_SECONDS = TrackerConfig().lost_seconds
 
 def _runs(make: Callable[[str, int], Any], frames: int, seeds: Sequence[int], steps: Sequence[int], coast: float,
           label: str, progress: bool) -> Dict[str, Any]:
-    """compare() on each sequence, seed and step; `make(motion, seed)` gives (truth, detections)."""
+    """compare() on each sequence, seed and step; `make(motion, seed)` gives (truth, detections,
+    images): the tracker sees the frames, as in the pipeline (its appearance veto)."""
     report: Dict[str, Any] = {}
     for motion in TRACK_SEQUENCES:
         per_step: Dict[int, List[Any]] = {step: [] for step in steps}
         for seed in seeds:
-            truth, detections = make(motion, seed)
+            truth, detections, images = make(motion, seed)
             for step in steps:
-                scores = compare(truth, detections, step, coast_seconds=coast, ideal=True)
+                scores = compare(truth, detections, step, coast_seconds=coast, ideal=True, images=images)
                 # the ceiling without appearance: an object away longer than our lost buffer is new
                 scores[f"ideal, {LOST_SECONDS:g} s memory"] = score(truth, *run_ideal(truth, detections, step, forget_seconds=LOST_SECONDS))
                 per_step[step].append(scores)
@@ -67,8 +68,8 @@ def _runs(make: Callable[[str, int], Any], frames: int, seeds: Sequence[int], st
 
 def noisy_runs(frames: int, seeds: Sequence[int], steps: Sequence[int], progress: bool) -> Dict[str, Any]:
     def make(motion: str, seed: int) -> Any:
-        truth, _ = ground_truth_sequence(motion, frames, seed=seed)
-        return truth, noisy_detections(truth, seed=seed)
+        truth, images = ground_truth_sequence(motion, frames, seed=seed, images=True)
+        return truth, noisy_detections(truth, seed=seed), images
     return _runs(make, frames, seeds, steps, 0.15, "noisy", progress)
 
 
@@ -78,7 +79,7 @@ def model_runs(bundle: str, device: str, frames: int, seeds: Sequence[int], step
     with Detector(bundle, device=device) as detector:
         def make(motion: str, seed: int) -> Any:
             truth, images = ground_truth_sequence(motion, frames, seed=seed, images=True)
-            return truth, model_detections(bundle, truth, images, detector=detector)
+            return truth, model_detections(bundle, truth, images, detector=detector), images
         return _runs(make, frames, seeds, steps, 0.0, "model", progress)
 
 

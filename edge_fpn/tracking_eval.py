@@ -103,8 +103,10 @@ def model_detections(bundle: str, truth: Sequence[Frame], images: Sequence[np.nd
 
 
 def run_ours(detections: Sequence[Dets], step: int = 1, config: Any = None, coast_seconds: float = 0.0,
-             frame_size: Tuple[int, int] = (640, 480)) -> Tuple[List[int], List[Hyp], List[float]]:
-    """edge-fpn's Tracker on every `step`-th frame: (frames seen, hypotheses, seconds per update).
+             frame_size: Tuple[int, int] = (640, 480),
+             images: Optional[Sequence[np.ndarray]] = None) -> Tuple[List[int], List[Hyp], List[float]]:
+    """edge-fpn's Tracker on every `step`-th frame: (frames seen, hypotheses, seconds per update);
+    with `images` (the frames), as the pipeline runs it: its appearance veto sees each box's colours.
 
     The hypotheses are the detections with a track ID and, with `coast_seconds`, the predicted
     boxes of the tracks lost for at most that long and not hidden (``Tracker.tracks(frame_size)``:
@@ -119,7 +121,7 @@ def run_ours(detections: Sequence[Dets], step: int = 1, config: Any = None, coas
     for index in range(0, len(detections), step):
         timestamp, boxes, scores, labels = detections[index]
         t0 = time.perf_counter()
-        ids = tracker.update(boxes, scores, labels, timestamp)
+        ids = tracker.update(boxes, scores, labels, timestamp, None if images is None else images[index])
         times.append(time.perf_counter() - t0)
         keep = ids >= 0
         seen.append(index)
@@ -214,20 +216,21 @@ def score(truth: Sequence[Frame], seen: Sequence[int], hyps: Sequence[Hyp], iou:
             "misses": int(row["num_misses"]), "objects": int(row["num_objects"])}
 
 
-def compare(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, fps: float = 30.0,
-            reference: bool = True, config: Any = None, coast_seconds: float = 0.0,
-            ideal: bool = False) -> Dict[str, Dict[str, float]]:
-    """Our tracker's scores and (if `reference`) the reference ByteTrack's on the same detections;
-    with `coast_seconds`, also ours with coasted tracks ("ours+coast"); with `ideal`, the ceiling of
-    perfect IDs on the same detection boxes ("ideal", ``run_ideal``)."""
-    seen, hyps, times = run_ours(detections, step, config)
+def compare(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, reference: bool = True,
+            config: Any = None, coast_seconds: float = 0.0, ideal: bool = False, images: Optional[Sequence[np.ndarray]] = None) -> Dict[str, Dict[str, float]]:
+    """Our tracker's scores (given the `images`, with their colours as in the pipeline) and (if
+    `reference`) the reference ByteTrack's on the same detections (a 30 FPS sequence seen every
+    `step`-th frame); with `coast_seconds`, also ours
+    with coasted tracks ("ours+coast"); with `ideal`, the ceiling of perfect IDs on the same
+    detection boxes ("ideal", ``run_ideal``)."""
+    seen, hyps, times = run_ours(detections, step, config, images=images)
     result = {"ours": score(truth, seen, hyps)}
     result["ours"]["update_ms_median"] = round(float(np.median(times)) * 1000, 4)
     if coast_seconds > 0:
-        seen, hyps, _ = run_ours(detections, step, config, coast_seconds)
+        seen, hyps, _ = run_ours(detections, step, config, coast_seconds, images=images)
         result["ours+coast"] = score(truth, seen, hyps)
     if reference:
-        seen, hyps, times = run_reference(detections, step, fps)
+        seen, hyps, times = run_reference(detections, step)
         result["reference"] = score(truth, seen, hyps)
         result["reference"]["update_ms_median"] = round(float(np.median(times)) * 1000, 4)
     if ideal:
@@ -261,7 +264,7 @@ def evaluate_bundle_tracking(bundle: str, frames: int = 300, steps: Sequence[int
             detections = model_detections(bundle, truth, images, detector=detector)
             for step in steps:
                 key = f"{motion}@{30 // step}fps"
-                report[key] = compare(truth, detections, step, reference=reference, ideal=True)
+                report[key] = compare(truth, detections, step, reference=reference, ideal=True, images=images)
                 if progress:
                     for name, scores in report[key].items():
                         progress(format_scores(f"{key} {name}", scores))

@@ -86,6 +86,88 @@ def test_prediction_of_a_batch_is_each_tracks_own_whether_straight_or_turning():
     assert (np.linalg.eigvalsh(bP) > 0).all()  # still a covariance
 
 
+
+# ---------------------------------------------------------------- appearance
+
+def _canvas(squares):
+    """A grey 480x640 frame with solid squares: (cx, cy, size, (b, g, r)) each."""
+    image = np.full((480, 640, 3), 128, np.uint8)
+    for cx, cy, size, colour in squares:
+        image[int(cy - size / 2):int(cy + size / 2), int(cx - size / 2):int(cx + size / 2)] = colour
+    return image
+
+
+def test_colour_histograms_of_boxes():
+    from edge_fpn.runtime.tracking.appearance import BINS, colour_histograms, unlike
+    image = _canvas([(100, 100, 40, (0, 0, 255)), (300, 200, 40, (255, 0, 0))])
+    boxes = np.array([_box(100, 100, 30), _box(300, 200, 30), _box(100, 100, 50), [np.nan, 0, 1, 1], _box(-50, -50, 20)])
+    h = colour_histograms(image, boxes)
+    assert h.shape == (5, BINS)
+    assert np.allclose(h[[0, 1, 2, 4]].sum(axis=1), 1.0) and (h[3] == 0).all()  # a box that is not finite: unknown
+    assert h[0].max() == 1.0 and h[1].max() == 1.0 and h[0].argmax() != h[1].argmax()  # one colour each
+    assert 0.4 < h[2, h[0].argmax()] < 0.8  # the same red square with grey around it (40 px in 50)
+    veto = unlike(h[:3], h[:3], 0.3)
+    assert not veto.diagonal().any()  # a box is like itself
+    assert veto[0, 1] and veto[1, 0]  # red and blue are not alike
+    assert not veto[0, 2]  # the red square, boxed wider: still alike
+    assert unlike(h[:1], colour_histograms(image, np.array([_box(100, 100, 100)])), 0.3)[0, 0]  # mostly grey: not
+    assert not unlike(h[:1], np.zeros((1, BINS)), 0.3).any()  # unknown: never a veto
+    for bad in (np.zeros((480, 640), np.uint8), np.zeros((480, 640, 3), np.float32), np.zeros((0, 640, 3), np.uint8)):
+        with pytest.raises(EdgeFpnError, match="H x W x 3 uint8 frame"):
+            colour_histograms(bad, boxes)
+
+
+def test_a_box_that_looks_nothing_like_a_track_does_not_take_it():
+    """A red square tracked, then missed while a blue square of its class appears just off its path
+    (within the motion stage's reach, not overlapping its prediction): with the frames the blue one
+    is another object; with boxes alone, motion gives it the red one's ID."""
+    def run(with_frames):
+        tracker = Tracker()
+        ids = []
+        for i in range(12):
+            t = i / 30
+            x = 100 + 60 * t
+            if i < 10:
+                squares, boxes = [(x, 100, 20, (0, 0, 255))], [_box(x, 100)]
+            else:  # the red one is gone (out of sight); a blue one 25 px below where it would be
+                squares, boxes = [(x, 125, 20, (255, 0, 0))], [_box(x, 125)]
+            image = _canvas(squares) if with_frames else None
+            ids.append(tracker.update(np.array(boxes), np.array([0.9]), np.array([1]), t, image)[0])
+        return ids
+    boxes_only, with_frames = run(False), run(True)
+    red = boxes_only[9]
+    assert red > 0 and with_frames[9] == red
+    assert boxes_only[10] == red  # motion alone: the blue square takes the red one's ID
+    assert with_frames[10] == -1 and with_frames[11] == -1  # with the frames: a new object, not confirmed yet
+    with pytest.raises(EdgeFpnError, match="uint8 frame"):  # a bad frame is one sentence and changes nothing
+        tracker = Tracker()
+        tracker.update(np.array([_box(50, 50)]), np.array([0.9]), np.array([1]), 0.0, np.zeros((10, 10)))
+    assert tracker.frames == 0 and tracker.active_tracks == 0
+
+
+def test_state_with_colours_restored_continues_identically():
+    def frame(i):
+        t = i / 30
+        squares = [(100 + 90 * t, 100, 24, (0, 0, 255)), (400 - 90 * t, 110, 24, (255, 0, 0))]
+        return t, np.array([_box(cx, cy, s) for cx, cy, s, _ in squares]), _canvas(squares)
+    a = Tracker()
+    for i in range(10):
+        t, boxes, image = frame(i)
+        a.update(boxes, np.array([0.9, 0.9]), np.array([1, 1]), t, image)
+    state = json.loads(json.dumps(a.get_state()))
+    assert np.asarray(state["tracks"]["hist"]).sum() > 0  # the colours are in the state
+    b = Tracker()
+    b.set_state(state)
+    for i in range(10, 20):
+        t, boxes, image = frame(i)
+        ids_a = a.update(boxes, np.array([0.9, 0.9]), np.array([1, 1]), t, image)
+        ids_b = b.update(boxes, np.array([0.9, 0.9]), np.array([1, 1]), t, image)
+        assert ids_a.tolist() == ids_b.tolist()
+    # a state saved before colours were kept (no "hist") still loads
+    del state["tracks"]["hist"]
+    Tracker().set_state(state)
+
+
 # ---------------------------------------------------------------- the tracker
 
 def _box(cx, cy, size=20.0):
@@ -834,6 +916,24 @@ def test_pipeline_tracks_in_frame_order_and_survives_a_tracker_error(tmp_path):
     assert tracks["hidden"].dtype == bool and not tracks["hidden"][~tracks["lost"]].any()
     with pytest.raises(EdgeFpnError, match="tracker must be"):
         Pipeline(_FakeDetector(camera), Frames(), tracker="bytetrack")
+
+
+def test_the_pipeline_gives_its_tracker_the_frames():
+    from edge_fpn.runtime.pipeline import Pipeline
+    from edge_fpn.runtime.sources.synthetic import SyntheticSource
+    from edge_fpn.runtime.synthetic import SyntheticCamera
+    camera = SyntheticCamera(160, 120, 30.0, seed=2)
+    seen = []
+
+    class Seeing(Tracker):
+        def update(self, boxes, scores, labels=None, timestamp=None, image=None):
+            seen.append(None if image is None else image.shape)
+            return super().update(boxes, scores, labels, timestamp, image)
+
+    source = SyntheticSource(width=160, height=120, realtime=False)
+    with Pipeline(_FakeDetector(camera), source, [], quiet=True, max_frames=5, tracker=Seeing()) as pipeline:
+        results = list(pipeline)
+    assert len(results) == 5 and seen == [(120, 160, 3)] * 5
 
 
 def test_track_flag_on_detect_and_demo():

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import logging
 import sys
 import threading
@@ -219,6 +220,8 @@ class _Feed:
         self.owned = owned
         self.live = bool(source.live)
         self.tracker = tracker
+        # (edge-fpn's Tracker sees the frame, for its appearance veto; a tracker of the user's may not)
+        self.tracker_sees_frames = tracker is not None and "image" in inspect.signature(tracker.track).parameters
         self.reconnects_seen = 0
         self.uri = source.uri
 
@@ -674,7 +677,10 @@ class Pipeline:
         else:
             timestamp = work.index / float(source.fps)
         try:
-            detections = tracker.track(detections, timestamp)
+            if feed.tracker_sees_frames:
+                detections = tracker.track(detections, timestamp, image=work.frame)
+            else:
+                detections = tracker.track(detections, timestamp)
             return detections, tracker.tracks(work.frame.shape[1::-1])
         except Exception as exc:  # noqa: B902 (one bad frame never stops the pipeline)
             self._bad_frame(work, exc)

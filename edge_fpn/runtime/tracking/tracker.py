@@ -98,6 +98,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ...errors import EdgeFpnError
+from .appearance import BINS, colour_histograms, unlike
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig
 from .costs import motion_distances, reid_distance, size_mismatch
@@ -109,7 +110,7 @@ STATE_VERSION = 1
 
 # ---------------------------------------------------------------- the tracker
 
-_TRACK_FIELDS = ("x", "P", "q", "turn", "born", "label", "score", "ids", "hits", "last_seen", "lost")
+_TRACK_FIELDS = ("x", "P", "q", "turn", "born", "label", "score", "ids", "hits", "last_seen", "lost", "hist")
 _MOTION_FIELDS = ("x", "P", "q", "turn", "last_seen", "lost")  # what the other way of an ambiguity changes
 
 
@@ -190,25 +191,30 @@ class Tracker:
                 "velocities": self._x[keep, 4:6].astype(np.float32), "lost": lost, "hidden": hidden,
                 "last_seen": self._last_seen[keep].copy(), "scores": self._score[keep].astype(np.float32)}
 
-    def track(self, detections: Any, timestamp: float) -> Any:
-        """The same Detections with ``track_ids`` filled."""
-        ids = self.update(detections.boxes, detections.scores, detections.labels, timestamp)
+    def track(self, detections: Any, timestamp: float, image: Any = None) -> Any:
+        """The same Detections with ``track_ids`` filled (`image`: the frame they came from, for appearance)."""
+        ids = self.update(detections.boxes, detections.scores, detections.labels, timestamp, image)
         return dataclasses.replace(detections, track_ids=ids)
 
-    def update(self, boxes: Any, scores: Any, labels: Any = None, timestamp: Optional[float] = None) -> np.ndarray:
+    def update(self, boxes: Any, scores: Any, labels: Any = None, timestamp: Optional[float] = None,
+               image: Any = None) -> np.ndarray:
         """One frame: detections (N,4 xyxy pixels; N scores; N integer labels or None for one class)
-        at `timestamp` (seconds, not before the last frame's). Returns N int64 track IDs (-1: none)."""
+        at `timestamp` (seconds, not before the last frame's), and optionally the frame they came from
+        (`image`, H x W x 3 uint8: each box's colours, for ``appearance_veto``). Returns N int64 track
+        IDs (-1: none)."""
         boxes, scores, labels, usable = self._check(boxes, scores, labels)
         now = self._check_time(timestamp)
         cfg = self.config
-        result = np.full(scores.shape[0], -1, np.int64)
-        self.frames += 1
         # the detections that take part: finite, above the low threshold, the best max_detections
         chosen = np.flatnonzero(usable & (scores >= cfg.low_threshold))
         if chosen.shape[0] > cfg.max_detections:
             best = np.argsort(-scores[chosen], kind="stable")[:cfg.max_detections]
             chosen = np.sort(chosen[best])
         det_boxes, det_scores, det_labels = boxes[chosen], scores[chosen], labels[chosen]
+        # (before anything changes: a bad image leaves the tracker as it was)
+        hists = colour_histograms(image, det_boxes) if image is not None and cfg.appearance_veto > 0 else None
+        result = np.full(scores.shape[0], -1, np.int64)
+        self.frames += 1
         z = to_cxcywh(det_boxes)
         dt = 0.0 if self._time is None else now - self._time
         self._time = now
@@ -220,13 +226,14 @@ class Tracker:
         matched_track = np.zeros(self._x.shape[0], bool)
         by_iou = matched_track.copy()
         if self._x.shape[0] and chosen.shape[0]:
-            by_iou = self._associate(det_boxes, det_scores, det_labels, z, track_of_det, matched_track)
+            by_iou = self._associate(det_boxes, det_scores, det_labels, z, hists, track_of_det, matched_track)
         matched_dets = np.flatnonzero(track_of_det >= 0)
         waiting = np.zeros((0,), np.int64)
         if cfg.lookahead and matched_dets.shape[0]:  # (before the matched tracks take their boxes)
             waiting = self._ambiguous(track_of_det, matched_dets, matched_track, by_iou, z, det_scores, det_labels, now)
         if matched_dets.shape[0]:
-            self._apply(track_of_det[matched_dets], z[matched_dets], det_scores[matched_dets], now)
+            self._apply(track_of_det[matched_dets], z[matched_dets], det_scores[matched_dets], now,
+                        None if hists is None else hists[matched_dets])
         self._track_life(matched_track)
         if matched_dets.shape[0]:
             rows = track_of_det[matched_dets]
@@ -244,7 +251,7 @@ class Tracker:
                 ids = np.arange(self.next_id, self.next_id + new.shape[0])
                 self.next_id += int(new.shape[0])
                 result[chosen[new]] = ids
-            self._add(z[new], det_scores[new], det_labels[new], ids, now)
+            self._add(z[new], det_scores[new], det_labels[new], ids, now, None if hists is None else hists[new])
         return result
 
     def _ambiguous(self, track_of_det: np.ndarray, matched_dets: np.ndarray, matched_track: np.ndarray, by_iou: np.ndarray,
@@ -383,9 +390,11 @@ class Tracker:
                 z[:, 2 + axis] = np.where(partial, size, measured)
         return z
 
-    def _apply(self, rows: np.ndarray, z: np.ndarray, scores: np.ndarray, now: float) -> None:
+    def _apply(self, rows: np.ndarray, z: np.ndarray, scores: np.ndarray, now: float,
+               hists: Optional[np.ndarray] = None) -> None:
         """The matched tracks take their detections: the filter's update, a hit (a first-stage
-        score only for a tentative track: clutter scoring low never confirms one) and their score."""
+        score only for a tentative track: clutter scoring low never confirms one), their score and,
+        from a first-stage detection, its colours (``appearance_rate``: a running average)."""
         cfg = self.config
         z = self._whole_boxes(rows, z)
         self._turn[rows] = learn_turn(self._turn[rows], self._last_seen[rows], z, now, cfg)  # (before last_seen moves on)
@@ -394,6 +403,11 @@ class Tracker:
         self._hits[rows] += counts.astype(np.int64)
         self._last_seen[rows] = now
         self._lost[rows] = False
+        if hists is not None:
+            known = self._hist[rows]
+            mixed = np.where(known.sum(axis=1, keepdims=True) > 0,
+                             (1.0 - cfg.appearance_rate) * known + cfg.appearance_rate * hists, hists)
+            self._hist[rows] = np.where((scores >= cfg.high_threshold)[:, None], mixed, known)
         # the running score: the mean of the first 1/score_rate matches, then a running average
         self._score[rows] += np.maximum(cfg.score_rate, 1.0 / np.maximum(self._hits[rows], 1)) * (scores - self._score[rows])
 
@@ -440,6 +454,8 @@ class Tracker:
         gap = self._born[new, 0][None, :] - self._last_seen[lost][:, None]  # (L, N)
         cost = self._reid_distance(lost, self._born[new, 1:3], gap)
         cost[(gap <= 0) | (gap > cfg.reid_seconds + TIME_SLACK) | (self._label[lost][:, None] != self._label[new][None, :])] = np.inf
+        if cfg.appearance_veto > 0:
+            cost[unlike(self._hist[lost], self._hist[new], cfg.appearance_veto)] = np.inf
         rows, cols = linear_assignment(cost, 1.0)
         if not rows.shape[0]:
             return new
@@ -457,7 +473,7 @@ class Tracker:
         return np.where(tentative, matched_track | (age <= cfg.tentative_seconds + TIME_SLACK), age <= cfg.lost_seconds + TIME_SLACK)
 
     def _associate(self, det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, z: np.ndarray,
-                   track_of_det: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
+                   hists: Optional[np.ndarray], track_of_det: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
         """ByteTrack's association of this frame's detections with the predicted tracks, in five
         passes; fills ``track_of_det`` (a track row per detection, -1: none) and ``matched_track``, and
         returns which tracks were matched by IoU (stages a-c; the rest of the matches are by motion)."""
@@ -485,7 +501,8 @@ class Tracker:
         free = (track_of_det < 0) & (high | cfg.low_motion)
         free_tracks = np.flatnonzero(~matched_track)
         if cfg.motion_gate > 0 and free.any() and free_tracks.shape[0]:
-            self._match_motion(free_tracks, np.flatnonzero(free), z, det_labels, det_scores, track_of_det, matched_track)
+            self._match_motion(free_tracks, np.flatnonzero(free), z, det_labels, det_scores, hists, track_of_det,
+                               matched_track)
         # e: lost tracks left x confident detections left, within reach of where the track was last seen
         if cfg.reid_reach > 0:
             # (tracks whose running score is still a real object's: a lost clutter track is let go)
@@ -496,7 +513,7 @@ class Tracker:
                 # (not one predicted behind an object seen now: it is out of sight, not off its path,
                 # and a box elsewhere is another object; an object that went behind the occluder
                 # before its twin came out the other side took the twin's box)
-                self._match_reid(lost[~self._hidden(lost, matched_track & confirmed)], confident, z, det_labels,
+                self._match_reid(lost[~self._hidden(lost, matched_track & confirmed)], confident, z, det_labels, hists,
                                  track_of_det, matched_track)
         return by_iou
 
@@ -530,13 +547,15 @@ class Tracker:
                       "ids": np.asarray(tracks["ids"], np.int64).reshape(n),
                       "hits": np.asarray(tracks["hits"], np.int64).reshape(n),
                       "last_seen": np.asarray(tracks["last_seen"], np.float64).reshape(n),
-                      "lost": np.asarray(tracks["lost"], bool).reshape(n)}
+                      "lost": np.asarray(tracks["lost"], bool).reshape(n),
+                      "hist": np.asarray(tracks.get("hist", np.zeros((n, BINS))), np.float64).reshape(n, BINS)}
             next_id = int(state["next_id"])
             time_ = None if state["time"] is None else float(state["time"])
             frames = int(state.get("frames", 0))
             skipped = int(state.get("skipped_detections", 0))
             waiting = [_Ambiguity((int(a["ids"][0]), int(a["ids"][1])),
-                                  {name: np.asarray(a["before"][name], arrays[name].dtype).reshape((2,) + arrays[name].shape[1:])
+                                  {name: np.asarray(a["before"][name] if name != "hist" else a["before"].get(name, np.zeros((2, BINS))),
+                                                    arrays[name].dtype).reshape((2,) + arrays[name].shape[1:])
                                    for name in _TRACK_FIELDS},
                                   np.asarray(a["boxes"], np.float64).reshape(2, 4), np.asarray(a["scores"], np.float64).reshape(2),
                                   np.asarray(a["takes"], bool).reshape(2), float(a["time"]))
@@ -545,7 +564,7 @@ class Tracker:
             raise
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise EdgeFpnError(f"not a tracker state ({type(exc).__name__}: {exc}); pass what Tracker.get_state() returned") from None
-        if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["P"]).all()
+        if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["P"]).all() and np.isfinite(arrays["hist"]).all()
                 and all(np.isfinite(a.before["x"]).all() and np.isfinite(a.before["P"]).all() and np.isfinite(a.boxes).all()
                         for a in waiting)):
             raise EdgeFpnError("tracker state holds non-finite numbers; pass what Tracker.get_state() returned")
@@ -613,6 +632,7 @@ class Tracker:
         self._hits = np.zeros((0,), np.int64)
         self._last_seen = np.zeros((0,))
         self._lost = np.zeros((0,), bool)
+        self._hist = np.zeros((0, BINS))  # colour histograms (appearance.py); zeros: never seen in a frame
 
     def _take(self, keep: np.ndarray) -> None:
         """Only the tracks of the `keep` mask stay."""
@@ -621,7 +641,8 @@ class Tracker:
         for name in _TRACK_FIELDS:
             setattr(self, "_" + name, getattr(self, "_" + name)[keep])
 
-    def _add(self, z: np.ndarray, scores: np.ndarray, labels: np.ndarray, ids: np.ndarray, now: float) -> None:
+    def _add(self, z: np.ndarray, scores: np.ndarray, labels: np.ndarray, ids: np.ndarray, now: float,
+             hists: Optional[np.ndarray] = None) -> None:
         n = z.shape[0]
         x, P = initial_state(z, self.config)
         self._x = np.concatenate([self._x, x])
@@ -635,6 +656,7 @@ class Tracker:
         self._hits = np.concatenate([self._hits, np.ones(n, np.int64)])
         self._last_seen = np.concatenate([self._last_seen, np.full(n, now)])
         self._lost = np.concatenate([self._lost, np.zeros(n, bool)])
+        self._hist = np.concatenate([self._hist, np.zeros((n, BINS)) if hists is None else hists])
 
     # ------------------------------------------------------------ motion (kalman.py)
     def _predict(self, dt: float) -> None:
@@ -673,7 +695,7 @@ class Tracker:
         return reid_distance(self._x[tracks], self._turn[tracks], centres, elapsed, self.config)
 
     def _match_reid(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
-                    track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+                    hists: Optional[np.ndarray], track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
         """Stage e: a lost track is found again by a confident detection of its class whose centre is
         within ``reid_reach`` x its speed x the time since its last match (plus ``min_gate_size`` box
         sizes) of its last measured centre: wherever a turning or bouncing object went, it went no
@@ -686,18 +708,23 @@ class Tracker:
         cost = self._reid_distance(tracks, zd[:, :2], elapsed) * cfg.motion_gate
         cost[size_mismatch(x, zd, cfg)] = np.inf
         cost[self._other_class(tracks, dets, det_labels)] = np.inf
+        if hists is not None:
+            cost[unlike(self._hist[tracks], hists[dets], cfg.appearance_veto)] = np.inf
         rows, cols = linear_assignment(cost, cfg.motion_gate)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
     def _match_motion(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray, det_labels: np.ndarray,
-                      scores: np.ndarray, track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
+                      scores: np.ndarray, hists: Optional[np.ndarray], track_of_det: np.ndarray,
+                      matched_track: np.ndarray) -> None:
         cfg = self.config
         x = self._x[tracks]
         zd = z[dets]
         high = scores[dets] >= cfg.high_threshold
         by_filter, cost = self._motion_distances(tracks, zd, high)
         cost[size_mismatch(x, zd, cfg)] = np.inf
+        if hists is not None:  # (a box that looks nothing like the track: another object, or clutter)
+            cost[unlike(self._hist[tracks], hists[dets], cfg.appearance_veto)] = np.inf
         cost[self._other_class(tracks, dets, det_labels)] = np.inf
         # a low-score detection only continues a track being tracked (as in stage b)
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
