@@ -4,12 +4,12 @@
 
     tracker = Tracker(TrackerConfig(min_hits=3, lost_seconds=1.5))
     for frame, timestamp in camera:
-        detections = tracker.track(detector(frame), timestamp)   # detections.track_ids: -1 = not yet confirmed
+        detections = tracker.track(detector(frame), timestamp, frame)   # track_ids: -1 = not yet confirmed
 
 One job a module: ``tracker`` (the Tracker: association stages, lookahead, track life, state;
 its doc says what a frame does), ``config`` (TrackerConfig), ``kalman`` (the motion model),
-``costs`` (motion costs of track-detection pairs), ``assignment`` (minimum-cost matching) and
-``geometry`` (IoU and box forms).
+``costs`` (motion costs of track-detection pairs), ``appearance`` (colour histograms of boxes,
+the veto), ``assignment`` (minimum-cost matching) and ``geometry`` (IoU and box forms).
 """
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig

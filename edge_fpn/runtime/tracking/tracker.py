@@ -49,6 +49,14 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       that one is out of sight behind it (or unseen in front), not off its path, and a box of its
       class elsewhere is another object (the twin that comes out of the far side of an occluder).
 
+   Given the frame (``update(..., image=)``; the pipeline gives it), the motion stages d and e and
+   inheriting an ID (below) also refuse a pair whose colours share less than ``appearance_veto``
+   (appearance.py: a 64-bin colour histogram of each box, a running average per track from its
+   first-stage matches): motion reaches far at low frame rates, and a false positive or another
+   object of the class inside that reach looks nothing like the track. A veto only: boxes that
+   look alike are left to the motion rules, and IoU matches (stages a-c) are not checked. Without
+   the frame the tracker runs on motion alone, as before.
+
    A motion match (d, e) between confirmed tracks that could have gone another way (two tracks of
    a class each within the other's gate, or the taker and a recently lost track of its class that
    wanted the box about as much) waits a frame (``lookahead``): its IDs are -1 for this frame, and
