@@ -49,6 +49,8 @@ def colour_histograms(image: Any, boxes: np.ndarray) -> np.ndarray:
 def unlike(a: np.ndarray, b: np.ndarray, veto: float) -> np.ndarray:
     """(A, B) True where histograms of `a` (A, BINS) and `b` (B, BINS) share less than `veto` of their
     mass; False where either is unknown (all zeros: no frame was given when it was taken)."""
-    shared = np.minimum(a[:, None, :], b[None, :, :]).sum(axis=2)
-    known = (a.sum(axis=1) > 0)[:, None] & (b.sum(axis=1) > 0)[None, :]
-    return known & (shared < veto)
+    out = np.zeros((a.shape[0], b.shape[0]), bool)
+    rows, cols = np.flatnonzero(a.sum(axis=1) > 0), np.flatnonzero(b.sum(axis=1) > 0)
+    if rows.shape[0] and cols.shape[0]:  # (the known pairs only)
+        out[np.ix_(rows, cols)] = np.minimum(a[rows][:, None, :], b[cols][None, :, :]).sum(axis=2) < veto
+    return out

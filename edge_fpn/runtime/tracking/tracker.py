@@ -220,7 +220,13 @@ class Tracker:
             chosen = np.sort(chosen[best])
         det_boxes, det_scores, det_labels = boxes[chosen], scores[chosen], labels[chosen]
         # (before anything changes: a bad image leaves the tracker as it was)
-        hists = colour_histograms(image, det_boxes) if image is not None and cfg.appearance_veto > 0 else None
+        hists = None
+        if image is not None and cfg.appearance_veto > 0:
+            # (first-stage detections only: the ones a track's colours learn from and new tracks start
+            # from; a low-score box's colours stay unknown, never a veto, and cost nothing)
+            hists = np.zeros((chosen.shape[0], BINS))
+            high = det_scores >= cfg.high_threshold
+            hists[high] = colour_histograms(image, det_boxes[high])
         result = np.full(scores.shape[0], -1, np.int64)
         self.frames += 1
         z = to_cxcywh(det_boxes)
