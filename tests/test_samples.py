@@ -220,9 +220,11 @@ def test_ros2_node_publishes_the_pipelines_detections(tiny_bundle, monkeypatch):
     assert sys.modules["rclpy"].calls == ["init", "shutdown"] and node.destroyed and not node.pipeline.running
     assert [topic for topic, _ in published] == ["objects"] * 3 and node.publisher_args[1:] == ("objects", 10)
     # what the pipeline computes: the Detector on test://'s frames, tracked at 30 fps timestamps
+    # with each frame (the tracker's appearance veto sees its colours)
     camera, tracker = SyntheticCamera(320, 240, 30.0, 1), Tracker()
     with Detector(tiny_bundle, score_threshold=0.3) as detector:
-        expected = [tracker.track(detector(camera.frame(i)), i / 30.0) for i in range(3)]
+        frames = [camera.frame(i) for i in range(3)]
+        expected = [tracker.track(detector(frame), i / 30.0, frame) for i, frame in enumerate(frames)]
     assert (expected[2].track_ids > 0).any()  # confirmed after 3 frames (min_hits): IDs to publish
     for (_, message), want in zip(published, expected):
         assert message.header.frame_id == "cam0" and message.header.stamp == "stamp"

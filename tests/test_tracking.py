@@ -973,3 +973,16 @@ def test_bad_track_options_are_one_sentence(options, message):
     from edge_fpn.runtime.tracking.config import tracker_config_from_options
     with pytest.raises(EdgeFpnError, match=message.replace("?", r"\?")):
         tracker_config_from_options(options)
+
+
+def test_the_appearance_veto_on_noisy_ground_truth():
+    """The frames' colours on two held-out sequences where motion alone goes wrong. Measured: "hard"
+    at 30 FPS IDF1 0.852 -> 0.884 (ID switches 5 -> 3), "fast" at 10 FPS 0.730 -> 0.779 (8 -> 4)."""
+    from edge_fpn.tracking_eval import ground_truth_sequence, noisy_detections, run_ours, score
+    for motion, step in (("hard", 1), ("fast", 3)):
+        truth, images = ground_truth_sequence(motion, 300, seed=3, images=True)
+        detections = noisy_detections(truth, seed=3)
+        boxes_only = score(truth, *run_ours(detections, step)[:2])
+        with_frames = score(truth, *run_ours(detections, step, images=images)[:2])
+        assert with_frames["idf1"] >= boxes_only["idf1"] + 0.02, (motion, boxes_only, with_frames)
+        assert with_frames["id_switches"] < boxes_only["id_switches"], (motion, boxes_only, with_frames)

@@ -278,8 +278,9 @@ class Pipeline:
     IDs in ``detections.track_ids``. It runs on the postprocessing thread in frame order, on all the
     detections (ByteTrack's second stage needs the low scores) before the display threshold; its time
     is each frame's "tracking" stage. Timestamps: the capture time for a live source, the frame index
-    / fps for a file source (a video read faster or slower than real time). A frame the tracker
-    refuses is counted as a bad frame and delivered untracked (IDs -1). A reconnecting live source
+    / fps for a file source (a video read faster or slower than real time). It also gets the frame
+    (``track(detections, timestamp, image=frame)``, for its appearance veto) if its ``track`` takes
+    an ``image``. A frame the tracker refuses is counted as a bad frame and delivered untracked (IDs -1). A reconnecting live source
     resets the tracker (its IDs keep counting) unless ``reset_tracker_on_reconnect`` is False.
     With several sources each source gets its own tracker (True or a TrackerConfig; a Tracker
     object serves one source only).

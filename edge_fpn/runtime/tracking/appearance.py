@@ -28,7 +28,8 @@ def colour_histograms(image: Any, boxes: np.ndarray) -> np.ndarray:
     (N, 4 xyxy pixels) in `image` (H, W, 3 uint8, BGR), sampled on a GRID x GRID grid of cell centres."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or not (image.shape[0] and image.shape[1]):
-        raise EdgeFpnError(f"the tracker's image must be an H x W x 3 uint8 frame, not {image.dtype} of shape {image.shape}")
+        raise EdgeFpnError(f"the tracker's image must be the H x W x 3 uint8 frame the boxes came from (BGR, as OpenCV "
+                           f"reads it), not {image.dtype} of shape {image.shape}")
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     out = np.zeros((boxes.shape[0], BINS))
     finite = np.isfinite(boxes).all(axis=1)
