@@ -136,9 +136,9 @@ class _Ambiguity(NamedTuple):
 class Tracker:
     """ByteTrack-style multi-object tracker with a Kalman filter on timestamps (see the module doc).
 
-    ``update(boxes, scores, labels, timestamp) -> track_ids`` (one per detection, -1 where it is
-    not (yet) a confirmed track); ``track(detections, timestamp)`` returns the Detections with
-    ``track_ids`` set. Tracks are held as arrays (one row a track), so a frame costs a fixed
+    ``update(boxes, scores, labels, timestamp, image=None) -> track_ids`` (one per detection, -1
+    where it is not (yet) a confirmed track; `image`: the frame, for the appearance veto);
+    ``track(detections, timestamp, image=None)`` returns the Detections with ``track_ids`` set. Tracks are held as arrays (one row a track), so a frame costs a fixed
     number of numpy operations, not a Python loop over boxes.
     """
 
