@@ -244,7 +244,8 @@ class Tracker:
         matched_dets = np.flatnonzero(track_of_det >= 0)
         waiting = np.zeros((0,), np.int64)
         if cfg.lookahead and matched_dets.shape[0]:  # (before the matched tracks take their boxes)
-            waiting = self._ambiguous(track_of_det, matched_dets, matched_track, by_iou, z, det_scores, det_labels, now)
+            waiting = self._ambiguous(track_of_det, matched_dets, matched_track, by_iou, z, det_scores, det_labels, now,
+                                      hists)
         if matched_dets.shape[0]:
             self._apply(track_of_det[matched_dets], z[matched_dets], det_scores[matched_dets], now,
                         None if hists is None else hists[matched_dets])
@@ -269,14 +270,16 @@ class Tracker:
         return result
 
     def _ambiguous(self, track_of_det: np.ndarray, matched_dets: np.ndarray, matched_track: np.ndarray, by_iou: np.ndarray,
-                   z: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, now: float) -> np.ndarray:
+                   z: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, now: float,
+                   hists: Optional[np.ndarray] = None) -> np.ndarray:
         """The detections whose motion match (stages d, e) between confirmed tracks could have gone
         another way, remembered in ``_pending`` for the next frame to settle (``_settle``); their IDs
         wait a frame. Another way is two tracks of a class each within the motion gate of the other's
         box (objects passing each other), or a box's taker and a track of its class lost at most
         ``reid_seconds`` whose cost for that box is within ``lookahead_reach`` of the taker's. On one
         frame both are a coin toss at low frame rates; on two, one way's predictions fit and the
-        other's do not. Returns the detections whose IDs wait."""
+        other's do not. A way the appearance veto refuses (a box that looks nothing like the other
+        track) is no other way. Returns the detections whose IDs wait."""
         cfg = self.config
         rows = track_of_det[matched_dets]
         moved = (self._ids[rows] >= 0) & ~by_iou[rows]
@@ -284,6 +287,8 @@ class Tracker:
         if not rows.shape[0]:
             return np.zeros((0,), np.int64)
         cost = self._motion_distance(rows, z[dets])  # (taker, box)
+        if hists is not None:
+            cost[unlike(self._hist[rows], hists[dets], cfg.appearance_veto)] = np.inf
         waiting: List[int] = []
         paired = np.zeros(rows.shape[0], bool)
         swappable = ((det_labels[dets][:, None] == det_labels[dets][None, :]) & (cost < cfg.motion_gate)
@@ -298,6 +303,8 @@ class Tracker:
         alone = np.flatnonzero(~paired)
         if lost.shape[0] and alone.shape[0]:
             other = self._motion_distance(lost, z[dets[alone]])  # (lost, box)
+            if hists is not None:
+                other[unlike(self._hist[lost], hists[dets[alone]], cfg.appearance_veto)] = np.inf
             other[(self._label[lost][:, None] != det_labels[dets[alone]][None, :])
                   | (other > cost[alone, alone][None, :] + cfg.lookahead_reach) | ~(other < cfg.motion_gate)] = np.inf
             used = np.zeros(lost.shape[0], bool)
