@@ -145,6 +145,25 @@ def test_a_box_that_looks_nothing_like_a_track_does_not_take_it():
     assert tracker.frames == 0 and tracker.active_tracks == 0
 
 
+
+def test_two_objects_told_apart_by_colour_need_not_wait_when_they_pass():
+    """A red and a blue square of one class pass each other at 10 FPS, a box apart, zig-zagging (no
+    IoU with their predictions): on motion alone which box is whose waits a frame (IDs -1); with the
+    frames their colours settle it at once and each keeps its ID."""
+    def run(with_frames):
+        tracker, out = Tracker(), []
+        for i in range(12):
+            t, wobble = i / 10, 16 * (1 if i % 2 else -1)
+            red, blue = (100 + 300 * t, 100 + wobble), (400 - 300 * t, 110 - wobble)
+            image = _canvas([(*red, 20, (0, 0, 255)), (*blue, 20, (255, 0, 0))]) if with_frames else None
+            out.append(tracker.update(np.array([_box(*red), _box(*blue)]), np.array([0.9, 0.9]), np.array([1, 1]),
+                                      t, image).tolist())
+        return out
+    boxes_only, with_frames = run(False), run(True)
+    assert [-1, -1] in boxes_only[1:]  # the lookahead waited
+    assert with_frames[1:] == [[1, 2]] * 11  # no wait, no switch
+
+
 def test_state_with_colours_restored_continues_identically():
     def frame(i):
         t = i / 30

@@ -5,9 +5,9 @@ gather and one bincount, no loop over boxes), each pixel's colour in 4 x 4 x 4 l
 R (64 bins). Two histograms' intersection (the mass they share, 0-1) says how alike two boxes
 look: on the synthetic scenes, the same object one frame later shares 0.5-0.9 of its samples and
 another object of its class mostly under 0.4. The tracker uses it as a veto, never as a reason:
-a motion match or a re-found track whose boxes share less than ``appearance_veto`` is refused
-(a false positive or another object of the class where the lost one was expected); boxes that
-look alike are left to the motion rules. Hand-written because the runtime takes no re-ID network
+a match whose boxes share less than ``appearance_veto`` is refused (a false positive or another
+object of the class where the track was expected); boxes that look alike are left to the motion
+rules. Hand-written because the runtime takes no re-ID network
 and OpenCV's calcHist takes one region at a time.
 """
 from __future__ import annotations
