@@ -55,3 +55,11 @@ def unlike(a: np.ndarray, b: np.ndarray, veto: float) -> np.ndarray:
     if rows.shape[0] and cols.shape[0]:  # (the known pairs only)
         out[np.ix_(rows, cols)] = np.minimum(a[rows][:, None, :], b[cols][None, :, :]).sum(axis=2) < veto
     return out
+
+
+def unlike_pairs(a: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray, veto: float) -> np.ndarray:
+    """``unlike`` for the pairs (a[rows[k]], b[cols[k]]) only: (K,) bool (a few overlapping pairs of
+    a large track x detection matrix, without computing the rest)."""
+    a, b = a[rows], b[cols]
+    known = (a.sum(axis=1) > 0) & (b.sum(axis=1) > 0)
+    return known & (np.minimum(a, b).sum(axis=1) < veto)

@@ -106,7 +106,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ...errors import EdgeFpnError
-from .appearance import BINS, colour_histograms, unlike
+from .appearance import BINS, colour_histograms, unlike, unlike_pairs
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig
 from .costs import motion_distances, reid_distance, size_mismatch
@@ -502,8 +502,10 @@ class Tracker:
         # 1 - IoU of every predicted track box and detection, once for stages a-c (never across classes)
         iou_cost = 1.0 - iou_matrix(to_xyxy(self._x[:, :4]), det_boxes)
         iou_cost[self._other_class(np.arange(self._x.shape[0]), np.arange(det_boxes.shape[0]), det_labels)] = np.inf
-        if hists is not None:
-            iou_cost[unlike(self._hist, hists, cfg.appearance_veto)] = np.inf
+        if hists is not None:  # (only the pairs that overlap enough for any of stages a-c)
+            rows, cols = np.nonzero(iou_cost < 1.0 - min(cfg.match_iou, cfg.low_match_iou, cfg.tentative_match_iou) + 1e-9)
+            vetoed = unlike_pairs(self._hist, hists, rows, cols, cfg.appearance_veto)
+            iou_cost[rows[vetoed], cols[vetoed]] = np.inf
         high = det_scores >= cfg.high_threshold
         confirmed = self._ids >= 0
         # a: high detections x confirmed tracks (tracked and lost)
