@@ -164,6 +164,24 @@ def test_two_objects_told_apart_by_colour_need_not_wait_when_they_pass():
     assert with_frames[1:] == [[1, 2]] * 11  # no wait, no switch
 
 
+
+def test_a_sudden_change_of_light_costs_no_id():
+    """Every colour of the frame changes at once (a lamp switched on): the tracks on their predicted
+    boxes keep their IDs (IoU matches are not vetoed) and their colours catch up."""
+    tracker = Tracker()
+    for i in range(20):
+        t = i / 30
+        lit = i >= 10
+        image = _canvas([(100 + 30 * t, 100, 24, (0, 0, 250 if lit else 130)), (300, 200 + 30 * t, 24, (0, 200 if lit else 90, 0))])
+        if lit:
+            image[image == 128] = 220  # the grey background brighter too
+        ids = tracker.update(np.array([_box(100 + 30 * t, 100, 24), _box(300, 200 + 30 * t, 24)]), np.array([0.9, 0.9]),
+                             np.array([1, 1]), t, image)
+        if i == 9:
+            before = ids.tolist()
+    assert before == [1, 2] and ids.tolist() == before
+
+
 def test_state_with_colours_restored_continues_identically():
     def frame(i):
         t = i / 30

@@ -5,9 +5,9 @@ gather and one bincount, no loop over boxes), each pixel's colour in 4 x 4 x 4 l
 R (64 bins). Two histograms' intersection (the mass they share, 0-1) says how alike two boxes
 look: on the synthetic scenes, the same object one frame later shares 0.5-0.9 of its samples and
 another object of its class mostly under 0.4. The tracker uses it as a veto, never as a reason:
-a match whose boxes share less than ``appearance_veto`` is refused (a false positive or another
-object of the class where the track was expected); boxes that look alike are left to the motion
-rules. Hand-written because the runtime takes no re-ID network
+a motion match (not an IoU one) whose boxes share less than ``appearance_veto`` is refused (a
+false positive or another object of the class where the track was expected); boxes that look
+alike are left to the motion rules. Hand-written because the runtime takes no re-ID network
 and OpenCV's calcHist takes one region at a time.
 """
 from __future__ import annotations
@@ -56,10 +56,3 @@ def unlike(a: np.ndarray, b: np.ndarray, veto: float) -> np.ndarray:
         out[np.ix_(rows, cols)] = np.minimum(a[rows][:, None, :], b[cols][None, :, :]).sum(axis=2) < veto
     return out
 
-
-def unlike_pairs(a: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray, veto: float) -> np.ndarray:
-    """``unlike`` for the pairs (a[rows[k]], b[cols[k]]) only: (K,) bool (a few overlapping pairs of
-    a large track x detection matrix, without computing the rest)."""
-    a, b = a[rows], b[cols]
-    known = (a.sum(axis=1) > 0) & (b.sum(axis=1) > 0)
-    return known & (np.minimum(a, b).sum(axis=1) < veto)

@@ -32,7 +32,7 @@ class TrackerConfig:
     min_gate_size: float = 1.5  # stage d: a centre this close (x the track's box size) always passes
     turn_reach: float = 1.2  # stage d: ... and one within this x speed x time since the last match of the last centre
     turn_seconds: float = 0.29  # ... for a track matched less than 0.3 s ago (a bounce, a sharp turn; 8 frames at 30 FPS, 2 at 10)
-    appearance_veto: float = 0.3  # given the frame, a match whose colours share less than this is refused (0: off)
+    appearance_veto: float = 0.3  # given the frame, a motion match whose colours share less than this is refused (0: off)
     appearance_rate: float = 0.3  # weight of each first-stage match's colours in its track's (a running average)
     filter_first: bool = True  # stage d matches those tracks' filter predictions before anything by turn reach
     reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre

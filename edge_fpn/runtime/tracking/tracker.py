@@ -49,13 +49,15 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
       that one is out of sight behind it (or unseen in front), not off its path, and a box of its
       class elsewhere is another object (the twin that comes out of the far side of an occluder).
 
-   Given the frame (``update(..., image=)``; the pipeline gives it), every stage, inheriting an ID
-   (below) and the lookahead's other way also refuse a pair whose colours share less than
-   ``appearance_veto`` (appearance.py: a 64-bin colour histogram of each first-stage box, a running
-   average per track): motion reaches far at low frame rates, and a false positive or another
-   object of the class inside that reach, or overlapping the prediction, looks nothing like the
-   track. A veto only: boxes that look alike are left to the motion rules (and a low-score box's
-   colours are not taken: never a veto). Without the frame the tracker runs on motion alone.
+   Given the frame (``update(..., image=)``; the pipeline gives it), the motion stages d and e,
+   inheriting an ID (below) and the lookahead's other way also refuse a pair whose colours share
+   less than ``appearance_veto`` (appearance.py: a 64-bin colour histogram of each first-stage box,
+   a running average per track): motion reaches far at low frame rates, and a false positive or
+   another object of the class inside that reach looks nothing like the track. A veto only: boxes
+   that look alike are left to the motion rules, and a low-score box's colours are not taken. IoU
+   matches (stages a-c) are not checked: a sudden change of light changes every box's colours at
+   once, and a track on its predicted box is still taken by IoU while its average catches up.
+   Without the frame the tracker runs on motion alone.
 
    A motion match (d, e) between confirmed tracks that could have gone another way (two tracks of
    a class each within the other's gate, or the taker and a recently lost track of its class that
@@ -106,7 +108,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ...errors import EdgeFpnError
-from .appearance import BINS, colour_histograms, unlike, unlike_pairs
+from .appearance import BINS, colour_histograms, unlike
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig
 from .costs import motion_distances, reid_distance, size_mismatch
@@ -502,10 +504,6 @@ class Tracker:
         # 1 - IoU of every predicted track box and detection, once for stages a-c (never across classes)
         iou_cost = 1.0 - iou_matrix(to_xyxy(self._x[:, :4]), det_boxes)
         iou_cost[self._other_class(np.arange(self._x.shape[0]), np.arange(det_boxes.shape[0]), det_labels)] = np.inf
-        if hists is not None:  # (only the pairs that overlap enough for any of stages a-c)
-            rows, cols = np.nonzero(iou_cost < 1.0 - min(cfg.match_iou, cfg.low_match_iou, cfg.tentative_match_iou) + 1e-9)
-            vetoed = unlike_pairs(self._hist, hists, rows, cols, cfg.appearance_veto)
-            iou_cost[rows[vetoed], cols[vetoed]] = np.inf
         high = det_scores >= cfg.high_threshold
         confirmed = self._ids >= 0
         # a: high detections x confirmed tracks (tracked and lost)
