@@ -1014,7 +1014,7 @@ def test_bad_track_options_are_one_sentence(options, message):
 
 def test_the_appearance_veto_on_noisy_ground_truth():
     """The frames' colours on two held-out sequences where motion alone goes wrong. Measured: "hard"
-    at 30 FPS IDF1 0.852 -> 0.884 (ID switches 5 -> 3), "fast" at 10 FPS 0.730 -> 0.779 (8 -> 4)."""
+    at 30 FPS IDF1 0.852 -> 0.884 (ID switches 5 -> 3), "fast" at 10 FPS 0.730 -> 0.795 (8 -> 4)."""
     from edge_fpn.tracking_eval import ground_truth_sequence, noisy_detections, run_ours, score
     for motion, step in (("hard", 1), ("fast", 3)):
         truth, images = ground_truth_sequence(motion, 300, seed=3, images=True)
