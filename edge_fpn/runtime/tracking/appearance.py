@@ -3,8 +3,9 @@
 A box's histogram is taken from an 8 x 8 grid of its pixels (64 samples, every box at once: one
 gather and one bincount, no loop over boxes), each pixel's colour in 4 x 4 x 4 levels of B, G and
 R (64 bins). Two histograms' intersection (the mass they share, 0-1) says how alike two boxes
-look: on the synthetic scenes, the same object one frame later shares 0.5-0.9 of its samples and
-another object of its class mostly under 0.4. The tracker uses it as a veto, never as a reason:
+look: on the synthetic scenes (seeds 4-6, 10 FPS), the same object one frame later shares 0.88-0.95
+at the median (0.56-0.80 at the 5th percentile), another object of its class 0.05-0.18 at the
+median (0.31-0.55 at the 95th: "cross" pairs overlap). The tracker uses it as a veto, never as a reason:
 a motion match (not an IoU one) whose boxes share less than ``appearance_veto`` is refused (a
 false positive or another object of the class where the track was expected); boxes that look
 alike are left to the motion rules. Hand-written because the runtime takes no re-ID network
