@@ -88,12 +88,7 @@ def _detect(args: argparse.Namespace) -> int:
         sources = list(args.sources)
     elif not args.source:
         raise EdgeFpnError("detect needs a source: edge-fpn detect BUNDLE SOURCE [SINKS...], or --source URI (repeatable)")
-    track = args.track
-    if args.track_options:  # (checked before anything loads: a typo fails at once)
-        if not args.track:
-            raise EdgeFpnError("--track-option sets the tracker; it needs --track")
-        from .runtime.tracking.config import tracker_config_from_options
-        track = tracker_config_from_options(args.track_options)
+    track = _tracker_from_args(args)
     detect(args.bundle, sources, sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
            classes=_split(args.classes), quiet=args.quiet, device=args.device, force=args.force, cuda=args.cuda,
            track=track, keep_tracks=args.keep_tracks)
@@ -193,8 +188,27 @@ def _demo(args: argparse.Namespace) -> int:
     run_demo(args.output, DemoOptions(seconds=args.seconds, precision=args.precision, force=args.force,
                                       eval_images=args.eval_images, calibration_images=args.calibration_images,
                                       progress=not args.quiet, device=args.device,
-                                      score_threshold=args.score_threshold, track=args.track))
+                                      score_threshold=args.score_threshold, track=_tracker_from_args(args)))
     return 0
+
+
+def _tracker_from_args(args: argparse.Namespace) -> Any:
+    """--track and --track-option: False, True or a TrackerConfig (checked before anything loads:
+    a typo fails at once)."""
+    if not args.track_options:
+        return args.track
+    if not args.track:
+        raise EdgeFpnError("--track-option sets the tracker; it needs --track")
+    from .runtime.tracking.config import tracker_config_from_options
+    return tracker_config_from_options(args.track_options)
+
+
+def _add_track_option_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track-option", dest="track_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --track: a tracker setting, repeatable; any field of TrackerConfig, e.g. min_hits=2 "
+                        "(matches before an ID), lost_seconds=3 (how long a lost object keeps its ID), "
+                        "high_threshold=0.6 and new_track_threshold=0.7 (scores that match and start tracks), "
+                        "per_class=false (IDs across a detector's class flips), appearance_veto=0 (boxes only)")
 
 
 def _split(text: Optional[str]) -> Optional[List[str]]:
@@ -264,11 +278,7 @@ def _add_detect_parser(subparsers: Any) -> None:
     p.add_argument("--keep-tracks", action="store_true",
                    help="with --track: a live source that reconnects keeps its tracks and IDs (default: it starts "
                         "fresh tracks, since the scene may have changed during the outage; IDs never repeat)")
-    p.add_argument("--track-option", dest="track_options", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --track: a tracker setting, repeatable; any field of TrackerConfig, e.g. min_hits=2 "
-                        "(matches before an ID), lost_seconds=3 (how long a lost object keeps its ID), "
-                        "high_threshold=0.6 and new_track_threshold=0.7 (scores that match and start tracks), "
-                        "per_class=false (IDs across a detector's class flips)")
+    _add_track_option_argument(p)
     p.add_argument("--force", action="store_true",
                    help="replace existing output files (an output that is an input is refused even so)")
     add_device_argument(p)
@@ -314,6 +324,7 @@ def _add_demo_parser(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="write into an existing non-empty output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--track", action="store_true", help="persistent object IDs in the live run (drawn and written)")
+    _add_track_option_argument(p)
     add_device_argument(p)
     p.set_defaults(func=_demo)
 

@@ -60,7 +60,7 @@ class DemoOptions:
     progress: bool = True
     device: str = "auto"
     score_threshold: Optional[float] = None
-    track: bool = False
+    track: Any = False  # True, or a TrackerConfig (detect's --track-option)
 
     def __post_init__(self) -> None:
         import math
@@ -175,14 +175,14 @@ def _report(output: str, options: DemoOptions, engine: str, live: str, why: str,
 
 def run_live(detector: Any, output: str, seconds: float, progress: bool = True,
              score_threshold: Optional[float] = None, source: str = DEMO_SOURCE,
-             track: bool = False) -> Tuple[Dict[str, Any], float]:
+             track: Any = False) -> Tuple[Dict[str, Any], float]:
     """The demo's live step: `source` through the pipeline for `seconds` into demo.mp4 and
     detections.jsonl in `output`; returns the statistics and the score threshold shown from."""
     from .runtime.pipeline import Pipeline
 
     sinks = [os.path.join(output, "demo.mp4"), os.path.join(output, "detections.jsonl")]
     with Pipeline(detector, source, sinks, quiet=not progress, stats_interval=max(2.0, seconds / 3),
-                  score_threshold=score_threshold, tracker=True if track else None) as pipeline:
+                  score_threshold=score_threshold, tracker=track or None) as pipeline:
         pipeline.start()
         pipeline.wait(seconds)
     return pipeline.stats.snapshot(), pipeline.score_threshold

@@ -88,3 +88,26 @@ def test_demo_passes_score_threshold_on(monkeypatch):
     assert seen["score_threshold"] == 0.05
     assert main(["demo", "--quiet"]) == 0
     assert seen["score_threshold"] is None
+
+
+def test_demo_passes_track_options_on(monkeypatch, capsys):
+    import edge_fpn.demo
+    from edge_fpn.runtime.tracking import TrackerConfig
+    seen = {}
+    monkeypatch.setattr(edge_fpn.demo, "run_demo", lambda output, options: seen.update(vars(options)))
+    assert main(["demo", "--track", "--track-option", "min_hits=1", "--quiet"]) == 0
+    assert seen["track"] == TrackerConfig(min_hits=1)
+    assert main(["demo", "--track", "--quiet"]) == 0 and seen["track"] is True
+    assert main(["demo", "--track-option", "min_hits=1", "--quiet"]) == 2  # without --track: one line
+    assert "it needs --track" in capsys.readouterr().err
+
+
+def test_demo_live_step_with_a_tracker_config(tiny_bundle, tmp_path):
+    from edge_fpn.demo import run_live
+    from edge_fpn.runtime import Detector
+    from edge_fpn.runtime.tracking import TrackerConfig
+    with Detector(tiny_bundle) as detector:
+        run_live(detector, str(tmp_path), 30.0, progress=False, score_threshold=0.3,
+                 source="test://?width=320&height=240&realtime=0&frames=2", track=TrackerConfig(min_hits=1))
+    first = json.loads((tmp_path / "detections.jsonl").read_text().splitlines()[0])
+    assert any(d["track_id"] >= 1 for d in first["detections"])  # min_hits=1: IDs at the first frame
