@@ -217,12 +217,12 @@ def score(truth: Sequence[Frame], seen: Sequence[int], hyps: Sequence[Hyp], iou:
 
 
 def compare(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, reference: bool = True,
-            config: Any = None, coast_seconds: float = 0.0, ideal: bool = False, images: Optional[Sequence[np.ndarray]] = None) -> Dict[str, Dict[str, float]]:
+            config: Any = None, coast_seconds: float = 0.0, ideal: bool = False,
+            images: Optional[Sequence[np.ndarray]] = None) -> Dict[str, Dict[str, float]]:
     """Our tracker's scores (given the `images`, with their colours as in the pipeline) and (if
     `reference`) the reference ByteTrack's on the same detections (a 30 FPS sequence seen every
-    `step`-th frame); with `coast_seconds`, also ours
-    with coasted tracks ("ours+coast"); with `ideal`, the ceiling of perfect IDs on the same
-    detection boxes ("ideal", ``run_ideal``)."""
+    `step`-th frame); with `coast_seconds`, also ours with coasted tracks ("ours+coast"); with
+    `ideal`, the ceiling of perfect IDs on the same detection boxes ("ideal", ``run_ideal``)."""
     seen, hyps, times = run_ours(detections, step, config, images=images)
     result = {"ours": score(truth, seen, hyps)}
     result["ours"]["update_ms_median"] = round(float(np.median(times)) * 1000, 4)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Sequence
 
 from ...errors import EdgeFpnError
+from ..sources.uri import parse_bool  # (the same words as a URI's options: true/false, yes/no, on/off, 1/0)
 
 # times are compared with this slack: timestamps differ in floating point (0.8 - 0.7 > 0.1), and a
 # limit of N frames' time must not drop a track at random
@@ -109,9 +110,6 @@ class TrackerConfig:
 
 
 
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
 def tracker_config_from_options(options: Sequence[str]) -> TrackerConfig:
     """A TrackerConfig from ``KEY=VALUE`` strings (the CLI's ``--track-option``; a key is any
     TrackerConfig field, ``-`` or ``_``), every value checked: one sentence for an unknown key
@@ -129,14 +127,10 @@ def tracker_config_from_options(options: Sequence[str]) -> TrackerConfig:
             raise EdgeFpnError(f"no tracker option {key!r}; {hint}the options are TrackerConfig's fields "
                                "(edge_fpn.runtime.tracking.TrackerConfig)")
         kind = fields[key] if isinstance(fields[key], str) else fields[key].__name__
-        if kind == "bool":
-            if text.lower() not in _TRUE + _FALSE:
-                raise EdgeFpnError(f"tracker option {key} is true or false, not {text!r}")
-            values[key] = text.lower() in _TRUE
-            continue
+        convert, wanted = {"bool": (parse_bool, "is true or false"), "int": (int, "takes an integer")}.get(
+            kind, (float, "takes a number"))
         try:
-            values[key] = int(text) if kind == "int" else float(text)
+            values[key] = convert(text)
         except ValueError:
-            raise EdgeFpnError(f"tracker option {key} takes {'an integer' if kind == 'int' else 'a number'}, "
-                               f"not {text!r}") from None
+            raise EdgeFpnError(f"tracker option {key} {wanted}, not {text!r}") from None
     return TrackerConfig(**values)

@@ -289,8 +289,7 @@ class Tracker:
         if not rows.shape[0]:
             return np.zeros((0,), np.int64)
         cost = self._motion_distance(rows, z[dets])  # (taker, box)
-        if hists is not None:
-            cost[unlike(self._hist[rows], hists[dets], cfg.appearance_veto)] = np.inf
+        cost[self._unlike(rows, hists, dets)] = np.inf
         waiting: List[int] = []
         paired = np.zeros(rows.shape[0], bool)
         swappable = ((det_labels[dets][:, None] == det_labels[dets][None, :]) & (cost < cfg.motion_gate)
@@ -305,8 +304,7 @@ class Tracker:
         alone = np.flatnonzero(~paired)
         if lost.shape[0] and alone.shape[0]:
             other = self._motion_distance(lost, z[dets[alone]])  # (lost, box)
-            if hists is not None:
-                other[unlike(self._hist[lost], hists[dets[alone]], cfg.appearance_veto)] = np.inf
+            other[self._unlike(lost, hists, dets[alone])] = np.inf
             other[(self._label[lost][:, None] != det_labels[dets[alone]][None, :])
                   | (other > cost[alone, alone][None, :] + cfg.lookahead_reach) | ~(other < cfg.motion_gate)] = np.inf
             used = np.zeros(lost.shape[0], bool)
@@ -477,8 +475,7 @@ class Tracker:
         gap = self._born[new, 0][None, :] - self._last_seen[lost][:, None]  # (L, N)
         cost = self._reid_distance(lost, self._born[new, 1:3], gap)
         cost[(gap <= 0) | (gap > cfg.reid_seconds + TIME_SLACK) | (self._label[lost][:, None] != self._label[new][None, :])] = np.inf
-        if cfg.appearance_veto > 0:
-            cost[unlike(self._hist[lost], self._hist[new], cfg.appearance_veto)] = np.inf
+        cost[self._unlike(lost, self._hist, new)] = np.inf
         rows, cols = linear_assignment(cost, 1.0)
         if not rows.shape[0]:
             return new
@@ -694,6 +691,20 @@ class Tracker:
             return np.zeros((tracks.shape[0], dets.shape[0]), bool)
         return self._label[tracks][:, None] != det_labels[dets][None, :]
 
+    def _unlike(self, tracks: np.ndarray, hists: Optional[np.ndarray], dets: np.ndarray) -> np.ndarray:
+        """(T, D) True where a track's colours and those of `hists`[dets] share less than
+        ``appearance_veto`` (appearance.unlike); none without the frame's colours (`hists` None)."""
+        if hists is None or self.config.appearance_veto <= 0:
+            return np.zeros((tracks.shape[0], dets.shape[0]), bool)
+        return unlike(self._hist[tracks], hists[dets], self.config.appearance_veto)
+
+    def _never_one(self, tracks: np.ndarray, dets: np.ndarray, zd: np.ndarray, det_labels: np.ndarray,
+                   hists: Optional[np.ndarray]) -> np.ndarray:
+        """(T, D) pairs that are never one object, for the motion stages d and e: sizes apart by
+        more than ``max_size_ratio``, other classes, or colours that look nothing alike."""
+        return (size_mismatch(self._x[tracks], zd, self.config) | self._other_class(tracks, dets, det_labels)
+                | self._unlike(tracks, hists, dets))
+
     def _match_iou(self, tracks: np.ndarray, dets: np.ndarray, iou_cost: np.ndarray, min_iou: float,
                    track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
         """Stages a-c: `tracks` and `dets` matched by IoU (>= `min_iou`; `iou_cost`: 1 - IoU of all, inf across classes)."""
@@ -725,14 +736,10 @@ class Tracker:
         farther than its speed allows (at low frame rates a missed frame leaves a constant-velocity
         prediction many box sizes off a curved path). Nearer, in units of that reach, is cheaper."""
         cfg = self.config
-        x = self._x[tracks]
         zd = z[dets]
         elapsed = (self._time - self._last_seen[tracks])[:, None]
         cost = self._reid_distance(tracks, zd[:, :2], elapsed) * cfg.motion_gate
-        cost[size_mismatch(x, zd, cfg)] = np.inf
-        cost[self._other_class(tracks, dets, det_labels)] = np.inf
-        if hists is not None:
-            cost[unlike(self._hist[tracks], hists[dets], cfg.appearance_veto)] = np.inf
+        cost[self._never_one(tracks, dets, zd, det_labels, hists)] = np.inf
         rows, cols = linear_assignment(cost, cfg.motion_gate)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
@@ -741,14 +748,10 @@ class Tracker:
                       scores: np.ndarray, hists: Optional[np.ndarray], track_of_det: np.ndarray,
                       matched_track: np.ndarray) -> None:
         cfg = self.config
-        x = self._x[tracks]
         zd = z[dets]
         high = scores[dets] >= cfg.high_threshold
         by_filter, cost = self._motion_distances(tracks, zd, high)
-        cost[size_mismatch(x, zd, cfg)] = np.inf
-        if hists is not None:  # (a box that looks nothing like the track: another object, or clutter)
-            cost[unlike(self._hist[tracks], hists[dets], cfg.appearance_veto)] = np.inf
-        cost[self._other_class(tracks, dets, det_labels)] = np.inf
+        cost[self._never_one(tracks, dets, zd, det_labels, hists)] = np.inf
         # a low-score detection only continues a track being tracked (as in stage b)
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
         # a lost track is found again off its IoU only by a detection confident enough to start a track
