@@ -9,7 +9,8 @@
 One job a module: ``tracker`` (the Tracker: association stages, lookahead, track life, state;
 its doc says what a frame does), ``config`` (TrackerConfig), ``kalman`` (the motion model),
 ``costs`` (motion costs of track-detection pairs), ``appearance`` (colour histograms of boxes,
-the veto), ``assignment`` (minimum-cost matching) and ``geometry`` (IoU and box forms).
+the veto), ``memory`` (ended tracks, for an object back after seconds), ``assignment``
+(minimum-cost matching) and ``geometry`` (IoU and box forms).
 """
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig

@@ -59,6 +59,9 @@ class TrackerConfig:
     tentative_seconds: float = 0.09  # a tentative track survives misses this long (0: dropped at its first miss; 0.09: two frames at 30 FPS, none at 10)
     tentative_low: bool = True  # low-score detections also continue tentative tracks (stage b; no hit counted)
     lost_seconds: float = 1.5  # a confirmed track is kept this long after its last match (ByteTrack: 1 s; see below)
+    recall_seconds: float = 6.0  # given the frames, an ended track's ID is remembered this long (memory.py; 0: off) ...
+    recall_reach: float = 3.0  # ... for a new track of its class born within this x its box size of where it was last seen ...
+    recall_similarity: float = 0.5  # ... whose colours share at least this with it (a match, not a veto)
     per_class: bool = True  # match only detections and tracks of the same label
     duplicate_iou: float = 0.5  # no new track from a detection this close to one a confirmed track took (any class)
     hidden_cover: float = 0.8  # a lost track this much inside the box of one seen now is hidden: not coasted, not re-found by stage e (0: never)
@@ -74,7 +77,7 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "appearance_veto", "appearance_rate", "confirm_score", "early_confirm_score", "score_rate",
+                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "appearance_veto", "appearance_rate", "recall_similarity", "confirm_score", "early_confirm_score", "score_rate",
                      "report_score", "partial_ratio"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
@@ -96,7 +99,8 @@ class TrackerConfig:
         for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
                      "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
                      "motion_spread_cost", "turn_reach", "turn_seconds", "reid_reach", "reid_seconds", "turn_gain", "max_turn_angle",
-                     "min_turn_chord", "partial_edge", "lookahead_margin", "lookahead_reach", "early_confirm_seconds"):
+                     "min_turn_chord", "partial_edge", "lookahead_margin", "lookahead_reach", "early_confirm_seconds",
+                     "recall_seconds", "recall_reach"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")

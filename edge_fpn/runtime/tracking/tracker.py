@@ -87,7 +87,11 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    is lost, still predicted and matched, and removed ``lost_seconds`` after its last match (1.5 s:
    an object that passes behind another is out of sight from half hidden to half shown again,
    longer than it is fully behind; in the "occlude" scene 0.77 s at the median and over 1 s for
-   8% of the gaps).
+   8% of the gaps). Given the frames, an ended track's ID, class, last box and colours are
+   remembered ``recall_seconds`` (memory.py): a track being confirmed of that class, born within
+   ``recall_reach`` box sizes of where it was last seen and sharing ``recall_similarity`` of its
+   colours, takes its ID back (an object that left the frame or stood behind another for seconds
+   comes back where it left, looking as it did).
    A confirmed track whose running score falls under ``report_score`` keeps its ID but gives it
    to no detection until the score is back (clutter that once scored high).
 
@@ -114,6 +118,7 @@ from .config import TIME_SLACK, TrackerConfig
 from .costs import motion_distances, reid_distance, size_mismatch
 from .geometry import checked_frame_size, cover_matrix, iou_matrix, to_cxcywh, to_xyxy
 from .kalman import correct, initial_state, learn_turn, predict
+from .memory import TrackMemory
 
 STATE_VERSION = 1
 
@@ -155,6 +160,7 @@ class Tracker:
         self.frames = 0
         self._time: Optional[float] = None
         self._pending: List[_Ambiguity] = []  # this frame's motion matches that the next frame settles
+        self._memory = TrackMemory()  # ended tracks, for an object back after seconds (recall_seconds)
         self._clear()
 
     # ------------------------------------------------------------ public API
@@ -163,6 +169,7 @@ class Tracker:
         is never given twice in this tracker's life, unless `restart_ids` (the next ID is then 1)."""
         self._clear()
         self._pending = []
+        self._memory.clear()
         self._time = None
         self.frames = 0
         if restart_ids:
@@ -257,7 +264,10 @@ class Tracker:
             result[chosen[matched_dets]] = np.where(self._score[rows] >= cfg.report_score, self._ids[rows], -1)
             result[chosen[waiting]] = -1
         identified = matched_dets[self._ids[track_of_det[matched_dets]] >= 0]  # (before the rows move)
-        self._take(self._keep(matched_track, now))
+        keep = self._keep(matched_track, now)
+        if cfg.recall_seconds > 0:
+            self._remember_ended(keep, now)
+        self._take(keep)
         # new tentative tracks from the confident detections nobody took
         new = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
         if new.shape[0] and cfg.duplicate_iou < 1:
@@ -452,6 +462,8 @@ class Tracker:
             order = np.flatnonzero(confirm)
             if inheriting:
                 order = self._inherit(order, matched_track)
+            if cfg.recall_seconds > 0 and order.shape[0]:
+                order = self._recall(order)
             self._ids[order] = np.arange(self.next_id, self.next_id + order.shape[0])
             self.next_id += int(order.shape[0])
         # an object known, back: a track that a lost one would hand its ID to takes it sooner (the
@@ -483,6 +495,24 @@ class Tracker:
         self._ids[lost[rows]] = -1  # (a tentative track unmatched this frame: dropped by _keep)
         self._last_seen[lost[rows]] = -np.inf
         return np.delete(new, cols)
+
+    def _remember_ended(self, keep: np.ndarray, now: float) -> None:
+        """The confirmed tracks that end this frame go to the memory (memory.py), by their last
+        measured centre and size (a lost track's prediction has drifted on) and colours."""
+        ending = np.flatnonzero(~keep & (self._ids >= 0) & np.isfinite(self._last_seen)) if not keep.all() else keep[:0]
+        # (an inherited lost track has handed its ID on: its last_seen is -inf)
+        self._memory.update(now, self.config.recall_seconds + TIME_SLACK, self._ids[ending], self._label[ending],
+                            np.c_[self._turn[ending, 1:3], self._x[ending, 2:4]], self._last_seen[ending], self._hist[ending])
+
+    def _recall(self, new: np.ndarray) -> np.ndarray:
+        """Tracks being confirmed that an ended track of the memory would give its ID to (its class,
+        born near where it was last seen, its colours): they take it. Returns the rows still needing an ID."""
+        cfg = self.config
+        ids = self._memory.recall(self._label[new], self._born[new, 1:3], self._hist[new], cfg.recall_reach,
+                                  cfg.recall_similarity)
+        back = ids >= 0
+        self._ids[new[back]] = ids[back]
+        return new[~back]
 
     def _keep(self, matched_track: np.ndarray, now: float) -> np.ndarray:
         """The tracks that live on: a tentative one missed for at most tentative_seconds (by default
@@ -544,7 +574,8 @@ class Tracker:
                 "tracks": {name: getattr(self, "_" + name).tolist() for name in _TRACK_FIELDS},
                 "waiting": [{"ids": list(a.ids), "before": {name: a.before[name].tolist() for name in _TRACK_FIELDS},
                              "boxes": a.boxes.tolist(), "scores": a.scores.tolist(), "takes": a.takes.tolist(),
-                             "time": a.time} for a in self._pending]}
+                             "time": a.time} for a in self._pending],
+                "remembered": self._memory.state()}
 
     def set_state(self, state: Dict[str, Any]) -> None:
         """Restore what ``get_state`` returned (IDs go on from where they were). The tracker's own
@@ -580,6 +611,9 @@ class Tracker:
                                   np.asarray(a["boxes"], np.float64).reshape(2, 4), np.asarray(a["scores"], np.float64).reshape(2),
                                   np.asarray(a["takes"], bool).reshape(2), float(a["time"]))
                        for a in state.get("waiting", [])]
+            memory = TrackMemory()
+            if "remembered" in state:  # (states saved before the memory have none)
+                memory.load(state["remembered"])
         except EdgeFpnError:
             raise
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -588,11 +622,13 @@ class Tracker:
                 and all(np.isfinite(a.before["x"]).all() and np.isfinite(a.before["P"]).all() and np.isfinite(a.boxes).all()
                         for a in waiting)):
             raise EdgeFpnError("tracker state holds non-finite numbers; pass what Tracker.get_state() returned")
-        if n and next_id <= int(arrays["ids"].max()):
-            raise EdgeFpnError(f"tracker state's next_id {next_id} is not above its largest track ID {int(arrays['ids'].max())}")
+        largest = int(np.concatenate([arrays["ids"], memory.ids, [0]]).max())
+        if next_id <= largest:
+            raise EdgeFpnError(f"tracker state's next_id {next_id} is not above its largest track ID {largest}")
         for name, value in arrays.items():
             setattr(self, "_" + name, value)
         self._pending = waiting
+        self._memory = memory
         self.next_id, self._time, self.frames, self.skipped_detections = next_id, time_, frames, skipped
 
     # ------------------------------------------------------------ checks

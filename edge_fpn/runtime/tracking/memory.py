@@ -1,0 +1,92 @@
+"""A memory of ended tracks, so that an object gone for seconds gets its ID back when it returns.
+
+A confirmed track lost for longer than ``lost_seconds`` ends: its prediction has drifted off, and
+motion alone cannot tell the object back from another of its class. But an object that left the
+frame, or stood behind another for seconds, comes back where it was last seen, looking as it did
+(on the "hard" scene, the objects gone for 1.5-5 s came back within 0.2-2.9 box sizes of where
+they left). The memory keeps an ended track's ID, class, last measured box and colour histogram
+(appearance.py) for ``recall_seconds``; a new track being confirmed of that class, born within
+``recall_reach`` box sizes of that box and whose colours share at least ``recall_similarity`` with
+it, takes the ID back. Unlike the appearance veto this is a positive match, so it needs the
+colours: without frames nothing is remembered. An object of the class leaving one side of the
+frame and a new one entering the other (the "exit" scene) are too far apart to be taken for one.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+
+from .appearance import BINS
+from .assignment import linear_assignment
+
+LIMIT = 1024  # ended tracks remembered at most (the oldest go first): bounded memory on a busy scene
+
+
+class TrackMemory:
+    """Ended tracks as arrays (one row each): ``ids``, ``label``, ``box`` (last measured cx, cy, w, h),
+    ``time`` (when last seen) and ``hist`` (colours)."""
+
+    FIELDS = ("ids", "label", "box", "time", "hist")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.ids = np.zeros((0,), np.int64)
+        self.label = np.zeros((0,), np.int64)
+        self.box = np.zeros((0, 4))
+        self.time = np.zeros((0,))
+        self.hist = np.zeros((0, BINS))
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def update(self, now: float, seconds: float, ids: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
+               times: np.ndarray, hists: np.ndarray) -> None:
+        """Forget what was last seen more than `seconds` before `now`; remember the tracks given
+        (those that ended this frame, their colours known)."""
+        fresh = now - self.time <= seconds
+        if fresh.all() and not ids.shape[0]:  # (most frames)
+            return
+        seen = (hists.sum(axis=1) > 0) & (now - times <= seconds)
+        for name, new in zip(self.FIELDS, (ids, labels, boxes, times, hists)):
+            setattr(self, name, np.concatenate([getattr(self, name)[fresh], new[seen]])[-LIMIT:])
+
+    def recall(self, labels: np.ndarray, centres: np.ndarray, hists: np.ndarray, reach: float,
+               similarity: float) -> np.ndarray:
+        """For each new track (its class, the centre where it was born and its colours), the ID of
+        the remembered track it is (-1: none), by an optimal assignment on distance; the IDs given
+        back are forgotten."""
+        out = np.full(labels.shape[0], -1, np.int64)
+        if not (len(self) and labels.shape[0]) or reach <= 0:
+            return out
+        size = np.sqrt(np.maximum(self.box[:, 2] * self.box[:, 3], 1e-9))
+        cost = np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1]) / (size[:, None] * reach)
+        known = (self.hist.sum(axis=1) > 0)[:, None] & (hists.sum(axis=1) > 0)[None, :]
+        shared = np.minimum(self.hist[:, None, :], hists[None, :, :]).sum(axis=2)
+        cost[(self.label[:, None] != labels[None, :]) | ~known | (shared < similarity)] = np.inf
+        rows, cols = linear_assignment(cost, 1.0)
+        if rows.shape[0]:
+            out[cols] = self.ids[rows]
+            left = np.ones(len(self), bool)
+            left[rows] = False
+            for name in self.FIELDS:
+                setattr(self, name, getattr(self, name)[left])
+        return out
+
+    def state(self) -> Dict[str, Any]:
+        return {name: getattr(self, name).tolist() for name in self.FIELDS}
+
+    def load(self, state: Dict[str, Any]) -> None:
+        """Restore ``state()`` (checked: raises ValueError/KeyError/TypeError on a bad one)."""
+        ids = np.asarray(state["ids"], np.int64).reshape(-1)
+        n = ids.shape[0]
+        arrays = {"ids": ids, "label": np.asarray(state["label"], np.int64).reshape(n),
+                  "box": np.asarray(state["box"], np.float64).reshape(n, 4),
+                  "time": np.asarray(state["time"], np.float64).reshape(n),
+                  "hist": np.asarray(state["hist"], np.float64).reshape(n, BINS)}
+        if not all(np.isfinite(arrays[name]).all() for name in ("box", "time", "hist")):
+            raise ValueError("remembered tracks hold non-finite numbers")
+        for name, value in arrays.items():
+            setattr(self, name, value)
