@@ -95,7 +95,8 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    A confirmed track whose running score falls under ``report_score`` keeps its ID but gives it
    to no detection until the score is back (clutter that once scored high).
 
-IDs are 1, 2, 3, ... in order of confirmation and never reused in the tracker's life (``reset``
+IDs are 1, 2, 3, ... in order of confirmation, each for one object in the tracker's life (an ended
+track's ID comes back only to a track the memory takes for that object; ``reset`` forgets them and
 keeps counting unless told to restart). ``get_state`` / ``set_state`` carry a tracker across a
 restart as plain JSON-able data (with the ambiguities waiting for the next frame). Bad input (boxes of the wrong shape, out-of-order or non-finite
 timestamps) raises EdgeFpnError with one sentence and leaves the tracker as it was; detections
