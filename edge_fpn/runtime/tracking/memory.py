@@ -42,16 +42,21 @@ class TrackMemory:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def update(self, now: float, seconds: float, ids: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
-               times: np.ndarray, hists: np.ndarray) -> None:
-        """Forget what was last seen more than `seconds` before `now`; remember the tracks given
-        (those that ended this frame, their colours known)."""
+    def expire(self, now: float, seconds: float) -> None:
+        """Forget what was last seen more than `seconds` before `now`."""
         fresh = now - self.time <= seconds
-        if fresh.all() and not ids.shape[0]:  # (most frames)
-            return
+        if not fresh.all():
+            for name in self.FIELDS:
+                setattr(self, name, getattr(self, name)[fresh])
+
+    def add(self, now: float, seconds: float, ids: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
+            times: np.ndarray, hists: np.ndarray) -> None:
+        """Remember the tracks given (those that ended this frame) whose colours are known and that
+        were seen within `seconds` of `now`; the oldest go past LIMIT."""
         seen = (hists.sum(axis=1) > 0) & (now - times <= seconds)
-        for name, new in zip(self.FIELDS, (ids, labels, boxes, times, hists)):
-            setattr(self, name, np.concatenate([getattr(self, name)[fresh], new[seen]])[-LIMIT:])
+        if seen.any():
+            for name, new in zip(self.FIELDS, (ids, labels, boxes, times, hists)):
+                setattr(self, name, np.concatenate([getattr(self, name), new[seen]])[-LIMIT:])
 
     def recall(self, labels: np.ndarray, centres: np.ndarray, hists: np.ndarray, reach: float,
                similarity: float) -> np.ndarray:

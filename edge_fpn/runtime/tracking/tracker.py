@@ -500,10 +500,14 @@ class Tracker:
     def _remember_ended(self, keep: np.ndarray, now: float) -> None:
         """The confirmed tracks that end this frame go to the memory (memory.py), by their last
         measured centre and size (a lost track's prediction has drifted on) and colours."""
-        ending = np.flatnonzero(~keep & (self._ids >= 0) & np.isfinite(self._last_seen)) if not keep.all() else keep[:0]
+        seconds = self.config.recall_seconds + TIME_SLACK
+        self._memory.expire(now, seconds)
+        if keep.all():  # (most frames: no track ends)
+            return
         # (an inherited lost track has handed its ID on: its last_seen is -inf)
-        self._memory.update(now, self.config.recall_seconds + TIME_SLACK, self._ids[ending], self._label[ending],
-                            np.c_[self._turn[ending, 1:3], self._x[ending, 2:4]], self._last_seen[ending], self._hist[ending])
+        ending = np.flatnonzero(~keep & (self._ids >= 0) & np.isfinite(self._last_seen))
+        self._memory.add(now, seconds, self._ids[ending], self._label[ending],
+                         np.c_[self._turn[ending, 1:3], self._x[ending, 2:4]], self._last_seen[ending], self._hist[ending])
 
     def _recall(self, new: np.ndarray) -> np.ndarray:
         """Tracks being confirmed that an ended track of the memory would give its ID to (its class,
