@@ -68,9 +68,13 @@ class TrackMemory:
             return out
         size = np.sqrt(np.maximum(self.box[:, 2] * self.box[:, 3], 1e-9))
         cost = np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1]) / (size[:, None] * reach)
-        known = (self.hist.sum(axis=1) > 0)[:, None] & (hists.sum(axis=1) > 0)[None, :]
-        shared = np.minimum(self.hist[:, None, :], hists[None, :, :]).sum(axis=2)
-        cost[(self.label[:, None] != labels[None, :]) | ~known | (shared < similarity)] = np.inf
+        cost[(self.label[:, None] != labels[None, :]) | ~(hists.sum(axis=1) > 0)[None, :]] = np.inf
+        # the colours of the pairs within reach only (a (remembered x new x BINS) array could be large)
+        g, n = np.nonzero(cost < 1.0)
+        if not g.shape[0]:
+            return out
+        unlike = np.minimum(self.hist[g], hists[n]).sum(axis=1) < similarity
+        cost[g[unlike], n[unlike]] = np.inf
         rows, cols = linear_assignment(cost, 1.0)
         if rows.shape[0]:
             out[cols] = self.ids[rows]
