@@ -247,6 +247,9 @@ def test_an_object_back_after_seconds_gets_its_id_back():
                     {"with_frames": False}, {"config": TrackerConfig(recall_seconds=0)}):
         first, other = _leave_and_come_back(**changed)
         assert other > first, changed  # a new ID: the next one
+    # class-agnostic tracking (a detector that flips classes) recalls across classes too
+    first, other = _leave_and_come_back(label=2, config=TrackerConfig(per_class=False))
+    assert other == first
 
 
 def test_remembered_tracks_are_bounded_and_forgotten_on_reset():

@@ -62,7 +62,7 @@ class TrackerConfig:
     recall_seconds: float = 6.0  # given the frames, an ended track's ID is remembered this long (memory.py; 0: off) ...
     recall_reach: float = 3.0  # ... for a new track of its class born within this x its box size of where it was last seen ...
     recall_similarity: float = 0.5  # ... whose colours share at least this with it (a match, not a veto)
-    per_class: bool = True  # match only detections and tracks of the same label
+    per_class: bool = True  # match, re-find, inherit and recall only detections and tracks of the same label
     duplicate_iou: float = 0.5  # no new track from a detection this close to one a confirmed track took (any class)
     hidden_cover: float = 0.8  # a lost track this much inside the box of one seen now is hidden: not coasted, not re-found by stage e (0: never)
     max_detections: int = 300  # detections a frame that take part (the best scores)

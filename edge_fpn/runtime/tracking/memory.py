@@ -59,16 +59,18 @@ class TrackMemory:
                 setattr(self, name, np.concatenate([getattr(self, name), new[seen]])[-LIMIT:])
 
     def recall(self, labels: np.ndarray, centres: np.ndarray, hists: np.ndarray, reach: float,
-               similarity: float) -> np.ndarray:
+               similarity: float, per_class: bool = True) -> np.ndarray:
         """For each new track (its class, the centre where it was born and its colours), the ID of
-        the remembered track it is (-1: none), by an optimal assignment on distance; the IDs given
-        back are forgotten."""
+        the remembered track it is (-1: none; of its class only if `per_class`), by an optimal
+        assignment on distance; the IDs given back are forgotten."""
         out = np.full(labels.shape[0], -1, np.int64)
         if not (len(self) and labels.shape[0]) or reach <= 0:
             return out
         size = np.sqrt(np.maximum(self.box[:, 2] * self.box[:, 3], 1e-9))
         cost = np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1]) / (size[:, None] * reach)
-        cost[(self.label[:, None] != labels[None, :]) | ~(hists.sum(axis=1) > 0)[None, :]] = np.inf
+        cost[:, ~(hists.sum(axis=1) > 0)] = np.inf
+        if per_class:
+            cost[self.label[:, None] != labels[None, :]] = np.inf
         # the colours of the pairs within reach only (a (remembered x new x BINS) array could be large)
         g, n = np.nonzero(cost < 1.0)
         if not g.shape[0]:

@@ -487,7 +487,7 @@ class Tracker:
             return new
         gap = self._born[new, 0][None, :] - self._last_seen[lost][:, None]  # (L, N)
         cost = self._reid_distance(lost, self._born[new, 1:3], gap)
-        cost[(gap <= 0) | (gap > cfg.reid_seconds + TIME_SLACK) | (self._label[lost][:, None] != self._label[new][None, :])] = np.inf
+        cost[(gap <= 0) | (gap > cfg.reid_seconds + TIME_SLACK) | self._other_class(lost, new, self._label)] = np.inf
         cost[self._unlike(lost, self._hist, new)] = np.inf
         rows, cols = linear_assignment(cost, 1.0)
         if not rows.shape[0]:
@@ -514,7 +514,7 @@ class Tracker:
         born near where it was last seen, its colours): they take it. Returns the rows still needing an ID."""
         cfg = self.config
         ids = self._memory.recall(self._label[new], self._born[new, 1:3], self._hist[new], cfg.recall_reach,
-                                  cfg.recall_similarity)
+                                  cfg.recall_similarity, cfg.per_class)
         back = ids >= 0
         self._ids[new[back]] = ids[back]
         return new[~back]
