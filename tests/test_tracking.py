@@ -242,7 +242,7 @@ def test_an_object_back_after_seconds_gets_its_id_back():
     before, after = _leave_and_come_back()
     assert before > 0 and after == before
     assert _leave_and_come_back(restart=True) == (before, before)
-    assert _leave_and_come_back(back=(590.0, 260.0))[1] == before  # in again 1.6 box sizes down the edge
+    assert _leave_and_come_back(back=(590.0, 260.0))[1] == before  # in again 2 box sizes down and back from where it left
     for changed in ({"colour": (255, 0, 0)}, {"label": 2}, {"back": (400.0, 200.0)}, {"gap": 6.5},
                     {"with_frames": False}, {"config": TrackerConfig(recall_seconds=0)}):
         first, other = _leave_and_come_back(**changed)
