@@ -48,12 +48,22 @@ def colour_histograms(image: Any, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
+def known(hists: np.ndarray) -> np.ndarray:
+    """(N,) True where a histogram (N, BINS) was taken (all zeros: no frame was given then)."""
+    return hists.sum(axis=-1) > 0
+
+
+def shared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The mass two histograms share (their intersection, 0-1), over the last axis (broadcast)."""
+    return np.minimum(a, b).sum(axis=-1)
+
+
 def unlike(a: np.ndarray, b: np.ndarray, veto: float) -> np.ndarray:
     """(A, B) True where histograms of `a` (A, BINS) and `b` (B, BINS) share less than `veto` of their
-    mass; False where either is unknown (all zeros: no frame was given when it was taken)."""
+    mass; False where either is unknown."""
     out = np.zeros((a.shape[0], b.shape[0]), bool)
-    rows, cols = np.flatnonzero(a.sum(axis=1) > 0), np.flatnonzero(b.sum(axis=1) > 0)
+    rows, cols = np.flatnonzero(known(a)), np.flatnonzero(known(b))
     if rows.shape[0] and cols.shape[0]:  # (the known pairs only)
-        out[np.ix_(rows, cols)] = np.minimum(a[rows][:, None, :], b[cols][None, :, :]).sum(axis=2) < veto
+        out[np.ix_(rows, cols)] = shared(a[rows][:, None, :], b[cols][None, :, :]) < veto
     return out
 

@@ -17,7 +17,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from .appearance import BINS
+from .appearance import BINS, known, shared
 from .assignment import linear_assignment
 
 LIMIT = 1024  # ended tracks remembered at most (the oldest go first): bounded memory on a busy scene
@@ -53,7 +53,7 @@ class TrackMemory:
             times: np.ndarray, hists: np.ndarray) -> None:
         """Remember the tracks given (those that ended this frame) whose colours are known and that
         were seen within `seconds` of `now`; the oldest go past LIMIT."""
-        seen = (hists.sum(axis=1) > 0) & (now - times <= seconds)
+        seen = known(hists) & (now - times <= seconds)
         if seen.any():
             for name, new in zip(self.FIELDS, (ids, labels, boxes, times, hists)):
                 setattr(self, name, np.concatenate([getattr(self, name), new[seen]])[-LIMIT:])
@@ -68,14 +68,14 @@ class TrackMemory:
             return out
         size = np.sqrt(np.maximum(self.box[:, 2] * self.box[:, 3], 1e-9))
         cost = np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1]) / (size[:, None] * reach)
-        cost[:, ~(hists.sum(axis=1) > 0)] = np.inf
+        cost[:, ~known(hists)] = np.inf
         if per_class:
             cost[self.label[:, None] != labels[None, :]] = np.inf
         # the colours of the pairs within reach only (a (remembered x new x BINS) array could be large)
         g, n = np.nonzero(cost < 1.0)
         if not g.shape[0]:
             return out
-        unlike = np.minimum(self.hist[g], hists[n]).sum(axis=1) < similarity
+        unlike = shared(self.hist[g], hists[n]) < similarity
         cost[g[unlike], n[unlike]] = np.inf
         rows, cols = linear_assignment(cost, 1.0)
         if rows.shape[0]:

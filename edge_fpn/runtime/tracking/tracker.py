@@ -113,7 +113,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ...errors import EdgeFpnError
-from .appearance import BINS, colour_histograms, unlike
+from .appearance import BINS, colour_histograms, known, unlike
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig
 from .costs import motion_distances, reid_distance, size_mismatch
@@ -436,10 +436,9 @@ class Tracker:
         self._last_seen[rows] = now
         self._lost[rows] = False
         if hists is not None:
-            known = self._hist[rows]
-            mixed = np.where(known.sum(axis=1, keepdims=True) > 0,
-                             (1.0 - cfg.appearance_rate) * known + cfg.appearance_rate * hists, hists)
-            self._hist[rows] = np.where((scores >= cfg.high_threshold)[:, None], mixed, known)
+            had = self._hist[rows]
+            mixed = np.where(known(had)[:, None], (1.0 - cfg.appearance_rate) * had + cfg.appearance_rate * hists, hists)
+            self._hist[rows] = np.where((scores >= cfg.high_threshold)[:, None], mixed, had)
         # the running score: the mean of the first 1/score_rate matches, then a running average
         self._score[rows] += np.maximum(cfg.score_rate, 1.0 / np.maximum(self._hits[rows], 1)) * (scores - self._score[rows])
 
