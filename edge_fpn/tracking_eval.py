@@ -239,13 +239,21 @@ def compare(truth: Sequence[Frame], detections: Sequence[Dets], step: int = 1, r
 
 
 def mean_scores(runs: Sequence[Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
-    """The mean of several ``compare`` results (seeds of one sequence), tracker by tracker."""
-    return {name: {key: round(float(np.mean([run[name][key] for run in runs])), 4) for key in runs[0][name]}
-            for name in runs[0]}
+    """The mean of several ``compare`` results (seeds of one sequence), tracker by tracker, with the
+    lowest and highest IDF1 of the seeds (``idf1_min``, ``idf1_max``: one seed's ID switch can move
+    a mean of three by several points)."""
+    means = {name: {key: round(float(np.mean([run[name][key] for run in runs])), 4) for key in runs[0][name]}
+             for name in runs[0]}
+    for name, scores in means.items():
+        idf1 = [run[name]["idf1"] for run in runs]
+        scores["idf1_min"], scores["idf1_max"] = round(float(min(idf1)), 4), round(float(max(idf1)), 4)
+    return means
 
 
 def format_scores(name: str, scores: Dict[str, float]) -> str:
-    return (f"{name:<28} MOTA {scores['mota']:.3f}  IDF1 {scores['idf1']:.3f}  ID switches {scores['id_switches']:>5.1f}  "
+    spread = (f" ({scores['idf1_min']:.3f}-{scores['idf1_max']:.3f})"
+              if "idf1_min" in scores and scores["idf1_min"] != scores["idf1_max"] else "")
+    return (f"{name:<28} MOTA {scores['mota']:.3f}  IDF1 {scores['idf1']:.3f}{spread}  ID switches {scores['id_switches']:>5.1f}  "
             f"precision {scores['precision']:.3f}  recall {scores['recall']:.3f}")
 
 
