@@ -526,6 +526,41 @@ def test_a_lost_track_behind_an_object_seen_now_or_out_of_the_frame_is_hidden():
             Tracker().tracks(frame_size=bad)  # (checked with no track to hide as well)
 
 
+def _edge_track(velocity: float, width: float = 40.0):
+    """A tracker that followed a 40 px object leaving a 640 x 480 frame to the left at `velocity`
+    (px/s, < 0), its boxes cut at x = 0 as a detector sees them until under half of it shows, then
+    missed it for a frame. Returns the lost track's (box, hidden) from tracks(frame_size)."""
+    tracker = Tracker(TrackerConfig())
+    t, cx = 0.0, 120.0
+    while cx + width / 2 - max(cx - width / 2, 0.0) >= width / 2:
+        tracker.update(np.array([[max(cx - width / 2, 0.0), 200.0, cx + width / 2, 240.0]]), np.array([0.9]),
+                       np.array([1]), t)
+        t, cx = t + 1 / 30, cx + velocity / 30
+    tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), t)
+    tracks = tracker.tracks(frame_size=(640, 480))
+    assert tracks["lost"].tolist() == [True]
+    return tracks["boxes"][0], bool(tracks["hidden"][0])
+
+
+def test_a_lost_track_leaving_the_frame_is_hidden_though_mostly_inside():
+    # the object has gone under half seen (no detection, and no ground-truth box), but its track was
+    # measured cut by the edge on its way out, so its predicted box is smaller than the object and
+    # still mostly inside: on the "exit" scene 427 of the 455 coasted boxes that covered no object were
+    # such boxes (noisy ground truth, seeds 4-16), and hiding them took its IDF1 with coasting 0.945 -> 0.953
+    box, hidden = _edge_track(-210.0)  # (the speed of the "exit" scene's objects)
+    inside = (box[2] - max(box[0], 0.0)) / (box[2] - box[0])
+    assert 0.5 <= inside < 0.9, box  # (the old rule, more than half out, would show it)
+    assert hidden
+    # the rule itself: poking out by a quarter is leaving only through an edge it moves towards
+    from edge_fpn.runtime.tracking.geometry import out_of_frame
+    boxes = np.array([[-10.0, 200, 30, 240]] * 3 + [[600.0, 460, 640, 490]] * 2 + [[-30.0, 200, 10, 240]])
+    velocities = np.array([[-50.0, 0], [50, 0], [0, 80], [0, 60], [0, -60], [50, 0]])
+    # 75% inside: leaving to the left, entering, along the edge; 67% inside: leaving at the bottom,
+    # coming up; 25% inside: out, whichever way it moves
+    assert out_of_frame(boxes, velocities, 640, 480).tolist() == [True, False, False, True, False, True]
+    assert not out_of_frame(np.array([[5.0, 5, 45, 45]]), np.array([[-500.0, -500]]), 640, 480).any()
+
+
 def test_tentative_seconds_are_seconds_whatever_the_float_error_of_the_timestamps():
     # 0.8 - 0.7 is 0.10000000000000009: a tentative track allowed 0.1 s of misses survives one missed
     # frame at 10 FPS; allowed 0.09 s (the default: two frames at 30 FPS) it does not
@@ -798,7 +833,7 @@ def test_noisy_ground_truth_goals():
     # 1-3 are held out: the tracker's defaults were tuned on others
     for motion in ("cross", "exit", "drift", "fast", "occlude"):
         scores = _mean_scores(motion, 1)["ours+coast"]
-        # measured 0.99/0.98, 0.970/0.94, 0.954/0.94, 0.958/0.92, 0.971/0.94 (fast was 0.90 before partly
+        # measured 0.99/0.98, 0.978/0.96, 0.954/0.94, 0.958/0.92, 0.973/0.95 (fast was 0.90 before partly
         # hidden boxes were taken whole: its objects pass over one another; occlude was 0.945 while the
         # boxes of tracks hidden behind the occluder were coasted too)
         assert scores["idf1"] >= 0.95 and scores["mota"] >= 0.85, (motion, scores)

@@ -117,7 +117,7 @@ from .appearance import BINS, colour_histograms, known, unlike
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig
 from .costs import motion_distances, reid_distance, size_mismatch
-from .geometry import checked_frame_size, cover_matrix, iou_matrix, to_cxcywh, to_xyxy
+from .geometry import checked_frame_size, cover_matrix, iou_matrix, out_of_frame, to_cxcywh, to_xyxy
 from .kalman import correct, initial_state, learn_turn, predict
 from .memory import TrackMemory
 
@@ -191,11 +191,12 @@ class Tracker:
         (the running score of its detections; under ``report_score`` the ID is withheld) and
         ``hidden``: lost tracks whose predicted box is at least ``hidden_cover`` inside the box of a
         track seen in the last frame (behind that object, or in front of it and unseen: either way
-        not a box to show) or, given `frame_size` (width, height), more than half out of the frame.
+        not a box to show) or, given `frame_size` (width, height), more than half out of the frame or
+        leaving it (poking out, under 90% inside, through an edge it moves towards: geometry.out_of_frame).
         A program that shows lost tracks' predicted boxes (coasting through a detector's misses)
         shows the lost and not hidden ones: on noisy ground truth of the "occlude" scene, 3 of 4
         coasted boxes that cover no object are hidden ones, and 1 in 18 of those that do."""
-        frame = None if frame_size is None else np.array([[0.0, 0.0, *checked_frame_size(frame_size)]])
+        frame = None if frame_size is None else checked_frame_size(frame_size)
         keep = self._ids >= 0
         boxes = to_xyxy(self._x[keep, :4])
         lost = self._lost[keep].copy()
@@ -203,7 +204,7 @@ class Tracker:
         if hidden.any():
             covered = self._behind(boxes[hidden], boxes[~lost])
             if frame is not None:
-                covered |= cover_matrix(boxes[hidden], frame)[:, 0] < 0.5
+                covered |= out_of_frame(boxes[hidden], self._x[keep, 4:6][hidden], *frame)
             hidden[hidden] = covered
         return {"ids": self._ids[keep].copy(), "labels": self._label[keep].copy(), "boxes": boxes.astype(np.float32),
                 "velocities": self._x[keep, 4:6].astype(np.float32), "lost": lost, "hidden": hidden,
