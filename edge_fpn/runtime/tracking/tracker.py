@@ -192,7 +192,7 @@ class Tracker:
         ``hidden``: lost tracks whose predicted box is at least ``hidden_cover`` inside the box of a
         track seen in the last frame (behind that object, or in front of it and unseen: either way
         not a box to show) or, given `frame_size` (width, height), more than half out of the frame or
-        leaving it (poking out, under 90% inside, through an edge it moves towards: geometry.out_of_frame).
+        leaving it (poking out, under LEAVING_COVER inside, through an edge it moves towards: geometry.out_of_frame).
         A program that shows lost tracks' predicted boxes (coasting through a detector's misses)
         shows the lost and not hidden ones: on noisy ground truth of the "occlude" scene, 3 of 4
         coasted boxes that cover no object are hidden ones, and 1 in 18 of those that do."""
