@@ -8,8 +8,8 @@ The control loop never waits for the detector: it takes whatever is newest (and 
 older than --max-age), so a slow frame never stalls the robot. This sample follows one object: it
 locks on the best detection of --target and keeps steering towards that same object, by its track
 ID, while the tracker keeps seeing it (another circle crossing in front does not steal the lock;
-a few steps without it hold the lock, and so does the whole time the tracker says it is hidden
-behind an object seen now: `Result.tracks`); a turn command in [-1, 1] from its horizontal offset.
+a few steps without it hold the lock, and so does the whole time the tracker says it is hidden,
+behind an object seen now or leaving the view: `Result.tracks`); a turn command in [-1, 1] from its horizontal offset.
 --no-track steers to the best box each step.
 """
 from __future__ import annotations
@@ -80,8 +80,9 @@ def steer(result: Optional[Result], target: Optional[str], locked: Optional[int]
     seen). Keep following the locked object while it is seen, and hold for up to `patience` steps
     when it is not (a missed frame; an ID the tracker lets wait a frame while two objects pass each
     other): locking on another object at once would jump to the neighbour. While the tracker says
-    the object is hidden (behind an object seen now), hold as long as its track lives; once its
-    track has ended, let go at once. Else lock on the best confirmed detection of the target class."""
+    the object is hidden (behind an object seen now, or out of or leaving the view), hold as long as
+    its track lives (it may come back where it went); once its track has ended, let go at once.
+    Else lock on the best confirmed detection of the target class."""
     if result is None:
         return "hold (no fresh detections)", locked, missed
     d = result.detections
@@ -93,7 +94,7 @@ def steer(result: Optional[Result], target: Optional[str], locked: Optional[int]
     if locked is not None and np.any(ids == locked):
         index = int(np.nonzero(ids == locked)[0][0])
     elif alive and bool(tracks["hidden"][mine].any()):
-        return f"hold (#{locked} hidden behind an object)", locked, missed + 1
+        return f"hold (#{locked} hidden: behind an object or leaving the view)", locked, missed + 1
     elif locked is not None and missed < patience and (tracks is None or alive):
         return f"hold (#{locked} not seen)", locked, missed + 1
     elif wanted.any():

@@ -98,7 +98,7 @@ def test_robot_embed_holds_its_lock_through_a_few_steps_without_it():
     command, locked, missed = robot.steer(seen(7), "circle")
     for step in range(6):
         command, locked, missed = robot.steer(with_tracks(seen(9), [7], [7]), "circle", locked, missed)
-        assert locked == 7 and command == "hold (#7 hidden behind an object)", command
+        assert locked == 7 and command == "hold (#7 hidden: behind an object or leaving the view)", command
     # its track ended: the lock moves at once, patience or not
     command, locked, missed = robot.steer(seen(7), "circle")
     command, locked, missed = robot.steer(with_tracks(seen(9), [], []), "circle", locked, missed)
