@@ -11,19 +11,15 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .config import TIME_SLACK, TrackerConfig
+from .geometry import box_size
 from .kalman import measurement_std
-
-
-def _box_size(boxes: np.ndarray) -> np.ndarray:
-    """sqrt(w h) of (N, >= 4) cx, cy, w, h rows, at least 1."""
-    return np.sqrt(np.maximum(boxes[:, 2] * boxes[:, 3], 1.0))
 
 
 def size_mismatch(x: np.ndarray, zd: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
     """(T, D) True where a track's box and a detection's differ in size (sqrt of area) by more than
     ``max_size_ratio``: never one object."""
-    size_t = _box_size(x)[:, None]
-    size_d = _box_size(zd)[None, :]
+    size_t = box_size(x)[:, None]
+    size_d = box_size(zd)[None, :]
     return np.maximum(size_t / size_d, size_d / size_t) > cfg.max_size_ratio
 
 
@@ -47,7 +43,7 @@ def motion_distances(x: np.ndarray, P: np.ndarray, turn: np.ndarray, elapsed: np
     dy = zd[None, :, 1] - x[:, 1][:, None]
     det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
     mahalanobis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det
-    size_t = _box_size(x)[:, None]
+    size_t = box_size(x)[:, None]
     distance = mahalanobis
     if cfg.motion_spread_cost > 0:  # a vague prediction is weak evidence: a detection is then more likely a new object
         spread = 0.25 * np.log(det) - np.log(size_t)  # ln(centre std / box size)
@@ -76,7 +72,7 @@ def reid_distance(x: np.ndarray, turn: np.ndarray, centres: np.ndarray, elapsed:
     """(T, D) squared distance of each centre from each track's last measured centre, in units
     of its reach: ``reid_reach`` x the track's speed x `elapsed` ((T, 1) or (T, D) seconds) plus
     ``min_gate_size`` box sizes; 1 is the edge of the reach (stage e and inheriting an ID)."""
-    size_t = _box_size(x)[:, None]
+    size_t = box_size(x)[:, None]
     reach = cfg.reid_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * np.maximum(elapsed, 0.0) + cfg.min_gate_size * size_t
     last = turn[:, 1:3]  # the last measured centre
     ex, ey = centres[None, :, 0] - last[:, 0][:, None], centres[None, :, 1] - last[:, 1][:, None]

@@ -60,6 +60,11 @@ def checked_frame_size(frame_size: Any) -> Tuple[float, float]:
     return width, height
 
 
+def box_size(boxes: np.ndarray) -> np.ndarray:
+    """sqrt(w h) of (N, >= 4) cx, cy, w, h rows, at least 1 (the unit of the tracker's reaches)."""
+    return np.sqrt(np.maximum(boxes[:, 2] * boxes[:, 3], 1.0))
+
+
 def to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) xyxy boxes as centre, width and height: the filter's measurement."""
     out = np.empty_like(boxes)

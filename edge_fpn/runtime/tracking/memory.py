@@ -19,6 +19,7 @@ import numpy as np
 
 from .appearance import BINS, known, shared
 from .assignment import linear_assignment
+from .geometry import box_size
 
 LIMIT = 1024  # ended tracks remembered at most (the oldest go first): bounded memory on a busy scene
 
@@ -46,8 +47,7 @@ class TrackMemory:
         """Forget what was last seen more than `seconds` before `now`."""
         fresh = now - self.time <= seconds
         if not fresh.all():
-            for name in self.FIELDS:
-                setattr(self, name, getattr(self, name)[fresh])
+            self._keep(fresh)
 
     def add(self, now: float, seconds: float, ids: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
             times: np.ndarray, hists: np.ndarray) -> None:
@@ -66,8 +66,8 @@ class TrackMemory:
         out = np.full(labels.shape[0], -1, np.int64)
         if not (len(self) and labels.shape[0]) or reach <= 0:
             return out
-        size = np.sqrt(np.maximum(self.box[:, 2] * self.box[:, 3], 1e-9))
-        cost = np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1]) / (size[:, None] * reach)
+        cost = (np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1])
+                / (box_size(self.box)[:, None] * reach))
         cost[:, ~known(hists)] = np.inf
         if per_class:
             cost[self.label[:, None] != labels[None, :]] = np.inf
@@ -82,9 +82,13 @@ class TrackMemory:
             out[cols] = self.ids[rows]
             left = np.ones(len(self), bool)
             left[rows] = False
-            for name in self.FIELDS:
-                setattr(self, name, getattr(self, name)[left])
+            self._keep(left)
         return out
+
+    def _keep(self, rows: np.ndarray) -> None:
+        """Keep only the remembered tracks of the mask `rows`."""
+        for name in self.FIELDS:
+            setattr(self, name, getattr(self, name)[rows])
 
     def state(self) -> Dict[str, Any]:
         return {name: getattr(self, name).tolist() for name in self.FIELDS}
