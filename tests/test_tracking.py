@@ -167,7 +167,7 @@ def test_two_objects_told_apart_by_colour_need_not_wait_when_they_pass():
 
 def test_a_sudden_change_of_light_costs_no_id():
     """Every colour of the frame changes at once (a lamp switched on): the tracks on their predicted
-    boxes keep their IDs (IoU matches are not vetoed) and their colours catch up."""
+    boxes keep their IDs (IoU matches of tracks seen in the last frame are not vetoed) and their colours catch up."""
     tracker = Tracker()
     for i in range(20):
         t = i / 30
@@ -180,6 +180,29 @@ def test_a_sudden_change_of_light_costs_no_id():
         if i == 9:
             before = ids.tolist()
     assert before == [1, 2] and ids.tolist() == before
+
+
+def test_a_lost_track_is_not_refound_by_iou_on_a_box_unlike_it():
+    """A red square is missed for 0.3 s (behind something) and a blue one of its class comes out
+    where the red one is predicted: by IoU alone the blue one takes the red one's ID; with the frames
+    their colours refuse it (a lost track's IoU match is vetoed like a motion match), and the red
+    one, back on its path, keeps its ID."""
+    def run(with_frames):
+        tracker, out = Tracker(), []
+        for i in range(30):
+            t = i / 30
+            red = (100 + 60 * t, 100, 30, (0, 0, 255))
+            squares = [red] if i < 10 else [(100 + 60 * t, 100, 30, (255, 0, 0))] if 19 <= i < 25 else [red] if i >= 25 else []
+            image = _canvas(squares) if with_frames else None
+            ids = tracker.update(np.array([_box(cx, cy, size) for cx, cy, size, _ in squares]).reshape(-1, 4),
+                                 np.full(len(squares), 0.9), np.ones(len(squares), np.int64), t, image)
+            out.append(ids.tolist())
+        return out
+    boxes_only, with_frames = run(False), run(True)
+    assert boxes_only[9] == with_frames[9] == [1]
+    assert boxes_only[19] == [1]  # (the blue square took the red one's ID)
+    assert all(ids != [1] for ids in with_frames[19:25])  # the blue one never has it
+    assert with_frames[26:] == [[1]] * 4  # the red one, back, has
 
 
 def test_state_with_colours_restored_continues_identically():

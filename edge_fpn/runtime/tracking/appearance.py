@@ -6,7 +6,8 @@ R (64 bins). Two histograms' intersection (the mass they share, 0-1) says how al
 look: on the synthetic scenes (seeds 4-6, 10 FPS), the same object one frame later shares 0.88-0.95
 at the median (0.56-0.80 at the 5th percentile), another object of its class 0.05-0.18 at the
 median (0.31-0.55 at the 95th: "cross" pairs overlap). The tracker uses it as a veto, never as a reason:
-a motion match (not an IoU one) whose boxes share less than ``appearance_veto`` is refused (a
+a motion match, or a lost track's IoU match (not that of a track seen in the last frame: a change
+of light changes every box at once), whose boxes share less than ``appearance_veto`` is refused (a
 false positive or another object of the class where the track was expected); boxes that look
 alike are left to the motion rules. Hand-written because the runtime takes no re-ID network
 and OpenCV's calcHist takes one region at a time.

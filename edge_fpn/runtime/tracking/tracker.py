@@ -55,9 +55,11 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    a running average per track): motion reaches far at low frame rates, and a false positive or
    another object of the class inside that reach looks nothing like the track. A veto only: boxes
    that look alike are left to the motion rules, and a low-score box's colours are not taken. IoU
-   matches (stages a-c) are not checked: a sudden change of light changes every box's colours at
-   once, and a track on its predicted box is still taken by IoU while its average catches up.
-   Without the frame the tracker runs on motion alone.
+   matches (stages a-c) of tracks seen in the last frame are not checked: a sudden change of light
+   changes every box's colours at once, and a track on its predicted box is still taken by IoU while
+   its average catches up. A lost track's IoU match is (stage a): two objects of a class that cross
+   behind an occluder come out where either one's prediction overlaps. Without the frame the
+   tracker runs on motion alone.
 
    A motion match (d, e) between confirmed tracks that could have gone another way (two tracks of
    a class each within the other's gate, or the taker and a recently lost track of its class that
@@ -538,6 +540,13 @@ class Tracker:
         iou_cost[self._other_class(np.arange(self._x.shape[0]), np.arange(det_boxes.shape[0]), det_labels)] = np.inf
         high = det_scores >= cfg.high_threshold
         confirmed = self._ids >= 0
+        # a lost track re-found by IoU must not look unlike the box (the veto, as for motion matches):
+        # two objects of a class crossing behind an occluder come out where either could be predicted
+        lost = np.flatnonzero(self._lost)
+        if hists is not None and lost.shape[0]:
+            vetoed = iou_cost[lost]
+            vetoed[self._unlike(lost, hists, np.arange(det_boxes.shape[0]))] = np.inf
+            iou_cost[lost] = vetoed
         # a: high detections x confirmed tracks (tracked and lost)
         self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), iou_cost, cfg.match_iou, track_of_det, matched_track)
         # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
