@@ -542,11 +542,11 @@ class Tracker:
         confirmed = self._ids >= 0
         # a lost track re-found by IoU must not look unlike the box (the veto, as for motion matches):
         # two objects of a class crossing behind an occluder come out where either could be predicted
-        lost = np.flatnonzero(self._lost)
-        if hists is not None and lost.shape[0]:
-            vetoed = iou_cost[lost]
-            vetoed[self._unlike(lost, hists, np.arange(det_boxes.shape[0]))] = np.inf
-            iou_cost[lost] = vetoed
+        lost_rows = np.flatnonzero(self._lost)
+        if hists is not None and lost_rows.shape[0]:
+            vetoed = iou_cost[lost_rows]
+            vetoed[self._unlike(lost_rows, hists, np.arange(det_boxes.shape[0]))] = np.inf
+            iou_cost[lost_rows] = vetoed
         # a: high detections x confirmed tracks (tracked and lost)
         self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), iou_cost, cfg.match_iou, track_of_det, matched_track)
         # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
