@@ -544,9 +544,8 @@ class Tracker:
         # two objects of a class crossing behind an occluder come out where either could be predicted
         lost_rows = np.flatnonzero(self._lost)
         if hists is not None and lost_rows.shape[0]:
-            vetoed = iou_cost[lost_rows]
-            vetoed[self._unlike(lost_rows, hists, np.arange(det_boxes.shape[0]))] = np.inf
-            iou_cost[lost_rows] = vetoed
+            unlike_box = self._unlike(lost_rows, hists, np.arange(det_boxes.shape[0]))
+            iou_cost[lost_rows] = np.where(unlike_box, np.inf, iou_cost[lost_rows])
         # a: high detections x confirmed tracks (tracked and lost)
         self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), iou_cost, cfg.match_iou, track_of_det, matched_track)
         # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
