@@ -275,6 +275,36 @@ def test_an_object_back_after_seconds_gets_its_id_back():
     assert other == first
 
 
+def _second_reading(offset=(20.0, 20.0), size=30.0, colour=(0, 0, 255), with_frames=True):
+    """A red square of class 1 moves right (30 FPS, box A); at frame 10 the detector also gives a
+    second box of the class (B, `offset` from A, `size`, `colour`), and from frame 11 only B, which
+    the tentative track started by B takes by IoU before the lost track can: B's IDs, frames 10-15."""
+    tracker, out = Tracker(), []
+    for i in range(16):
+        t = i / 30
+        a = (100 + 60 * t, 200, 30, (0, 0, 255))
+        b = (a[0] + offset[0], a[1] + offset[1], size, colour)
+        squares = [a] if i < 10 else [a, b] if i == 10 else [b]
+        ids = tracker.update(np.array([_box(cx, cy, s) for cx, cy, s, _ in squares]), np.full(len(squares), 0.9),
+                             np.ones(len(squares), np.int64), t, _canvas(squares) if with_frames else None)
+        if i == 9:
+            assert ids.tolist() == [1]
+        if i >= 10:
+            out.append(int(ids[-1]))
+    return out
+
+
+def test_a_detectors_second_box_of_an_object_takes_its_id_when_the_first_is_missed():
+    """A detector that reads one object as two boxes of its class (A, then A and B, then B alone):
+    the track loses A, B's tentative track is confirmed, and with the frames it takes the lost
+    track's ID (a lost track's recall: near where it was last seen, its class, size and colours).
+    Seen at once, two boxes are one object only near each other (1.5 box sizes): farther apart,
+    of another colour or size, or without the frames, B is another object with a new ID."""
+    assert _second_reading() == [-1, -1, 1, 1, 1, 1]
+    for changed in ({"offset": (60.0, 0.0)}, {"colour": (255, 0, 0)}, {"size": 70.0}, {"with_frames": False}):
+        assert _second_reading(**changed) == [-1, -1, 2, 2, 2, 2], changed
+
+
 def test_remembered_tracks_are_bounded_and_forgotten_on_reset():
     from edge_fpn.runtime.tracking import memory
     tracker = Tracker(TrackerConfig(min_hits=1, lost_seconds=0.05))

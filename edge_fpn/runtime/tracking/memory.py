@@ -10,10 +10,12 @@ they left). The memory keeps an ended track's ID, class, last measured box and c
 it, takes the ID back. Unlike the appearance veto this is a positive match, so it needs the
 colours: without frames nothing is remembered. An object of the class leaving one side of the
 frame and a new one entering the other (the "exit" scene) are too far apart to be taken for one.
+The tracker applies the same rule to its tracks lost now, not yet ended (a detector's second box of
+an object confirmed in a lost track's place: Tracker._recall_lost), through a TrackMemory of them.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
@@ -58,19 +60,25 @@ class TrackMemory:
             for name, new in zip(self.FIELDS, (ids, labels, boxes, times, hists)):
                 setattr(self, name, np.concatenate([getattr(self, name), new[seen]])[-LIMIT:])
 
-    def recall(self, labels: np.ndarray, centres: np.ndarray, hists: np.ndarray, reach: float,
-               similarity: float, per_class: bool = True) -> np.ndarray:
+    def recall(self, labels: np.ndarray, centres: np.ndarray, hists: np.ndarray, reach: Union[float, np.ndarray],
+               similarity: float, per_class: bool = True, sizes: Optional[np.ndarray] = None,
+               max_size_ratio: float = np.inf) -> np.ndarray:
         """For each new track (its class, the centre where it was born and its colours), the ID of
         the remembered track it is (-1: none; of its class only if `per_class`), by an optimal
-        assignment on distance; the IDs given back are forgotten."""
+        assignment on distance; the IDs given back are forgotten. `reach` is in box sizes of the
+        remembered track (one for all, or (remembered, new)); with `sizes` (the new tracks' box sizes)
+        a pair whose sizes differ by more than `max_size_ratio` is never one object."""
         out = np.full(labels.shape[0], -1, np.int64)
-        if not (len(self) and labels.shape[0]) or reach <= 0:
+        if not (len(self) and labels.shape[0]) or np.all(np.asarray(reach) <= 0):
             return out
         cost = (np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1])
                 / (box_size(self.box)[:, None] * reach))
         cost[:, ~known(hists)] = np.inf
         if per_class:
             cost[self.label[:, None] != labels[None, :]] = np.inf
+        if sizes is not None:
+            mine = box_size(self.box)[:, None]
+            cost[np.maximum(mine / sizes[None, :], sizes[None, :] / mine) > max_size_ratio] = np.inf
         # the colours of the pairs within reach only (a (remembered x new x BINS) array could be large)
         g, n = np.nonzero(cost < 1.0)
         if not g.shape[0]:

@@ -93,7 +93,12 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    remembered ``recall_seconds`` (memory.py): a track being confirmed of that class, born within
    ``recall_reach`` box sizes of where it was last seen and sharing ``recall_similarity`` of its
    colours, takes its ID back (an object that left the frame or stood behind another for seconds
-   comes back where it left, looking as it did).
+   comes back where it left, looking as it did). The same rule, with sizes within
+   ``max_size_ratio`` too, holds for the confirmed tracks lost now: a detector that reads one object as two boxes of
+   a class starts a tentative track on the second, which takes its box by IoU (stage c) once the
+   track misses the first, and is confirmed in the track's place; it takes the lost track's ID. Two
+   tracks seen at once are one object only so, near each other: for them the reach is
+   ``min_gate_size`` box sizes.
    A confirmed track whose running score falls under ``report_score`` keeps its ID but gives it
    to no detection until the score is back (clutter that once scored high).
 
@@ -119,7 +124,7 @@ from .appearance import BINS, colour_histograms, known, unlike
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig
 from .costs import motion_distances, reid_distance, size_mismatch
-from .geometry import checked_frame_size, cover_matrix, iou_matrix, out_of_frame, to_cxcywh, to_xyxy
+from .geometry import box_size, checked_frame_size, cover_matrix, iou_matrix, out_of_frame, to_cxcywh, to_xyxy
 from .kalman import correct, initial_state, learn_turn, predict
 from .memory import TrackMemory
 
@@ -466,7 +471,7 @@ class Tracker:
             if inheriting:
                 order = self._inherit(order, matched_track)
             if cfg.recall_seconds > 0 and order.shape[0]:
-                order = self._recall(order)
+                order = self._recall(order, matched_track)
             self._ids[order] = np.arange(self.next_id, self.next_id + order.shape[0])
             self.next_id += int(order.shape[0])
         # an object known, back: a track that a lost one would hand its ID to takes it sooner (the
@@ -511,14 +516,51 @@ class Tracker:
         self._memory.add(now, seconds, self._ids[ending], self._label[ending],
                          np.c_[self._turn[ending, 1:3], self._x[ending, 2:4]], self._last_seen[ending], self._hist[ending])
 
-    def _recall(self, new: np.ndarray) -> np.ndarray:
-        """Tracks being confirmed that an ended track of the memory would give its ID to (its class,
-        born near where it was last seen, its colours): they take it. Returns the rows still needing an ID."""
+    def _recall(self, new: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
+        """Tracks being confirmed that a lost track, or else an ended track of the memory, would give
+        its ID to (its class, born near where it was last seen, its colours): they take it. Returns
+        the rows still needing an ID."""
+        new = self._recall_lost(new, matched_track)
+        if not new.shape[0]:
+            return new
         cfg = self.config
         ids = self._memory.recall(self._label[new], self._born[new, 1:3], self._hist[new], cfg.recall_reach,
                                   cfg.recall_similarity, cfg.per_class)
         back = ids >= 0
         self._ids[new[back]] = ids[back]
+        return new[~back]
+
+    def _recall_lost(self, new: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
+        """The memory's rule (memory.py) for the confirmed tracks lost now, not yet ended: a track
+        being confirmed takes the ID of one of its class and size (within ``max_size_ratio``), born
+        within ``recall_reach`` box sizes of where it was last seen and sharing ``recall_similarity``
+        of its colours; the lost track ends. The detector often reads one object as two boxes of a
+        class, the track follows one and a tentative track the other, and when the first is missed the
+        second is confirmed with a new ID (stage e and inheriting take only a track born after the
+        lost one was last seen). Two tracks seen at once are one object only that way, so for them
+        the reach is ``min_gate_size`` box sizes: seen at once farther apart, they are two objects.
+        Returns the rows still needing an ID."""
+        cfg = self.config
+        lost = np.flatnonzero(self._lost & ~matched_track & (self._ids >= 0) & known(self._hist))
+        if not lost.shape[0]:
+            return new
+        seen_together = self._last_seen[lost][:, None] >= self._born[new, 0][None, :] - TIME_SLACK
+        reach = np.where(seen_together, cfg.min_gate_size, cfg.recall_reach)
+        # (sizes checked, unlike the memory's recall, where a check cost "hard" 0.003 on the tuning
+        # seeds: a large object's reach covers much of the frame, and a small one of its class there,
+        # seen while the large one is missed for a frame, is another object)
+        candidates = TrackMemory()
+        candidates.add(self._time, np.inf, self._ids[lost], self._label[lost],
+                       np.c_[self._turn[lost, 1:3], self._x[lost, 2:4]], self._last_seen[lost], self._hist[lost])
+        ids = candidates.recall(self._label[new], self._born[new, 1:3], self._hist[new], reach, cfg.recall_similarity,
+                                cfg.per_class, box_size(self._x[new]), cfg.max_size_ratio)
+        back = ids >= 0
+        if not back.any():
+            return new
+        ended = lost[np.argmax(self._ids[lost][None, :] == ids[back][:, None], axis=1)]
+        self._ids[new[back]] = ids[back]
+        self._ids[ended] = -1  # (as an inherited track: a tentative row unmatched this frame, dropped by _keep)
+        self._last_seen[ended] = -np.inf
         return new[~back]
 
     def _keep(self, matched_track: np.ndarray, now: float) -> np.ndarray:
