@@ -11,16 +11,14 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .config import TIME_SLACK, TrackerConfig
-from .geometry import box_size
+from .geometry import box_size, sizes_apart
 from .kalman import measurement_std
 
 
 def size_mismatch(x: np.ndarray, zd: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
     """(T, D) True where a track's box and a detection's differ in size (sqrt of area) by more than
     ``max_size_ratio``: never one object."""
-    size_t = box_size(x)[:, None]
-    size_d = box_size(zd)[None, :]
-    return np.maximum(size_t / size_d, size_d / size_t) > cfg.max_size_ratio
+    return sizes_apart(box_size(x), box_size(zd), cfg.max_size_ratio)
 
 
 def motion_distances(x: np.ndarray, P: np.ndarray, turn: np.ndarray, elapsed: np.ndarray, zd: np.ndarray,

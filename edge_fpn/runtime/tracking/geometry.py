@@ -65,6 +65,13 @@ def box_size(boxes: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(boxes[:, 2] * boxes[:, 3], 1.0))
 
 
+def sizes_apart(sizes_a: np.ndarray, sizes_b: np.ndarray, max_ratio: float) -> np.ndarray:
+    """(A, B) True where box sizes (box_size) of `sizes_a` (A,) and `sizes_b` (B,) differ by more
+    than `max_ratio` either way: never one object."""
+    a, b = sizes_a[:, None], sizes_b[None, :]
+    return np.maximum(a / b, b / a) > max_ratio
+
+
 def to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) xyxy boxes as centre, width and height: the filter's measurement."""
     out = np.empty_like(boxes)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .appearance import BINS, known, shared
 from .assignment import linear_assignment
-from .geometry import box_size
+from .geometry import box_size, sizes_apart
 
 LIMIT = 1024  # ended tracks remembered at most (the oldest go first): bounded memory on a busy scene
 
@@ -71,14 +71,14 @@ class TrackMemory:
         out = np.full(labels.shape[0], -1, np.int64)
         if not (len(self) and labels.shape[0]) or np.all(np.asarray(reach) <= 0):
             return out
+        mine = box_size(self.box)
         cost = (np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1])
-                / (box_size(self.box)[:, None] * reach))
+                / (mine[:, None] * reach))
         cost[:, ~known(hists)] = np.inf
         if per_class:
             cost[self.label[:, None] != labels[None, :]] = np.inf
         if sizes is not None:
-            mine = box_size(self.box)[:, None]
-            cost[np.maximum(mine / sizes[None, :], sizes[None, :] / mine) > max_size_ratio] = np.inf
+            cost[sizes_apart(mine, sizes, max_size_ratio)] = np.inf
         # the colours of the pairs within reach only (a (remembered x new x BINS) array could be large)
         g, n = np.nonzero(cost < 1.0)
         if not g.shape[0]:

@@ -499,10 +499,16 @@ class Tracker:
         rows, cols = linear_assignment(cost, 1.0)
         if not rows.shape[0]:
             return new
-        self._ids[new[cols]] = self._ids[lost[rows]]
-        self._ids[lost[rows]] = -1  # (a tentative track unmatched this frame: dropped by _keep)
-        self._last_seen[lost[rows]] = -np.inf
+        self._hand_over(lost[rows], new[cols])
         return np.delete(new, cols)
+
+    def _hand_over(self, lost: np.ndarray, new: np.ndarray) -> None:
+        """The `lost` tracks' IDs go to the `new` ones (the same objects), and the lost tracks end:
+        each is left a tentative row unmatched this frame (dropped by _keep), its last_seen -inf
+        (not remembered by _remember_ended)."""
+        self._ids[new] = self._ids[lost]
+        self._ids[lost] = -1
+        self._last_seen[lost] = -np.inf
 
     def _remember_ended(self, keep: np.ndarray, now: float) -> None:
         """The confirmed tracks that end this frame go to the memory (memory.py), by their last
@@ -513,8 +519,13 @@ class Tracker:
             return
         # (an inherited lost track has handed its ID on: its last_seen is -inf)
         ending = np.flatnonzero(~keep & (self._ids >= 0) & np.isfinite(self._last_seen))
-        self._memory.add(now, seconds, self._ids[ending], self._label[ending],
-                         np.c_[self._turn[ending, 1:3], self._x[ending, 2:4]], self._last_seen[ending], self._hist[ending])
+        self._memory.add(now, seconds, *self._as_remembered(ending))
+
+    def _as_remembered(self, rows: np.ndarray) -> Tuple[np.ndarray, ...]:
+        """What TrackMemory.add takes of tracks `rows`: IDs, labels, last measured box (the last
+        centre and the filter's size: a lost track's prediction has drifted on), times and colours."""
+        return (self._ids[rows], self._label[rows], np.c_[self._turn[rows, 1:3], self._x[rows, 2:4]],
+                self._last_seen[rows], self._hist[rows])
 
     def _recall(self, new: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
         """Tracks being confirmed that a lost track, or else an ended track of the memory, would give
@@ -550,17 +561,13 @@ class Tracker:
         # seeds: a large object's reach covers much of the frame, and a small one of its class there,
         # seen while the large one is missed for a frame, is another object)
         candidates = TrackMemory()
-        candidates.add(self._time, np.inf, self._ids[lost], self._label[lost],
-                       np.c_[self._turn[lost, 1:3], self._x[lost, 2:4]], self._last_seen[lost], self._hist[lost])
+        candidates.add(self._time, np.inf, *self._as_remembered(lost))
         ids = candidates.recall(self._label[new], self._born[new, 1:3], self._hist[new], reach, cfg.recall_similarity,
                                 cfg.per_class, box_size(self._x[new]), cfg.max_size_ratio)
         back = ids >= 0
         if not back.any():
             return new
-        ended = lost[np.argmax(self._ids[lost][None, :] == ids[back][:, None], axis=1)]
-        self._ids[new[back]] = ids[back]
-        self._ids[ended] = -1  # (as an inherited track: a tentative row unmatched this frame, dropped by _keep)
-        self._last_seen[ended] = -np.inf
+        self._hand_over(lost[np.argmax(self._ids[lost][None, :] == ids[back][:, None], axis=1)], new[back])
         return new[~back]
 
     def _keep(self, matched_track: np.ndarray, now: float) -> np.ndarray:
