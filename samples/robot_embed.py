@@ -127,6 +127,9 @@ def main(argv=None) -> int:
         parser.error(f"--max-age must be above 0 s, not {args.max_age}")
     try:
         with DetectionService(args.bundle, args.source, args.score_threshold, track=not args.no_track) as service:
+            names = service.detector.class_names[1:]  # (0 is the background)
+            if args.target is not None and args.target not in names:
+                raise EdgeFpnError(f"--target {args.target!r} is not a class of this bundle; it knows {', '.join(names)}")
             seen = []
             service.on_detections(lambda result: seen.append(len(result.detections)) if len(seen) < 1000 else None)
             period = 1.0 / args.rate

@@ -57,6 +57,10 @@ def test_robot_embed_refuses_a_bad_rate_in_one_line(tiny_bundle):
         done = _run("robot_embed.py", ["--source", "test://", "--bundle", tiny_bundle, "--steps", "1", flag, value])
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert f"{flag} must be above 0" in done.stderr.strip().splitlines()[-1]
+    # a class the bundle does not know: one line naming the ones it does (not a search that never ends)
+    done = _run("robot_embed.py", ["--source", "test://", "--bundle", tiny_bundle, "--steps", "1", "--target", "unicorn"])
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "--target 'unicorn' is not a class of this bundle; it knows" in done.stderr.strip().splitlines()[-1]
 
 
 def test_robot_embed_holds_its_lock_through_a_few_steps_without_it():
