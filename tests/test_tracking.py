@@ -86,6 +86,34 @@ def test_prediction_of_a_batch_is_each_tracks_own_whether_straight_or_turning():
     assert (np.linalg.eigvalsh(bP) > 0).all()  # still a covariance
 
 
+def test_correction_is_the_textbook_kalman_update_after_turns_and_manoeuvres():
+    """correct() inverts S by its blocks (centre 2x2, two sizes), trusting that the filter never
+    couples a box's centre with its size: after turning predictions and updates the cross terms are
+    still exactly zero, and the result is the generic update's, S solved as a whole."""
+    from edge_fpn.runtime.tracking.kalman import correct, initial_state, measurement_std, predict
+    cfg = TrackerConfig()
+    rng = np.random.default_rng(3)
+    z = np.c_[rng.uniform(50, 600, (6, 2)), rng.uniform(15, 80, (6, 2))]
+    x, P = initial_state(z, cfg)
+    q = np.ones(6)
+    turn = np.zeros((6, 6))
+    turn[::2, 0] = rng.uniform(-3, 3, 3)  # half of them turning
+    for _ in range(12):
+        predict(x, P, q, turn, 1 / 30, cfg)
+        z = x[:, :4] + rng.normal(0, 3, (6, 4))
+        x_before, P_before = x.copy(), P.copy()
+        x, P, q = correct(x, P, q, z, cfg)
+        # the generic update with the same measurement noise
+        S = P_before[:, :4, :4] + np.eye(4) * (measurement_std(np.c_[z[:, 2:4], z[:, 2:4]], cfg) ** 2)[:, None, :]
+        gain = np.swapaxes(np.linalg.solve(S, P_before[:, :4, :]), 1, 2)
+        expected_x = x_before + np.einsum("kij,kj->ki", gain, z - x_before[:, :4])
+        expected_x[:, 2:4] = np.maximum(expected_x[:, 2:4], 1.0)
+        np.testing.assert_allclose(x, expected_x, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(P, P_before - gain @ P_before[:, :4, :], rtol=1e-9, atol=1e-6)
+    centre, size = [0, 1, 4, 5], [2, 3, 6, 7]
+    assert np.count_nonzero(P[:, centre][:, :, size]) == 0  # never coupled, exactly
+
+
 
 # ---------------------------------------------------------------- appearance
 

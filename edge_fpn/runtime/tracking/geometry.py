@@ -11,17 +11,28 @@ from ...errors import EdgeFpnError
 
 def intersections(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, M) intersection areas of the boxes of `a` (N,4 xyxy) and `b` (M,4), and their areas."""
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None), area_a, area_b
+    at, bt = np.asarray(a, np.float64).T, np.asarray(b, np.float64).T
+    area_a = (at[2] - at[0]) * (at[3] - at[1])
+    area_b = (bt[2] - bt[0]) * (bt[3] - bt[1])
+    # (in place where it can be: on the tracker's per-frame path with 50 x 50 boxes each temporary counts)
+    w = np.minimum(at[2][:, None], bt[2])
+    w -= np.maximum(at[0][:, None], bt[0])
+    h = np.minimum(at[3][:, None], bt[3])
+    h -= np.maximum(at[1][:, None], bt[1])
+    np.maximum(w, 0.0, out=w)
+    np.maximum(h, 0.0, out=h)
+    w *= h
+    return w, area_a, area_b
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of `a` (N,4 xyxy) with every box of `b` (M,4)."""
     inter, area_a, area_b = intersections(a, b)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    union = area_a[:, None] + area_b
+    union -= inter
+    np.maximum(union, 1e-9, out=union)
+    inter /= union
+    return inter
 
 
 def cover_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,18 +85,10 @@ def sizes_apart(sizes_a: np.ndarray, sizes_b: np.ndarray, max_ratio: float) -> n
 
 def to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) xyxy boxes as centre, width and height: the filter's measurement."""
-    out = np.empty_like(boxes)
-    out[:, 0] = (boxes[:, 0] + boxes[:, 2]) * 0.5
-    out[:, 1] = (boxes[:, 1] + boxes[:, 3]) * 0.5
-    out[:, 2] = boxes[:, 2] - boxes[:, 0]
-    out[:, 3] = boxes[:, 3] - boxes[:, 1]
-    return out
+    return np.concatenate([(boxes[:, :2] + boxes[:, 2:4]) * 0.5, boxes[:, 2:4] - boxes[:, :2]], axis=1)
 
 
 def to_xyxy(state: np.ndarray) -> np.ndarray:
     """The (cx, cy, w, h) of filter states (N, >= 4) as xyxy boxes, at least 1e-3 px wide and high."""
-    half_w = np.maximum(state[:, 2], 1e-3) * 0.5
-    half_h = np.maximum(state[:, 3], 1e-3) * 0.5
-    return np.stack([state[:, 0] - half_w, state[:, 1] - half_h, state[:, 0] + half_w, state[:, 1] + half_h], axis=1)
-
-
+    half = np.maximum(state[:, 2:4], 1e-3) * 0.5
+    return np.concatenate([state[:, :2] - half, state[:, :2] + half], axis=1)

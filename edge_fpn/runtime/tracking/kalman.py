@@ -47,24 +47,25 @@ def predict(x: np.ndarray, P: np.ndarray, q: np.ndarray, turn: np.ndarray, dt: f
         turned_x, turned_P = _predict_turn(x[turning], P[turning], turn[turning, 0], dt)
     # every track straight, in place (one pass over all rows is cheaper than gathering the straight ones)
     x[:, :4] += dt * x[:, 4:]
-    # F P F' with F = [[I, dt I], [0, I]], by blocks
-    pp, pv, vp, vv = P[:, :4, :4], P[:, :4, 4:], P[:, 4:, :4], P[:, 4:, 4:]
-    new_pp = pp + dt * (pv + vp) + (dt * dt) * vv
-    new_pv = pv + dt * vv
-    P[:, :4, :4] = new_pp
-    P[:, :4, 4:] = new_pv
-    P[:, 4:, :4] = np.swapaxes(new_pv, 1, 2)
+    # F P F' with F = [[I, dt I], [0, I]], by blocks, in place (the position block first: it reads
+    # the old position-velocity block)
+    pv, vv = P[:, :4, 4:], P[:, 4:, 4:]
+    P[:, :4, :4] += dt * (pv + P[:, 4:, :4]) + (dt * dt) * vv
+    pv += dt * vv
+    P[:, 4:, :4] = np.swapaxes(pv, 1, 2)
     if turning.shape[0]:
         x[turning], P[turning] = turned_x, turned_P
-    x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
-    scale = np.maximum(np.concatenate([x[:, 2:4], x[:, 2:4]], axis=1), 1.0)  # (N,4): w, h, w, h
-    scale2 = scale * scale
-    noise = np.array([cfg.acceleration_noise] * 2 + [cfg.size_acceleration_noise] * 2)[None, :]
-    noise = np.concatenate([noise[:, :2] * q[:, None], np.repeat(noise[:, 2:], x.shape[0], 0)], axis=1)  # (N, 4)
-    cross = (noise * dt * dt / 2.0) * scale2
+    np.maximum(x[:, 2:4], 1.0, out=x[:, 2:4])
+    size2 = x[:, 2:4] * x[:, 2:4]
+    scale2 = np.concatenate([size2, size2], axis=1)  # (N, 4): w, h, w, h, squared
+    noise = np.empty_like(scale2)
+    noise[:, :2] = cfg.acceleration_noise * q[:, None]
+    noise[:, 2:] = cfg.size_acceleration_noise
+    noise *= scale2
+    cross = noise * (dt * dt / 2.0)
     # Q's four diagonals (position, position-velocity twice, velocity) added in one scatter
-    P[:, _Q_ROWS, _Q_COLS] += np.concatenate([(cfg.position_noise * dt + noise * dt ** 3 / 3.0) * scale2, cross, cross,
-                                              (noise * dt) * scale2], axis=1)
+    P[:, _Q_ROWS, _Q_COLS] += np.concatenate([cfg.position_noise * dt * scale2 + noise * (dt ** 3 / 3.0), cross, cross,
+                                              noise * dt], axis=1)
 
 
 def _predict_turn(x: np.ndarray, P: np.ndarray, w: np.ndarray, dt: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -116,13 +117,14 @@ def measurement_std(sizes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
     return cfg.measurement_noise * np.maximum(sizes, 1.0)
 
 
-def _manoeuvre(q: np.ndarray, innovation: np.ndarray, S: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
+def _manoeuvre(q: np.ndarray, innovation: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray,
+               cfg: TrackerConfig) -> np.ndarray:
     """Each track's acceleration noise follows its own surprises: the centre's normalized
-    innovation (chi-square, 2 degrees of freedom: 2 on average when the filter is right) scales
-    it up for a track that turns or bounces and down again for one that moves smoothly, between
-    1 and max_manoeuvre times acceleration_noise (an adaptive filter: a fast circling object
-    gets the wide gate it needs, a slow one keeps a tight gate that clutter cannot get into)."""
-    sxx, syy, sxy = S[:, 0, 0], S[:, 1, 1], S[:, 0, 1]
+    innovation (chi-square, 2 degrees of freedom: 2 on average when the filter is right; S's centre
+    block is [[sxx, sxy], [sxy, syy]]) scales it up for a track that turns or bounces and down again
+    for one that moves smoothly, between 1 and max_manoeuvre times acceleration_noise (an adaptive
+    filter: a fast circling object gets the wide gate it needs, a slow one keeps a tight gate that
+    clutter cannot get into)."""
     dx, dy = innovation[:, 0], innovation[:, 1]
     nis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / np.maximum(sxx * syy - sxy * sxy, 1e-12)
     factor = np.clip(nis / 2.0, 0.1, 10.0) ** cfg.manoeuvre
@@ -133,17 +135,24 @@ def correct(x: np.ndarray, P: np.ndarray, q: np.ndarray, z: np.ndarray,
             cfg: TrackerConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Kalman update of tracks (x, P, manoeuvre factors q) with measured boxes z (cx, cy, w, h):
     their new x, P and q."""
-    r = measurement_std(np.concatenate([z[:, 2:4], z[:, 2:4]], axis=1), cfg)
-    S = P[:, :4, :4].copy()
-    diag = np.arange(4)
-    S[:, diag, diag] += r * r
-    PHt = P[:, :, :4]  # (K, 8, 4)
-    # K = P H' S^-1, by solving S K' = H P (S is symmetric)
-    gain = np.swapaxes(np.linalg.solve(S, np.swapaxes(PHt, 1, 2)), 1, 2)
+    # S = H P H' + R inverted by its blocks: the filter never couples a box's centre with its size
+    # (F, Q and the turn act within (cx, cy, vx, vy), (w, vw) and (h, vh)), so S is a 2x2 centre
+    # block and two sizes (a 2x2 and two divisions cost half of a batched 4x4 solve)
+    r2 = measurement_std(z[:, 2:4], cfg) ** 2
+    sxx, syy, sxy = P[:, 0, 0] + r2[:, 0], P[:, 1, 1] + r2[:, 1], P[:, 0, 1]
+    det = sxx * syy - sxy * sxy
+    s_inv = np.zeros((x.shape[0], 4, 4))
+    s_inv[:, 0, 0] = syy / det
+    s_inv[:, 1, 1] = sxx / det
+    s_inv[:, 0, 1] = s_inv[:, 1, 0] = -sxy / det
+    s_inv[:, 2, 2] = 1.0 / (P[:, 2, 2] + r2[:, 0])
+    s_inv[:, 3, 3] = 1.0 / (P[:, 3, 3] + r2[:, 1])
+    HP = P[:, :4, :]  # (K, 4, 8); P is symmetric, so P H' is its transpose
+    gain = np.swapaxes(HP, 1, 2) @ s_inv  # K = P H' S^-1
     innovation = z - x[:, :4]
     if cfg.manoeuvre > 0:
-        q = _manoeuvre(q, innovation[:, :2], S[:, :2, :2], cfg)
-    x = x + np.einsum("kij,kj->ki", gain, innovation)
-    P = P - gain @ np.swapaxes(PHt, 1, 2)
+        q = _manoeuvre(q, innovation[:, :2], sxx, syy, sxy, cfg)
+    x = x + (gain @ innovation[:, :, None])[:, :, 0]
+    P = P - gain @ HP
     x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
     return x, 0.5 * (P + np.swapaxes(P, 1, 2)), q
