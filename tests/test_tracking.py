@@ -233,6 +233,39 @@ def test_a_lost_track_is_not_refound_by_iou_on_a_box_unlike_it():
     assert with_frames[26:] == [[1]] * 4  # the red one, back, has
 
 
+def test_a_box_that_looks_like_another_lost_track_goes_to_that_one():
+    """Two squares of a class, their upper halves the same green and their lower halves red and
+    blue (sharing about half their colours: not unlike enough for the veto), pass each other while
+    hidden; the red one comes out early, slowed down, where the blue one is predicted. By IoU the
+    blue one's track takes it; by its colours (``rival_margin``: it shares far more with the red
+    one's track, lost too) it is the red one's, and the blue one keeps its own ID when it comes out."""
+    def image_of(objects):
+        image = np.full((480, 640, 3), 128, np.uint8)
+        for cx, cy, colour in objects:
+            image[int(cy - 15):int(cy), int(cx - 15):int(cx + 15)] = (0, 200, 0)
+            image[int(cy):int(cy + 15), int(cx - 15):int(cx + 15)] = colour
+        return image
+
+    def run(config):
+        tracker, out = Tracker(config), []
+        for i in range(50):
+            t = i / 30
+            red_x = 100 + 100 * t if i < 24 else 190 + 100 * (t - 1.2)  # hidden from 0.8 s, out at 1.2 s, slower
+            blue_x = 300 - 100 * t
+            objects = ([(red_x, 200, (0, 0, 255))] if not 24 <= i < 36 else []) + \
+                      ([(blue_x, 200, (255, 0, 0))] if not 24 <= i < 40 else [])
+            ids = tracker.update(np.array([_box(x, y, 30) for x, y, _ in objects]).reshape(-1, 4), np.full(len(objects), 0.9),
+                                 np.ones(len(objects), np.int64), t, image_of(objects))
+            out.append(ids.tolist())
+        return out
+    default, without = run(TrackerConfig()), run(TrackerConfig(rival_margin=0))
+    assert default[23] == without[23] == [1, 2]  # red 1, blue 2, before they hide
+    assert without[36] == [2]  # by IoU the blue one's track took the red square
+    assert 2 not in sum(default[36:40], [])  # with the rule it never does ...
+    assert default[38] == default[39] == [1]  # ... the red one's track has it
+    assert default[45] == [1, 2]  # and the blue one, out, is the blue one
+
+
 def test_state_with_colours_restored_continues_identically():
     def frame(i):
         t = i / 30
@@ -1225,3 +1258,21 @@ def test_the_appearance_veto_and_the_memory_on_noisy_ground_truth():
             remembered = score(truth, *run_ours(detections, step, images=images)[:2])
             assert remembered["idf1"] >= with_frames["idf1"] + 0.02, (with_frames, remembered)
             assert remembered["id_switches"] < with_frames["id_switches"], (with_frames, remembered)
+
+
+def test_noisy_ground_truth_goal_on_hard_with_the_frames():
+    """The issue's goal on noisy ground truth (IDF1 >= 0.95, MOTA >= 0.85, coasting) on "hard", held
+    out, is met with the frames' colours, as the pipeline runs the tracker. Measured 0.952 / 0.93;
+    0.922 / 0.93 before a box that looks like another lost or unmatched track of its class (by
+    ``rival_margin``) was refused to the track it was nearer (seed 1: two squares of a class crossed
+    behind an occluder and came out each with the other's ID)."""
+    from edge_fpn.tracking_eval import ground_truth_sequence, noisy_detections, run_ours, score
+    default, before = [], []
+    for seed in (1, 2, 3):
+        truth, images = ground_truth_sequence("hard", 300, seed=seed, images=True)
+        detections = noisy_detections(truth, seed=seed)
+        default.append(score(truth, *run_ours(detections, 1, coast_seconds=0.15, images=images)[:2]))
+        before.append(score(truth, *run_ours(detections, 1, TrackerConfig(rival_margin=0), 0.15, images=images)[:2]))
+    idf1, mota = np.mean([s["idf1"] for s in default]), np.mean([s["mota"] for s in default])
+    assert idf1 >= 0.95 and mota >= 0.85, (idf1, mota)
+    assert idf1 >= np.mean([s["idf1"] for s in before]) + 0.02

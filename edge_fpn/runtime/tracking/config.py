@@ -34,6 +34,8 @@ class TrackerConfig:
     turn_reach: float = 1.2  # stage d: ... and one within this x speed x time since the last match of the last centre
     turn_seconds: float = 0.29  # ... for a track matched less than 0.3 s ago (a bounce, a sharp turn; 8 frames at 30 FPS, 2 at 10)
     appearance_veto: float = 0.3  # given the frame, a motion match whose colours share less than this is refused (0: off)
+    rival_margin: float = 0.2  # given the frame, a motion match is refused where the box shares this much more with another unmatched confirmed track of its class (0: off) ...
+    rival_similarity: float = 0.5  # ... that shares at least this with it (the box is that track's object)
     appearance_rate: float = 0.3  # weight of each first-stage match's colours in its track's (a running average)
     filter_first: bool = True  # stage d matches those tracks' filter predictions before anything by turn reach
     reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre
@@ -77,7 +79,7 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "appearance_veto", "appearance_rate", "recall_similarity", "confirm_score", "early_confirm_score", "score_rate",
+                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "appearance_veto", "appearance_rate", "rival_margin", "rival_similarity", "recall_similarity", "confirm_score", "early_confirm_score", "score_rate",
                      "report_score", "partial_ratio"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):

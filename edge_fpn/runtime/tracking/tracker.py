@@ -120,7 +120,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ...errors import EdgeFpnError
-from .appearance import BINS, colour_histograms, known, unlike
+from .appearance import BINS, colour_histograms, known, shared, unlike
 from .assignment import linear_assignment
 from .config import TIME_SLACK, TrackerConfig
 from .costs import motion_distances, reid_distance, size_mismatch
@@ -593,7 +593,9 @@ class Tracker:
         # two objects of a class crossing behind an occluder come out where either could be predicted
         lost_rows = np.flatnonzero(self._lost)
         if hists is not None and lost_rows.shape[0]:
-            unlike_box = self._unlike(lost_rows, hists, np.arange(det_boxes.shape[0]))
+            every = np.arange(det_boxes.shape[0])
+            unlike_box = (self._unlike(lost_rows, hists, every)
+                          | self._rivals_box(lost_rows, every, det_labels, hists, self._lost & confirmed))
             iou_cost[lost_rows] = np.where(unlike_box, np.inf, iou_cost[lost_rows])
         # a: high detections x confirmed tracks (tracked and lost)
         self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), iou_cost, cfg.match_iou, track_of_det, matched_track)
@@ -797,11 +799,35 @@ class Tracker:
         return unlike(self._hist[tracks], hists[dets], self.config.appearance_veto)
 
     def _never_one(self, tracks: np.ndarray, dets: np.ndarray, zd: np.ndarray, det_labels: np.ndarray,
-                   hists: Optional[np.ndarray]) -> np.ndarray:
+                   hists: Optional[np.ndarray], matched_track: np.ndarray) -> np.ndarray:
         """(T, D) pairs that are never one object, for the motion stages d and e: sizes apart by
-        more than ``max_size_ratio``, other classes, or colours that look nothing alike."""
+        more than ``max_size_ratio``, other classes, colours that look nothing alike, or a box that
+        is another unmatched track's object by its colours (``_rivals_box``)."""
         return (size_mismatch(self._x[tracks], zd, self.config) | self._other_class(tracks, dets, det_labels)
-                | self._unlike(tracks, hists, dets))
+                | self._unlike(tracks, hists, dets)
+                | self._rivals_box(tracks, dets, det_labels, hists, (self._ids >= 0) & ~matched_track))
+
+    def _rivals_box(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray, hists: Optional[np.ndarray],
+                    rival: np.ndarray) -> np.ndarray:
+        """(T, D) True where box D looks like another track of the `rival` mask (confirmed tracks
+        that could take it) of its class, sharing at least ``rival_similarity`` of its colours, by
+        ``rival_margin`` more than like track T: two objects of a class that crossed behind an
+        occluder come out where either could be predicted, and the colours tell them apart where
+        the veto alone does not."""
+        cfg = self.config
+        out = np.zeros((tracks.shape[0], dets.shape[0]), bool)
+        if hists is None or cfg.rival_margin <= 0 or cfg.appearance_veto <= 0:
+            return out
+        rivals = np.flatnonzero(rival & known(self._hist))
+        seen = known(hists[dets])
+        if not (rivals.shape[0] and seen.any()):
+            return out
+        alike = shared(self._hist[rivals][:, None, :], hists[dets][None, :, :])  # (R, D)
+        alike[(self._label[rivals][:, None] != det_labels[dets][None, :]) | ~seen[None, :]] = 0.0
+        # each track's strongest rival for each box: the best of the others
+        best = np.where((tracks[:, None] == rivals[None, :])[:, :, None], 0.0, alike[None, :, :]).max(axis=1)  # (T, D)
+        own = shared(self._hist[tracks][:, None, :], hists[dets][None, :, :])
+        return known(self._hist[tracks])[:, None] & (best >= cfg.rival_similarity) & (own < best - cfg.rival_margin)
 
     def _match_iou(self, tracks: np.ndarray, dets: np.ndarray, iou_cost: np.ndarray, min_iou: float,
                    track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
@@ -837,7 +863,7 @@ class Tracker:
         zd = z[dets]
         elapsed = (self._time - self._last_seen[tracks])[:, None]
         cost = self._reid_distance(tracks, zd[:, :2], elapsed) * cfg.motion_gate
-        cost[self._never_one(tracks, dets, zd, det_labels, hists)] = np.inf
+        cost[self._never_one(tracks, dets, zd, det_labels, hists, matched_track)] = np.inf
         rows, cols = linear_assignment(cost, cfg.motion_gate)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
@@ -849,7 +875,7 @@ class Tracker:
         zd = z[dets]
         high = scores[dets] >= cfg.high_threshold
         by_filter, cost = self._motion_distances(tracks, zd, high)
-        cost[self._never_one(tracks, dets, zd, det_labels, hists)] = np.inf
+        cost[self._never_one(tracks, dets, zd, det_labels, hists, matched_track)] = np.inf
         # a low-score detection only continues a track being tracked (as in stage b)
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
         # a lost track is found again off its IoU only by a detection confident enough to start a track
