@@ -308,7 +308,8 @@ class Tracker:
         if not rows.shape[0]:
             return np.zeros((0,), np.int64)
         cost = self._motion_distance(rows, z[dets])  # (taker, box)
-        cost[self._unlike(rows, hists, dets)] = np.inf
+        confirmed = self._ids >= 0  # (a box that looks like its taker far more than like another track is no other way)
+        cost[self._unlike(rows, hists, dets) | self._rivals_box(rows, dets, det_labels, hists, confirmed)] = np.inf
         waiting: List[int] = []
         paired = np.zeros(rows.shape[0], bool)
         swappable = ((det_labels[dets][:, None] == det_labels[dets][None, :]) & (cost < cfg.motion_gate)
@@ -323,7 +324,7 @@ class Tracker:
         alone = np.flatnonzero(~paired)
         if lost.shape[0] and alone.shape[0]:
             other = self._motion_distance(lost, z[dets[alone]])  # (lost, box)
-            other[self._unlike(lost, hists, dets[alone])] = np.inf
+            other[self._unlike(lost, hists, dets[alone]) | self._rivals_box(lost, dets[alone], det_labels, hists, confirmed)] = np.inf
             other[(self._label[lost][:, None] != det_labels[dets[alone]][None, :])
                   | (other > cost[alone, alone][None, :] + cfg.lookahead_reach) | ~(other < cfg.motion_gate)] = np.inf
             used = np.zeros(lost.shape[0], bool)
