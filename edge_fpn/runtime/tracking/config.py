@@ -19,7 +19,7 @@ TIME_SLACK = 1e-6
 class TrackerConfig:
     """Tracker parameters; times are in seconds, noises are fractions of the box size.
 
-    The defaults past ByteTrack's own were tuned on the synthetic camera's seeds 11-13 (noisy
+    The defaults past ByteTrack's own were tuned on the synthetic camera's seeds 4-16 (noisy
     ground truth and the shipped model's detections), not on the seeds 1-3 that the tests, the
     benchmark and ``edge-fpn eval --track`` score: see benchmarks/tracking.py."""
     high_threshold: float = 0.5  # first-stage detections (ByteTrack's track_thresh)

@@ -58,7 +58,12 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    matches (stages a-c) of tracks seen in the last frame are not checked: a sudden change of light
    changes every box's colours at once, and a track on its predicted box is still taken by IoU while
    its average catches up. A lost track's IoU match is (stage a): two objects of a class that cross
-   behind an occluder come out where either one's prediction overlaps. Without the frame the
+   behind an occluder come out where either one's prediction overlaps. And where the colours do
+   more than refuse: a box that shares at least ``rival_similarity`` of its colours with another
+   confirmed track of its class that has not taken a box this frame, and ``rival_margin`` more than
+   with the track it is nearer, is that other track's object, never the nearer one's (two squares of
+   a class, half their colours alike, crossed behind an occluder and each came out nearer the other's
+   prediction); nor is that nearer track the lookahead's other way. Without the frame the
    tracker runs on motion alone.
 
    A motion match (d, e) between confirmed tracks that could have gone another way (two tracks of
@@ -825,8 +830,12 @@ class Tracker:
             return out
         alike = shared(self._hist[rivals][:, None, :], hists[dets][None, :, :])  # (R, D)
         alike[(self._label[rivals][:, None] != det_labels[dets][None, :]) | ~seen[None, :]] = 0.0
-        # each track's strongest rival for each box: the best of the others
-        best = np.where((tracks[:, None] == rivals[None, :])[:, :, None], 0.0, alike[None, :, :]).max(axis=1)  # (T, D)
+        # each track's strongest rival for each box: the best rival, or the second best where the
+        # best is the track itself
+        order = np.argsort(-alike, axis=0, kind="stable")[:2]  # (<=2, D)
+        top = alike[order[0], np.arange(dets.shape[0])]
+        second = alike[order[1], np.arange(dets.shape[0])] if rivals.shape[0] > 1 else np.zeros(dets.shape[0])
+        best = np.where(tracks[:, None] == rivals[order[0]][None, :], second[None, :], top[None, :])  # (T, D)
         own = shared(self._hist[tracks][:, None, :], hists[dets][None, :, :])
         return known(self._hist[tracks])[:, None] & (best >= cfg.rival_similarity) & (own < best - cfg.rival_margin)
 
