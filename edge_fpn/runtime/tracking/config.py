@@ -34,7 +34,7 @@ class TrackerConfig:
     turn_reach: float = 1.2  # stage d: ... and one within this x speed x time since the last match of the last centre
     turn_seconds: float = 0.29  # ... for a track matched less than 0.3 s ago (a bounce, a sharp turn; 8 frames at 30 FPS, 2 at 10)
     appearance_veto: float = 0.3  # given the frame, a motion match whose colours share less than this is refused (0: off)
-    rival_margin: float = 0.2  # given the frame, a motion match is refused where the box shares this much more with another unmatched confirmed track of its class (0: off) ...
+    rival_margin: float = 0.2  # given the frame, a motion match or a lost track's IoU match is refused where the box shares this much more with another unmatched confirmed track of its class (0: off) ...
     rival_similarity: float = 0.5  # ... that shares at least this with it (the box is that track's object)
     appearance_rate: float = 0.3  # weight of each first-stage match's colours in its track's (a running average)
     filter_first: bool = True  # stage d matches those tracks' filter predictions before anything by turn reach
