@@ -314,7 +314,7 @@ class Tracker:
             return np.zeros((0,), np.int64)
         cost = self._motion_distance(rows, z[dets])  # (taker, box)
         confirmed = self._ids >= 0  # (a box that looks like its taker far more than like another track is no other way)
-        cost[self._unlike(rows, hists, dets) | self._rivals_box(rows, dets, det_labels, hists, confirmed)] = np.inf
+        cost[self._refused(rows, dets, det_labels, hists, confirmed)] = np.inf
         waiting: List[int] = []
         paired = np.zeros(rows.shape[0], bool)
         swappable = ((det_labels[dets][:, None] == det_labels[dets][None, :]) & (cost < cfg.motion_gate)
@@ -329,7 +329,7 @@ class Tracker:
         alone = np.flatnonzero(~paired)
         if lost.shape[0] and alone.shape[0]:
             other = self._motion_distance(lost, z[dets[alone]])  # (lost, box)
-            other[self._unlike(lost, hists, dets[alone]) | self._rivals_box(lost, dets[alone], det_labels, hists, confirmed)] = np.inf
+            other[self._refused(lost, dets[alone], det_labels, hists, confirmed)] = np.inf
             other[(self._label[lost][:, None] != det_labels[dets[alone]][None, :])
                   | (other > cost[alone, alone][None, :] + cfg.lookahead_reach) | ~(other < cfg.motion_gate)] = np.inf
             used = np.zeros(lost.shape[0], bool)
@@ -599,9 +599,7 @@ class Tracker:
         # two objects of a class crossing behind an occluder come out where either could be predicted
         lost_rows = np.flatnonzero(self._lost)
         if hists is not None and lost_rows.shape[0]:
-            every = np.arange(det_boxes.shape[0])
-            unlike_box = (self._unlike(lost_rows, hists, every)
-                          | self._rivals_box(lost_rows, every, det_labels, hists, self._lost & confirmed))
+            unlike_box = self._refused(lost_rows, np.arange(det_boxes.shape[0]), det_labels, hists, self._lost & confirmed)
             iou_cost[lost_rows] = np.where(unlike_box, np.inf, iou_cost[lost_rows])
         # a: high detections x confirmed tracks (tracked and lost)
         self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), iou_cost, cfg.match_iou, track_of_det, matched_track)
@@ -808,25 +806,29 @@ class Tracker:
                    hists: Optional[np.ndarray], matched_track: np.ndarray) -> np.ndarray:
         """(T, D) pairs that are never one object, for the motion stages d and e: sizes apart by
         more than ``max_size_ratio``, other classes, colours that look nothing alike, or a box that
-        is another unmatched track's object by its colours (``_rivals_box``)."""
+        is another unmatched track's object by its colours (``_refused``)."""
         return (size_mismatch(self._x[tracks], zd, self.config) | self._other_class(tracks, dets, det_labels)
-                | self._unlike(tracks, hists, dets)
-                | self._rivals_box(tracks, dets, det_labels, hists, (self._ids >= 0) & ~matched_track))
+                | self._refused(tracks, dets, det_labels, hists, (self._ids >= 0) & ~matched_track))
 
-    def _rivals_box(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray, hists: Optional[np.ndarray],
-                    rival: np.ndarray) -> np.ndarray:
-        """(T, D) True where box D looks like another track of the `rival` mask (confirmed tracks
+    def _refused(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray, hists: Optional[np.ndarray],
+                 rival: np.ndarray) -> np.ndarray:
+        """(T, D) pairs the frame's colours refuse: the veto (sharing less than ``appearance_veto``,
+        as ``_unlike``), or box D looking like another track of the `rival` mask (confirmed tracks
         that could take it) of its class, sharing at least ``rival_similarity`` of its colours, by
         ``rival_margin`` more than like track T: two objects of a class that crossed behind an
         occluder come out where either could be predicted, and the colours tell them apart where
-        the veto alone does not."""
+        the veto alone does not. Each pair's shared colours are computed once, for both."""
         cfg = self.config
         out = np.zeros((tracks.shape[0], dets.shape[0]), bool)
-        if hists is None or cfg.rival_margin <= 0 or cfg.appearance_veto <= 0:
+        if hists is None or cfg.appearance_veto <= 0:
             return out
+        mine, seen = known(self._hist[tracks]), known(hists[dets])
+        if not (mine.any() and seen.any()):
+            return out
+        own = shared(self._hist[tracks][:, None, :], hists[dets][None, :, :])  # (T, D)
+        out = mine[:, None] & seen[None, :] & (own < cfg.appearance_veto)
         rivals = np.flatnonzero(rival & known(self._hist))
-        seen = known(hists[dets])
-        if not (rivals.shape[0] and seen.any()):
+        if cfg.rival_margin <= 0 or not rivals.shape[0]:
             return out
         alike = shared(self._hist[rivals][:, None, :], hists[dets][None, :, :])  # (R, D)
         alike[(self._label[rivals][:, None] != det_labels[dets][None, :]) | ~seen[None, :]] = 0.0
@@ -836,8 +838,7 @@ class Tracker:
         top = alike[order[0], np.arange(dets.shape[0])]
         second = alike[order[1], np.arange(dets.shape[0])] if rivals.shape[0] > 1 else np.zeros(dets.shape[0])
         best = np.where(tracks[:, None] == rivals[order[0]][None, :], second[None, :], top[None, :])  # (T, D)
-        own = shared(self._hist[tracks][:, None, :], hists[dets][None, :, :])
-        return known(self._hist[tracks])[:, None] & (best >= cfg.rival_similarity) & (own < best - cfg.rival_margin)
+        return out | (mine[:, None] & (best >= cfg.rival_similarity) & (own < best - cfg.rival_margin))
 
     def _match_iou(self, tracks: np.ndarray, dets: np.ndarray, iou_cost: np.ndarray, min_iou: float,
                    track_of_det: np.ndarray, matched_track: np.ndarray) -> None:
