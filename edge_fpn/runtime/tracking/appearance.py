@@ -63,7 +63,7 @@ def unlike(a: np.ndarray, b: np.ndarray, veto: float) -> np.ndarray:
     """(A, B) True where histograms of `a` (A, BINS) and `b` (B, BINS) share less than `veto` of their
     mass; False where either is unknown."""
     out = np.zeros((a.shape[0], b.shape[0]), bool)
-    rows, cols = np.flatnonzero(known(a)), np.flatnonzero(known(b))
+    rows, cols = known(a).nonzero()[0], known(b).nonzero()[0]
     if rows.shape[0] and cols.shape[0]:  # (the known pairs only)
         out[np.ix_(rows, cols)] = shared(a[rows][:, None, :], b[cols][None, :, :]) < veto
     return out

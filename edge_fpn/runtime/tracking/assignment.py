@@ -31,14 +31,14 @@ def linear_assignment(cost: np.ndarray, limit: float) -> Tuple[np.ndarray, np.nd
     col_degree = feasible.sum(axis=0)
     first = feasible.argmax(axis=1)
     alone = (row_degree == 1) & (col_degree[first] == 1)
-    rows = np.flatnonzero(alone)
+    rows = alone.nonzero()[0]
     cols = first[alone]
-    rest_rows = np.flatnonzero((row_degree > 0) & ~alone)
+    rest_rows = ((row_degree > 0) & ~alone).nonzero()[0]
     if not rest_rows.shape[0]:  # (most calls: every pair alone, rows already in order)
         return rows, cols.astype(np.int64, copy=False)
     taken = np.zeros(cost.shape[1], bool)
     taken[cols] = True
-    rest_cols = np.flatnonzero((col_degree > 0) & ~taken)
+    rest_cols = ((col_degree > 0) & ~taken).nonzero()[0]
     sub = cost[np.ix_(rest_rows, rest_cols)]
     sub = np.minimum(np.where(np.isnan(sub), limit, sub), limit)
     if sub.shape[0] <= sub.shape[1]:
@@ -85,6 +85,6 @@ def _hungarian(a: np.ndarray) -> np.ndarray:
             p[j0] = p[j1]
             j0 = j1
     assignment = np.zeros(n, np.int64)
-    assignment[p[1:][p[1:] > 0] - 1] = np.flatnonzero(p[1:] > 0)
+    assignment[p[1:][p[1:] > 0] - 1] = (p[1:] > 0).nonzero()[0]
     return assignment
 

@@ -42,19 +42,9 @@ def predict(x: np.ndarray, P: np.ndarray, q: np.ndarray, turn: np.ndarray, dt: f
     walk, both scaled by each track's box size, the acceleration also by its manoeuvre factor q)."""
     if dt <= 0.0:
         return
-    turning = np.flatnonzero(turn[:, 0] != 0.0)
-    if turning.shape[0]:  # (their turn prediction from the states before the straight one below)
-        turned_x, turned_P = _predict_turn(x[turning], P[turning], turn[turning, 0], dt)
-    # every track straight, in place (one pass over all rows is cheaper than gathering the straight ones)
-    x[:, :4] += dt * x[:, 4:]
-    # F P F' with F = [[I, dt I], [0, I]], by blocks, in place (the position block first: it reads
-    # the old position-velocity block)
-    pv, vv = P[:, :4, 4:], P[:, 4:, 4:]
-    P[:, :4, :4] += dt * (pv + P[:, 4:, :4]) + (dt * dt) * vv
-    pv += dt * vv
-    P[:, 4:, :4] = np.swapaxes(pv, 1, 2)
-    if turning.shape[0]:
-        x[turning], P[turning] = turned_x, turned_P
+    F = _transition(turn[:, 0], dt)
+    x[:] = (F @ x[:, :, None])[:, :, 0]
+    P[:] = F @ P @ np.swapaxes(F, 1, 2)
     np.maximum(x[:, 2:4], 1.0, out=x[:, 2:4])
     size2 = x[:, 2:4] * x[:, 2:4]
     scale2 = np.concatenate([size2, size2], axis=1)  # (N, 4): w, h, w, h, squared
@@ -62,26 +52,34 @@ def predict(x: np.ndarray, P: np.ndarray, q: np.ndarray, turn: np.ndarray, dt: f
     noise[:, :2] = cfg.acceleration_noise * q[:, None]
     noise[:, 2:] = cfg.size_acceleration_noise
     noise *= scale2
-    cross = noise * (dt * dt / 2.0)
     # Q's four diagonals (position, position-velocity twice, velocity) added in one scatter
-    P[:, _Q_ROWS, _Q_COLS] += np.concatenate([cfg.position_noise * dt * scale2 + noise * (dt ** 3 / 3.0), cross, cross,
-                                              noise * dt], axis=1)
+    Q = np.empty((x.shape[0], 16))
+    Q[:, :4] = cfg.position_noise * dt * scale2 + noise * (dt ** 3 / 3.0)
+    Q[:, 4:8] = Q[:, 8:12] = noise * (dt * dt / 2.0)
+    Q[:, 12:] = noise * dt
+    P[:, _Q_ROWS, _Q_COLS] += Q
 
 
-def _predict_turn(x: np.ndarray, P: np.ndarray, w: np.ndarray, dt: float) -> Tuple[np.ndarray, np.ndarray]:
-    """The prediction (F x, F P F') of tracks that turn at a known rate w (a coordinated turn: the
-    velocity rotates by w dt and the centre moves along the arc)."""
-    a = w * dt
-    c, s = np.cos(a), np.sin(a)
-    F = np.tile(np.eye(8), (x.shape[0], 1, 1))
-    F[:, 0, 4] = F[:, 1, 5] = s / w
-    F[:, 1, 4] = (1.0 - c) / w
-    F[:, 0, 5] = -F[:, 1, 4]
-    F[:, 2, 6] = F[:, 3, 7] = dt
-    F[:, 4, 4] = F[:, 5, 5] = c
-    F[:, 5, 4] = s
-    F[:, 4, 5] = -s
-    return np.einsum("nij,nj->ni", F, x), F @ P @ np.swapaxes(F, 1, 2)
+# where a turn's entries go in F: the centre's along and across the velocity (twice each) and the
+# velocity's rotation
+_TURN_ROWS = np.array([0, 1, 1, 0, 4, 5, 5, 4])
+_TURN_COLS = np.array([4, 5, 4, 5, 4, 5, 4, 5])
+_EYE, _VELOCITY = np.eye(8), np.eye(8, k=4)  # F = _EYE + dt _VELOCITY: constant velocity
+
+
+def _transition(rate: np.ndarray, dt: float) -> np.ndarray:
+    """Each track's F (N, 8, 8) for a step of dt seconds: constant velocity, or a coordinated turn
+    where the track has a turn rate (rad/s: the velocity rotates by rate dt and the centre moves
+    along the arc). One batched F P F' for every track costs half of a straight pass by blocks plus
+    a turning one."""
+    F = np.broadcast_to(_EYE + dt * _VELOCITY, (rate.shape[0], 8, 8)).copy()
+    turning = (rate != 0.0).nonzero()[0]
+    if turning.shape[0]:
+        w = rate[turning]
+        c, s = np.cos(w * dt), np.sin(w * dt)
+        along, across = s / w, (1.0 - c) / w
+        F[turning[:, None], _TURN_ROWS, _TURN_COLS] = np.stack([along, along, across, -across, c, c, s, -s], axis=1)
+    return F
 
 
 def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: float, cfg: TrackerConfig) -> np.ndarray:
@@ -95,17 +93,18 @@ def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: floa
     chord = (z[:, :2] - memo[:, 1:3]) / span[:, None]
     size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
     usable = np.hypot(chord[:, 0], chord[:, 1]) * span >= cfg.min_turn_chord * size
-    before = memo[:, 3:5]
     known = usable & (memo[:, 5] > 0)
-    angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
-    between = np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
-    rate = angle / between
-    turn = np.where(known, memo[:, 0] + cfg.turn_gain * (rate - memo[:, 0]), memo[:, 0])
-    # a bounce turns more than the track's own rate foresees over the time between the chords
-    # (a circling object seen after a missed frame at 10 FPS turns past max_turn_angle by its rate)
-    surprise = np.abs(np.remainder(angle - memo[:, 0] * between + np.pi, 2 * np.pi) - np.pi)  # (wrapped to [-pi, pi))
-    turn = np.where(known & (surprise > cfg.max_turn_angle), 0.0, turn)
-    memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
+    if known.any():  # (at 30 FPS most chords are jitter-short: nothing to learn, the rates stay)
+        before = memo[:, 3:5]
+        angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
+        between = np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
+        rate = angle / between
+        turn = np.where(known, memo[:, 0] + cfg.turn_gain * (rate - memo[:, 0]), memo[:, 0])
+        # a bounce turns more than the track's own rate foresees over the time between the chords
+        # (a circling object seen after a missed frame at 10 FPS turns past max_turn_angle by its rate)
+        surprise = np.abs(np.remainder(angle - memo[:, 0] * between + np.pi, 2 * np.pi) - np.pi)  # (wrapped to [-pi, pi))
+        turn = np.where(known & (surprise > cfg.max_turn_angle), 0.0, turn)
+        memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
     memo[:, 1:3] = z[:, :2]
     memo[:, 3:5] = np.where(usable[:, None], chord, memo[:, 3:5])
     memo[:, 5] = np.where(usable, span, np.where(memo[:, 5] > 0, memo[:, 5] + span, 0.0))
@@ -127,8 +126,8 @@ def _manoeuvre(q: np.ndarray, innovation: np.ndarray, sxx: np.ndarray, syy: np.n
     clutter cannot get into)."""
     dx, dy = innovation[:, 0], innovation[:, 1]
     nis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / np.maximum(sxx * syy - sxy * sxy, 1e-12)
-    factor = np.clip(nis / 2.0, 0.1, 10.0) ** cfg.manoeuvre
-    return np.clip(q * factor, 1.0, cfg.max_manoeuvre)
+    factor = (nis / 2.0).clip(0.1, 10.0) ** cfg.manoeuvre  # (the method: np.clip's wrapper costs as much again)
+    return (q * factor).clip(1.0, cfg.max_manoeuvre)
 
 
 def correct(x: np.ndarray, P: np.ndarray, q: np.ndarray, z: np.ndarray,

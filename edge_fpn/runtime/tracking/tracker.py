@@ -237,7 +237,7 @@ class Tracker:
         now = self._check_time(timestamp)
         cfg = self.config
         # the detections that take part: finite, above the low threshold, the best max_detections
-        chosen = np.flatnonzero(usable & (scores >= cfg.low_threshold))
+        chosen = (usable & (scores >= cfg.low_threshold)).nonzero()[0]
         if chosen.shape[0] > cfg.max_detections:
             best = np.argsort(-scores[chosen], kind="stable")[:cfg.max_detections]
             chosen = np.sort(chosen[best])
@@ -264,7 +264,7 @@ class Tracker:
         by_iou = matched_track.copy()
         if self._x.shape[0] and chosen.shape[0]:
             by_iou = self._associate(det_boxes, det_scores, det_labels, z, hists, track_of_det, matched_track)
-        matched_dets = np.flatnonzero(track_of_det >= 0)
+        matched_dets = (track_of_det >= 0).nonzero()[0]
         waiting = np.zeros((0,), np.int64)
         if cfg.lookahead and matched_dets.shape[0]:  # (before the matched tracks take their boxes)
             waiting = self._ambiguous(track_of_det, matched_dets, matched_track, by_iou, z, det_scores, det_labels, now,
@@ -283,7 +283,7 @@ class Tracker:
             self._remember_ended(keep, now)
         self._take(keep)
         # new tentative tracks from the confident detections nobody took
-        new = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
+        new = ((track_of_det < 0) & (det_scores >= cfg.new_track_threshold)).nonzero()[0]
         if new.shape[0] and cfg.duplicate_iou < 1:
             new = new[~self._duplicates(det_boxes, new, identified)]
         if new.shape[0]:
@@ -324,9 +324,9 @@ class Tracker:
                 paired[a] = paired[b] = True
                 self._remember(rows[[a, b]], z[dets[[b, a]]], det_scores[dets[[b, a]]], np.array([True, True]), now)
                 waiting += [int(dets[a]), int(dets[b])]
-        lost = np.flatnonzero((self._ids >= 0) & ~matched_track & self._seen_within(cfg.reid_seconds)
-                              & (self._score >= cfg.confirm_score))
-        alone = np.flatnonzero(~paired)
+        lost = ((self._ids >= 0) & ~matched_track & self._seen_within(cfg.reid_seconds)
+                 & (self._score >= cfg.confirm_score)).nonzero()[0]
+        alone = (~paired).nonzero()[0]
         if lost.shape[0] and alone.shape[0]:
             other = self._motion_distance(lost, z[dets[alone]])  # (lost, box)
             other[self._refused(lost, dets[alone], det_labels, hists, confirmed)] = np.inf
@@ -355,16 +355,16 @@ class Tracker:
         state: each follows the box it should have taken. IDs stay with their tracks."""
         cfg = self.config
         for ambiguity in self._pending:
-            rows = [np.flatnonzero(self._ids == track_id) for track_id in ambiguity.ids]
+            rows = [(self._ids == track_id).nonzero()[0] for track_id in ambiguity.ids]
             if not (rows[0].shape[0] and rows[1].shape[0]):
                 continue  # (a track ended)
             rows = np.array([rows[0][0], rows[1][0]])
-            boxes = np.flatnonzero(det_labels == self._label[rows[0]])
+            boxes = (det_labels == self._label[rows[0]]).nonzero()[0]
             other = Tracker(cfg)
             for name in _TRACK_FIELDS:
                 setattr(other, "_" + name, ambiguity.before[name].copy())
             other._time = ambiguity.time
-            taking = np.flatnonzero(ambiguity.takes)
+            taking = ambiguity.takes.nonzero()[0]
             other._apply(taking, ambiguity.boxes[taking], ambiguity.scores[taking], ambiguity.time)
             other._lost = ~ambiguity.takes
             other._predict(now - ambiguity.time)
@@ -423,7 +423,7 @@ class Tracker:
         if not shrunk.any():  # (most frames: one check on the per-frame path)
             return z
         z = z.copy()
-        for axis in np.flatnonzero(shrunk.any(axis=0)):
+        for axis in shrunk.any(axis=0).nonzero()[0]:
             size, measured = x[:, 2 + axis], z[:, 2 + axis]
             low, high = x[:, axis] - size / 2, x[:, axis] + size / 2
             m_low, m_high = z[:, axis] - measured / 2, z[:, axis] + measured / 2
@@ -473,7 +473,7 @@ class Tracker:
             confirm |= (ready & (self._hits >= max(cfg.min_hits - 1, 1)) & (self._score >= cfg.early_confirm_score)
                         & (self._time - self._born[:, 0] >= cfg.early_confirm_seconds - TIME_SLACK))
         if confirm.any():
-            order = np.flatnonzero(confirm)
+            order = confirm.nonzero()[0]
             if inheriting:
                 order = self._inherit(order, matched_track)
             if cfg.recall_seconds > 0 and order.shape[0]:
@@ -484,7 +484,7 @@ class Tracker:
         # rest wait for min_hits; at 10 FPS a frame sooner is 0.1 s of an object in view with no ID)
         early = ready & ~confirm & (self._hits >= cfg.inherit_hits)
         if inheriting and early.any():
-            self._inherit(np.flatnonzero(early), matched_track)
+            self._inherit(early.nonzero()[0], matched_track)
 
     def _inherit(self, new: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
         """A track about to be confirmed that was born at most ``reid_seconds`` after a lost track
@@ -494,7 +494,7 @@ class Tracker:
         tentative track takes the next box by IoU before stage e can): it takes the lost track's ID,
         and the lost track ends. Returns the rows of `new` that still need an ID."""
         cfg = self.config
-        lost = np.flatnonzero(self._lost & ~matched_track & (self._ids >= 0))
+        lost = (self._lost & ~matched_track & (self._ids >= 0)).nonzero()[0]
         lost = lost[~self._hidden(lost, matched_track & (self._ids >= 0))]
         if not lost.shape[0]:
             return new
@@ -524,7 +524,7 @@ class Tracker:
         if keep.all():  # (most frames: no track ends)
             return
         # (an inherited lost track has handed its ID on: its last_seen is -inf)
-        ending = np.flatnonzero(~keep & (self._ids >= 0) & np.isfinite(self._last_seen))
+        ending = (~keep & (self._ids >= 0) & np.isfinite(self._last_seen)).nonzero()[0]
         self._memory.add(now, seconds, *self._as_remembered(ending))
 
     def _as_remembered(self, rows: np.ndarray) -> Tuple[np.ndarray, ...]:
@@ -558,7 +558,7 @@ class Tracker:
         the reach is ``min_gate_size`` box sizes: seen at once farther apart, they are two objects.
         Returns the rows still needing an ID."""
         cfg = self.config
-        lost = np.flatnonzero(self._lost & ~matched_track & (self._ids >= 0) & known(self._hist))
+        lost = (self._lost & ~matched_track & (self._ids >= 0) & known(self._hist)).nonzero()[0]
         if not lost.shape[0]:
             return new
         seen_together = self._last_seen[lost][:, None] >= self._born[new, 0][None, :] - TIME_SLACK
@@ -597,36 +597,36 @@ class Tracker:
         confirmed = self._ids >= 0
         # a lost track re-found by IoU must not look unlike the box (the veto, as for motion matches):
         # two objects of a class crossing behind an occluder come out where either could be predicted
-        lost_rows = np.flatnonzero(self._lost)
+        lost_rows = self._lost.nonzero()[0]
         if hists is not None and lost_rows.shape[0]:
             unlike_box = self._refused(lost_rows, np.arange(det_boxes.shape[0]), det_labels, hists, self._lost & confirmed)
             iou_cost[lost_rows] = np.where(unlike_box, np.inf, iou_cost[lost_rows])
         # a: high detections x confirmed tracks (tracked and lost)
-        self._match_iou(np.flatnonzero(confirmed), np.flatnonzero(high), iou_cost, cfg.match_iou, track_of_det, matched_track)
+        self._match_iou(confirmed.nonzero()[0], high.nonzero()[0], iou_cost, cfg.match_iou, track_of_det, matched_track)
         # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
         #    track that missed one frame and is half hidden in the next is found by IoU with its prediction)
         low = ~high
         if low.any():
             takers = ~matched_track & (confirmed | cfg.tentative_low)
-            self._match_iou(np.flatnonzero(takers), np.flatnonzero(low), iou_cost, cfg.low_match_iou, track_of_det, matched_track)
+            self._match_iou(takers.nonzero()[0], low.nonzero()[0], iou_cost, cfg.low_match_iou, track_of_det, matched_track)
         # c: high detections left x tentative tracks
-        free_high = np.flatnonzero(high & (track_of_det < 0))
+        free_high = (high & (track_of_det < 0)).nonzero()[0]
         if free_high.shape[0]:
-            self._match_iou(np.flatnonzero(~confirmed & ~matched_track), free_high, iou_cost, cfg.tentative_match_iou,
+            self._match_iou((~confirmed & ~matched_track).nonzero()[0], free_high, iou_cost, cfg.tentative_match_iou,
                             track_of_det, matched_track)
         by_iou = matched_track.copy()
         # d: what is left, by motion (boxes that stopped overlapping); low detections only for tracked tracks
         free = (track_of_det < 0) & (high | cfg.low_motion)
-        free_tracks = np.flatnonzero(~matched_track)
+        free_tracks = (~matched_track).nonzero()[0]
         if cfg.motion_gate > 0 and free.any() and free_tracks.shape[0]:
-            self._match_motion(free_tracks, np.flatnonzero(free), z, det_labels, det_scores, hists, track_of_det,
+            self._match_motion(free_tracks, free.nonzero()[0], z, det_labels, det_scores, hists, track_of_det,
                                matched_track)
         # e: lost tracks left x confident detections left, within reach of where the track was last seen
-        if cfg.reid_reach > 0:
+        if cfg.reid_reach > 0 and self._lost.any():
             # (tracks whose running score is still a real object's: a lost clutter track is let go)
-            lost = np.flatnonzero(self._lost & ~matched_track & self._seen_within(cfg.reid_seconds)
-                                  & (self._score >= cfg.confirm_score))
-            confident = np.flatnonzero((track_of_det < 0) & (det_scores >= cfg.new_track_threshold))
+            lost = (self._lost & ~matched_track & self._seen_within(cfg.reid_seconds)
+                     & (self._score >= cfg.confirm_score)).nonzero()[0]
+            confident = ((track_of_det < 0) & (det_scores >= cfg.new_track_threshold)).nonzero()[0]
             if lost.shape[0] and confident.shape[0]:
                 # (not one predicted behind an object seen now: it is out of sight, not off its path,
                 # and a box elsewhere is another object; an object that went behind the occluder
@@ -827,7 +827,7 @@ class Tracker:
             return out
         own = shared(self._hist[tracks][:, None, :], hists[dets][None, :, :])  # (T, D)
         out = mine[:, None] & seen[None, :] & (own < cfg.appearance_veto)
-        rivals = np.flatnonzero(rival & known(self._hist))
+        rivals = (rival & known(self._hist)).nonzero()[0]
         if cfg.rival_margin <= 0 or not rivals.shape[0]:
             return out
         alike = shared(self._hist[rivals][:, None, :], hists[dets][None, :, :])  # (R, D)
