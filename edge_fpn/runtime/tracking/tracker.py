@@ -591,8 +591,8 @@ class Tracker:
         returns which tracks were matched by IoU (stages a-c; the rest of the matches are by motion)."""
         cfg = self.config
         # 1 - IoU of every predicted track box and detection, once for stages a-c (never across classes)
-        iou_cost = 1.0 - iou_matrix(to_xyxy(self._x[:, :4]), det_boxes)
-        iou_cost[self._other_class(np.arange(self._x.shape[0]), np.arange(det_boxes.shape[0]), det_labels)] = np.inf
+        other_class = self._other_class(np.arange(self._x.shape[0]), np.arange(det_boxes.shape[0]), det_labels)
+        iou_cost = np.where(other_class, np.inf, 1.0 - iou_matrix(to_xyxy(self._x[:, :4]), det_boxes))
         high = det_scores >= cfg.high_threshold
         confirmed = self._ids >= 0
         # a lost track re-found by IoU must not look unlike the box (the veto, as for motion matches):
