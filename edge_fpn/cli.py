@@ -91,7 +91,7 @@ def _detect(args: argparse.Namespace) -> int:
     track = _tracker_from_args(args)
     detect(args.bundle, sources, sinks, max_frames=args.max_frames, score_threshold=args.score_threshold,
            classes=_split(args.classes), quiet=args.quiet, device=args.device, force=args.force, cuda=args.cuda,
-           track=track, keep_tracks=args.keep_tracks)
+           track=track, keep_tracks=args.keep_tracks, track_state=args.track_state)
     return 0
 
 
@@ -278,6 +278,10 @@ def _add_detect_parser(subparsers: Any) -> None:
     p.add_argument("--keep-tracks", action="store_true",
                    help="with --track: a live source that reconnects keeps its tracks and IDs (default: it starts "
                         "fresh tracks, since the scene may have changed during the outage; IDs never repeat)")
+    p.add_argument("--track-state", default=None, metavar="FILE",
+                   help="with --track: resume the IDs saved in FILE (where it exists) and save them there when "
+                        "the run ends, also on Ctrl-C: an object seen before a restart keeps its ID (if it is "
+                        "back within lost_seconds of the save, or recall_seconds where its colours match)")
     _add_track_option_argument(p)
     p.add_argument("--force", action="store_true",
                    help="replace existing output files (an output that is an input is refused even so)")

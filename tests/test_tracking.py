@@ -790,6 +790,63 @@ def test_state_saved_as_json_and_restored_continues_identically():
         Tracker().set_state(dict(state, version=99))
 
 
+def _moving(t):
+    """Three objects on straight lines at time t (seconds): boxes, scores, labels."""
+    boxes = np.array([_box(x + 60.0 * t, y) for x, y in [(50, 50), (200, 100), (300, 300)]])
+    return boxes, np.full(3, 0.9), np.ones(3, np.int64)
+
+
+def test_state_resumed_on_a_new_clock_continues_identically():
+    # a restart: the frames' clock starts again (a video from 0, a camera after a reboot); the
+    # state says how long it was saved (resume_after) and every time it holds moves with the clock
+    a = Tracker()
+    for i in range(8):
+        a.update(*_moving(100 + i / 30), timestamp=100 + i / 30)
+    state = json.loads(json.dumps(a.get_state()))
+    b = Tracker()
+    with pytest.raises(EdgeFpnError, match="before the last frame"):  # without resume_after: the old clock
+        b.set_state(state)
+        b.update(*_moving(100 + 8 / 30), timestamp=0.0)
+    b.set_state(state, resume_after=1 / 30)
+    for i in range(8, 20):
+        t = 100 + i / 30
+        assert a.update(*_moving(t), timestamp=t).tolist() == b.update(*_moving(t), timestamp=t - 100 - 8 / 30).tolist()
+    assert a.next_id == b.next_id == 4
+    # saved for longer than lost_seconds: the objects are let go, and new IDs follow the old ones
+    c = Tracker()
+    c.set_state(state, resume_after=60.0)
+    ids = [c.update(*_moving(100 + i / 30), timestamp=i / 30) for i in range(8, 14)]
+    assert ids[0].tolist() == [-1, -1, -1] and sorted(ids[-1].tolist()) == [4, 5, 6]
+    for bad in (-1.0, float("nan"), "soon"):
+        with pytest.raises(EdgeFpnError, match="resume_after"):
+            Tracker().set_state(state, resume_after=bad)
+
+
+def test_state_resumed_while_an_ambiguity_waits_continues_identically():
+    from edge_fpn.tracking_eval import ground_truth_sequence, noisy_detections
+    truth, images = ground_truth_sequence("hard", 300, seed=2, images=True)
+    frames, images = noisy_detections(truth, seed=2)[::3], images[::3]
+    a = Tracker()
+    for index, ((t, boxes, scores, labels), image) in enumerate(zip(frames, images)):
+        a.update(boxes, scores, labels, t, image)
+        if a.get_state()["waiting"]:
+            break
+    else:
+        pytest.fail("no ambiguity in this sequence: the test needs one")
+    assert a.get_state()["remembered"]["time"]  # (and ended tracks remembered: their times move too)
+    b = Tracker()
+    start = frames[index + 1][0]
+    b.set_state(json.loads(json.dumps(a.get_state())), resume_after=start - frames[index][0])
+    for (t, boxes, scores, labels), image in list(zip(frames, images))[index + 1:]:
+        assert a.update(boxes, scores, labels, t, image).tolist() == b.update(boxes, scores, labels, t - start, image).tolist()
+    # every time b holds is a's on the new clock: last and first sightings, the memory of ended tracks
+    sa, sb = a.get_state(), b.get_state()
+    assert sb["time"] == pytest.approx(sa["time"] - start)
+    for name in ("last_seen", "born"):
+        assert np.allclose(np.asarray(sb["tracks"][name]), np.asarray(sa["tracks"][name]) - (start if name == "last_seen" else [start, 0, 0]))
+    assert np.allclose(sb["remembered"]["time"], np.asarray(sa["remembered"]["time"]) - start)
+
+
 def test_bad_input_is_one_sentence_and_loses_nothing():
     tracker = Tracker(TrackerConfig(min_hits=1))
     tracker.update(np.array([_box(100, 100)]), np.array([0.9]), None, 1.0)
@@ -1224,6 +1281,54 @@ def test_track_options_set_the_tracker_from_the_command_line(shapes_bundle, tmp_
         first_ids[name] = [d["track_id"] for d in first["detections"]]
     assert first_ids["default"] and all(i == -1 for i in first_ids["default"])  # min_hits 3: no ID at frame 0
     assert any(i >= 1 for i in first_ids["at_once"])  # min_hits 1: IDs at once
+
+
+def test_track_state_carries_ids_across_runs_of_detect(shapes_bundle, tmp_path, capsys):
+    import cv2
+    from edge_fpn.cli import main
+    from edge_fpn.runtime.synthetic import SyntheticCamera
+    bundle = shapes_bundle("engine")[1]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    image = SyntheticCamera(width=320, height=240, seed=5).frame(0)
+    for index in range(4):  # a still scene: the same objects in every frame, and in the next run
+        cv2.imwrite(str(frames / f"{index}.png"), image)
+    state = tmp_path / "tracks.json"
+    common = [str(frames), "--track", "--quiet", "--device", "cpu", "--track-option", "lost_seconds=600"]
+
+    def first_and_last_ids(out, extra):
+        assert main(["detect", bundle] + common + [str(out)] + extra) == 0
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        return [sorted(d["track_id"] for d in record["detections"]) for record in (records[0], records[-1])]
+
+    first, last = first_and_last_ids(tmp_path / "a.jsonl", ["--track-state", str(state)])
+    last = [i for i in last if i >= 1]
+    assert first and all(i == -1 for i in first) and len(last) >= 3  # confirmed during the run
+    saved = state.read_text()
+    # the next run resumes: the objects have their IDs from its first frame, and the file is saved again
+    resumed, _ = first_and_last_ids(tmp_path / "b.jsonl", ["--track-state", str(state)])
+    assert [i for i in resumed if i >= 1] == last
+    assert state.read_text() != saved and json.loads(state.read_text())["trackers"][0]["next_id"] == max(last) + 1
+    # without the state: fresh tracks, no ID at the first frame
+    fresh, _ = first_and_last_ids(tmp_path / "c.jsonl", [])
+    assert all(i == -1 for i in fresh)
+    capsys.readouterr()
+    # bad state files: one line, exit 2, the file left as it was
+    for content, message in (("not json", "is not a tracker state file"), ('{"a": 1}', "is not a tracker state file edge-fpn wrote"),
+                             (saved.replace('"next_id": ', '"next_id": -'), "is damaged")):
+        state.write_text(content)
+        assert main(["detect", bundle] + common + [str(tmp_path / "d.jsonl"), "--force", "--track-state", str(state)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert state.read_text() == content and not (tmp_path / "d.jsonl").exists()
+    for args, message in (([str(tmp_path / "a.jsonl"), "--force", "--track-state", str(tmp_path / "a.jsonl")], "is also the output"),
+                          ([str(tmp_path / "e.jsonl"), "--track-state", str(tmp_path / "no" / "t.json")], "does not exist"),
+                          ([str(tmp_path / "e.jsonl"), "--track-state", str(tmp_path)], "is a directory")):
+        assert main(["detect", bundle] + common + args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert main(["detect", bundle, str(frames), "--track-state", str(state)]) == 2
+    assert "it needs --track" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("options, message", [

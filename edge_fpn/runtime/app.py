@@ -28,6 +28,7 @@ class DetectOptions:
     cuda: str = "auto"
     track: Any = False
     keep_tracks: bool = False  # with track: a live source that reconnects keeps its tracks (default: fresh ones)
+    track_state: Optional[str] = None  # with track: a file the trackers resume from and are saved to (IDs across restarts)
 
 
 def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optional[DetectOptions] = None,
@@ -37,7 +38,7 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optiona
 
     options: a ``DetectOptions``; keyword arguments named like its fields (``max_frames=``,
     ``score_threshold=``, ``classes=``, ``quiet=``, ``stats_interval=``, ``device=``, ``force=``,
-    ``cuda=``, ``track=``, ``keep_tracks=``) override them, and any other keyword argument is an option of
+    ``cuda=``, ``track=``, ``keep_tracks=``, ``track_state=``) override them, and any other keyword argument is an option of
     ``open_source`` (``open_timeout=10`` for an RTSP stream).
 
     With several sources, ``{source}`` in a sink path makes one sink per source (``out_{source}.mp4``),
@@ -45,7 +46,9 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optiona
     records (``source_index``); a video without it is refused. Every source opens before any work.
 
     track: persistent object IDs (True, a TrackerConfig or a Tracker; runtime/tracking/), drawn
-    by the image sinks and written as ``track_id`` by the JSON-lines sink.
+    by the image sinks and written as ``track_id`` by the JSON-lines sink. track_state: a file
+    (runtime/tracking/state_file.py) the trackers resume from where it exists and are saved to
+    when the run ends, also on Ctrl-C: IDs carried across restarts.
 
     Detections scoring under `score_threshold` are neither shown nor written (default: 0.5, the
     pipeline's DISPLAY_SCORE_THRESHOLD; 0.05 shows what the model keeps). With no sink, one line a
@@ -57,17 +60,24 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optiona
     replaced only with `force`. A file source none of whose images can be read is an error.
     """
     from .sinks import abort_sinks
+    from .tracking.state_file import read_state_file, resume, source_names, write_state_file
 
     fields = {f.name for f in dataclasses.fields(DetectOptions)}
     source_options = {key: value for key, value in overrides.items() if key not in fields}
     options = dataclasses.replace(options if options is not None else DetectOptions(),
                                   **{key: value for key, value in overrides.items() if key in fields})
     specs = _check_detect_request(bundle, source, sinks, options)
+    saved = read_state_file(options.track_state, source_names(specs)) if options.track_state else None
     run = _DetectRun()
     try:
         pipeline = run.open(bundle, specs, sinks, options, source_options)
+        trackers = [feed.tracker for feed in pipeline.feeds]
+        if saved is not None:
+            resume(trackers, saved)
         _run_to_the_end(pipeline, bool(sinks), options.quiet)
         _refuse_all_unreadable(run.sources)
+        if options.track_state:
+            write_state_file(options.track_state, trackers, source_names(specs))
         return pipeline.stats.snapshot()
     except BaseException:
         abort_sinks(run.sinks)  # the pipeline did it if it ran; a sink that wrote nothing leaves nothing
@@ -89,10 +99,16 @@ def _check_detect_request(bundle: str, source: Any, sinks: Sequence[Any], option
     check_score_threshold(score_threshold, "--score-threshold")
     if options.keep_tracks and not options.track:
         raise EdgeFpnError("--keep-tracks keeps the tracker's state across reconnects; it needs --track")
+    if options.track_state and not options.track:
+        raise EdgeFpnError("--track-state carries the tracker's IDs across runs; it needs --track")
     load_manifest(bundle)
     specs = source_list(source)
     check_source_list(specs)
     check_sinks(list(sinks))
+    if options.track_state:
+        from .sinks import sink_path
+        from .tracking.state_file import refuse_state_over_outputs
+        refuse_state_over_outputs(options.track_state, [path for spec in sinks for path in [sink_path(spec)[1]] if path])
     return specs
 
 

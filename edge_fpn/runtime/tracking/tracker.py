@@ -110,7 +110,8 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
 IDs are 1, 2, 3, ... in order of confirmation, each for one object in the tracker's life (an ended
 track's ID comes back only to a track the memory takes for that object; ``reset`` forgets them and
 keeps counting unless told to restart). ``get_state`` / ``set_state`` carry a tracker across a
-restart as plain JSON-able data (with the ambiguities waiting for the next frame). Bad input (boxes of the wrong shape, out-of-order or non-finite
+restart as plain JSON-able data (with the ambiguities waiting for the next frame; ``resume_after``
+puts its times on the new process's clock, state_file.py keeps it in a file). Bad input (boxes of the wrong shape, out-of-order or non-finite
 timestamps) raises EdgeFpnError with one sentence and leaves the tracker as it was; detections
 with non-finite or empty boxes are left out of the matching (their ID is -1) and counted in
 ``skipped_detections``. At most ``max_detections`` detections a frame (the best scores) take
@@ -174,6 +175,7 @@ class Tracker:
         self._time: Optional[float] = None
         self._pending: List[_Ambiguity] = []  # this frame's motion matches that the next frame settles
         self._memory = TrackMemory()  # ended tracks, for an object back after seconds (recall_seconds)
+        self._resume_after: Optional[float] = None  # set_state's: the next frame starts a new clock
         self._clear()
 
     # ------------------------------------------------------------ public API
@@ -184,6 +186,7 @@ class Tracker:
         self._pending = []
         self._memory.clear()
         self._time = None
+        self._resume_after = None
         self.frames = 0
         if restart_ids:
             self.next_id = 1
@@ -645,9 +648,22 @@ class Tracker:
                              "time": a.time} for a in self._pending],
                 "remembered": self._memory.state()}
 
-    def set_state(self, state: Dict[str, Any]) -> None:
+    def set_state(self, state: Dict[str, Any], resume_after: Optional[float] = None) -> None:
         """Restore what ``get_state`` returned (IDs go on from where they were). The tracker's own
-        config is kept; a state is refused with one sentence if it is not one this version wrote."""
+        config is kept; a state is refused with one sentence if it is not one this version wrote.
+
+        resume_after: seconds between the state's last frame and the next one, for a restart where
+        the frames' clock starts anew (a video from 0, a camera's clock after a reboot): the next
+        frame is taken as that long after the saved one, whatever its timestamp, and every time the
+        tracker holds moves with it (an object lost longer than ``lost_seconds`` by then is let
+        go). Without it the next timestamp must not be before the saved last one."""
+        if resume_after is not None:
+            try:
+                resume_after = float(resume_after)
+            except (TypeError, ValueError):
+                raise EdgeFpnError(f"resume_after must be a number of seconds, not {resume_after!r}") from None
+            if not (math.isfinite(resume_after) and resume_after >= 0):
+                raise EdgeFpnError(f"resume_after must be finite seconds >= 0, not {resume_after!r}")
         try:
             if int(state["version"]) != STATE_VERSION:
                 raise EdgeFpnError(f"tracker state version {state['version']} is not {STATE_VERSION}; "
@@ -698,6 +714,7 @@ class Tracker:
         self._pending = waiting
         self._memory = memory
         self.next_id, self._time, self.frames, self.skipped_detections = next_id, time_, frames, skipped
+        self._resume_after = resume_after if time_ is not None else None
 
     # ------------------------------------------------------------ checks
     def _check(self, boxes: Any, scores: Any, labels: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -738,10 +755,25 @@ class Tracker:
             raise EdgeFpnError(f"timestamp {timestamp!r} is not a number of seconds") from None
         if not math.isfinite(now):
             raise EdgeFpnError(f"timestamp {timestamp!r} is not finite; give the frame's capture time in seconds")
+        if self._resume_after is not None and self._time is not None:
+            self._shift_times(now - self._resume_after - self._time)
         if self._time is not None and now < self._time:
             raise EdgeFpnError(f"timestamp {now:.6f} s is before the last frame's ({self._time:.6f} s); give frames in "
                                "time order, or reset() the tracker for a new stream")
         return now
+
+    def _shift_times(self, seconds: float) -> None:
+        """Every time the tracker holds moved by `seconds` (set_state's resume_after, on the first
+        frame after it: a new clock)."""
+        self._time += seconds
+        self._last_seen = self._last_seen + seconds
+        self._born = self._born.copy()
+        self._born[:, 0] += seconds
+        self._pending = [a._replace(time=a.time + seconds, before={**a.before, "last_seen": a.before["last_seen"] + seconds,
+                                                                   "born": a.before["born"] + [seconds, 0.0, 0.0]})
+                         for a in self._pending]
+        self._memory.time = self._memory.time + seconds
+        self._resume_after = None
 
     # ------------------------------------------------------------ tracks as arrays
     def _clear(self) -> None:
