@@ -1331,6 +1331,21 @@ def test_track_state_carries_ids_across_runs_of_detect(shapes_bundle, tmp_path, 
     assert "it needs --track" in capsys.readouterr().err
 
 
+def test_track_state_file_is_replaced_whole_or_not_at_all(tmp_path):
+    from edge_fpn.runtime.tracking.state_file import read_state_file, write_state_file
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.update(np.array([_box(50, 50)]), np.array([0.9]), None, 1.0)
+    path = tmp_path / "tracks.json"
+    path.write_text("{}")
+    path.chmod(0o640)
+    write_state_file(str(path), [tracker], ["test://"])
+    assert (path.stat().st_mode & 0o777) == 0o640  # the mode of the file it replaced
+    assert read_state_file(str(path), ["test://"])["trackers"][0]["next_id"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["tracks.json"]  # no temporary left
+    with pytest.raises(EdgeFpnError, match="cannot save the tracker state"):
+        write_state_file(str(tmp_path / "gone" / "tracks.json"), [tracker], ["test://"])
+
+
 @pytest.mark.parametrize("options, message", [
     (["min_hit=2"], "no tracker option 'min_hit'; did you mean min_hits?"),
     (["min_hits=two"], "tracker option min_hits takes an integer, not 'two'"),
