@@ -604,8 +604,13 @@ class Tracker:
         # two objects of a class crossing behind an occluder come out where either could be predicted
         lost_rows = self._lost.nonzero()[0]
         if hists is not None and lost_rows.shape[0]:
-            unlike_box = self._refused(lost_rows, np.arange(det_boxes.shape[0]), det_labels, hists, self._lost & confirmed)
-            iou_cost[lost_rows] = np.where(unlike_box, np.inf, iou_cost[lost_rows])
+            # (only the boxes a lost track could take by IoU: the colour checks cost more than the rest
+            # of the stage, and a pair under the IoU stages' lowest gate is never matched anyway)
+            near = (iou_cost[lost_rows] < 1.0 - min(cfg.match_iou, cfg.low_match_iou) + 1e-9).any(axis=0).nonzero()[0]
+            if near.shape[0]:
+                pairs = np.ix_(lost_rows, near)
+                unlike_box = self._refused(lost_rows, near, det_labels, hists, self._lost & confirmed)
+                iou_cost[pairs] = np.where(unlike_box, np.inf, iou_cost[pairs])
         # a: high detections x confirmed tracks (tracked and lost)
         self._match_iou(confirmed.nonzero()[0], high.nonzero()[0], iou_cost, cfg.match_iou, track_of_det, matched_track)
         # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
@@ -844,6 +849,17 @@ class Tracker:
         return (size_mismatch(self._x[tracks], zd, self.config) | self._other_class(tracks, dets, det_labels)
                 | self._refused(tracks, dets, det_labels, hists, (self._ids >= 0) & ~matched_track))
 
+    def _rule_out(self, cost: np.ndarray, tracks: np.ndarray, dets: np.ndarray, zd: np.ndarray, det_labels: np.ndarray,
+                  hists: Optional[np.ndarray], matched_track: np.ndarray) -> None:
+        """A motion stage's (T, D) costs made inf, in place, for the pairs that are never one object
+        (``_never_one``). Only the detections that some track could take (a cost under
+        ``motion_gate``) are checked: the colour checks are the stages' dearest part, and a pair at
+        or over the gate is never matched anyway."""
+        near = (cost < self.config.motion_gate).any(axis=0).nonzero()[0]
+        if near.shape[0]:
+            never = self._never_one(tracks, dets[near], zd[near], det_labels, hists, matched_track)
+            cost[:, near] = np.where(never, np.inf, cost[:, near])
+
     def _refused(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray, hists: Optional[np.ndarray],
                  rival: np.ndarray) -> np.ndarray:
         """(T, D) pairs the frame's colours refuse: the veto (sharing less than ``appearance_veto``,
@@ -908,7 +924,7 @@ class Tracker:
         zd = z[dets]
         elapsed = (self._time - self._last_seen[tracks])[:, None]
         cost = self._reid_distance(tracks, zd[:, :2], elapsed) * cfg.motion_gate
-        cost[self._never_one(tracks, dets, zd, det_labels, hists, matched_track)] = np.inf
+        self._rule_out(cost, tracks, dets, zd, det_labels, hists, matched_track)
         rows, cols = linear_assignment(cost, cfg.motion_gate)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
@@ -919,8 +935,8 @@ class Tracker:
         cfg = self.config
         zd = z[dets]
         high = scores[dets] >= cfg.high_threshold
-        by_filter, cost = self._motion_distances(tracks, zd, high)
-        cost[self._never_one(tracks, dets, zd, det_labels, hists, matched_track)] = np.inf
+        by_filter, cost = self._motion_distances(tracks, zd, high)  # (by_filter >= cost: the turn reach only adds)
+        self._rule_out(cost, tracks, dets, zd, det_labels, hists, matched_track)
         # a low-score detection only continues a track being tracked (as in stage b)
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
         # a lost track is found again off its IoU only by a detection confident enough to start a track
