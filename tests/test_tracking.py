@@ -1395,3 +1395,30 @@ def test_noisy_ground_truth_goal_on_hard_with_the_frames():
     idf1, mota = np.mean([s["idf1"] for s in default]), np.mean([s["mota"] for s in default])
     assert idf1 >= 0.95 and mota >= 0.85, (idf1, mota)
     assert idf1 >= np.mean([s["idf1"] for s in before]) + 0.02
+
+
+def test_tracker_ab_loads_each_side_whole(tmp_path):
+    """benchmarks/tracker_ab.py times two versions' trackers: each must be its own package (an A/B
+    that reloaded only the tracking package under another edge_fpn once timed one version twice)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    same, changed = tmp_path / "same", tmp_path / "changed"
+    for side in (same, changed):
+        shutil.copytree(repo / "edge_fpn", side / "edge_fpn", ignore=shutil.ignore_patterns("__pycache__"))
+    tracker = changed / "edge_fpn" / "runtime" / "tracking" / "tracker.py"
+    source = tracker.read_text()
+    assert "        return result\n" in source
+    tracker.write_text(source.replace("        return result\n", "        return result + 1000\n", 1))  # other IDs
+
+    def run(a, b):
+        done = subprocess.run([sys.executable, str(repo / "benchmarks" / "tracker_ab.py"), str(a), str(b), "--frames", "8",
+                               "--rounds", "2", "--boxes-only"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "IDs on every frame: the same" in run(same, repo)
+    out = run(same, changed)
+    assert "IDs on every frame: DIFFERENT" in out and "(A first)" in out and "(B first)" in out
