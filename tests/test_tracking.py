@@ -1323,7 +1323,8 @@ def test_track_state_carries_ids_across_runs_of_detect(shapes_bundle, tmp_path, 
         assert state.read_text() == content and not (tmp_path / "d.jsonl").exists()
     for args, message in (([str(tmp_path / "a.jsonl"), "--force", "--track-state", str(tmp_path / "a.jsonl")], "is also the output"),
                           ([str(tmp_path / "e.jsonl"), "--track-state", str(tmp_path / "no" / "t.json")], "does not exist"),
-                          ([str(tmp_path / "e.jsonl"), "--track-state", str(tmp_path)], "is a directory")):
+                          ([str(tmp_path / "e.jsonl"), "--track-state", str(tmp_path)], "is a directory"),
+                          ([str(tmp_path / "e.jsonl"), "--track-state", ""], "needs a file name")):
         assert main(["detect", bundle] + common + args) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err

@@ -67,7 +67,7 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optiona
     options = dataclasses.replace(options if options is not None else DetectOptions(),
                                   **{key: value for key, value in overrides.items() if key in fields})
     specs = _check_detect_request(bundle, source, sinks, options)
-    saved = read_state_file(options.track_state, source_names(specs)) if options.track_state else None
+    saved = read_state_file(options.track_state, source_names(specs)) if options.track_state is not None else None
     run = _DetectRun()
     try:
         pipeline = run.open(bundle, specs, sinks, options, source_options)
@@ -76,7 +76,7 @@ def detect(bundle: str, source: Any, sinks: Sequence[Any] = (), options: Optiona
             resume(trackers, saved)
         _run_to_the_end(pipeline, bool(sinks), options.quiet)
         _refuse_all_unreadable(run.sources)
-        if options.track_state:
+        if options.track_state is not None:
             write_state_file(options.track_state, trackers, source_names(specs))
         return pipeline.stats.snapshot()
     except BaseException:
@@ -99,13 +99,13 @@ def _check_detect_request(bundle: str, source: Any, sinks: Sequence[Any], option
     check_score_threshold(score_threshold, "--score-threshold")
     if options.keep_tracks and not options.track:
         raise EdgeFpnError("--keep-tracks keeps the tracker's state across reconnects; it needs --track")
-    if options.track_state and not options.track:
+    if options.track_state is not None and not options.track:
         raise EdgeFpnError("--track-state carries the tracker's IDs across runs; it needs --track")
     load_manifest(bundle)
     specs = source_list(source)
     check_source_list(specs)
     check_sinks(list(sinks))
-    if options.track_state:
+    if options.track_state is not None:
         from .sinks import sink_path
         from .tracking.state_file import refuse_state_over_outputs
         refuse_state_over_outputs(options.track_state, [path for spec in sinks for path in [sink_path(spec)[1]] if path])

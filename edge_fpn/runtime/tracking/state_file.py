@@ -24,6 +24,8 @@ VERSION = 1
 
 def check_state_path(path: str) -> None:
     """The file can be written where it is named (its folder exists): checked before any work."""
+    if not isinstance(path, str) or not path.strip():
+        raise EdgeFpnError(f"--track-state needs a file name, e.g. tracks.json, not {path!r}")
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if os.path.isdir(path):
         raise EdgeFpnError(f"--track-state {path!r} is a directory; name a file, e.g. {os.path.join(path, 'tracks.json')}")
