@@ -790,6 +790,24 @@ def test_state_saved_as_json_and_restored_continues_identically():
         Tracker().set_state(dict(state, version=99))
 
 
+def test_a_box_cut_for_long_keeps_its_size():
+    # an object that grew (coming nearer), then slides behind something on its right for a second:
+    # its box, made whole from the edge it still shows, keeps the size it had, and does not go on
+    # growing by the size velocity it had (the filter fed its own predicted size: twice the object)
+    tracker = Tracker()
+    dt = 1 / 30
+    for i in range(40):
+        t = i * dt
+        left = 100 + 60 * t
+        width = 40 + 60 * t if i < 10 else 20  # growing, then cut on the right
+        tracker.update(np.array([[left, 200, left + width, 240]]), np.array([0.9]), None, t)
+    tracks = tracker.tracks()
+    assert tracks["ids"].tolist() == [1]
+    box = tracks["boxes"][0]
+    full = 40 + 60 * 9 * dt  # its last whole width
+    assert abs((box[2] - box[0]) - full) < 0.15 * full, box
+
+
 def _moving(t):
     """Three objects on straight lines at time t (seconds): boxes, scores, labels."""
     boxes = np.array([_box(x + 60.0 * t, y) for x, y in [(50, 50), (200, 100), (300, 300)]])
