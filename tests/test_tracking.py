@@ -806,6 +806,15 @@ def test_a_box_cut_for_long_keeps_its_size():
     box = tracks["boxes"][0]
     full = 40 + 60 * 9 * dt  # its last whole width
     assert abs((box[2] - box[0]) - full) < 0.15 * full, box
+    # cut for longer than partial_seconds (2 s): what it shows is its size now (or the size the
+    # track held was wrong): the box is taken as it is
+    for i in range(40, 100):
+        t = i * dt
+        tracker.update(np.array([[100 + 60 * t, 200, 120 + 60 * t, 240]]), np.array([0.9]), None, t)
+    box = tracker.tracks()["boxes"][0]
+    assert abs((box[2] - box[0]) - 20) < 5, box
+    state = json.loads(json.dumps(tracker.get_state()))  # (the time each axis has been cut is in the state)
+    assert len(state["tracks"]["cut"]) == 1
 
 
 def _moving(t):

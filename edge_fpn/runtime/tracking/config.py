@@ -52,6 +52,7 @@ class TrackerConfig:
     lookahead_reach: float = 3.0  # ... a lost track of the class is another way if its cost is within this of the taker's
     partial_ratio: float = 0.65  # a box this much narrower or shorter than a track's prediction ...
     partial_edge: float = 0.25  # ... with its other edge within this x size of the predicted one is a partial view (0: off)
+    partial_seconds: float = 2.0  # ... for at most this long on end; a box cut for longer is taken as it is
     min_hits: int = 3  # first-stage matches before a track gets an ID (1: at once)
     confirm_score: float = 0.7  # ... and its running score at least this (clutter scores lower)
     early_confirm_score: float = 0.85  # ... or min_hits - 1 matches with a running score this high (1: never) ...
@@ -101,7 +102,7 @@ class TrackerConfig:
         for name in ("lost_seconds", "motion_gate", "min_gate_size", "position_noise", "acceleration_noise", "initial_velocity",
                      "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
                      "motion_spread_cost", "turn_reach", "turn_seconds", "reid_reach", "reid_seconds", "turn_gain", "max_turn_angle",
-                     "min_turn_chord", "partial_edge", "lookahead_margin", "lookahead_reach", "early_confirm_seconds",
+                     "min_turn_chord", "partial_edge", "partial_seconds", "lookahead_margin", "lookahead_reach", "early_confirm_seconds",
                      "recall_seconds", "recall_reach"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

@@ -77,7 +77,8 @@ matter on a robot (timestamps, classes, boxes that stop overlapping, a detector'
    Each matched track's filter then takes its box, made whole if it is a partial view
    (``partial_ratio``, ``partial_edge``: much narrower or shorter than predicted, with the other
    edge where the prediction put it; an object sliding behind another or out of the frame), so that
-   the side it still shows does not drag its centre and velocity.
+   the side it still shows does not drag its centre and velocity; its size is held while it is cut,
+   for at most ``partial_seconds`` on end.
 3. **Track life**: a new track starts from a high detection scoring >= ``new_track_threshold``
    and is tentative until ``min_hits`` first-stage matches (jetson-inference's ``minFrames``)
    *and* a running score (the mean of its detections' scores, then a running average) of at
@@ -141,7 +142,7 @@ STATE_VERSION = 1
 
 # ---------------------------------------------------------------- the tracker
 
-_TRACK_FIELDS = ("x", "P", "q", "turn", "born", "label", "score", "ids", "hits", "last_seen", "lost", "hist")
+_TRACK_FIELDS = ("x", "P", "q", "turn", "born", "label", "score", "ids", "hits", "last_seen", "lost", "hist", "cut")
 _MOTION_FIELDS = ("x", "P", "q", "turn", "last_seen", "lost")  # what the other way of an ambiguity changes
 
 
@@ -411,7 +412,7 @@ class Tracker:
             return np.zeros(new.shape[0], bool)
         return (iou_matrix(det_boxes[new], det_boxes[identified]) >= self.config.duplicate_iou).any(axis=1)
 
-    def _whole_boxes(self, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def _whole_boxes(self, rows: np.ndarray, z: np.ndarray, now: float) -> np.ndarray:
         """The measured boxes (cx, cy, w, h) with partial views made whole: where a confirmed-size
         track's box comes back narrower (or shorter) than ``partial_ratio`` x its predicted size while
         one of its two edges on that axis is within ``partial_edge`` x the size of where the prediction
@@ -422,7 +423,9 @@ class Tracker:
         The track's size velocity on that axis is set to 0 (what is hidden keeps its size, as a lost
         box does): else the filter, fed its own predicted size, kept growing a box by the velocity it
         had, a frame's size rate a frame, to twice the object and more (12 tracks on the tuning seeds
-        held a box 1.8x their detections' for 15 frames and more)."""
+        held a box 1.8x their detections' for 15 frames and more). A box read as cut for over
+        ``partial_seconds`` on end is taken as it is: the object's size is what it shows (or the
+        track took a wrong size once, from a detector's wide second box, and kept it as "whole")."""
         cfg = self.config
         if cfg.partial_edge <= 0 or cfg.partial_ratio <= 0:
             return z
@@ -430,20 +433,28 @@ class Tracker:
         sized = self._hits[rows] >= cfg.min_hits  # (a new track's size is its first box's)
         shrunk = sized[:, None] & (z[:, 2:4] < cfg.partial_ratio * x[:, 2:4])  # (K, 2): the only candidates
         if not shrunk.any():  # (most frames: one check on the per-frame path)
+            if self._cut.any():
+                self._cut[rows] = 0.0
             return z
         z = z.copy()
+        step = now - self._last_seen[rows]
+        cut = np.zeros((rows.shape[0], 2))
         for axis in shrunk.any(axis=0).nonzero()[0]:
             size, measured = x[:, 2 + axis], z[:, 2 + axis]
             low, high = x[:, axis] - size / 2, x[:, axis] + size / 2
             m_low, m_high = z[:, axis] - measured / 2, z[:, axis] + measured / 2
             low_cut = (m_low - low) > (high - m_high)  # the low edge moved in more: it is the cut one
             kept_off = np.where(low_cut, np.abs(m_high - high), np.abs(m_low - low))
-            partial = sized & (measured < cfg.partial_ratio * size) & (kept_off <= cfg.partial_edge * size)
+            cut_for = self._cut[rows, axis] + step
+            partial = (sized & (measured < cfg.partial_ratio * size) & (kept_off <= cfg.partial_edge * size)
+                       & (cut_for <= cfg.partial_seconds + TIME_SLACK))
             if partial.any():
                 centre = np.where(low_cut, m_high - size / 2, m_low + size / 2)
                 z[:, axis] = np.where(partial, centre, z[:, axis])
                 z[:, 2 + axis] = np.where(partial, size, measured)
                 self._x[rows[partial], 6 + axis] = 0.0
+                cut[:, axis] = np.where(partial, cut_for, 0.0)
+        self._cut[rows] = cut
         return z
 
     def _apply(self, rows: np.ndarray, z: np.ndarray, scores: np.ndarray, now: float,
@@ -452,7 +463,7 @@ class Tracker:
         score only for a tentative track: clutter scoring low never confirms one), their score and,
         from a first-stage detection, its colours (``appearance_rate``: a running average)."""
         cfg = self.config
-        z = self._whole_boxes(rows, z)
+        z = self._whole_boxes(rows, z, now)
         self._turn[rows] = learn_turn(self._turn[rows], self._last_seen[rows], z, now, cfg)  # (before last_seen moves on)
         self._x[rows], self._P[rows], self._q[rows] = correct(self._x[rows], self._P[rows], self._q[rows], z, cfg)
         counts = (self._ids[rows] >= 0) | (scores >= cfg.high_threshold)
@@ -695,13 +706,15 @@ class Tracker:
                       "hits": np.asarray(tracks["hits"], np.int64).reshape(n),
                       "last_seen": np.asarray(tracks["last_seen"], np.float64).reshape(n),
                       "lost": np.asarray(tracks["lost"], bool).reshape(n),
-                      "hist": np.asarray(tracks.get("hist", np.zeros((n, BINS))), np.float64).reshape(n, BINS)}
+                      "hist": np.asarray(tracks.get("hist", np.zeros((n, BINS))), np.float64).reshape(n, BINS),
+                      "cut": np.asarray(tracks.get("cut", np.zeros((n, 2))), np.float64).reshape(n, 2)}
             next_id = int(state["next_id"])
             time_ = None if state["time"] is None else float(state["time"])
             frames = int(state.get("frames", 0))
             skipped = int(state.get("skipped_detections", 0))
             waiting = [_Ambiguity((int(a["ids"][0]), int(a["ids"][1])),
-                                  {name: np.asarray(a["before"][name] if name != "hist" else a["before"].get(name, np.zeros((2, BINS))),
+                                  {name: np.asarray(a["before"][name] if name not in ("hist", "cut")
+                                                    else a["before"].get(name, np.zeros((2, BINS if name == "hist" else 2))),
                                                     arrays[name].dtype).reshape((2,) + arrays[name].shape[1:])
                                    for name in _TRACK_FIELDS},
                                   np.asarray(a["boxes"], np.float64).reshape(2, 4), np.asarray(a["scores"], np.float64).reshape(2),
@@ -715,6 +728,7 @@ class Tracker:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise EdgeFpnError(f"not a tracker state ({type(exc).__name__}: {exc}); pass what Tracker.get_state() returned") from None
         if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["P"]).all() and np.isfinite(arrays["hist"]).all()
+                and np.isfinite(arrays["cut"]).all()
                 and all(np.isfinite(a.before["x"]).all() and np.isfinite(a.before["P"]).all() and np.isfinite(a.boxes).all()
                         for a in waiting)):
             raise EdgeFpnError("tracker state holds non-finite numbers; pass what Tracker.get_state() returned")
@@ -801,6 +815,7 @@ class Tracker:
         self._last_seen = np.zeros((0,))
         self._lost = np.zeros((0,), bool)
         self._hist = np.zeros((0, BINS))  # colour histograms (appearance.py); zeros: never seen in a frame
+        self._cut = np.zeros((0, 2))  # seconds each axis's box has been read as a partial view on end (0: not)
 
     def _take(self, keep: np.ndarray) -> None:
         """Only the tracks of the `keep` mask stay."""
@@ -825,6 +840,7 @@ class Tracker:
         self._last_seen = np.concatenate([self._last_seen, np.full(n, now)])
         self._lost = np.concatenate([self._lost, np.zeros(n, bool)])
         self._hist = np.concatenate([self._hist, np.zeros((n, BINS)) if hists is None else hists])
+        self._cut = np.concatenate([self._cut, np.zeros((n, 2))])
 
     # ------------------------------------------------------------ motion (kalman.py)
     def _predict(self, dt: float) -> None:
