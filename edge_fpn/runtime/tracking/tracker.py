@@ -956,7 +956,7 @@ class Tracker:
         cfg = self.config
         zd = z[dets]
         high = scores[dets] >= cfg.high_threshold
-        by_filter, cost = self._motion_distances(tracks, zd, high)  # (by_filter >= cost: the turn reach only adds)
+        by_filter, cost = self._motion_distances(tracks, zd, high)  # (by_filter >= cost: the turn reach only lowers a cost)
         self._rule_out(cost, tracks, dets, zd, det_labels, hists, matched_track)
         # a low-score detection only continues a track being tracked (as in stage b)
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
