@@ -12,7 +12,7 @@ import numpy as np
 
 from .config import TIME_SLACK, TrackerConfig
 from .geometry import box_size, sizes_apart
-from .kalman import measurement_std
+from .kalman import centre_distance, measurement_std
 
 
 def size_mismatch(x: np.ndarray, zd: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
@@ -39,8 +39,7 @@ def motion_distances(x: np.ndarray, P: np.ndarray, turn: np.ndarray, elapsed: np
     sxy = P[:, 0, 1][:, None]
     dx = zd[None, :, 0] - x[:, 0][:, None]
     dy = zd[None, :, 1] - x[:, 1][:, None]
-    det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
-    mahalanobis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det
+    mahalanobis, det = centre_distance(dx, dy, sxx, syy, sxy)
     size_t = box_size(x)[:, None]
     distance = mahalanobis
     if cfg.motion_spread_cost > 0:  # a vague prediction is weak evidence: a detection is then more likely a new object

@@ -116,6 +116,15 @@ def measurement_std(sizes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
     return cfg.measurement_noise * np.maximum(sizes, 1.0)
 
 
+def centre_distance(dx: np.ndarray, dy: np.ndarray, sxx: np.ndarray, syy: np.ndarray,
+                    sxy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The squared Mahalanobis distance of centre offsets (dx, dy) under the 2x2 covariance
+    [[sxx, sxy], [sxy, syy]] (its closed-form inverse), and that covariance's determinant, floored
+    at 1e-12 (the filter's surprise and stage d's costs)."""
+    det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
+    return (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det, det
+
+
 def _manoeuvre(q: np.ndarray, innovation: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray,
                cfg: TrackerConfig) -> np.ndarray:
     """Each track's acceleration noise follows its own surprises: the centre's normalized
@@ -124,8 +133,7 @@ def _manoeuvre(q: np.ndarray, innovation: np.ndarray, sxx: np.ndarray, syy: np.n
     for one that moves smoothly, between 1 and max_manoeuvre times acceleration_noise (an adaptive
     filter: a fast circling object gets the wide gate it needs, a slow one keeps a tight gate that
     clutter cannot get into)."""
-    dx, dy = innovation[:, 0], innovation[:, 1]
-    nis = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / np.maximum(sxx * syy - sxy * sxy, 1e-12)
+    nis, _ = centre_distance(innovation[:, 0], innovation[:, 1], sxx, syy, sxy)
     factor = (nis / 2.0).clip(0.1, 10.0) ** cfg.manoeuvre  # (the method: np.clip's wrapper costs as much again)
     return (q * factor).clip(1.0, cfg.max_manoeuvre)
 

@@ -122,7 +122,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -143,6 +143,7 @@ STATE_VERSION = 1
 # ---------------------------------------------------------------- the tracker
 
 _TRACK_FIELDS = ("x", "P", "q", "turn", "born", "label", "score", "ids", "hits", "last_seen", "lost", "hist", "cut")
+_ADDED_FIELDS = ("hist", "cut")  # added to the state after its first version: zeros where an older state lacks them
 _MOTION_FIELDS = ("x", "P", "q", "turn", "last_seen", "lost")  # what the other way of an ambiguity changes
 
 
@@ -620,13 +621,10 @@ class Tracker:
         # two objects of a class crossing behind an occluder come out where either could be predicted
         lost_rows = self._lost.nonzero()[0]
         if hists is not None and lost_rows.shape[0]:
-            # (only the boxes a lost track could take by IoU: the colour checks cost more than the rest
-            # of the stage, and a pair under the IoU stages' lowest gate is never matched anyway)
-            near = (iou_cost[lost_rows] < 1.0 - min(cfg.match_iou, cfg.low_match_iou) + 1e-9).any(axis=0).nonzero()[0]
-            if near.shape[0]:
-                pairs = np.ix_(lost_rows, near)
-                unlike_box = self._refused(lost_rows, near, det_labels, hists, self._lost & confirmed)
-                iou_cost[pairs] = np.where(unlike_box, np.inf, iou_cost[pairs])
+            lost_cost = iou_cost[lost_rows]  # (under the IoU stages' lowest gate: what a lost track could take)
+            self._refuse_near(lost_cost, 1.0 - min(cfg.match_iou, cfg.low_match_iou) + 1e-9,
+                              lambda near: self._refused(lost_rows, near, det_labels, hists, self._lost & confirmed))
+            iou_cost[lost_rows] = lost_cost
         # a: high detections x confirmed tracks (tracked and lost)
         self._match_iou(confirmed.nonzero()[0], high.nonzero()[0], iou_cost, cfg.match_iou, track_of_det, matched_track)
         # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
@@ -713,8 +711,8 @@ class Tracker:
             frames = int(state.get("frames", 0))
             skipped = int(state.get("skipped_detections", 0))
             waiting = [_Ambiguity((int(a["ids"][0]), int(a["ids"][1])),
-                                  {name: np.asarray(a["before"][name] if name not in ("hist", "cut")
-                                                    else a["before"].get(name, np.zeros((2, BINS if name == "hist" else 2))),
+                                  {name: np.asarray(a["before"].get(name, np.zeros((2,) + arrays[name].shape[1:]))
+                                                    if name in _ADDED_FIELDS else a["before"][name],
                                                     arrays[name].dtype).reshape((2,) + arrays[name].shape[1:])
                                    for name in _TRACK_FIELDS},
                                   np.asarray(a["boxes"], np.float64).reshape(2, 4), np.asarray(a["scores"], np.float64).reshape(2),
@@ -793,8 +791,7 @@ class Tracker:
         frame after it: a new clock)."""
         self._time += seconds
         self._last_seen = self._last_seen + seconds
-        self._born = self._born.copy()
-        self._born[:, 0] += seconds
+        self._born = self._born + [seconds, 0.0, 0.0]  # (time, centre x, centre y)
         self._pending = [a._replace(time=a.time + seconds, before={**a.before, "last_seen": a.before["last_seen"] + seconds,
                                                                    "born": a.before["born"] + [seconds, 0.0, 0.0]})
                          for a in self._pending]
@@ -870,16 +867,14 @@ class Tracker:
         return (size_mismatch(self._x[tracks], zd, self.config) | self._other_class(tracks, dets, det_labels)
                 | self._refused(tracks, dets, det_labels, hists, (self._ids >= 0) & ~matched_track))
 
-    def _rule_out(self, cost: np.ndarray, tracks: np.ndarray, dets: np.ndarray, zd: np.ndarray, det_labels: np.ndarray,
-                  hists: Optional[np.ndarray], matched_track: np.ndarray) -> None:
-        """A motion stage's (T, D) costs made inf, in place, for the pairs that are never one object
-        (``_never_one``). Only the detections that some track could take (a cost under
-        ``motion_gate``) are checked: the colour checks are the stages' dearest part, and a pair at
-        or over the gate is never matched anyway."""
-        near = (cost < self.config.motion_gate).any(axis=0).nonzero()[0]
+    @staticmethod
+    def _refuse_near(cost: np.ndarray, limit: float, refused: Callable[[np.ndarray], np.ndarray]) -> None:
+        """(T, D) costs made inf, in place, for the pairs `refused(columns)` refuses ((T, len(columns))
+        mask), asked only for the columns some pair could match (a cost under `limit`): the colour
+        checks are the stages' dearest part, and a pair at or over the limit is never matched anyway."""
+        near = (cost < limit).any(axis=0).nonzero()[0]
         if near.shape[0]:
-            never = self._never_one(tracks, dets[near], zd[near], det_labels, hists, matched_track)
-            cost[:, near] = np.where(never, np.inf, cost[:, near])
+            cost[:, near] = np.where(refused(near), np.inf, cost[:, near])
 
     def _refused(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray, hists: Optional[np.ndarray],
                  rival: np.ndarray) -> np.ndarray:
@@ -945,7 +940,8 @@ class Tracker:
         zd = z[dets]
         elapsed = (self._time - self._last_seen[tracks])[:, None]
         cost = self._reid_distance(tracks, zd[:, :2], elapsed) * cfg.motion_gate
-        self._rule_out(cost, tracks, dets, zd, det_labels, hists, matched_track)
+        self._refuse_near(cost, cfg.motion_gate,
+                          lambda near: self._never_one(tracks, dets[near], zd[near], det_labels, hists, matched_track))
         rows, cols = linear_assignment(cost, cfg.motion_gate)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
@@ -957,7 +953,8 @@ class Tracker:
         zd = z[dets]
         high = scores[dets] >= cfg.high_threshold
         by_filter, cost = self._motion_distances(tracks, zd, high)  # (by_filter >= cost: the turn reach only lowers a cost)
-        self._rule_out(cost, tracks, dets, zd, det_labels, hists, matched_track)
+        self._refuse_near(cost, cfg.motion_gate,
+                          lambda near: self._never_one(tracks, dets[near], zd[near], det_labels, hists, matched_track))
         # a low-score detection only continues a track being tracked (as in stage b)
         cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
         # a lost track is found again off its IoU only by a detection confident enough to start a track
