@@ -109,7 +109,7 @@ def run_ours(detections: Sequence[Dets], step: int = 1, config: Any = None, coas
     with `images` (the frames), as the pipeline runs it: its appearance veto sees each box's colours.
 
     The hypotheses are the detections with a track ID and, with `coast_seconds`, the predicted
-    boxes of the tracks lost for at most that long and not hidden (``Tracker.tracks(frame_size)``:
+    boxes of the tracks lost for at most that long, neither hidden nor guessed (``Tracker.tracks(frame_size)``:
     what a robot program can ask for when a detection is missed)."""
     import time
 
@@ -127,7 +127,7 @@ def run_ours(detections: Sequence[Dets], step: int = 1, config: Any = None, coas
         seen.append(index)
         if coast_seconds > 0:
             tracks = tracker.tracks(frame_size)
-            coast = tracks["lost"] & ~tracks["hidden"] & (timestamp - tracks["last_seen"] <= coast_seconds + 1e-9)
+            coast = tracks["lost"] & ~tracks["hidden"] & ~tracks["guessed"] & (timestamp - tracks["last_seen"] <= coast_seconds + 1e-9)
             hyps.append((np.concatenate([ids[keep], tracks["ids"][coast]]),
                          np.concatenate([boxes[keep], tracks["boxes"][coast]])))
         else:

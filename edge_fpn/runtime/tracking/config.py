@@ -67,6 +67,7 @@ class TrackerConfig:
     recall_similarity: float = 0.5  # ... whose colours share at least this with it (a match, not a veto)
     per_class: bool = True  # match, re-find, inherit and recall only detections and tracks of the same label
     duplicate_iou: float = 0.5  # no new track from a detection this close to one a confirmed track took (any class)
+    coast_reach: float = 2.0  # tracks() marks "guessed" a lost track predicted to have moved more than this x its box size since its last match (0: none)
     hidden_cover: float = 0.8  # a lost track this much inside the box of one seen now is hidden: not coasted, not re-found by stage e (0: never)
     max_detections: int = 300  # detections a frame that take part (the best scores)
     measurement_noise: float = 0.05  # std of a measured box coordinate, x box size (ByteTrack's 1/20)
@@ -103,7 +104,7 @@ class TrackerConfig:
                      "initial_size_velocity", "size_acceleration_noise", "tentative_seconds", "manoeuvre",
                      "motion_spread_cost", "turn_reach", "turn_seconds", "reid_reach", "reid_seconds", "turn_gain", "max_turn_angle",
                      "min_turn_chord", "partial_edge", "partial_seconds", "lookahead_margin", "lookahead_reach", "early_confirm_seconds",
-                     "recall_seconds", "recall_reach"):
+                     "recall_seconds", "recall_reach", "coast_reach"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
