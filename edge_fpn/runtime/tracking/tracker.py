@@ -216,8 +216,8 @@ class Tracker:
         their last match (a fast object at a low frame rate: where it is now is a guess).
         A program that shows lost tracks' predicted boxes (coasting through a detector's misses)
         shows the lost ones neither hidden nor guessed: on noisy ground truth of the "occlude" scene,
-        3 of 4 coasted boxes that cover no object are hidden ones, and 1 in 18 of those that do; of
-        the "fast" scene's at 10 FPS, 1 in 7 guessed boxes covered its object."""
+        3 of 4 coasted boxes that cover no object are hidden ones, and 1 in 18 of those that do; 1 in
+        5 guessed boxes covers its object (1 in 7 on the "fast" scene at 10 FPS)."""
         frame = None if frame_size is None else checked_frame_size(frame_size)
         keep = self._ids >= 0
         boxes = to_xyxy(self._x[keep, :4])
