@@ -230,8 +230,9 @@ class Tracker:
             hidden[hidden] = covered
         guessed = lost & (self.config.coast_reach > 0)
         if guessed.any():
-            x = self._x[keep][guessed]
-            moved = np.hypot(x[:, 4], x[:, 5]) * (self._time - self._last_seen[keep][guessed])
+            rows = keep.nonzero()[0][guessed]
+            x = self._x[rows]
+            moved = np.hypot(x[:, 4], x[:, 5]) * (self._time - self._last_seen[rows])
             guessed[guessed] = moved > self.config.coast_reach * np.sqrt(x[:, 2] * x[:, 3])
         return {"ids": self._ids[keep].copy(), "labels": self._label[keep].copy(), "boxes": boxes.astype(np.float32),
                 "velocities": self._x[keep, 4:6].astype(np.float32), "lost": lost, "hidden": hidden, "guessed": guessed,
