@@ -283,9 +283,12 @@ def test_state_with_colours_restored_continues_identically():
         ids_a = a.update(boxes, np.array([0.9, 0.9]), np.array([1, 1]), t, image)
         ids_b = b.update(boxes, np.array([0.9, 0.9]), np.array([1, 1]), t, image)
         assert ids_a.tolist() == ids_b.tolist()
-    # a state saved before colours were kept (no "hist") still loads
-    del state["tracks"]["hist"]
-    Tracker().set_state(state)
+    # a state saved before colours, cut times and class flips were kept still loads
+    for name in ("hist", "cut", "flip"):
+        del state["tracks"][name]
+    old = Tracker()
+    old.set_state(state)
+    assert old.get_state()["tracks"]["flip"] == [0.0, 0.0]
 
 
 def _leave_and_come_back(gap=3.0, back=(615.0, 210.0), colour=(0, 0, 255), label=1, with_frames=True, config=None,
@@ -428,11 +431,21 @@ def test_a_confident_object_at_10_fps_is_confirmed_at_its_second_frame():
 
 
 def test_a_star_never_takes_a_rings_id():
-    # a star where a ring was: per class, the ring's track is lost and the star starts its own
-    tracker = Tracker(TrackerConfig(min_hits=1))
-    ring = tracker.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([5]), 0.0)
-    star = tracker.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([4]), 1 / 30)
-    assert ring.tolist() == [1] and star.tolist() == [2]
+    # a star where a ring was: per class, the star never gets the ring's ID. For reid_seconds (0.45 s)
+    # the ring's track takes the star's boxes as the detector's class flip (stage f), shown without
+    # an ID; read as a star for longer, it is a star, with an ID of its own
+    def ids(config):
+        tracker = Tracker(config)
+        out = [int(tracker.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([5]), 0.0)[0])]
+        for i in range(1, 30):
+            out.append(int(tracker.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([4]), i / 30)[0]))
+        return out
+    flipped = ids(TrackerConfig(min_hits=1))
+    assert flipped[0] == 1 and 1 not in flipped[1:]
+    first = next(i for i, track_id in enumerate(flipped) if i and track_id >= 0)
+    assert flipped[1:first] == [-1] * (first - 1) and 0.45 <= first / 30 <= 0.45 + 2 / 30, flipped
+    assert set(flipped[first:]) == {2}
+    assert ids(TrackerConfig(min_hits=1, class_flip_iou=0))[1:] == [2] * 29  # (stage f off: a star at once)
     agnostic = Tracker(TrackerConfig(min_hits=1, per_class=False))
     agnostic.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([5]), 0.0)
     assert agnostic.update(np.array([_box(100, 100)]), np.array([0.9]), np.array([4]), 1 / 30).tolist() == [1]
@@ -440,13 +453,37 @@ def test_a_star_never_takes_a_rings_id():
 
 def test_an_id_survives_a_one_frame_class_flip():
     # the detector calls the ring a star for one frame: that detection gets no ID (never the ring's),
-    # and the ring's track, lost for that frame, takes the ring again with the same ID
+    # and the ring's track takes the ring again with the same ID; stage f keeps it on its object
+    # through the flip (not lost, its filter fed the star's box), and no star track starts there
+    def run(config):
+        tracker, ids, lost, tentative = Tracker(config), [], [], []
+        for i, label in enumerate([5, 5, 5, 5, 5, 4, 5, 5, 5]):
+            ids.append(int(tracker.update(np.array([_box(100 + 3 * i, 100)]), np.array([0.9]), np.array([label]), i / 30)[0]))
+            lost.append(bool(tracker.tracks()["lost"].any()))
+            tentative.append(len(tracker._x) - len(tracker.tracks()["ids"]))  # (tracks without an ID yet)
+        return ids, lost, tentative
+    for config in (TrackerConfig(), TrackerConfig(class_flip_iou=0)):
+        ids, _, _ = run(config)
+        assert ids[2] > 0 and ids[5] == -1
+        assert ids[2:5] == [ids[2]] * 3 and ids[6:] == [ids[2]] * 3
+    _, lost, tentative = run(TrackerConfig())
+    assert not any(lost) and tentative[5] == 0
+    _, lost, tentative = run(TrackerConfig(class_flip_iou=0))
+    assert lost[5] and tentative[5] == 1  # (off: lost for the frame, and a star track started)
+
+
+def test_a_class_flip_is_not_taken_from_a_track_of_the_boxes_class():
+    # a ring's track missed for a frame, and a star box on it that a star's own track overlaps: the
+    # box is the star's (two objects of two classes, one passing the other), not the ring read as a star
     tracker = Tracker()
-    labels = [5, 5, 5, 5, 5, 4, 5, 5, 5]
-    ids = [int(tracker.update(np.array([_box(100 + 3 * i, 100)]), np.array([0.9]), np.array([label]), i / 30)[0])
-           for i, label in enumerate(labels)]
-    assert ids[2] > 0 and ids[5] == -1
-    assert ids[2:5] == [ids[2]] * 3 and ids[6:] == [ids[2]] * 3
+    for i in range(5):
+        tracker.update(np.array([_box(100, 100), _box(112, 100)]), np.array([0.9, 0.9]), np.array([5, 4]), i / 30)
+    ids = tracker.update(np.array([_box(112, 100), _box(104, 100)]), np.array([0.9, 0.9]), np.array([4, 4]), 5 / 30)
+    # the star's own track takes its box; the second star box overlaps the star track by IoU >= 0.2,
+    # so the lost ring's track does not take it by stage f
+    tracks = tracker.tracks()
+    ring = tracks["labels"] == 5
+    assert ids[0] == tracks["ids"][~ring][0] and ids[1] == -1 and tracks["lost"][ring].all()
 
 
 def test_clutter_scoring_low_never_gets_an_id():

@@ -66,6 +66,7 @@ class TrackerConfig:
     recall_reach: float = 3.0  # ... for a new track of its class born within this x its box size of where it was last seen ...
     recall_similarity: float = 0.5  # ... whose colours share at least this with it (a match, not a veto)
     per_class: bool = True  # match, re-find, inherit and recall only detections and tracks of the same label
+    class_flip_iou: float = 0.5  # stage f: a confirmed track seen within reid_seconds that took no box takes one of another class at this IoU with its prediction, where no track of that class overlaps it; the box gets no ID (0: off)
     duplicate_iou: float = 0.5  # no new track from a detection this close to one a confirmed track took (any class)
     coast_reach: float = 2.0  # tracks() marks "guessed" a lost track predicted to have moved more than this x its box size since its last match (0: none)
     hidden_cover: float = 0.8  # a lost track this much inside the box of one seen now is hidden: not coasted, not re-found by stage e (0: never)
@@ -82,7 +83,7 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
                      "tentative_match_iou", "duplicate_iou", "hidden_cover", "appearance_veto", "appearance_rate", "rival_margin", "rival_similarity", "recall_similarity", "confirm_score", "early_confirm_score", "score_rate",
-                     "report_score", "partial_ratio"):
+                     "report_score", "partial_ratio", "class_flip_iou"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise EdgeFpnError(f"tracker {name} must be between 0 and 1, not {value!r}")
