@@ -296,7 +296,7 @@ class Tracker:
         if matched_dets.shape[0]:
             rows = track_of_det[matched_dets]
             self._flip[rows] = np.where(flipped[matched_dets], self._flip[rows] + (now - self._last_seen[rows]), 0.0)
-            self._apply(track_of_det[matched_dets], z[matched_dets], det_scores[matched_dets], now,
+            self._apply(rows, z[matched_dets], det_scores[matched_dets], now,
                         None if hists is None else hists[matched_dets])
         self._track_life(matched_track)
         if matched_dets.shape[0]:
@@ -682,7 +682,8 @@ class Tracker:
         # f: a confirmed track left without a box x high detections of another class left (a class flip)
         if cfg.per_class and cfg.class_flip_iou > 0:
             # (for reid_seconds on end at most: an object read as another class for longer is that class)
-            takers = (confirmed & ~matched_track & (self._flip + (self._time - self._last_seen) <= cfg.reid_seconds + TIME_SLACK)).nonzero()[0]
+            flipping_for = self._flip + (self._time - self._last_seen)
+            takers = (confirmed & ~matched_track & (flipping_for <= cfg.reid_seconds + TIME_SLACK)).nonzero()[0]
             flips = (high & (track_of_det < 0)).nonzero()[0]
             if takers.shape[0] and flips.shape[0]:
                 self._match_flipped(takers, flips, det_boxes, det_labels, track_of_det, matched_track, by_iou, flipped)
@@ -691,14 +692,14 @@ class Tracker:
     def _match_flipped(self, tracks: np.ndarray, dets: np.ndarray, det_boxes: np.ndarray, det_labels: np.ndarray,
                        track_of_det: np.ndarray, matched_track: np.ndarray, by_iou: np.ndarray,
                        flipped: np.ndarray) -> None:
-        """Stage f: the detector read a track's object as another class. A confirmed track seen within
-        ``reid_seconds`` (and taking such boxes for at most that long on end) and left without a box
-        takes a first-stage box of another class overlapping
-        its prediction by ``class_flip_iou``, where no track of the box's class overlaps the box (by
-        ``match_iou``: then it is that object's); an optimal assignment by IoU. The track stays on its
-        object and a tentative track of the other class never starts on it, but the box is shown
-        without an ID: a star never takes a ring's ID. On the tuning seeds 310 of the model's 408 ID
-        switches at 30 FPS were between tracks of two classes on one object."""
+        """Stage f: the detector read a track's object as another class. The `tracks` (confirmed,
+        seen within ``reid_seconds``, taking such boxes for at most that long on end, left without a
+        box) take first-stage `dets` of another class overlapping their prediction by
+        ``class_flip_iou``, where no track of the box's class overlaps the box (by ``match_iou``:
+        then it is that object's); an optimal assignment by IoU. The track stays on its object and
+        no track of the other class starts on it, but the box is shown without an ID: a star never
+        takes a ring's ID. On the tuning seeds 310 of the model's 408 ID switches at 30 FPS were
+        between tracks of two classes on one object."""
         cfg = self.config
         boxes = to_xyxy(self._x[:, :4])
         overlap = iou_matrix(boxes, det_boxes[dets])
