@@ -77,12 +77,14 @@ class DetectionService:
 def steer(result: Optional[Result], target: Optional[str], locked: Optional[int] = None, missed: int = 0,
           patience: int = 3) -> Tuple[str, Optional[int], int]:
     """The control law of this sample: (command, the track ID it follows, steps it has not been
-    seen). Keep following the locked object while it is seen, and hold for up to `patience` steps
-    when it is not (a missed frame; an ID the tracker lets wait a frame while two objects pass each
-    other): locking on another object at once would jump to the neighbour. While the tracker says
-    the object is hidden (behind an object seen now, or out of or leaving the view), hold as long as
-    its track lives (it may come back where it went); once its track has ended, let go at once.
-    Else lock on the best confirmed detection of the target class."""
+    seen). Keep following the locked object while it is seen; where its track took a box this frame
+    that shows no ID (the detector read the object as another class for a moment, or the ID waits a
+    frame while two objects pass each other), steer by the track's box. Hold for up to `patience`
+    steps when it is not seen (a missed frame): locking on another object at once would jump to the
+    neighbour. While the tracker says the object is hidden (behind an object seen now, or out of or
+    leaving the view), hold as long as its track lives (it may come back where it went); once its
+    track has ended, let go at once. Else lock on the best confirmed detection of the target class.
+    Without the tracker's view (``result.tracks``), an ID not seen is held for `patience` steps."""
     if result is None:
         return "hold (no fresh detections)", locked, missed
     d = result.detections
@@ -93,6 +95,10 @@ def steer(result: Optional[Result], target: Optional[str], locked: Optional[int]
     alive = mine is not None and bool(mine.any())
     if locked is not None and np.any(ids == locked):
         index = int(np.nonzero(ids == locked)[0][0])
+    elif alive and not bool(tracks["lost"][mine].any()) and "boxes" in tracks:
+        box, width = tracks["boxes"][mine][0], result.frame.shape[1]
+        offset = ((box[0] + box[2]) / 2.0 - width / 2.0) / (width / 2.0)
+        return f"turn {offset:+.2f} towards #{locked} (its track's box: the detection shows no ID)", locked, 0
     elif alive and bool(tracks["hidden"][mine].any()):
         return f"hold (#{locked} hidden: behind an object or leaving the view)", locked, missed + 1
     elif locked is not None and missed < patience and (tracks is None or alive):

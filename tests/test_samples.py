@@ -111,6 +111,13 @@ def test_robot_embed_holds_its_lock_through_a_few_steps_without_it():
     command, locked, missed = robot.steer(seen(7), "circle")
     command, locked, missed = robot.steer(with_tracks(seen(9), [7], []), "circle", locked, missed)
     assert locked == 7 and command == "hold (#7 not seen)"
+    # its track took a box this frame that shows no ID (read as another class): steer by the track's box
+    command, locked, missed = robot.steer(seen(7), "circle")
+    flipped = with_tracks(seen(9), [], [])
+    flipped.tracks = {"ids": np.array([9, 7]), "lost": np.array([False, False]), "hidden": np.array([False, False]),
+                      "boxes": np.array([[10.0, 10, 30, 30], [150.0, 10, 170, 30]], np.float32)}
+    command, locked, missed = robot.steer(flipped, "circle", locked, 2)
+    assert locked == 7 and missed == 0 and command == "turn +0.60 towards #7 (its track's box: the detection shows no ID)", command
 
 
 def test_ros2_node_compiles():
