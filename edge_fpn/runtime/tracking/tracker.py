@@ -680,12 +680,12 @@ class Tracker:
                 self._match_reid(lost[~self._hidden(lost, matched_track & confirmed)], confident, z, det_labels, hists,
                                  track_of_det, matched_track)
         # f: a confirmed track left without a box x high detections of another class left (a class flip)
-        if cfg.per_class and cfg.class_flip_iou > 0:
+        flips = (high & (track_of_det < 0)).nonzero()[0] if cfg.per_class and cfg.class_flip_iou > 0 else ()
+        if len(flips):  # (most frames: every confident box taken)
             # (for reid_seconds on end at most: an object read as another class for longer is that class)
             flipping_for = self._flip + (self._time - self._last_seen)
             takers = (confirmed & ~matched_track & (flipping_for <= cfg.reid_seconds + TIME_SLACK)).nonzero()[0]
-            flips = (high & (track_of_det < 0)).nonzero()[0]
-            if takers.shape[0] and flips.shape[0]:
+            if takers.shape[0]:
                 self._match_flipped(takers, flips, det_boxes, det_labels, track_of_det, matched_track, by_iou, flipped)
         return by_iou
 
