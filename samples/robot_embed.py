@@ -96,8 +96,7 @@ def steer(result: Optional[Result], target: Optional[str], locked: Optional[int]
     if locked is not None and np.any(ids == locked):
         index = int(np.nonzero(ids == locked)[0][0])
     elif alive and not bool(tracks["lost"][mine].any()) and "boxes" in tracks:
-        box, width = tracks["boxes"][mine][0], result.frame.shape[1]
-        offset = ((box[0] + box[2]) / 2.0 - width / 2.0) / (width / 2.0)
+        offset = _offset(tracks["boxes"][mine][0], result.frame.shape[1])
         return f"turn {offset:+.2f} towards #{locked} (its track's box: the detection shows no ID)", locked, 0
     elif alive and bool(tracks["hidden"][mine].any()):
         return f"hold (#{locked} hidden: behind an object or leaving the view)", locked, missed + 1
@@ -110,10 +109,14 @@ def steer(result: Optional[Result], target: Optional[str], locked: Optional[int]
         locked = int(ids[index]) if ids[index] >= 0 else None
     else:
         return "search (target not seen)", None, 0
-    box, width = d.boxes[index], result.frame.shape[1]
-    offset = ((box[0] + box[2]) / 2.0 - width / 2.0) / (width / 2.0)
+    offset = _offset(d.boxes[index], result.frame.shape[1])
     who = f"#{locked} " if locked is not None else ""
     return f"turn {offset:+.2f} towards {who}{d.names[index]} {d.scores[index]:.2f}", locked, 0
+
+
+def _offset(box: np.ndarray, width: int) -> float:
+    """Where a box's centre is across the frame: -1 at the left edge, +1 at the right."""
+    return float(((box[0] + box[2]) / 2.0 - width / 2.0) / (width / 2.0))
 
 
 def main(argv=None) -> int:

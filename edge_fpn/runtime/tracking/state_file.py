@@ -91,12 +91,9 @@ def write_state_file(path: str, trackers: Sequence[Any], sources: Sequence[str])
     saved = {"format": FORMAT, "version": VERSION, "saved_at": time.time(), "sources": [str(s) for s in sources],
              "trackers": [tracker.get_state() for tracker in trackers]}
     folder = os.path.dirname(os.path.abspath(path))
+    temporary = None
     try:
         handle, temporary = tempfile.mkstemp(prefix=".track-state-", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise EdgeFpnError(f"cannot save the tracker state to {path!r} ({exc.strerror}); the run's other outputs "
-                           "are written") from None
-    try:
         with os.fdopen(handle, "w", encoding="utf-8") as f:
             json.dump(saved, f)
         # (mkstemp makes it private: keep the mode of the file it replaces, else an ordinary file's)
@@ -104,7 +101,8 @@ def write_state_file(path: str, trackers: Sequence[Any], sources: Sequence[str])
         os.replace(temporary, path)
     except BaseException as exc:
         try:
-            os.unlink(temporary)
+            if temporary is not None:
+                os.unlink(temporary)
         except OSError:
             pass
         if isinstance(exc, OSError):

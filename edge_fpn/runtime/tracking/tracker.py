@@ -150,7 +150,9 @@ STATE_VERSION = 1
 # ---------------------------------------------------------------- the tracker
 
 _TRACK_FIELDS = ("x", "P", "q", "turn", "born", "label", "score", "ids", "hits", "last_seen", "lost", "hist", "cut", "flip")
-_ADDED_FIELDS = ("hist", "cut", "flip")  # added to the state after its first version: zeros where an older state lacks them
+# added to the state after its first version (float arrays, a row each, of these trailing shapes): zeros where an
+# older state lacks them
+_ADDED_FIELDS = {"hist": (BINS,), "cut": (2,), "flip": ()}
 _MOTION_FIELDS = ("x", "P", "q", "turn", "last_seen", "lost")  # what the other way of an ambiguity changes
 
 
@@ -299,8 +301,7 @@ class Tracker:
             self._apply(rows, z[matched_dets], det_scores[matched_dets], now,
                         None if hists is None else hists[matched_dets])
         self._track_life(matched_track)
-        if matched_dets.shape[0]:
-            rows = track_of_det[matched_dets]
+        if matched_dets.shape[0]:  # (rows: the matched tracks, as above; nothing has moved them)
             result[chosen[matched_dets]] = np.where(self._score[rows] >= cfg.report_score, self._ids[rows], -1)
             result[chosen[waiting]] = -1
             result[chosen[flipped]] = -1
@@ -759,9 +760,8 @@ class Tracker:
                       "hits": np.asarray(tracks["hits"], np.int64).reshape(n),
                       "last_seen": np.asarray(tracks["last_seen"], np.float64).reshape(n),
                       "lost": np.asarray(tracks["lost"], bool).reshape(n),
-                      "hist": np.asarray(tracks.get("hist", np.zeros((n, BINS))), np.float64).reshape(n, BINS),
-                      "cut": np.asarray(tracks.get("cut", np.zeros((n, 2))), np.float64).reshape(n, 2),
-                      "flip": np.asarray(tracks.get("flip", np.zeros(n)), np.float64).reshape(n)}
+                      **{name: np.asarray(tracks.get(name, np.zeros((n,) + shape)), np.float64).reshape((n,) + shape)
+                         for name, shape in _ADDED_FIELDS.items()}}
             next_id = int(state["next_id"])
             time_ = None if state["time"] is None else float(state["time"])
             frames = int(state.get("frames", 0))
@@ -781,8 +781,7 @@ class Tracker:
             raise
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise EdgeFpnError(f"not a tracker state ({type(exc).__name__}: {exc}); pass what Tracker.get_state() returned") from None
-        if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["P"]).all() and np.isfinite(arrays["hist"]).all()
-                and np.isfinite(arrays["cut"]).all() and np.isfinite(arrays["flip"]).all()
+        if not (all(np.isfinite(arrays[name]).all() for name in ("x", "P", *_ADDED_FIELDS))
                 and all(np.isfinite(a.before["x"]).all() and np.isfinite(a.before["P"]).all() and np.isfinite(a.boxes).all()
                         for a in waiting)):
             raise EdgeFpnError("tracker state holds non-finite numbers; pass what Tracker.get_state() returned")
