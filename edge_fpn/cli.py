@@ -172,12 +172,10 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.iterations < 1 or args.batch_size < 1:
         raise EdgeFpnError("--iterations and --batch-size must be at least 1")
-    if not 0.0 <= args.camera_share <= 1.0:  # (also refuses nan)
-        raise EdgeFpnError(f"--camera-share is a share of the scenes, between 0 and 1, not {args.camera_share}")
     check_output_dir(args.output, force=True)
     try:
-        train(args.output, TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size,
-                                       camera_share=args.camera_share), progress=not args.quiet)
+        train(args.output, TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size),
+              progress=not args.quiet)
     except KeyboardInterrupt:
         return 130  # train() has said where the last completed checkpoint is
     print(f"wrote {args.output}")
@@ -314,9 +312,6 @@ def _add_train_parser(subparsers: Any) -> None:
     p.add_argument("--iterations", type=int, default=1500, help="training iterations (default 1500, as the shipped model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic training scenes (default 0)")
     p.add_argument("--batch-size", type=int, default=4, help="images per iteration (default 4)")
-    p.add_argument("--camera-share", type=float, default=0.0, metavar="SHARE",
-                   help="share of the scenes rendered at camera sizes (640x480, 1280x720, 480x640) and scaled to "
-                        "the input as live frames are (default 0, as the shipped model: all at 320x320)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 

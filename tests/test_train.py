@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from edge_fpn.model.shapes import (SHAPES_INPUT_SIZE, SHAPES_METADATA, SHAPES_WEIGHTS, build_shapes_model,
                                    load_shapes_model, shapes_metadata)
-from edge_fpn.model.train import CAMERA_SIZES, TrainConfig, learning_rate, scene_batch, scene_size, train
+from edge_fpn.model.train import TrainConfig, learning_rate, train
 from edge_fpn.runtime.synthetic import CLASS_NAMES, make_scene
 
 
@@ -41,11 +41,11 @@ def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch, cap
     real = train_module.scene_batch
     calls = []
 
-    def interrupting(seed, iteration, batch_size, size, camera_share=0.0):
+    def interrupting(seed, iteration, batch_size, size):
         calls.append(iteration)
         if iteration == 2:
             raise KeyboardInterrupt
-        return real(seed, iteration, batch_size, size, camera_share)
+        return real(seed, iteration, batch_size, size)
 
     monkeypatch.setattr(train_module, "scene_batch", interrupting)
     output = str(tmp_path / "shapes.pt")
@@ -100,30 +100,3 @@ def test_shipped_model_detects_shapes():
     # measured: 62 of the 67 objects (0.93; 0.67-1.0 a scene, hence 10 scenes, not one). The rarest
     # class has 8 of them: a model that lost any one class (or swapped two) finds at most 54 (0.81)
     assert found >= 0.85 * total, (found, total)
-
-
-def test_camera_share_renders_that_share_of_scenes_at_camera_sizes():
-    """Live frames reach the model scaled from a camera's size; --camera-share trains on such scenes."""
-    size = SHAPES_INPUT_SIZE
-    assert {scene_size(i, size, 0.0) for i in range(20)} == {(size, size)}
-    half = [scene_size(i, size, 0.5) for i in range(12)]
-    assert half[0::2] == [(size, size)] * 6 and half[1::2] == list(CAMERA_SIZES) * 2
-    assert [scene_size(i, size, 1.0) for i in range(3)] == list(CAMERA_SIZES)
-    assert sum(scene_size(i, size, 0.25) != (size, size) for i in range(100)) == 25
-    images, targets = scene_batch(0, 0, 2, size, camera_share=0.5)
-    assert tuple(images[0].shape[1:]) == (size, size) and tuple(images[1].shape[1:]) == (480, 640)
-    # the boxes are the camera scene's own: make_scene at that size
-    _, boxes, _ = make_scene(0, 1, 640, 480)
-    assert np.array_equal(targets[1]["boxes"].numpy(), boxes)
-    for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="camera_share"):
-            TrainConfig(iterations=1, seed=0, camera_share=bad)
-
-
-def test_train_command_refuses_a_camera_share_outside_0_1(tmp_path, capsys):
-    from edge_fpn.cli import main
-    output = str(tmp_path / "shapes.pt")
-    assert main(["train", "--output", output, "--iterations", "1", "--camera-share", "2"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--camera-share is a share of the scenes, between 0 and 1" in err[0]
-    assert not os.path.exists(output)

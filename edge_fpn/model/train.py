@@ -42,27 +42,11 @@ def learning_rate(iteration: int, iterations: int, base_lr: float = DEFAULT_LR) 
     return base_lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
-# camera frame sizes (width, height) that live frames come in: the model's transform scales them
-# to its input as the runtime does, so their backgrounds' textures and shapes arrive at the scale a
-# camera's do (a 320x320 scene alone shows textures at twice the size a 640x480 frame gives)
-CAMERA_SIZES = ((640, 480), (1280, 720), (480, 640))
-
-
-def scene_size(index: int, size: int, camera_share: float) -> Tuple[int, int]:
-    """(width, height) of training scene `index`: a camera size for a `camera_share` of the scenes
-    (spread evenly, cycling through CAMERA_SIZES), else the model's square input."""
-    if camera_share > 0 and math.floor((index + 1) * camera_share) > math.floor(index * camera_share):
-        return CAMERA_SIZES[math.floor(index * camera_share) % len(CAMERA_SIZES)]
-    return size, size
-
-
-def scene_batch(seed: int, iteration: int, batch_size: int, size: int,
-                camera_share: float = 0.0) -> Tuple[List[torch.Tensor], List[Dict[str, torch.Tensor]]]:
+def scene_batch(seed: int, iteration: int, batch_size: int, size: int) -> Tuple[List[torch.Tensor], List[Dict[str, torch.Tensor]]]:
     """Batch `iteration` of the training stream: RGB float images in [0, 1] and their targets."""
     images, targets = [], []
     for k in range(batch_size):
-        index = iteration * batch_size + k
-        image, boxes, labels = make_scene(seed, index, *scene_size(index, size, camera_share))
+        image, boxes, labels = make_scene(seed, iteration * batch_size + k, size, size)
         images.append(torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float() / 255.0)
         targets.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)})
     return images, targets
@@ -103,15 +87,12 @@ class TrainConfig:
     threads: int = 2
     log_every: int = 50
     save_every: int = 250
-    camera_share: float = 0.0  # scenes rendered at a camera size (scene_size); 0: all at the input size
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ValueError(f"iterations must be at least 1, not {self.iterations}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
-        if not 0.0 <= self.camera_share <= 1.0:
-            raise ValueError(f"camera_share is a share of the scenes, between 0 and 1, not {self.camera_share}")
 
 
 def train(output: str, config: TrainConfig, progress: bool = True) -> str:
@@ -156,8 +137,6 @@ class _Run:
             "seed": int(config.seed), "iterations": int(config.iterations), "completed_iterations": 0,
             "batch_size": int(config.batch_size), "learning_rate": config.lr, "threads": int(config.threads),
         }
-        if config.camera_share > 0:  # (the shipped metadata's keys stay as they were without it)
-            self.metadata["camera_share"] = config.camera_share
         self.bar = progress_bar(config.iterations, "train", "it", enabled=progress, leave=True)
         self.completed = 0
         self.in_step = False
@@ -170,7 +149,7 @@ class _Run:
         config, model, optimizer = self.config, self.model, self.optimizer
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(iteration, config.iterations, config.lr)
-        images, targets = scene_batch(config.seed, iteration, config.batch_size, self.size, config.camera_share)
+        images, targets = scene_batch(config.seed, iteration, config.batch_size, self.size)
         losses = model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
