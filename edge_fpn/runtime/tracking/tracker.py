@@ -635,9 +635,11 @@ class Tracker:
         ``flipped`` (stage f's detections), and returns which tracks were matched by IoU (stages a-c
         and f; the rest of the matches are by motion)."""
         cfg = self.config
-        # 1 - IoU of every predicted track box and detection, once for stages a-c (never across classes)
+        # IoU of every predicted track box and detection, once for stages a-c (as 1 - IoU, never across
+        # classes) and f (across classes); nothing moves the tracks while they are matched
+        overlap = iou_matrix(to_xyxy(self._x[:, :4]), det_boxes)
         other_class = self._other_class(np.arange(self._x.shape[0]), np.arange(det_boxes.shape[0]), det_labels)
-        iou_cost = np.where(other_class, np.inf, 1.0 - iou_matrix(to_xyxy(self._x[:, :4]), det_boxes))
+        iou_cost = np.where(other_class, np.inf, 1.0 - overlap)
         high = det_scores >= cfg.high_threshold
         confirmed = self._ids >= 0
         # a lost track re-found by IoU must not look unlike the box (the veto, as for motion matches):
@@ -687,10 +689,11 @@ class Tracker:
             flipping_for = self._flip + (self._time - self._last_seen)
             takers = (confirmed & ~matched_track & (flipping_for <= cfg.reid_seconds + TIME_SLACK)).nonzero()[0]
             if takers.shape[0]:
-                self._match_flipped(takers, flips, det_boxes, det_labels, track_of_det, matched_track, by_iou, flipped)
+                self._match_flipped(takers, flips, overlap[:, flips], det_labels, track_of_det, matched_track, by_iou,
+                                    flipped)
         return by_iou
 
-    def _match_flipped(self, tracks: np.ndarray, dets: np.ndarray, det_boxes: np.ndarray, det_labels: np.ndarray,
+    def _match_flipped(self, tracks: np.ndarray, dets: np.ndarray, overlap: np.ndarray, det_labels: np.ndarray,
                        track_of_det: np.ndarray, matched_track: np.ndarray, by_iou: np.ndarray,
                        flipped: np.ndarray) -> None:
         """Stage f: the detector read a track's object as another class. The `tracks` (confirmed,
@@ -700,10 +703,8 @@ class Tracker:
         then it is that object's); an optimal assignment by IoU. The track stays on its object and
         no track of the other class starts on it, but the box is shown without an ID: a star never
         takes a ring's ID. On the tuning seeds 310 of the model's 408 ID switches at 30 FPS were
-        between tracks of two classes on one object."""
+        between tracks of two classes on one object. `overlap`: (every track, `dets`) IoU."""
         cfg = self.config
-        boxes = to_xyxy(self._x[:, :4])
-        overlap = iou_matrix(boxes, det_boxes[dets])
         # (boxes a track of their own class overlaps; so a taker of the box's class, refused it in
         # stages a-e, is refused here too: stage f pairs two classes only)
         owned = ((overlap >= cfg.match_iou) & (self._label[:, None] == det_labels[dets][None, :])).any(axis=0)
