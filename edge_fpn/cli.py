@@ -20,13 +20,14 @@ def _export(args: argparse.Namespace) -> int:
     from .model.architectures import build_architecture, load_checkpoint, read_class_names
 
     if args.model:
-        if args.arch or args.checkpoint:
-            raise EdgeFpnError("give either --model or --arch/--checkpoint, not both")
+        if args.arch:
+            raise EdgeFpnError("give either --model or --arch, not both (--model shapes --checkpoint FILE exports a "
+                               "retrained shapes model)")
         if args.num_classes is not None or args.classes:
             raise EdgeFpnError(f"--model {args.model} brings its own classes; drop --num-classes/--classes (they go "
                                "with --arch and --checkpoint)")
         from .model.loading import load_shipped_model
-        model, meta = load_shipped_model(args.model)
+        model, meta = load_shipped_model(args.model, args.checkpoint)
         class_names = meta["class_names"]
         input_size = parse_input_size(args.input_size) if args.input_size else tuple(meta["input_size"])
         arch = meta["architecture"]
@@ -168,13 +169,17 @@ def _train(args: argparse.Namespace) -> int:
     # set before torch loads: busy-waiting OpenMP threads slow training >10x when the cores are shared
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .bundle import check_output_dir
-    from .model.train import TrainConfig, train
+    from .model.train import DEFAULT_CAMERA_SHARE, TrainConfig, train
 
     if args.iterations < 1 or args.batch_size < 1:
         raise EdgeFpnError("--iterations and --batch-size must be at least 1")
+    camera_share = DEFAULT_CAMERA_SHARE if args.camera_share is None else args.camera_share
+    if not 0.0 <= camera_share <= 1.0:
+        raise EdgeFpnError(f"--camera-share is a share of the training images, between 0 and 1, not {camera_share:g}")
     check_output_dir(args.output, force=True)
     try:
-        train(args.output, TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size),
+        train(args.output, TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size,
+                                       camera_share=camera_share),
               progress=not args.quiet)
     except KeyboardInterrupt:
         return 130  # train() has said where the last completed checkpoint is
@@ -217,9 +222,10 @@ def _split(text: Optional[str]) -> Optional[List[str]]:
 
 def _add_export_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("export", help="torch checkpoint -> bundle of static ONNX + manifest")
-    p.add_argument("--model", help="a model shipped with edge-fpn instead of --arch/--checkpoint: 'shapes'")
+    p.add_argument("--model", help="a model shipped with edge-fpn instead of --arch: 'shapes' (with --checkpoint: "
+                                   "a shapes model retrained by edge-fpn train)")
     p.add_argument("--arch", help="fasterrcnn_resnet50_fpn | fasterrcnn_resnet50_fpn_v2 | fasterrcnn_mobilenet_v3_large_fpn | fasterrcnn_mobilenet_v3_large_320_fpn")
-    p.add_argument("--checkpoint", help="state-dict file (torch.save(model.state_dict(), path))")
+    p.add_argument("--checkpoint", help="state-dict file (torch.save(model.state_dict(), path)), of --arch or --model")
     p.add_argument("--num-classes", type=int, help="number of classes including the background")
     p.add_argument("--classes", help="text file with one class name a line (background optional)")
     p.add_argument("--input-size", help="engine input HxW, multiples of 32 (default for --model: its training size)")
@@ -312,6 +318,9 @@ def _add_train_parser(subparsers: Any) -> None:
     p.add_argument("--iterations", type=int, default=1500, help="training iterations (default 1500, as the shipped model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic training scenes (default 0)")
     p.add_argument("--batch-size", type=int, default=4, help="images per iteration (default 4)")
+    p.add_argument("--camera-share", type=float, default=None, metavar="S",
+                   help="share of the training images that are synthetic camera frames (640x480, the test:// "
+                        "source's motions), the rest 320x320 scenes (default 0, as the shipped model)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 

@@ -288,3 +288,44 @@ def evaluate_checkpoint(checkpoint: str, count: int = 500, seed: int = 1000, pro
         f.write("\n")
     os.replace(meta_path + ".tmp", meta_path)
     return metadata
+
+
+def camera_false_boxes(detect: DetectFn, seeds: Sequence[int], motions: Sequence[str] = ("drift", "occlude"),
+                       frames: Sequence[int] = (0, 150), min_score: float = 0.5) -> Dict[str, Any]:
+    """A detector's confident boxes on no object in synthetic camera frames (640x480, ``test://``).
+
+    A tracking sequence keeps one background, so a box the detector reads into its texture stays
+    put and is tracked like a still object; AP on the evaluation scenes does not show it. Per frame
+    of each seed's camera, each motion, each index: boxes scoring >= `min_score` with IoU < 0.1
+    against every object ("false"), objects found (a box of their class at IoU >= 0.5) and objects
+    found only as another class. Returns the rates and the false boxes of each seed's background.
+    """
+    from .runtime.synthetic import SyntheticCamera
+    from .runtime.tracking.geometry import iou_matrix
+
+    per_seed: List[int] = []
+    objects = found = other_class = images = 0
+    for seed in seeds:
+        false = 0
+        for motion in motions:
+            camera = SyntheticCamera(640, 480, 30.0, seed, motion)
+            for index in frames:
+                truth_boxes, truth_labels = camera.ground_truth(index)
+                truth_boxes = np.asarray(truth_boxes, np.float32).reshape(-1, 4)
+                boxes, scores, labels = detect(camera.frame(index))
+                confident = np.asarray(scores) >= min_score
+                boxes = np.asarray(boxes, np.float32).reshape(-1, 4)[confident]
+                labels = np.asarray(labels)[confident]
+                iou = iou_matrix(boxes, truth_boxes) if len(boxes) and len(truth_boxes) else np.zeros((len(boxes), len(truth_boxes)))
+                overlaps = iou >= 0.5
+                same = labels[:, None] == np.asarray(truth_labels)[None, :]
+                of_class = (overlaps & same).any(axis=0)
+                false += int((iou.max(axis=1, initial=0.0) < 0.1).sum())
+                objects += len(truth_boxes)
+                found += int(of_class.sum())
+                other_class += int(((overlaps & ~same).any(axis=0) & ~of_class).sum())
+                images += 1
+        per_seed.append(false)
+    return {"frames": images, "false_boxes_per_frame": sum(per_seed) / max(images, 1),
+            "found": found / max(objects, 1), "other_class_only": other_class / max(objects, 1),
+            "false_boxes_by_seed": dict(zip((int(s) for s in seeds), per_seed))}

@@ -45,3 +45,37 @@ def test_eval_cli_json_with_reference(shapes_bundle, capsys):
     result = json.loads(capsys.readouterr().out)
     assert set(result["bundle"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert abs(result["difference"]["AP"]) <= 0.01  # measured 0 on these 8 scenes (0.8087 both)
+
+
+def test_a_retrained_checkpoint_exports_with_model_shapes(shapes_bundle, tmp_path):
+    """`--model shapes --checkpoint FILE`: what `edge-fpn train` wrote, exported with the shipped
+    model's classes and input size (here the shipped weights under another name: the same graph)."""
+    import shutil
+
+    from edge_fpn.model.shapes import SHAPES_WEIGHTS
+
+    checkpoint = str(tmp_path / "retrained.pt")
+    shutil.copy(SHAPES_WEIGHTS, checkpoint)
+    out = tmp_path / "bundle"
+    assert main(["export", "--model", "shapes", "--checkpoint", checkpoint, "--output", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    shipped = json.loads(open(f"{shapes_bundle}/manifest.json").read())
+    assert manifest["provenance"]["source_checkpoint"] == checkpoint
+    assert manifest["provenance"]["source_checkpoint_sha256"] == shipped["provenance"]["source_checkpoint_sha256"]
+    assert manifest["class_names"] == shipped["class_names"]
+    assert (out / "detector.onnx").read_bytes() == open(f"{shapes_bundle}/detector.onnx", "rb").read()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"not a checkpoint", "is not a checkpoint of the shapes model"),
+])
+def test_model_shapes_with_a_bad_checkpoint_is_one_line(tmp_path, capsys, content, message):
+    checkpoint = tmp_path / "bad.pt"
+    if content is not None:
+        checkpoint.write_bytes(content)
+    assert main(["export", "--model", "shapes", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "b"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "b").exists()

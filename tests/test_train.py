@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from edge_fpn.model.shapes import (SHAPES_INPUT_SIZE, SHAPES_METADATA, SHAPES_WEIGHTS, build_shapes_model,
                                    load_shapes_model, shapes_metadata)
-from edge_fpn.model.train import TrainConfig, learning_rate, train
+from edge_fpn.model.train import TrainConfig, camera_scene, is_camera_scene, learning_rate, scene_batch, train
 from edge_fpn.runtime.synthetic import CLASS_NAMES, make_scene
 
 
@@ -41,11 +41,11 @@ def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch, cap
     real = train_module.scene_batch
     calls = []
 
-    def interrupting(seed, iteration, batch_size, size):
+    def interrupting(seed, iteration, batch_size, size, camera_share):
         calls.append(iteration)
         if iteration == 2:
             raise KeyboardInterrupt
-        return real(seed, iteration, batch_size, size)
+        return real(seed, iteration, batch_size, size, camera_share)
 
     monkeypatch.setattr(train_module, "scene_batch", interrupting)
     output = str(tmp_path / "shapes.pt")
@@ -56,6 +56,23 @@ def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch, cap
     assert output in lines[-1] and "after 2 of 10" in lines[-1]
     with open(str(tmp_path / "shapes.json")) as f:
         assert json.load(f)["completed_iterations"] == 2
+
+
+def test_a_share_of_the_training_images_are_camera_frames_with_their_ground_truth():
+    assert [is_camera_scene(i, 0.5) for i in range(6)] == [False, True] * 3
+    assert not any(is_camera_scene(i, 0.0) for i in range(20)) and all(is_camera_scene(i, 1.0) for i in range(20))
+    images, targets = scene_batch(0, 3, 4, SHAPES_INPUT_SIZE, camera_share=0.5)
+    assert [tuple(image.shape) for image in images] == [(3, 320, 320), (3, 480, 640)] * 2
+    for k in (1, 3):  # scene 13 and 15 of seed 0: camera frames, boxes and labels as the camera says
+        frame, boxes, labels = camera_scene(0, 12 + k)
+        np.testing.assert_array_equal(images[k].numpy(), frame[:, :, ::-1].transpose(2, 0, 1) / np.float32(255))
+        np.testing.assert_array_equal(targets[k]["boxes"].numpy(), boxes)
+        np.testing.assert_array_equal(targets[k]["labels"].numpy(), labels)
+        assert boxes.shape[1] == 4 and (boxes[:, 2:] > boxes[:, :2]).all() and set(labels.tolist()) <= set(range(1, 6))
+    # another index, another camera: a different frame
+    assert not np.array_equal(camera_scene(0, 13)[0], camera_scene(0, 15)[0])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        TrainConfig(iterations=1, seed=0, camera_share=1.5)
 
 
 def test_learning_rate_warms_up_and_decays():

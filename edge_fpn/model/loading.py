@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..errors import EdgeFpnError
 
 SHIPPED_MODELS = ("shapes",)
 
 
-def load_shipped_model(name: str) -> Tuple[Any, Dict[str, Any]]:
-    """(model, metadata) of a model shipped inside the package; metadata names its checkpoint."""
+def load_shipped_model(name: str, checkpoint: Optional[str] = None) -> Tuple[Any, Dict[str, Any]]:
+    """(model, metadata) of a model shipped inside the package, or of `checkpoint`, a retrained one
+    (``edge-fpn train``; its classes and input size are the shipped model's); metadata names the
+    checkpoint."""
     from ..bundle import file_sha256
     from .shapes import SHAPES_WEIGHTS, load_shapes_model, shapes_metadata
 
@@ -18,9 +20,25 @@ def load_shipped_model(name: str) -> Tuple[Any, Dict[str, Any]]:
         raise EdgeFpnError(f"unknown shipped model {name!r}; edge-fpn ships: {', '.join(SHIPPED_MODELS)}")
     meta = dict(shapes_metadata())
     meta.setdefault("architecture", "shapes")
-    meta["checkpoint"] = os.path.relpath(SHAPES_WEIGHTS, os.path.dirname(os.path.dirname(SHAPES_WEIGHTS)))
-    meta["checkpoint_sha256"] = file_sha256(SHAPES_WEIGHTS)
-    return load_shapes_model(), meta
+    if checkpoint is None:
+        meta["checkpoint"] = os.path.relpath(SHAPES_WEIGHTS, os.path.dirname(os.path.dirname(SHAPES_WEIGHTS)))
+        meta["checkpoint_sha256"] = file_sha256(SHAPES_WEIGHTS)
+        return load_shapes_model(), meta
+    if not os.path.isfile(checkpoint):
+        raise EdgeFpnError(f"checkpoint {checkpoint!r} does not exist; give the file `edge-fpn train --output` wrote")
+    try:
+        model = load_shapes_model(checkpoint)
+    except EdgeFpnError:
+        raise
+    except Exception as exc:  # a file of another model, or not a state dict at all
+        raise EdgeFpnError(f"{checkpoint!r} is not a checkpoint of the {name} model ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:160]}); give a file `edge-fpn train` wrote") from None
+    if len(meta["class_names"]) != model.roi_heads.box_predictor.cls_score.out_features:
+        raise EdgeFpnError(f"{checkpoint!r} has {model.roi_heads.box_predictor.cls_score.out_features} classes, the "
+                           f"{name} model {len(meta['class_names'])}; give a file `edge-fpn train` wrote")
+    meta["checkpoint"] = checkpoint
+    meta["checkpoint_sha256"] = file_sha256(checkpoint)
+    return model, meta
 
 
 def load_reference_model(spec: str, bundle_dir: str) -> Any:
