@@ -117,3 +117,14 @@ def test_shipped_model_detects_shapes():
     # measured: 62 of the 67 objects (0.93; 0.67-1.0 a scene, hence 10 scenes, not one). The rarest
     # class has 8 of them: a model that lost any one class (or swapped two) finds at most 54 (0.81)
     assert found >= 0.85 * total, (found, total)
+
+
+@pytest.mark.parametrize("share", ["1.5", "-0.1", "nan"])
+def test_train_cli_refuses_a_camera_share_outside_0_1(tmp_path, capsys, share):
+    from edge_fpn.cli import main
+
+    output = tmp_path / "shapes.pt"
+    assert main(["train", "--output", str(output), "--iterations", "1", "--camera-share", share, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "between 0 and 1" in err and len(err.splitlines()) == 1
+    assert not output.exists()
