@@ -58,7 +58,7 @@ def test_interrupt_saves_the_last_completed_iteration(tmp_path, monkeypatch, cap
         assert json.load(f)["completed_iterations"] == 2
 
 
-def test_a_share_of_the_training_images_are_camera_frames_with_their_ground_truth():
+def test_a_share_of_the_training_images_are_camera_frames_with_their_ground_truth(monkeypatch):
     assert [is_camera_scene(i, 0.5) for i in range(6)] == [False, True] * 3
     assert not any(is_camera_scene(i, 0.0) for i in range(20)) and all(is_camera_scene(i, 1.0) for i in range(20))
     images, targets = scene_batch(0, 3, 4, SHAPES_INPUT_SIZE, camera_share=0.5)
@@ -69,6 +69,16 @@ def test_a_share_of_the_training_images_are_camera_frames_with_their_ground_trut
         np.testing.assert_array_equal(targets[k]["boxes"].numpy(), boxes)
         np.testing.assert_array_equal(targets[k]["labels"].numpy(), labels)
         assert boxes.shape[1] == 4 and (boxes[:, 2:] > boxes[:, :2]).all() and set(labels.tolist()) <= set(range(1, 6))
+    # the camera seeds stay above every evaluation seed, whatever the training seed
+    import edge_fpn.model.train as train_module
+    seeds = []
+    real_camera = train_module.SyntheticCamera
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "SyntheticCamera",
+                      lambda w, h, fps, seed, motion: seeds.append(seed) or real_camera(w, h, fps, seed, motion))
+        for training_seed in (0, 107, 12345, 2**31):
+            camera_scene(training_seed, 7)
+    assert all(2**30 <= s < 2**31 for s in seeds), seeds
     # another index, another camera: a different frame
     assert not np.array_equal(camera_scene(0, 13)[0], camera_scene(0, 15)[0])
     with pytest.raises(ValueError, match="between 0 and 1"):
