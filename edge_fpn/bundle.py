@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import EdgeFpnError
 
@@ -355,6 +355,19 @@ def check_output_dir(output: str, force: bool) -> None:
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
         raise EdgeFpnError(f"the directory {parent!r} for output {output!r} does not exist; create it first")
+
+
+def refuse_output_over_inputs(output: str, inputs: Sequence[Optional[str]]) -> None:
+    """An output directory that is, or holds, one of the command's input files would delete it when
+    --force replaces the output: refused (real paths, so ``..`` and symlinks count)."""
+    real_output = os.path.realpath(output)
+    for path in inputs:
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real == real_output or real.startswith(real_output.rstrip(os.sep) + os.sep):
+            raise EdgeFpnError(f"output {output!r} would replace the input {path!r}; edge-fpn never writes over its "
+                               "input: choose another output path")
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ def _export(args: argparse.Namespace) -> int:
     import os
 
     from .builder.commands import ENGINES_DIR, output_or_default
+    from .bundle import refuse_output_over_inputs
     from .export.onnx_export import ExportOptions, export_bundle, parse_input_size
     from .model.architectures import build_architecture, load_checkpoint, read_class_names
 
@@ -47,6 +48,7 @@ def _export(args: argparse.Namespace) -> int:
         from .bundle import file_sha256
         provenance = {"source_checkpoint": args.checkpoint, "source_checkpoint_sha256": file_sha256(args.checkpoint)}
     with output_or_default(args.output, os.path.join(ENGINES_DIR, args.model or arch)) as output:
+        refuse_output_over_inputs(output, [args.checkpoint, args.classes])
         options = ExportOptions(force=args.force, provenance=provenance, progress=not args.quiet,
                                 layout=args.postprocess, detection_candidates=args.detection_candidates,
                                 batch=args.batch)

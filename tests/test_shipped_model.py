@@ -79,3 +79,22 @@ def test_model_shapes_with_a_bad_checkpoint_is_one_line(tmp_path, capsys, conten
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("output_is", ["the checkpoint", "its folder"])
+def test_export_never_replaces_its_checkpoint_even_forced(tmp_path, capsys, output_is):
+    import shutil
+
+    from edge_fpn.model.shapes import SHAPES_WEIGHTS
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    checkpoint = folder / "retrained.pt"
+    shutil.copy(SHAPES_WEIGHTS, checkpoint)
+    before = checkpoint.read_bytes()
+    output = checkpoint if output_is == "the checkpoint" else folder
+    assert main(["export", "--model", "shapes", "--checkpoint", str(checkpoint), "--output", str(output),
+                 "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "would replace the input" in err and len(err.splitlines()) == 1
+    assert checkpoint.read_bytes() == before
