@@ -39,6 +39,9 @@ def detect_fn(what: str):
 
     from edge_fpn.evaluate import bundle_detect_fn, torch_detect_fn
 
+    if what != "shapes" and not os.path.exists(what):
+        from edge_fpn.errors import EdgeFpnError
+        raise EdgeFpnError(f"{what!r} does not exist; give 'shapes', a checkpoint from edge-fpn train or a bundle directory")
     if os.path.isdir(what):
         return bundle_detect_fn(what, device="cpu")[0]
     from edge_fpn.model.shapes import SHAPES_INPUT_SIZE, SHAPES_WEIGHTS, load_shapes_model
@@ -68,12 +71,23 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--frames", default="0,150", help="comma-separated frame indices (default 0,150)")
     parser.add_argument("--score", type=float, default=0.5, help="a confident box scores at least this (default 0.5)")
     args = parser.parse_args(argv)
-    seeds, motions = parse_seeds(args.seeds), args.motions.split(",")
-    frames = [int(v) for v in args.frames.split(",")]
+    from edge_fpn.errors import EdgeFpnError
+    from edge_fpn.runtime.synthetic import MOTIONS
+
+    try:
+        seeds, frames = parse_seeds(args.seeds), [int(v) for v in args.frames.split(",")]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r} / --frames {args.frames!r}: give whole numbers, 'A-B' or 'a,b,c'")
+    motions = args.motions.split(",")
+    if set(motions) - set(MOTIONS):
+        parser.error(f"unknown motion in {args.motions!r}; use {', '.join(MOTIONS)}")
     import torch
 
     torch.set_num_threads(2)
-    results = [count(m, seeds, motions, frames, args.score) for m in args.models]
+    try:
+        results = [count(m, seeds, motions, frames, args.score) for m in args.models]
+    except EdgeFpnError as exc:
+        parser.error(str(exc))
     print(f"{len(seeds)} backgrounds x {len(motions)} motions x {len(frames)} frames, boxes scoring >= {args.score:g}")
     for r in results:
         print(f"{r['name']}: false boxes a frame {r['false_boxes_per_frame']:.3f}, objects found {r['found']:.3f}, "
