@@ -316,7 +316,7 @@ def camera_false_boxes(detect: DetectFn, seeds: Sequence[int], motions: Sequence
                 confident = np.asarray(scores) >= min_score
                 boxes = np.asarray(boxes, np.float32).reshape(-1, 4)[confident]
                 labels = np.asarray(labels)[confident]
-                iou = iou_matrix(boxes, truth_boxes) if len(boxes) and len(truth_boxes) else np.zeros((len(boxes), len(truth_boxes)))
+                iou = iou_matrix(boxes, truth_boxes)  # (0, M) or (N, 0) where either side is empty
                 overlaps = iou >= 0.5
                 same = labels[:, None] == np.asarray(truth_labels)[None, :]
                 of_class = (overlaps & same).any(axis=0)
