@@ -112,6 +112,46 @@ def test_bad_inputs_are_one_line_and_exit_2(tiny_bundle, calibration, tmp_path, 
     assert not os.path.exists(out)
 
 
+def _tree(path):
+    """Every file under `path` with its bytes: what a refused command must leave untouched."""
+    return {os.path.relpath(os.path.join(root, name), path): open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(path) for name in names}
+
+
+def test_force_never_replaces_an_input(tiny_bundle, calibration, tmp_path, capsys, no_tensorrt):
+    """--force replaces an output; an output that is, or holds, the bundle, the images, the ranges or
+    the timing cache would delete them: refused before anything is read or written."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_bundle, work / "bundle")
+    shutil.copytree(calibration, work / "cal")
+    images = work / "images"
+    images.mkdir()
+    import cv2
+    cv2.imwrite(str(images / "a.png"), textured_image(1, *TEST_SIZE))
+    (work / "cache").mkdir()
+    cache = str(work / "cache" / "timing.cache")
+    open(cache, "wb").write(b"timing")
+    before = _tree(work)
+    bundle, cal = str(work / "bundle"), str(work / "cal")
+    cases = [
+        ["calibrate", bundle, "--data", "synthetic:1", "--output", bundle],
+        ["calibrate", bundle, "--data", "synthetic:1", "--output", str(work)],  # a folder above the bundle
+        ["calibrate", bundle, "--data", str(images), "--output", str(images)],
+        ["calibrate", bundle, "--data", str(images / "*.png"), "--output", str(images)],
+        ["build", bundle, "--output", bundle],
+        ["build", bundle, "--precision", "int8", "--calibration", cal, "--output", cal, "--eval-data", "none"],
+        ["build", bundle, "--timing-cache", cache, "--output", str(work / "cache")],
+        ["build", bundle, "--precision", "int8", "--calibration", cal, "--eval-data", str(images),
+         "--output", str(images)],
+    ]
+    for args in cases:
+        assert main([*args, "--force", "--quiet"]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert "would replace the input" in err and len(err.splitlines()) == 1, (args, err)
+        assert _tree(work) == before, args
+    assert not [p for p in os.listdir(work) if p.startswith(".tmp")]
+
+
 def test_explicit_fallback_layers_stay_float(tiny_bundle, calibration, tmp_path):
     import onnx
     from edge_fpn import Detector

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from ..bundle import (Manifest, StageSpec, atomic_directory, bundle_hash, check_output_dir, load_manifest,
-                      verify_onnx_stages, write_manifest)
+                      refuse_output_over_inputs, verify_onnx_stages, write_manifest)
 from ..errors import EdgeFpnError
 from ..progress import progress_bar
 from .calibrate import CalibrationRanges, load_ranges, ranges_hash, require_fp32_onnx, stage_keys
+from .data import source_paths
 from .tensorrt_builder import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,9 @@ class BuildRequest:
             raise EdgeFpnError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if not self.output:
             raise EdgeFpnError("build needs an output directory (--output ENGINE_DIR)")
-        if os.path.abspath(self.output) == os.path.abspath(self.bundle):
-            raise EdgeFpnError("the output directory is the source bundle; choose another --output")
+        # --force replaces the output: it must not be, or hold, anything the build reads
+        refuse_output_over_inputs(self.output, [self.bundle, self.calibration, self.timing_cache,
+                                                *source_paths(self.eval_data)])
         if self.workspace_mib is not None and self.workspace_mib <= 0:
             raise EdgeFpnError(f"--workspace must be a positive number of MiB, not {self.workspace_mib}")
         if not 0.0 <= self.max_ap_drop <= 1.0:  # an AP lives in [0, 1]; NaN fails this too

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..bundle import (LAYOUT_STAGES, Manifest, atomic_directory, bundle_hash, check_output_dir, load_manifest,
-                      verify_onnx_stages)
+                      refuse_output_over_inputs, verify_onnx_stages)
 from ..errors import EdgeFpnError
 from ..progress import progress_bar
 from .cache import DEFAULT_TENSORRT_VERSION, format_cache, merge_stage_ranges
+from .data import source_paths
 from .histogram import DEFAULT_PERCENTILE, METHODS, NUM_BINS, AbsHistogram, compute_amax
 
 RANGES_FILE = "ranges.json"
@@ -163,6 +164,8 @@ class CalibrationRequest:
     def __post_init__(self) -> None:
         if self.output is None:
             raise EdgeFpnError("calibrate needs an output directory (--output CAL_DIR)")
+        # --force replaces the output: it must not be, or hold, the bundle or the images
+        refuse_output_over_inputs(self.output, [self.bundle, *source_paths(self.data)])
         if self.method not in METHODS:
             raise EdgeFpnError(f"unknown calibration method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.tensors not in ("all", "qdq"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -107,6 +107,16 @@ def parse_synthetic(spec: str) -> Optional[Tuple[int, Optional[int]]]:
     if count < 1:
         raise EdgeFpnError(f"{spec!r} asks for {count} synthetic images; give at least 1 (e.g. synthetic:100)")
     return count, seed
+
+
+def source_paths(spec: Optional[str]) -> List[str]:
+    """The files and folders a data spec reads (none for synthetic:N), for the check that an output
+    never replaces its input."""
+    if not spec or parse_synthetic(spec) is not None:
+        return []
+    if os.path.exists(spec):
+        return [spec]
+    return glob.glob(spec) if any(ch in spec for ch in "*?[") else []
 
 
 def open_source(spec: str, input_size: Tuple[int, int], num: Optional[int] = None) -> ImageSource:
