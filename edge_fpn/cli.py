@@ -170,15 +170,14 @@ def _train(args: argparse.Namespace) -> int:
 
     # set before torch loads: busy-waiting OpenMP threads slow training >10x when the cores are shared
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .bundle import check_output_dir
-    from .model.train import DEFAULT_CAMERA_SHARE, TrainConfig, train
+    from .model.train import DEFAULT_CAMERA_SHARE, TrainConfig, check_checkpoint_output, train
 
     if args.iterations < 1 or args.batch_size < 1:
         raise EdgeFpnError("--iterations and --batch-size must be at least 1")
     camera_share = DEFAULT_CAMERA_SHARE if args.camera_share is None else args.camera_share
     if not 0.0 <= camera_share <= 1.0:
         raise EdgeFpnError(f"--camera-share is a share of the training images, between 0 and 1, not {camera_share:g}")
-    check_output_dir(args.output, force=True)
+    check_checkpoint_output(args.output, args.force)
     try:
         train(args.output, TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size,
                                        camera_share=camera_share),
@@ -323,6 +322,7 @@ def _add_train_parser(subparsers: Any) -> None:
     p.add_argument("--camera-share", type=float, default=None, metavar="S",
                    help="share of the training images that are synthetic camera frames (640x480, the test:// "
                         "source's motions), the rest 320x320 scenes (default 0, as the shipped model)")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint (and its .json metadata)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 

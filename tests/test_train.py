@@ -138,3 +138,29 @@ def test_train_cli_refuses_a_camera_share_outside_0_1(tmp_path, capsys, share):
     err = capsys.readouterr().err.strip()
     assert "between 0 and 1" in err and len(err.splitlines()) == 1
     assert not output.exists()
+
+
+def test_train_cli_refuses_outputs_it_would_lose_or_fail_on(tmp_path, capsys):
+    """Refused before any training, each as one line: a directory (the save failed after the whole
+    run), a .json name (the metadata overwrote the checkpoint), a missing folder, and an existing
+    checkpoint or metadata file without --force (it was silently replaced)."""
+    from edge_fpn.cli import main
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(b"a user's file")
+    (tmp_path / "other.json").write_text("{}")
+    cases = [(folder, "is a directory"), (tmp_path / "shapes.json", "ends in .json"),
+             (tmp_path / "no" / "shapes.pt", "does not exist"), (mine, "already exists"),
+             (tmp_path / "other.pt", "already exists")]
+    for output, words in cases:
+        assert main(["train", "--output", str(output), "--iterations", "1", "--quiet"]) == 2, output
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1, (output, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.pt", "models", "other.json"]
+    assert mine.read_bytes() == b"a user's file" and list(folder.iterdir()) == []
+    # --force replaces it with a checkpoint that loads
+    assert main(["train", "--output", str(mine), "--iterations", "1", "--batch-size", "1", "--force", "--quiet"]) == 0
+    from edge_fpn.model.train import load_shapes_model
+    assert load_shapes_model(str(mine)) is not None

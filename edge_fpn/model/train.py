@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
+from ..errors import EdgeFpnError
 from ..progress import log_above_bars, progress_bar
 from ..runtime.synthetic import CLASS_NAMES, MOTIONS, SyntheticCamera, make_scene
 from .shapes import SHAPES_INPUT_SIZE, build_shapes_model, load_shapes_model  # noqa: F401 (re-export)
@@ -107,6 +108,23 @@ def save_checkpoint(model: torch.nn.Module, output: str, metadata: Dict[str, Any
 
 def metadata_path(checkpoint: str) -> str:
     return os.path.splitext(checkpoint)[0] + ".json"
+
+
+def check_checkpoint_output(output: str, force: bool) -> None:
+    """Refuse, before any training, a checkpoint path that training would fail to write or would
+    write wrongly: a directory, a .json name (its metadata would overwrite it), a missing parent
+    folder, or an existing checkpoint or metadata file without --force."""
+    if os.path.isdir(output):
+        raise EdgeFpnError(f"--output {output!r} is a directory; give a checkpoint file path (e.g. {output}/shapes.pt)")
+    if metadata_path(output) == output:
+        raise EdgeFpnError(f"--output {output!r} ends in .json, the name of the checkpoint's metadata file; give a "
+                           ".pt path")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise EdgeFpnError(f"the directory {parent!r} for output {output!r} does not exist; create it first")
+    existing = [path for path in (output, metadata_path(output)) if os.path.exists(path)]
+    if existing and not force:
+        raise EdgeFpnError(f"{existing[0]!r} already exists; choose another --output or pass --force to replace it")
 
 
 @dataclass(frozen=True)
