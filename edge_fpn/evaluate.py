@@ -124,13 +124,8 @@ def coco_folder_data(annotations: str, image_dir: str) -> Tuple[Iterator[Tuple[i
 
     if not os.path.isdir(image_dir):
         raise EdgeFpnError(f"image directory {image_dir!r} does not exist")
-    try:
-        with open(annotations, "r", encoding="utf-8") as f:
-            coco = json.load(f)
-        entries = coco["images"]
-        coco["annotations"], coco["categories"]  # noqa: B018 (both must be there)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EdgeFpnError(f"{annotations!r} is not a COCO annotation file ({exc!r}); it needs images, annotations and categories") from None
+    coco = _read_coco_annotations(annotations)
+    entries = coco["images"]
     if not entries:
         raise EdgeFpnError(f"{annotations!r} lists no images")
     files = set(os.listdir(image_dir))
@@ -148,6 +143,33 @@ def coco_folder_data(annotations: str, image_dir: str) -> Tuple[Iterator[Tuple[i
                 raise EdgeFpnError(f"image {entry['file_name']!r} cannot be read")
             yield entry["id"], image
     return images(), coco
+
+
+def _read_coco_annotations(annotations: str) -> Dict[str, Any]:
+    """The annotation file's JSON, with the three lists COCO needs and a file name per image."""
+    try:
+        with open(annotations, "r", encoding="utf-8") as f:
+            coco = json.load(f)
+    except OSError as exc:
+        raise EdgeFpnError(f"cannot read the annotation file {annotations!r} ({exc.strerror}); give a COCO "
+                           "annotation .json") from None
+    except ValueError:  # not UTF-8, or not JSON
+        raise EdgeFpnError(f"{annotations!r} is not JSON; give a COCO annotation .json (images, annotations, "
+                           "categories)") from None
+    lists = ("images", "annotations", "categories")
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(key), list) for key in lists):
+        raise EdgeFpnError(f"{annotations!r} is not a COCO annotation file; it needs the lists images, annotations "
+                           "and categories")
+    needs = {"images": ("id", "file_name"), "annotations": ("image_id", "category_id", "bbox"),
+             "categories": ("id", "name")}
+    for key, fields in needs.items():
+        for entry in coco[key]:
+            if not isinstance(entry, dict) or any(field not in entry for field in fields):
+                raise EdgeFpnError(f"an entry of {key} in {annotations!r} lacks {' or '.join(fields)}; "
+                                   f"each COCO {key[:-1].replace('categorie', 'category')} needs them")
+    if not all(isinstance(a["bbox"], list) and len(a["bbox"]) == 4 for a in coco["annotations"]):
+        raise EdgeFpnError(f"an annotation bbox in {annotations!r} is not [x, y, width, height]")
+    return coco
 
 
 def check_categories(coco: Dict[str, Any], class_names: Sequence[str], what: str) -> None:

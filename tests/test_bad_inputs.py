@@ -296,6 +296,31 @@ def test_tool_options_are_checked_where_they_are_read(tiny_bundle, tmp_path, cap
     assert not out.exists()
 
 
+@pytest.mark.parametrize("content, words", [
+    (None, "cannot read the annotation file"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "is not JSON"),
+    (b"[1, 2]", "needs the lists images, annotations and categories"),
+    (b'{"images": [{"id": 1}], "annotations": [], "categories": []}', "lacks id or file_name"),
+    (b'{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "category_id": 1}], '
+     b'"categories": [{"id": 1, "name": "circle"}]}', "lacks image_id or category_id or bbox"),
+    (b'{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [], "categories": [{"id": 1}]}',
+     "each COCO category needs them"),
+    (b'{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "category_id": 1, '
+     b'"bbox": 5}], "categories": [{"id": 1, "name": "circle"}]}', "is not [x, y, width, height]"),
+])
+def test_eval_names_what_is_wrong_with_coco_annotations(tiny_bundle, tmp_path, capsys, content, words):
+    """One line that says what the file lacks: no exception's repr (a binary file's bytes were
+    printed), no KeyError from deeper down."""
+    annotations = tmp_path / "annotations.json"
+    if content is not None:
+        annotations.write_bytes(content)
+    images = tmp_path / "images"
+    images.mkdir()
+    assert main(["eval", tiny_bundle, "--coco", str(annotations), "--images", str(images)]) == 2
+    err = _one_line_error(capsys, "eval")
+    assert words in err and "\\x" not in err and "Error(" not in err, err
+
+
 def test_detect_without_a_source_names_only_the_source(tiny_bundle, capsys):
     assert main(["detect", tiny_bundle]) == 2
     err = _one_line_error(capsys, "detect")
