@@ -68,11 +68,15 @@ def test_a_retrained_checkpoint_exports_with_model_shapes(shapes_bundle, tmp_pat
 
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist"),
-    (b"not a checkpoint", "is not a checkpoint of the shapes model"),
+    (b"not a checkpoint", "is not a PyTorch checkpoint of weights"),
+    ("foreign", "is not a checkpoint of the shapes model"),
 ])
 def test_model_shapes_with_a_bad_checkpoint_is_one_line(tmp_path, capsys, content, message):
     checkpoint = tmp_path / "bad.pt"
-    if content is not None:
+    if content == "foreign":  # a real torch file of other weights
+        import torch
+        torch.save({"conv.weight": torch.zeros(2, 3)}, str(checkpoint))
+    elif content is not None:
         checkpoint.write_bytes(content)
     assert main(["export", "--model", "shapes", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "b"),
                  "--quiet"]) == 2

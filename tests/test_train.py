@@ -164,3 +164,61 @@ def test_train_cli_refuses_outputs_it_would_lose_or_fail_on(tmp_path, capsys):
     assert main(["train", "--output", str(mine), "--iterations", "1", "--batch-size", "1", "--force", "--quiet"]) == 0
     from edge_fpn.model.train import load_shapes_model
     assert load_shapes_model(str(mine)) is not None
+
+
+def test_fine_tune_starts_from_init_with_the_rois_asked_for(tmp_path):
+    """--init: the run starts from that checkpoint's weights (a tiny learning rate leaves them as
+    they were), with the RoI sampler of --rois-per-image / --positive-fraction, and the metadata
+    says so."""
+    from edge_fpn.bundle import file_sha256
+    from edge_fpn.model.train import _initial_model
+
+    config = TrainConfig(iterations=1, seed=3, batch_size=1, lr=1e-12, init=SHAPES_WEIGHTS, rois_per_image=512,
+                         positive_fraction=0.25)
+    sampler = _initial_model(config).roi_heads.fg_bg_sampler
+    assert (sampler.batch_size_per_image, sampler.positive_fraction) == (512, 0.25)
+    output = str(tmp_path / "tuned.pt")
+    train(output, config, progress=False)
+    start = torch.load(SHAPES_WEIGHTS, map_location="cpu", weights_only=True)
+    tuned = torch.load(output, map_location="cpu", weights_only=True)
+    weights = [k for k in start if k.endswith(".weight") and start[k].ndim == 4]
+    assert len(weights) > 10 and all(torch.equal(start[k], tuned[k]) for k in weights)
+    with open(str(tmp_path / "tuned.json")) as f:
+        metadata = json.load(f)
+    assert metadata["init_sha256"] == file_sha256(SHAPES_WEIGHTS) and metadata["init"] == "shapes.pt"
+    assert (metadata["rois_per_image"], metadata["positive_fraction"], metadata["learning_rate"]) == (512, 0.25, 1e-12)
+    # without --init: random weights, not the shipped ones, and the model's own sampler (128 / 0.5)
+    fresh = _initial_model(TrainConfig(iterations=1, seed=0))
+    assert (fresh.roi_heads.fg_bg_sampler.batch_size_per_image, fresh.roi_heads.fg_bg_sampler.positive_fraction) == (
+        128, 0.5)
+    assert not torch.equal(fresh.state_dict()[weights[0]].half(), start[weights[0]])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--init", "missing.pt"], "does not exist"),
+    (["--rois-per-image", "0"], "--rois-per-image must be at least 1"),
+    (["--positive-fraction", "1.5"], "--positive-fraction is a share of the RoIs"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+])
+def test_train_cli_refuses_bad_fine_tune_options(tmp_path, capsys, args, words):
+    from edge_fpn.cli import main
+
+    output = tmp_path / "tuned.pt"
+    assert main(["train", "--output", str(output), "--iterations", "1", "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_cli_never_writes_over_its_init_checkpoint(tmp_path, capsys):
+    import shutil
+    from edge_fpn.cli import main
+
+    checkpoint = tmp_path / "mine.pt"
+    shutil.copy(SHAPES_WEIGHTS, checkpoint)
+    before = checkpoint.read_bytes()
+    assert main(["train", "--init", str(checkpoint), "--output", str(checkpoint), "--force", "--iterations", "1",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "would replace the --init checkpoint" in err and len(err.splitlines()) == 1
+    assert checkpoint.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine.pt"]

@@ -26,6 +26,13 @@ def load_shipped_model(name: str, checkpoint: Optional[str] = None) -> Tuple[Any
         return load_shapes_model(), meta
     if not os.path.isfile(checkpoint):
         raise EdgeFpnError(f"checkpoint {checkpoint!r} does not exist; give the file `edge-fpn train --output` wrote")
+    import torch
+
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (an image, a text file, a pickle of arbitrary objects, a cut-off file)
+        raise EdgeFpnError(f"{checkpoint!r} is not a PyTorch checkpoint of weights; give a file `edge-fpn train` "
+                           "wrote") from None
     try:
         model = load_shapes_model(checkpoint)
     except EdgeFpnError:

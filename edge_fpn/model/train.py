@@ -17,11 +17,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from ..bundle import file_sha256
 from ..errors import EdgeFpnError
 from ..progress import log_above_bars, progress_bar
 from ..runtime.synthetic import CLASS_NAMES, MOTIONS, SyntheticCamera, make_scene
@@ -31,6 +32,12 @@ DEFAULT_BATCH_SIZE = 4
 DEFAULT_LR = 2e-3
 WARMUP_ITERATIONS = 300
 DEFAULT_CAMERA_SHARE = 0.0  # the shipped model's recipe: 320x320 scenes only (docs/tracking.md: camera frames)
+# RoIs the box head learns from per image, and the most of them that may be objects: few RoIs with
+# many positives train the box regression fast from scratch (build_shapes_model's 128 / 0.5); many
+# with few positives show the classifier the background's hard places (torchvision's 512 / 0.25),
+# which took a fine-tuned model's boxes on camera backgrounds to a quarter (docs/tracking.md)
+DEFAULT_ROIS_PER_IMAGE = 128
+DEFAULT_POSITIVE_FRACTION = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +117,11 @@ def metadata_path(checkpoint: str) -> str:
     return os.path.splitext(checkpoint)[0] + ".json"
 
 
-def check_checkpoint_output(output: str, force: bool) -> None:
+def check_checkpoint_output(output: str, force: bool, init: Optional[str] = None) -> None:
     """Refuse, before any training, a checkpoint path that training would fail to write or would
     write wrongly: a directory, a .json name (its metadata would overwrite it), a missing parent
-    folder, or an existing checkpoint or metadata file without --force."""
+    folder, the --init checkpoint it starts from, or an existing checkpoint or metadata file
+    without --force."""
     if os.path.isdir(output):
         raise EdgeFpnError(f"--output {output!r} is a directory; give a checkpoint file path (e.g. {output}/shapes.pt)")
     if metadata_path(output) == output:
@@ -122,6 +130,9 @@ def check_checkpoint_output(output: str, force: bool) -> None:
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
         raise EdgeFpnError(f"the directory {parent!r} for output {output!r} does not exist; create it first")
+    if init and os.path.realpath(init) in (os.path.realpath(output), os.path.realpath(metadata_path(output))):
+        raise EdgeFpnError(f"--output {output!r} would replace the --init checkpoint {init!r}; edge-fpn never writes "
+                           "over its input: choose another output path")
     existing = [path for path in (output, metadata_path(output)) if os.path.exists(path)]
     if existing and not force:
         raise EdgeFpnError(f"{existing[0]!r} already exists; choose another --output or pass --force to replace it")
@@ -140,6 +151,9 @@ class TrainConfig:
     log_every: int = 50
     save_every: int = 250
     camera_share: float = DEFAULT_CAMERA_SHARE  # training scenes that are synthetic camera frames (camera_scene)
+    rois_per_image: int = DEFAULT_ROIS_PER_IMAGE
+    positive_fraction: float = DEFAULT_POSITIVE_FRACTION
+    init: Optional[str] = None  # a shapes checkpoint to start from (fine-tuning), else random weights
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -148,6 +162,12 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if not 0.0 <= self.camera_share <= 1.0:
             raise ValueError(f"camera_share is a share of the training scenes, between 0 and 1, not {self.camera_share}")
+        if self.rois_per_image < 1:
+            raise ValueError(f"rois_per_image must be at least 1, not {self.rois_per_image}")
+        if not 0.0 < self.positive_fraction <= 1.0:
+            raise ValueError(f"positive_fraction is a share of the RoIs, in (0, 1], not {self.positive_fraction}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, not {self.lr}")
 
 
 def train(output: str, config: TrainConfig, progress: bool = True) -> str:
@@ -170,6 +190,19 @@ def train(output: str, config: TrainConfig, progress: bool = True) -> str:
     return output
 
 
+def _initial_model(config: TrainConfig) -> torch.nn.Module:
+    """Random weights, or `config.init`'s; with the RoI sampler `config` asks for (training only:
+    the exported graphs never sample)."""
+    from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
+
+    from .loading import load_shipped_model
+
+    # load_shipped_model turns a missing or foreign checkpoint into one line
+    model = load_shipped_model("shapes", config.init)[0] if config.init else build_shapes_model(len(CLASS_NAMES))
+    model.roi_heads.fg_bg_sampler = BalancedPositiveNegativeSampler(config.rois_per_image, config.positive_fraction)
+    return model
+
+
 def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     # no weight decay on norms and biases: it only fights BatchNorm's scale
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -185,14 +218,18 @@ class _Run:
     def __init__(self, output: str, config: TrainConfig, progress: bool) -> None:
         self.output, self.config = output, config
         self.size = SHAPES_INPUT_SIZE
-        self.model = build_shapes_model(len(CLASS_NAMES)).train()
+        self.model = _initial_model(config).train()
         self.optimizer = _optimizer(self.model, config.lr)
         self.metadata: Dict[str, Any] = {
             "architecture": "shapes", "class_names": list(CLASS_NAMES), "input_size": [self.size, self.size],
             "seed": int(config.seed), "iterations": int(config.iterations), "completed_iterations": 0,
             "batch_size": int(config.batch_size), "learning_rate": config.lr, "threads": int(config.threads),
-            "camera_share": config.camera_share,
+            "camera_share": config.camera_share, "rois_per_image": int(config.rois_per_image),
+            "positive_fraction": config.positive_fraction,
         }
+        if config.init:
+            self.metadata["init"] = os.path.basename(config.init)
+            self.metadata["init_sha256"] = file_sha256(config.init)
         self.bar = progress_bar(config.iterations, "train", "it", enabled=progress, leave=True)
         self.completed = 0
         self.in_step = False
