@@ -18,9 +18,10 @@ def test_eval_track_prints_the_metrics_of_every_sequence(shapes_bundle, capsys):
         assert -1.0 <= trackers["ours"]["mota"] <= 1.0 and 0.0 <= trackers["ours"]["idf1"] <= 1.0, key
         # the ceiling: perfect IDs on the same detection boxes
         assert trackers["ours"]["idf1"] <= trackers["ideal"]["idf1"] + 1e-6, (key, trackers)
-    # measured 0.27 on these 12 frames (tracks confirm after a few frames); a tracker that
-    # reports nothing, or new IDs every frame, scores near 0
-    assert report["cross@30fps"]["ours"]["idf1"] >= 0.2
+    # measured 0.86 on "drift"'s 12 frames (0.80 with the model before 2026-12-03; tracks confirm
+    # after a few frames); a tracker that reports nothing, or new IDs every frame, scores near 0.
+    # Not "cross": seed 1's noisy background hides most of its objects from the detector (0.15)
+    assert report["drift@30fps"]["ours"]["idf1"] >= 0.5
 
 
 def test_eval_track_refuses_what_it_cannot_score(tiny_bundle, capsys):
