@@ -233,11 +233,11 @@ def test_int8_keeps_99_percent_of_fp32_ap_and_finds_what_fp32_finds(layout, tmp_
             results[name] += detections_to_results(image_id, d.boxes, d.scores, d.labels)
             found[name].append(found_objects(boxes, labels, (d.boxes, d.scores, d.labels), FOUND_FROM))
     ap = {name: coco_metrics(coco, results[name])["AP"] for name in results}
-    # a sanity floor: the trained model scores 0.78 here; below 0.7 the comparison is of a broken model
+    # a sanity floor: the trained model scores 0.79 here; below 0.7 the comparison is of a broken model
     assert ap["fp32"] >= 0.7, ap
-    # the project's goal: INT8 keeps at least 99% of FP32's AP on held-out scenes (measured 99.6%)
+    # the project's goal: INT8 keeps at least 99% of FP32's AP on held-out scenes (measured 100.3%, INT8 0.796 against 0.794)
     assert ap["int8"] >= 0.99 * ap["fp32"], ap
-    # and object by object: of what FP32 finds, INT8 finds at least 99% (measured 707 of 709);
+    # and object by object: of what FP32 finds, INT8 finds at least 99% (measured 697-698 of 700);
     # an INT8 graph that lost 1% of FP32's objects (7 of ~700) fails this
     by_fp32, by_both = np.concatenate(found["fp32"]), np.concatenate(found["fp32"]) & np.concatenate(found["int8"])
     assert by_fp32.sum() >= 600, by_fp32.sum()  # enough objects for a 1% loss to be 7 of them
