@@ -323,14 +323,19 @@ def _add_eval_parser(subparsers: Any) -> None:
 
 
 def _add_train_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("train", help="train the shipped 'shapes' detector on synthetic scenes (CPU)")
+    p = subparsers.add_parser(
+        "train", help="train the shipped 'shapes' detector on synthetic scenes (CPU)",
+        description="Train the shapes detector on synthetic scenes, from scratch or fine-tuned from --init. The shipped "
+                    "model is a base run (the defaults, --seed 0) fine-tuned with --init BASE --iterations 500 --seed 7 "
+                    "--lr 5e-4 --camera-share 0.5 --rois-per-image 512 --positive-fraction 0.25 "
+                    "(edge_fpn/model/assets/shapes.json, train_command).")
     p.add_argument("--output", required=True, help="checkpoint file to write (float16 state dict + .json metadata)")
-    p.add_argument("--iterations", type=int, default=1500, help="training iterations (default 1500, as the shipped model)")
+    p.add_argument("--iterations", type=int, default=1500, help="training iterations (default 1500, as the shipped model's base run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic training scenes (default 0)")
     p.add_argument("--batch-size", type=int, default=4, help="images per iteration (default 4)")
     p.add_argument("--camera-share", type=float, default=None, metavar="S",
                    help="share of the training images that are synthetic camera frames (640x480, the test:// "
-                        "source's motions), the rest 320x320 scenes (default 0, as the shipped model)")
+                        "source's motions), the rest 320x320 scenes (default 0, as the shipped model's base run; its fine-tune 0.5)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this checkpoint's weights (fine-tune; 'edge_fpn/model/assets/shapes.pt' is the "
                         "shipped one) instead of random ones")
