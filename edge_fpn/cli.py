@@ -171,25 +171,28 @@ def _train(args: argparse.Namespace) -> int:
 
     # set before torch loads: busy-waiting OpenMP threads slow training >10x when the cores are shared
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .model.train import DEFAULT_CAMERA_SHARE, DEFAULT_LR, TrainConfig, check_checkpoint_output, train
+    from .model.train import (DEFAULT_CAMERA_SHARE, DEFAULT_LR, DEFAULT_POSITIVE_FRACTION, DEFAULT_ROIS_PER_IMAGE,
+                              TrainConfig, check_checkpoint_output, train)
 
     if args.iterations < 1 or args.batch_size < 1:
         raise EdgeFpnError("--iterations and --batch-size must be at least 1")
     camera_share = DEFAULT_CAMERA_SHARE if args.camera_share is None else args.camera_share
     if not 0.0 <= camera_share <= 1.0:
         raise EdgeFpnError(f"--camera-share is a share of the training images, between 0 and 1, not {camera_share:g}")
-    if args.rois_per_image < 1:
-        raise EdgeFpnError(f"--rois-per-image must be at least 1, not {args.rois_per_image}")
-    if not 0.0 < args.positive_fraction <= 1.0:
-        raise EdgeFpnError(f"--positive-fraction is a share of the RoIs, above 0 and at most 1, not {args.positive_fraction:g}")
+    rois = DEFAULT_ROIS_PER_IMAGE if args.rois_per_image is None else args.rois_per_image
+    positive_fraction = DEFAULT_POSITIVE_FRACTION if args.positive_fraction is None else args.positive_fraction
+    if rois < 1:
+        raise EdgeFpnError(f"--rois-per-image must be at least 1, not {rois}")
+    if not 0.0 < positive_fraction <= 1.0:
+        raise EdgeFpnError(f"--positive-fraction is a share of the RoIs, above 0 and at most 1, not {positive_fraction:g}")
     lr = DEFAULT_LR if args.lr is None else args.lr
     if not (lr > 0 and math.isfinite(lr)):
         raise EdgeFpnError(f"--lr must be a positive number, not {lr:g}")
     check_checkpoint_output(args.output, args.force, init=args.init)
     try:
         train(args.output, TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size,
-                                       camera_share=camera_share, lr=lr, rois_per_image=args.rois_per_image,
-                                       positive_fraction=args.positive_fraction, init=args.init),
+                                       camera_share=camera_share, lr=lr, rois_per_image=rois,
+                                       positive_fraction=positive_fraction, init=args.init),
               progress=not args.quiet)
     except KeyboardInterrupt:
         return 130  # train() has said where the last completed checkpoint is
@@ -341,9 +344,9 @@ def _add_train_parser(subparsers: Any) -> None:
                         "shipped one) instead of random ones")
     p.add_argument("--lr", type=float, default=None, metavar="LR",
                    help="base learning rate of the warmup + cosine schedule (default 2e-3; a fine-tune wants less)")
-    p.add_argument("--rois-per-image", type=int, default=128, metavar="N",
+    p.add_argument("--rois-per-image", type=int, default=None, metavar="N",
                    help="RoIs the box head learns from per image (default 128; 512 shows it more background)")
-    p.add_argument("--positive-fraction", type=float, default=0.5, metavar="F",
+    p.add_argument("--positive-fraction", type=float, default=None, metavar="F",
                    help="at most this share of those RoIs are objects (default 0.5)")
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint (and its .json metadata)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -35,7 +35,7 @@ DEFAULT_CAMERA_SHARE = 0.0  # the shipped model's recipe: 320x320 scenes only (d
 # RoIs the box head learns from per image, and the most of them that may be objects: few RoIs with
 # many positives train the box regression fast from scratch (build_shapes_model's 128 / 0.5); many
 # with few positives show the classifier the background's hard places (torchvision's 512 / 0.25),
-# which took a fine-tuned model's boxes on camera backgrounds to a quarter (docs/tracking.md)
+# which took a fine-tuned model's boxes on camera backgrounds to a sixth (docs/tracking.md)
 DEFAULT_ROIS_PER_IMAGE = 128
 DEFAULT_POSITIVE_FRACTION = 0.5
 
