@@ -196,6 +196,7 @@ def test_fine_tune_starts_from_init_with_the_rois_asked_for(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--init", "missing.pt"], "does not exist"),
+    (["--init", "."], "is a folder"),
     (["--rois-per-image", "0"], "--rois-per-image must be at least 1"),
     (["--positive-fraction", "1.5"], "--positive-fraction is a share of the RoIs"),
     (["--lr", "nan"], "--lr must be a positive number"),

@@ -24,6 +24,8 @@ def load_shipped_model(name: str, checkpoint: Optional[str] = None) -> Tuple[Any
         meta["checkpoint"] = os.path.relpath(SHAPES_WEIGHTS, os.path.dirname(os.path.dirname(SHAPES_WEIGHTS)))
         meta["checkpoint_sha256"] = file_sha256(SHAPES_WEIGHTS)
         return load_shapes_model(), meta
+    if os.path.isdir(checkpoint):
+        raise EdgeFpnError(f"checkpoint {checkpoint!r} is a folder; give the file `edge-fpn train --output` wrote")
     if not os.path.isfile(checkpoint):
         raise EdgeFpnError(f"checkpoint {checkpoint!r} does not exist; give the file `edge-fpn train --output` wrote")
     import torch
