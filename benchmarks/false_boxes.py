@@ -44,10 +44,11 @@ def detect_fn(what: str):
         raise EdgeFpnError(f"{what!r} does not exist; give 'shapes', a checkpoint from edge-fpn train or a bundle directory")
     if os.path.isdir(what):
         return bundle_detect_fn(what, device="cpu")[0]
-    from edge_fpn.model.shapes import SHAPES_INPUT_SIZE, SHAPES_WEIGHTS, load_shapes_model
+    from edge_fpn.model.loading import load_shipped_model
 
-    model = load_shapes_model(SHAPES_WEIGHTS if what == "shapes" else what)
-    return torch_detect_fn(model, (SHAPES_INPUT_SIZE, SHAPES_INPUT_SIZE))
+    # a file that is not a shapes checkpoint is its one-line error, not torch's traceback
+    model, meta = load_shipped_model("shapes", None if what == "shapes" else what)
+    return torch_detect_fn(model, tuple(meta["input_size"]))
 
 
 def count(what: str, seeds: Sequence[int], motions: Sequence[str], frames: Sequence[int], min_score: float) -> Dict[str, Any]:

@@ -166,34 +166,20 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import math
     import os
 
     # set before torch loads: busy-waiting OpenMP threads slow training >10x when the cores are shared
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .model.train import (DEFAULT_CAMERA_SHARE, DEFAULT_LR, DEFAULT_POSITIVE_FRACTION, DEFAULT_ROIS_PER_IMAGE,
-                              TrainConfig, check_checkpoint_output, train)
+    from .model.train import TrainConfig, check_checkpoint_output, train
 
-    if args.iterations < 1 or args.batch_size < 1:
-        raise EdgeFpnError("--iterations and --batch-size must be at least 1")
-    camera_share = DEFAULT_CAMERA_SHARE if args.camera_share is None else args.camera_share
-    if not 0.0 <= camera_share <= 1.0:
-        raise EdgeFpnError(f"--camera-share is a share of the training images, between 0 and 1, not {camera_share:g}")
-    rois = DEFAULT_ROIS_PER_IMAGE if args.rois_per_image is None else args.rois_per_image
-    positive_fraction = DEFAULT_POSITIVE_FRACTION if args.positive_fraction is None else args.positive_fraction
-    if rois < 1:
-        raise EdgeFpnError(f"--rois-per-image must be at least 1, not {rois}")
-    if not 0.0 < positive_fraction <= 1.0:
-        raise EdgeFpnError(f"--positive-fraction is a share of the RoIs, above 0 and at most 1, not {positive_fraction:g}")
-    lr = DEFAULT_LR if args.lr is None else args.lr
-    if not (lr > 0 and math.isfinite(lr)):
-        raise EdgeFpnError(f"--lr must be a positive number, not {lr:g}")
+    # options left out take TrainConfig's defaults; it refuses a value out of range in one line
+    given = {"camera_share": args.camera_share, "lr": args.lr, "rois_per_image": args.rois_per_image,
+             "positive_fraction": args.positive_fraction}
+    config = TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size, init=args.init,
+                         **{name: value for name, value in given.items() if value is not None})
     check_checkpoint_output(args.output, args.force, init=args.init)
     try:
-        train(args.output, TrainConfig(iterations=args.iterations, seed=args.seed, batch_size=args.batch_size,
-                                       camera_share=camera_share, lr=lr, rois_per_image=rois,
-                                       positive_fraction=positive_fraction, init=args.init),
-              progress=not args.quiet)
+        train(args.output, config, progress=not args.quiet)
     except KeyboardInterrupt:
         return 130  # train() has said where the last completed checkpoint is
     print(f"wrote {args.output}")

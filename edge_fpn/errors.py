@@ -9,6 +9,10 @@ class BackendInputError(EdgeFpnError, ValueError):
     """An engine was given inputs it cannot take (a name, shape or type); still a ValueError."""
 
 
+class OptionError(EdgeFpnError, ValueError):
+    """An option out of its range (a training run's, say): one line for the CLI, still a ValueError."""
+
+
 class BackendStateError(EdgeFpnError, RuntimeError):
     """An engine cannot run now (closed, a stale device tensor, TensorRT refused a call)."""
 

@@ -14,7 +14,7 @@ def load_shipped_model(name: str, checkpoint: Optional[str] = None) -> Tuple[Any
     (``edge-fpn train``; its classes and input size are the shipped model's); metadata names the
     checkpoint."""
     from ..bundle import file_sha256
-    from .shapes import SHAPES_WEIGHTS, load_shapes_model, shapes_metadata
+    from .shapes import SHAPES_WEIGHTS, load_shapes_model, shapes_metadata, shapes_model_from_state
 
     if name not in SHIPPED_MODELS:
         raise EdgeFpnError(f"unknown shipped model {name!r}; edge-fpn ships: {', '.join(SHIPPED_MODELS)}")
@@ -31,14 +31,12 @@ def load_shipped_model(name: str, checkpoint: Optional[str] = None) -> Tuple[Any
     import torch
 
     try:
-        torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 (an image, a text file, a pickle of arbitrary objects, a cut-off file)
         raise EdgeFpnError(f"{checkpoint!r} is not a PyTorch checkpoint of weights; give a file `edge-fpn train` "
                            "wrote") from None
     try:
-        model = load_shapes_model(checkpoint)
-    except EdgeFpnError:
-        raise
+        model = shapes_model_from_state(state)
     except Exception as exc:  # a file of another model, or not a state dict at all
         raise EdgeFpnError(f"{checkpoint!r} is not a checkpoint of the {name} model ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:160]}); give a file `edge-fpn train` wrote") from None

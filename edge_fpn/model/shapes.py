@@ -137,7 +137,11 @@ def load_shapes_model(weights: str = SHAPES_WEIGHTS) -> FasterRCNN:
 
     if not os.path.isfile(weights):
         raise EdgeFpnError(f"the shapes model weights {weights!r} are missing; reinstall edge-fpn or train them with edge-fpn train")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    return shapes_model_from_state(torch.load(weights, map_location="cpu", weights_only=True))
+
+
+def shapes_model_from_state(state: Dict[str, Any]) -> FasterRCNN:
+    """The shapes detector holding a state dict of ``edge-fpn train`` (float16), in float32 and eval mode."""
     # stored as float16 to keep the package small; the model runs in float32
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0])

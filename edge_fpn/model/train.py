@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..bundle import file_sha256
-from ..errors import EdgeFpnError
+from ..bundle import check_output_dir, file_sha256
+from ..errors import EdgeFpnError, OptionError
 from ..progress import log_above_bars, progress_bar
 from ..runtime.synthetic import CLASS_NAMES, MOTIONS, SyntheticCamera, make_scene
 from .shapes import SHAPES_INPUT_SIZE, build_shapes_model, load_shapes_model  # noqa: F401 (re-export)
@@ -127,15 +127,13 @@ def check_checkpoint_output(output: str, force: bool, init: Optional[str] = None
     if metadata_path(output) == output:
         raise EdgeFpnError(f"--output {output!r} ends in .json, the name of the checkpoint's metadata file; give a "
                            ".pt path")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise EdgeFpnError(f"the directory {parent!r} for output {output!r} does not exist; create it first")
     if init and os.path.realpath(init) in (os.path.realpath(output), os.path.realpath(metadata_path(output))):
         raise EdgeFpnError(f"--output {output!r} would replace the --init checkpoint {init!r}; edge-fpn never writes "
                            "over its input: choose another output path")
-    existing = [path for path in (output, metadata_path(output)) if os.path.exists(path)]
-    if existing and not force:
-        raise EdgeFpnError(f"{existing[0]!r} already exists; choose another --output or pass --force to replace it")
+    check_output_dir(output, force)  # a missing parent folder; an existing checkpoint without --force
+    if os.path.exists(metadata_path(output)) and not force:
+        raise EdgeFpnError(f"{metadata_path(output)!r} already exists; choose another --output or pass --force to "
+                           "replace it")
 
 
 @dataclass(frozen=True)
@@ -156,18 +154,20 @@ class TrainConfig:
     init: Optional[str] = None  # a shapes checkpoint to start from (fine-tuning), else random weights
 
     def __post_init__(self) -> None:
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be at least 1, not {self.iterations}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        # the CLI's options are these fields: its one-line errors are these (OptionError is a ValueError)
+        if self.iterations < 1 or self.batch_size < 1:
+            raise OptionError(f"--iterations and --batch-size must be at least 1, not {self.iterations} and "
+                              f"{self.batch_size}")
         if not 0.0 <= self.camera_share <= 1.0:
-            raise ValueError(f"camera_share is a share of the training scenes, between 0 and 1, not {self.camera_share}")
+            raise OptionError(f"--camera-share is a share of the training images, between 0 and 1, not "
+                              f"{self.camera_share:g}")
         if self.rois_per_image < 1:
-            raise ValueError(f"rois_per_image must be at least 1, not {self.rois_per_image}")
+            raise OptionError(f"--rois-per-image must be at least 1, not {self.rois_per_image}")
         if not 0.0 < self.positive_fraction <= 1.0:
-            raise ValueError(f"positive_fraction is a share of the RoIs, in (0, 1], not {self.positive_fraction}")
+            raise OptionError(f"--positive-fraction is a share of the RoIs, above 0 and at most 1, not "
+                              f"{self.positive_fraction:g}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, not {self.lr}")
+            raise OptionError(f"--lr must be a positive number, not {self.lr:g}")
 
 
 def train(output: str, config: TrainConfig, progress: bool = True) -> str:
