@@ -18,7 +18,7 @@ from edge_fpn.runtime.pipeline import Pipeline
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--bundle", default="engines/shapes", help="bundle directory (default engines/shapes)")
     parser.add_argument("--source", default="csi://0", help="camera or stream URI (default csi://0)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the whole network)")

@@ -120,7 +120,7 @@ def _offset(box: np.ndarray, width: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--bundle", default="engines/shapes", help="bundle directory (default engines/shapes)")
     parser.add_argument("--source", default="csi://0", help="camera or stream URI (default csi://0)")
     parser.add_argument("--target", default=None, help="class to steer towards (default: any)")

@@ -8,7 +8,7 @@ from edge_fpn.cli import main
 
 def test_eval_track_prints_the_metrics_of_every_sequence(shapes_bundle, capsys):
     bundle = shapes_bundle("engine")[1]
-    assert main(["eval", bundle, "--track", "--synthetic", "12", "--json", "--device", "cpu"]) == 0
+    assert main(["eval", bundle, "--track", "--synthetic", "15", "--json", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     # every motion that breaks trackers, at 30 FPS and at every third frame (a 10 FPS camera)
     assert {key.split("@")[0] for key in report} >= {"cross", "occlude", "exit", "fast"}
@@ -27,3 +27,18 @@ def test_eval_track_prints_the_metrics_of_every_sequence(shapes_bundle, capsys):
 def test_eval_track_refuses_what_it_cannot_score(tiny_bundle, capsys):
     assert main(["eval", tiny_bundle, "--track"]) == 2
     assert "needs a bundle of the synthetic scenes' classes" in capsys.readouterr().err
+
+
+def test_eval_track_takes_the_seed_and_refuses_too_few_frames(shapes_bundle, capsys, monkeypatch):
+    import edge_fpn.tracking_eval as tracking_eval
+    bundle = shapes_bundle("engine")[1]
+    asked = {}
+    monkeypatch.setattr(tracking_eval, "evaluate_bundle_tracking", lambda bundle, **kwargs: asked.update(kwargs) or {})
+    assert main(["eval", bundle, "--track", "--seed", "7", "--synthetic", "40"]) == 0
+    assert asked["seed"] == 7 and asked["frames"] == 40  # (--seed was ignored: always seed 1)
+    out = capsys.readouterr().out
+    assert "seed 7" in out and "ideal" in out
+    assert main(["eval", bundle, "--track", "--synthetic", "40"]) == 0 and asked["seed"] == 1  # held out from tuning
+    # 1 or 2 frames scored every tracker 0 (no track is confirmed before its third frame)
+    assert main(["eval", bundle, "--track", "--synthetic", "2"]) == 2
+    assert "15 or more frames" in capsys.readouterr().err

@@ -945,6 +945,11 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
         ((np.array([_box(100, 100)]), np.array([0.9, 0.8]), None, 2.0), "shapes do not agree"),
         ((np.array([_box(100, 100)]), np.array([0.9]), np.array([1.5]), 2.0), "integers"),
         ((np.array([_box(100, 100)]), np.array(["a"]), None, 2.0), "not numeric"),
+        ((None, None, None, 2.0), "boxes"),
+        ((np.array([_box(100, 100)]), np.array([0.9]), None, "2.0"), "not a number of seconds"),
+        # nanoseconds, or a jump that overflowed the filter (dt ** 3) after the time was taken
+        ((np.array([_box(100, 100)]), np.array([0.9]), None, 1.7e18), "nanoseconds"),
+        ((np.array([_box(100, 100)]), np.array([0.9]), None, 1e110), "beyond"),
     ]
     for args, message in bad:
         with pytest.raises(EdgeFpnError, match=message) as info:
@@ -963,6 +968,39 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
                          ("early_confirm_score", 1.2), ("early_confirm_seconds", -0.1), ("filter_first", "yes"), ("per_class", 1)):
         with pytest.raises(EdgeFpnError, match=field):
             TrackerConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("time", float("inf"), "non-finite"), ("time", -1e300, "beyond"), ("score", float("nan"), "non-finite"),
+    ("score", 5.0, "outside 0-1"), ("q", float("nan"), "non-finite"), ("q", 0.0, "noise scales"),
+    ("turn", float("nan"), "non-finite"), ("last_seen", 1e200, "beyond"), ("born", float("inf"), "non-finite")])
+def test_state_with_bad_numbers_is_refused_and_loses_nothing(field, value, message):
+    # (each of these, taken, broke the tracker for good: every ID withheld, every frame refused, an
+    # OverflowError from the filter on every frame)
+    source = Tracker()
+    for i in range(4):
+        source.update(np.array([_box(100 + i, 100)]), np.array([0.9]), None, i / 30)
+    state = json.loads(json.dumps(source.get_state()))
+    if field == "time":
+        state["time"] = value
+    else:
+        values = np.array(state["tracks"][field], np.float64)
+        values.flat[0] = value
+        state["tracks"][field] = values.tolist()
+    tracker = Tracker()
+    tracker.update(np.array([_box(10, 10)]), np.array([0.9]), None, 0.0)
+    before = json.dumps(tracker.get_state())
+    with pytest.raises(EdgeFpnError, match=message) as info:
+        tracker.set_state(state)
+    assert "\n" not in str(info.value) and json.dumps(tracker.get_state()) == before
+
+
+def test_state_that_is_not_a_dict_says_what_to_pass():
+    state = json.dumps(Tracker().get_state())
+    with pytest.raises(EdgeFpnError, match="json.loads"):
+        Tracker().set_state(state)
+    with pytest.raises(EdgeFpnError, match="not NoneType"):
+        Tracker().set_state(None)
 
 
 def test_a_thousand_detections_in_one_frame():
@@ -1387,13 +1425,17 @@ def test_track_state_carries_ids_across_runs_of_detect(shapes_bundle, tmp_path, 
         records = [json.loads(line) for line in out.read_text().splitlines()]
         return [sorted(d["track_id"] for d in record["detections"]) for record in (records[0], records[-1])]
 
+    capsys.readouterr()
     first, last = first_and_last_ids(tmp_path / "a.jsonl", ["--track-state", str(state)])
     last = [i for i in last if i >= 1]
     assert first and all(i == -1 for i in first) and len(last) >= 3  # confirmed during the run
+    out = capsys.readouterr().out  # (it said nothing: was the state read, or written?)
+    assert "resumed" not in out and f"tracker state saved to {state} ({len(last)} tracks, next ID {max(last) + 1})" in out
     saved = state.read_text()
     # the next run resumes: the objects have their IDs from its first frame, and the file is saved again
     resumed, _ = first_and_last_ids(tmp_path / "b.jsonl", ["--track-state", str(state)])
     assert [i for i in resumed if i >= 1] == last
+    assert f"tracker state resumed ({len(last)} tracks, next ID {max(last) + 1}" in capsys.readouterr().out
     assert state.read_text() != saved and json.loads(state.read_text())["trackers"][0]["next_id"] == max(last) + 1
     # without the state: fresh tracks, no ID at the first frame
     fresh, _ = first_and_last_ids(tmp_path / "c.jsonl", [])
@@ -1410,7 +1452,9 @@ def test_track_state_carries_ids_across_runs_of_detect(shapes_bundle, tmp_path, 
     for args, message in (([str(tmp_path / "a.jsonl"), "--force", "--track-state", str(tmp_path / "a.jsonl")], "is also the output"),
                           ([str(tmp_path / "e.jsonl"), "--track-state", str(tmp_path / "no" / "t.json")], "does not exist"),
                           ([str(tmp_path / "e.jsonl"), "--track-state", str(tmp_path)], "is a directory"),
-                          ([str(tmp_path / "e.jsonl"), "--track-state", ""], "needs a file name")):
+                          ([str(tmp_path / "e.jsonl"), "--track-state", ""], "needs a file name"),
+                          # (found at the end of the run, after it all)
+                          ([str(tmp_path / "e.jsonl"), "--track-state", "/proc/tracks.json"], "cannot write in the folder")):
         assert main(["detect", bundle] + common + args) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
@@ -1431,6 +1475,25 @@ def test_track_state_file_is_replaced_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["tracks.json"]  # no temporary left
     with pytest.raises(EdgeFpnError, match="cannot save the tracker state"):
         write_state_file(str(tmp_path / "gone" / "tracks.json"), [tracker], ["test://"])
+
+
+def test_track_state_of_other_sources_is_resumed_with_a_warning(tmp_path):
+    import logging
+    from edge_fpn.runtime.tracking.state_file import logger, read_state_file, write_state_file
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.update(np.array([_box(50, 50)]), np.array([0.9]), None, 1.0)
+    path = tmp_path / "tracks.json"
+    write_state_file(str(path), [tracker], ["test://?motion=fast"])
+    warnings = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger.addHandler(handler)  # (the command's console handler may have stopped propagation: caplog sees nothing)
+    try:
+        assert read_state_file(str(path), ["test://?motion=fast"]) is not None and not warnings
+        assert read_state_file(str(path), ["rtsp://camera/2"])["trackers"][0]["next_id"] == 2
+    finally:
+        logger.removeHandler(handler)
+    assert len(warnings) == 1 and "was saved for test://?motion=fast; resuming its IDs on rtsp://camera/2" in warnings[0]
 
 
 @pytest.mark.parametrize("options, message", [

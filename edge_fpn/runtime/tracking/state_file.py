@@ -10,6 +10,7 @@ temporary file renamed over it, so that a crash mid-write never leaves half a st
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -17,6 +18,8 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from ...errors import EdgeFpnError
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "edge-fpn tracker state"
 VERSION = 1
@@ -31,8 +34,13 @@ def check_state_path(path: str) -> None:
         raise EdgeFpnError(f"--track-state {path!r} is a directory; name a file, e.g. {os.path.join(path, 'tracks.json')}")
     if not os.path.isdir(folder):
         raise EdgeFpnError(f"--track-state {path!r}: the folder {folder!r} does not exist; create it or name another file")
-    if not os.access(folder, os.W_OK):
-        raise EdgeFpnError(f"--track-state {path!r}: the folder {folder!r} is not writable; name another file")
+    try:  # (a real write: os.access says yes to root, and on a read-only mount; the run's end is too late to learn it)
+        handle, probe = tempfile.mkstemp(prefix=".track-state-", suffix=".tmp", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise EdgeFpnError(f"--track-state {path!r}: cannot write in the folder {folder!r} ({exc.strerror}); "
+                           "name another file") from None
 
 
 def read_state_file(path: str, sources: Sequence[str]) -> Optional[Dict[str, Any]]:
@@ -61,6 +69,9 @@ def read_state_file(path: str, sources: Sequence[str]) -> Optional[Dict[str, Any
     if len(saved_sources) != len(sources):
         raise EdgeFpnError(f"--track-state {path!r} holds the IDs of {len(saved_sources)} source(s) "
                            f"({', '.join(map(str, saved_sources))}), not of these {len(sources)}; name another file")
+    if [str(s) for s in saved_sources] != [str(s) for s in sources]:  # (a camera's URI may change: said, not refused)
+        logger.warning(f"--track-state {path!r} was saved for {', '.join(map(str, saved_sources))}; resuming its IDs on "
+                       f"{', '.join(map(str, sources))}")
     from .tracker import Tracker
     for state in trackers:  # (each state checked now, before anything loads)
         try:
@@ -84,6 +95,7 @@ def resume(trackers: Sequence[Any], saved: Dict[str, Any]) -> None:
     gap = max(0.0, time.time() - float(saved["saved_at"]))
     for tracker, state in zip(trackers, saved["trackers"]):
         tracker.set_state(state, resume_after=gap)
+    logger.info(f"tracker state resumed ({_described(trackers)}, saved {gap:.0f} s ago)")
 
 
 def write_state_file(path: str, trackers: Sequence[Any], sources: Sequence[str]) -> None:
@@ -99,6 +111,7 @@ def write_state_file(path: str, trackers: Sequence[Any], sources: Sequence[str])
         # (mkstemp makes it private: keep the mode of the file it replaces, else an ordinary file's)
         os.chmod(temporary, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
         os.replace(temporary, path)
+        logger.info(f"tracker state saved to {path} ({_described(trackers)})")
     except BaseException as exc:
         try:
             if temporary is not None:
@@ -109,6 +122,11 @@ def write_state_file(path: str, trackers: Sequence[Any], sources: Sequence[str])
             raise EdgeFpnError(f"cannot save the tracker state to {path!r} ({exc.strerror}); the run's other "
                                "outputs are written") from None
         raise
+
+
+def _described(trackers: Sequence[Any]) -> str:
+    tracks = sum(tracker.active_tracks + tracker.lost_tracks for tracker in trackers)
+    return f"{tracks} track{'s' if tracks != 1 else ''}, next ID {', '.join(str(t.next_id) for t in trackers)}"
 
 
 def source_names(specs: Sequence[Any]) -> List[str]:

@@ -143,6 +143,9 @@ from .kalman import correct, initial_state, learn_turn, predict
 from .memory import TrackMemory
 
 STATE_VERSION = 1
+# the largest timestamp taken, in seconds (3000 years; the Unix time now is 1.8e9): a larger one is
+# milli- or nanoseconds, and a gap of more than 1e102 s would overflow the filter's dt ** 3
+MAX_TIMESTAMP = 1e11
 # (index arrays from masks as mask.nonzero()[0], not np.flatnonzero: a fifth of its cost, a dozen
 # times a frame on the per-frame path)
 
@@ -742,6 +745,9 @@ class Tracker:
                 raise EdgeFpnError(f"resume_after must be a number of seconds, not {resume_after!r}") from None
             if not (math.isfinite(resume_after) and resume_after >= 0):
                 raise EdgeFpnError(f"resume_after must be finite seconds >= 0, not {resume_after!r}")
+        if not isinstance(state, dict):
+            hint = " (json.loads a saved file first)" if isinstance(state, (str, bytes)) else ""
+            raise EdgeFpnError(f"a tracker state is the dict Tracker.get_state() returned, not {type(state).__name__}{hint}")
         try:
             if int(state["version"]) != STATE_VERSION:
                 raise EdgeFpnError(f"tracker state version {state['version']} is not {STATE_VERSION}; "
@@ -782,10 +788,18 @@ class Tracker:
             raise
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise EdgeFpnError(f"not a tracker state ({type(exc).__name__}: {exc}); pass what Tracker.get_state() returned") from None
-        if not (all(np.isfinite(arrays[name]).all() for name in ("x", "P", *_ADDED_FIELDS))
-                and all(np.isfinite(a.before["x"]).all() and np.isfinite(a.before["P"]).all() and np.isfinite(a.boxes).all()
-                        for a in waiting)):
+        # (every number, not only the filter's: a NaN score withholds every ID for good, a time of
+        # inf refuses every frame)
+        floats = [arrays[name] for name in _TRACK_FIELDS if arrays[name].dtype == np.float64]
+        floats.append(np.array([a.time for a in waiting] + ([] if time_ is None else [time_]), np.float64))
+        floats += [value for a in waiting for value in (a.before["x"], a.before["P"], a.boxes, a.scores)]
+        if not all(np.isfinite(value).all() for value in floats):
             raise EdgeFpnError("tracker state holds non-finite numbers; pass what Tracker.get_state() returned")
+        times = [arrays["last_seen"], arrays["born"][:, 0], memory.time] + ([] if time_ is None else [np.array([time_])])
+        if any(np.abs(value).max(initial=0.0) > MAX_TIMESTAMP for value in times):
+            raise EdgeFpnError(f"tracker state holds times beyond {MAX_TIMESTAMP:.0e} s; pass what Tracker.get_state() returned")
+        if not ((arrays["q"] > 0).all() and ((arrays["score"] >= 0) & (arrays["score"] <= 1)).all()):
+            raise EdgeFpnError("tracker state holds scores outside 0-1 or noise scales <= 0; pass what Tracker.get_state() returned")
         largest = int(np.concatenate([arrays["ids"], memory.ids, [0]]).max())
         if next_id <= largest:
             raise EdgeFpnError(f"tracker state's next_id {next_id} is not above its largest track ID {largest}")
@@ -798,6 +812,8 @@ class Tracker:
 
     # ------------------------------------------------------------ checks
     def _check(self, boxes: Any, scores: Any, labels: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if boxes is None or scores is None:
+            raise EdgeFpnError("the tracker needs boxes (N,4) and scores (N,) for each frame; pass empty arrays for a frame with none")
         try:
             boxes = np.asarray(boxes, dtype=np.float64)
             scores = np.asarray(scores, dtype=np.float64)
@@ -830,11 +846,16 @@ class Tracker:
         if timestamp is None:
             raise EdgeFpnError("the tracker needs each frame's timestamp in seconds (e.g. the capture time)")
         try:
+            if isinstance(timestamp, (str, bytes)):  # (float() would take "1.0": a caller's mix-up, not a time)
+                raise TypeError
             now = float(timestamp)
         except (TypeError, ValueError):
             raise EdgeFpnError(f"timestamp {timestamp!r} is not a number of seconds") from None
         if not math.isfinite(now):
             raise EdgeFpnError(f"timestamp {timestamp!r} is not finite; give the frame's capture time in seconds")
+        if abs(now) > MAX_TIMESTAMP:
+            raise EdgeFpnError(f"timestamp {now:.4g} s is beyond {MAX_TIMESTAMP:.0e} s (3000 years): timestamps are seconds; "
+                               "divide milliseconds by 1e3 and nanoseconds by 1e9")
         if self._resume_after is not None and self._time is not None:
             self._shift_times(now - self._resume_after - self._time)
         if self._time is not None and now < self._time:
