@@ -22,6 +22,8 @@ from .errors import EdgeFpnError
 
 # the sequences the tests and the benchmark score: every tracker-breaking motion, and the drift
 TRACK_SEQUENCES = ("drift", "cross", "occlude", "exit", "fast", "hard")
+# the seeds the tests, the benchmark and `eval --track` score: the tracker's defaults were tuned on 4-16
+HELD_OUT_SEEDS = (1, 2, 3)
 
 Frame = Tuple[float, np.ndarray, np.ndarray, np.ndarray]  # timestamp, boxes, labels, object IDs
 Dets = Tuple[float, np.ndarray, np.ndarray, np.ndarray]  # timestamp, boxes, scores, labels
@@ -260,20 +262,26 @@ def format_scores(name: str, scores: Dict[str, float]) -> str:
 
 
 def evaluate_bundle_tracking(bundle: str, frames: int = 300, sequences: Sequence[str] = TRACK_SEQUENCES, frame_size: Tuple[int, int] = (640, 480),
-                             device: str = "cpu", reference: bool = True, seed: int = 1,
+                             device: str = "cpu", reference: bool = True, seeds: Sequence[int] = HELD_OUT_SEEDS,
                              progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """The bundle's real detections on each synthetic sequence of `seed` (frames of `frame_size`, width x
-    height), tracked by ours (and the reference), beside the ceiling of perfect IDs on them ("ideal")."""
+    """The bundle's real detections on each synthetic sequence (frames of `frame_size`, width x
+    height), tracked by ours (and the reference), beside the ceiling of perfect IDs on them
+    ("ideal"): the mean over `seeds` (``mean_scores``: with each tracker's lowest and highest IDF1;
+    one seed's background can hide most objects from a detector)."""
     from .runtime.detector import Detector
     width, height = frame_size
     report: Dict[str, Any] = {}
     with Detector(bundle, device=device) as detector:
         for motion in sequences:
-            truth, images = ground_truth_sequence(motion, frames, width, height, seed=seed, images=True)
-            detections = model_detections(bundle, truth, images, detector=detector)
-            for step in (1, 3):  # (30 FPS, and every third frame: a 10 FPS camera)
+            runs: Dict[int, List[Dict[str, Dict[str, float]]]] = {1: [], 3: []}
+            for seed in seeds:
+                truth, images = ground_truth_sequence(motion, frames, width, height, seed=seed, images=True)
+                detections = model_detections(bundle, truth, images, detector=detector)
+                for step in runs:  # (30 FPS, and every third frame: a 10 FPS camera)
+                    runs[step].append(compare(truth, detections, step, reference=reference, ideal=True, images=images))
+            for step, scores_of_seeds in runs.items():
                 key = f"{motion}@{30 // step}fps"
-                report[key] = compare(truth, detections, step, reference=reference, ideal=True, images=images)
+                report[key] = mean_scores(scores_of_seeds)
                 if progress:
                     for name, scores in report[key].items():
                         progress(format_scores(f"{key} {name}", scores))
