@@ -13,6 +13,10 @@ from ..sources.uri import parse_bool  # (the same words as a URI's options: true
 # times are compared with this slack: timestamps differ in floating point (0.8 - 0.7 > 0.1), and a
 # limit of N frames' time must not drop a track at random
 TIME_SLACK = 1e-6
+# the largest noise or speed scale taken: 1e308 made the filter's variances inf and NaN, silently
+_FILTER_SCALES = ("position_noise", "acceleration_noise", "size_acceleration_noise", "initial_velocity",
+                  "initial_size_velocity", "max_manoeuvre")
+MAX_FILTER_SCALE = 1e6
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,10 @@ class TrackerConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
+        for name in _FILTER_SCALES:
+            if getattr(self, name) > MAX_FILTER_SCALE:
+                raise EdgeFpnError(f"tracker {name} must be at most {MAX_FILTER_SCALE:g}, not {getattr(self, name)!r}: "
+                                   "larger overflows the motion filter (no track would ever be confirmed)")
         if not (isinstance(self.measurement_noise, (int, float)) and 0 < self.measurement_noise < 10):
             raise EdgeFpnError(f"tracker measurement_noise must be in (0, 10), not {self.measurement_noise!r}")
         if not (isinstance(self.max_manoeuvre, (int, float)) and 1 <= self.max_manoeuvre < math.inf):
