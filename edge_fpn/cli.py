@@ -124,9 +124,9 @@ def _eval_tracking(args: argparse.Namespace) -> int:
     frames = args.synthetic or 150
     seeds = HELD_OUT_SEEDS if args.seed is None else (args.seed,)
     if frames < MIN_TRACK_EVAL_FRAMES:
-        raise EdgeFpnError(f"eval --track needs --synthetic {MIN_TRACK_EVAL_FRAMES} or more frames a sequence, not {frames}: "
-                           f"a track shows its ID from its third frame, and at every third frame {frames} frames are "
-                           f"{len(range(0, frames, 3))} seen")
+        raise EdgeFpnError(f"eval --track needs --synthetic {MIN_TRACK_EVAL_FRAMES} or more frames a sequence (half a "
+                           f"second), not {frames}: a track shows its ID from its third frame, so shorter sequences score "
+                           "every tracker near 0")
     reference = importlib.util.find_spec("cjm_byte_track") is not None
     if not args.json:
         print(f"tracking {frames} frames of each synthetic scene (seed{'s' if len(seeds) > 1 else ''} "
