@@ -37,7 +37,7 @@ import numpy as np
 from edge_fpn.bundle import load_manifest
 from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime.tracking import TrackerConfig
-from edge_fpn.tracking_eval import (TRACK_SEQUENCES, compare, format_scores, ground_truth_sequence, mean_scores,
+from edge_fpn.tracking_eval import (HELD_OUT_SEEDS, TRACK_SEQUENCES, compare, format_scores, ground_truth_sequence, mean_scores,
                                     model_detections, noisy_detections, run_ideal, score)
 
 LOST_SECONDS = TrackerConfig().lost_seconds
@@ -139,7 +139,8 @@ def main(argv: Any = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", nargs="?", help="a bundle: also score its real detections")
     parser.add_argument("--frames", type=int, default=300, help="frames a sequence (default 300: 10 s at 30 FPS)")
-    parser.add_argument("--seeds", default="1,2,3", help="scenes to average over (default 1,2,3: held out from tuning)")
+    held_out = ",".join(map(str, HELD_OUT_SEEDS))
+    parser.add_argument("--seeds", default=held_out, help=f"scenes to average over (default {held_out}: held out from tuning)")
     parser.add_argument("--updates", type=int, default=2000, help="timed update() calls (default 2000)")
     parser.add_argument("--device", default="cpu", help="where the bundle runs (default cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
