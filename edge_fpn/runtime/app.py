@@ -166,11 +166,12 @@ def _run_to_the_end(pipeline: Any, has_sinks: bool, quiet: bool) -> None:
                 print(f"[edge-fpn] web viewer on {sink.url}", file=sys.stderr, flush=True)
         if not has_sinks and not quiet:
             pipeline.add_callback(_print_result)
-        with _terminate_as_interrupt():
+        with _StopSignals() as stop:
             pipeline.start()
             try:
                 while not pipeline.wait(0.1):
-                    pass
+                    if stop.requested:
+                        raise KeyboardInterrupt
             except KeyboardInterrupt:
                 if not quiet:
                     print("[edge-fpn] stopped (Ctrl-C)", file=sys.stderr, flush=True)
@@ -197,23 +198,36 @@ def source_list(source: Any) -> List[Any]:
     return read_source_list(source) if is_source_list(source) else [source]
 
 
-class _terminate_as_interrupt:
-    """While detect runs on the main thread, SIGTERM (systemd, docker stop) stops it like Ctrl-C:
-    the sinks are flushed and closed instead of the process dying with a half-written video."""
+class _StopSignals:
+    """While detect runs on the main thread, Ctrl-C (SIGINT) and SIGTERM (systemd, docker stop) ask
+    it to stop: the sinks are flushed and closed instead of the process dying with a half-written
+    video. The first signal only sets `requested`, which the wait loop turns into a stop: a
+    KeyboardInterrupt raised by Python's own handler is lost when it lands in a finalizer (CPython
+    prints "Exception ignored" and goes on), and detect then ran on. A second signal interrupts at
+    once (a close that hangs)."""
 
-    def __enter__(self) -> None:
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
         import signal
         import threading
-        self.previous = None
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
-            def interrupt(signum: int, frame: Any) -> None:
-                raise KeyboardInterrupt
-            self.previous = signal.signal(signal.SIGTERM, interrupt)
+        if threading.current_thread() is threading.main_thread():
+            def stop(signum: int, frame: Any) -> None:
+                if self.requested:
+                    raise KeyboardInterrupt
+                self.requested = True
+            for name in ("SIGINT", "SIGTERM"):
+                if hasattr(signal, name):
+                    number = getattr(signal, name)
+                    self.previous[number] = signal.signal(number, stop)
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            import signal
-            signal.signal(signal.SIGTERM, self.previous)
+        import signal
+        for number, previous in self.previous.items():
+            signal.signal(number, previous)
 
 
 def _print_result(result: Any) -> None:
