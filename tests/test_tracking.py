@@ -966,7 +966,8 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
     for field, value in (("min_hits", 0), ("low_threshold", 0.9), ("lost_seconds", -1.0), ("high_threshold", 2.0),
                          ("partial_ratio", 1.5), ("partial_edge", float("nan")), ("inherit_hits", 0),
                          ("early_confirm_score", 1.2), ("early_confirm_seconds", -0.1), ("filter_first", "yes"), ("per_class", 1),
-                         ("acceleration_noise", 1e308), ("initial_velocity", 1e7), ("max_manoeuvre", 1e300)):
+                         ("acceleration_noise", 1e308), ("initial_velocity", 1e7), ("max_manoeuvre", 1e300),
+                         ("max_manoeuvre", "x")):
         with pytest.raises(EdgeFpnError, match=field):
             TrackerConfig(**{field: value})
 

@@ -113,14 +113,15 @@ class TrackerConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
-        for name in _FILTER_SCALES:
-            if getattr(self, name) > MAX_FILTER_SCALE:
-                raise EdgeFpnError(f"tracker {name} must be at most {MAX_FILTER_SCALE:g}, not {getattr(self, name)!r}: "
-                                   "larger overflows the motion filter (no track would ever be confirmed)")
         if not (isinstance(self.measurement_noise, (int, float)) and 0 < self.measurement_noise < 10):
             raise EdgeFpnError(f"tracker measurement_noise must be in (0, 10), not {self.measurement_noise!r}")
         if not (isinstance(self.max_manoeuvre, (int, float)) and 1 <= self.max_manoeuvre < math.inf):
             raise EdgeFpnError(f"tracker max_manoeuvre must be a finite number >= 1, not {self.max_manoeuvre!r}")
+        # (after the checks of kind: each of these is a number by now)
+        for name in _FILTER_SCALES:
+            if getattr(self, name) > MAX_FILTER_SCALE:
+                raise EdgeFpnError(f"tracker {name} must be at most {MAX_FILTER_SCALE:g}, not {getattr(self, name)!r}: "
+                                   "larger overflows the motion filter (no track would ever be confirmed)")
         if not (isinstance(self.max_size_ratio, (int, float)) and self.max_size_ratio >= 1):
             raise EdgeFpnError(f"tracker max_size_ratio must be >= 1, not {self.max_size_ratio!r}")
 
