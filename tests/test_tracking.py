@@ -944,6 +944,7 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
         ((np.zeros((2, 3)), np.array([0.9, 0.8]), None, 2.0), "shapes do not agree"),
         ((np.array([_box(100, 100)]), np.array([0.9, 0.8]), None, 2.0), "shapes do not agree"),
         ((np.array([_box(100, 100)]), np.array([0.9]), np.array([1.5]), 2.0), "integers"),
+        ((np.array([_box(100, 100)]), np.array([0.9]), np.array([True]), 2.0), "not bool"),  # a mask passed as labels
         ((np.array([_box(100, 100)]), np.array(["a"]), None, 2.0), "not numeric"),
         ((None, None, None, 2.0), "boxes"),
         ((np.array([_box(100, 100)]), np.array([0.9]), None, "2.0"), "not a number of seconds"),

@@ -827,7 +827,9 @@ class Tracker:
         if scores.ndim != 1 or boxes.shape != (scores.shape[0], 4) or labels.shape != scores.shape:
             raise EdgeFpnError(f"tracker input shapes do not agree: boxes {boxes.shape}, scores {scores.shape}, "
                                f"labels {labels.shape}; expected (N, 4), (N,), (N,)")
-        if labels.dtype.kind not in "iub":
+        if labels.dtype.kind == "b":  # (a mask passed where the classes go: every box class 0 or 1)
+            raise EdgeFpnError("tracker labels must be integer class indices, not bool; pass the detections' labels")
+        if labels.dtype.kind not in "iu":
             if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
                 labels = labels.astype(np.int64)
             else:
