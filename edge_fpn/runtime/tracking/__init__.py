@@ -6,8 +6,10 @@
     for frame, timestamp in camera:
         detections = tracker.track(detector(frame), timestamp, frame)   # track_ids: -1 = not yet confirmed
 
-One job a module: ``tracker`` (the Tracker: association stages, lookahead, track life, state;
-its doc says what a frame does), ``config`` (TrackerConfig), ``kalman`` (the motion model),
+One job a module: ``tracker`` (the Tracker; its doc says what a frame does), ``table`` (the tracks
+as arrays), ``association`` (stages a-f), ``lookahead`` (ambiguous matches settled by the next
+frame), ``track_life`` (confirmation, IDs handed on, lost and ended tracks), ``inputs`` (a frame's
+input checked), ``state`` (get_state/set_state data), ``config`` (TrackerConfig), ``kalman`` (the motion model),
 ``costs`` (motion costs of track-detection pairs), ``appearance`` (colour histograms of boxes,
 the veto), ``memory`` (ended tracks, for an object back after seconds), ``assignment``
 (minimum-cost matching) and ``geometry`` (IoU and box forms).

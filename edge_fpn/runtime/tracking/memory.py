@@ -11,7 +11,7 @@ it, takes the ID back. Unlike the appearance veto this is a positive match, so i
 colours: without frames nothing is remembered. An object of the class leaving one side of the
 frame and a new one entering the other (the "exit" scene) are too far apart to be taken for one.
 The tracker applies the same rule to its tracks lost now, not yet ended (a detector's second box of
-an object confirmed in a lost track's place: Tracker._recall_lost), through a TrackMemory of them.
+an object confirmed in a lost track's place: track_life.py), through a TrackMemory of them.
 """
 from __future__ import annotations
 
