@@ -941,6 +941,7 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
         ((np.array([_box(100, 100)]), np.array([0.9]), None, 0.5), "before the last frame"),
         ((np.array([_box(100, 100)]), np.array([0.9]), None, float("nan")), "not finite"),
         ((np.array([_box(100, 100)]), np.array([0.9]), None, None), "timestamp"),
+        ((np.array([[np.nan, 0, 10, 10]]), np.array([0.9]), None, None), "timestamp"),  # (its NaN box not counted)
         ((np.zeros((2, 3)), np.array([0.9, 0.8]), None, 2.0), "shapes do not agree"),
         ((np.array([_box(100, 100)]), np.array([0.9, 0.8]), None, 2.0), "shapes do not agree"),
         ((np.array([_box(100, 100)]), np.array([0.9]), np.array([1.5]), 2.0), "integers"),
