@@ -1279,6 +1279,25 @@ def test_state_saved_while_an_ambiguity_waits_continues_identically():
     assert a.get_state() == b.get_state()
 
 
+def test_a_subclass_with_its_own_init_settles_ambiguities_as_a_tracker():
+    # (the lookahead replays the other way on a Tracker of its own: a program that subclasses
+    # Tracker, e.g. to log its IDs, and changes __init__'s signature must still run)
+    from edge_fpn.tracking_eval import ground_truth_sequence, noisy_detections
+
+    class LoggingTracker(Tracker):
+        def __init__(self, name: str, log: list):
+            super().__init__(TrackerConfig())
+            self.name, self.log = name, log
+
+    truth, _ = ground_truth_sequence("fast", 300, seed=3)
+    plain, logging_ = Tracker(), LoggingTracker("cam0", [])
+    waited = False
+    for t, boxes, scores, labels in noisy_detections(truth, seed=3)[::3]:
+        assert plain.update(boxes, scores, labels, t).tolist() == logging_.update(boxes, scores, labels, t).tolist()
+        waited |= bool(logging_.get_state()["waiting"])
+    assert waited, "no ambiguity in this sequence: the test needs one"
+
+
 # ---------------------------------------------------------------- wiring
 
 def test_detections_track_ids_through_filter_annotate_and_jsonl(tmp_path):

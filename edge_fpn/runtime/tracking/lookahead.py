@@ -100,7 +100,10 @@ class Lookahead(Association):
                 continue  # (a track ended)
             rows = np.array([rows[0][0], rows[1][0]])
             boxes = (det_labels == self._label[rows[0]]).nonzero()[0]
-            other = type(self)(cfg)  # (a Tracker: the other way replayed on its own table)
+            # (a plain Tracker, the other way replayed on its own table: not type(self), whose __init__ a
+            # subclass may have changed; imported here, as tracker.py imports this module)
+            from .tracker import Tracker
+            other = Tracker(cfg)
             for name in TRACK_FIELDS:
                 setattr(other, "_" + name, ambiguity.before[name].copy())
             other._time = ambiguity.time
