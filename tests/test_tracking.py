@@ -915,11 +915,10 @@ def test_state_resumed_while_an_ambiguity_waits_continues_identically():
     a = Tracker()
     for index, ((t, boxes, scores, labels), image) in enumerate(zip(frames, images)):
         a.update(boxes, scores, labels, t, image)
-        if a.get_state()["waiting"]:
-            break
+        if a.get_state()["waiting"] and a.get_state()["remembered"]["time"]:
+            break  # (an ambiguity waiting and ended tracks remembered: their times move too)
     else:
-        pytest.fail("no ambiguity in this sequence: the test needs one")
-    assert a.get_state()["remembered"]["time"]  # (and ended tracks remembered: their times move too)
+        pytest.fail("no ambiguity with ended tracks remembered in this sequence: the test needs one")
     b = Tracker()
     start = frames[index + 1][0]
     b.set_state(json.loads(json.dumps(a.get_state())), resume_after=start - frames[index][0])
@@ -1279,6 +1278,31 @@ def test_state_saved_while_an_ambiguity_waits_continues_identically():
     assert a.get_state() == b.get_state()
 
 
+
+def _lost_for_a_second_then(first_box, later_path):
+    """A square moving right at 100 px/s seen for 1 s, missed for 1 s, then `first_box`, then its own
+    box on `later_path(frame)`: the IDs of the boxes from there on."""
+    tracker, fps = Tracker(), 30.0
+    for i in range(30):
+        assert tracker.update(np.array([_box(100 + 100 * i / fps, 240, 30)]), np.array([0.9]), np.array([0]),
+                              i / fps).tolist() == ([1] if i >= 2 else [-1])
+    for i in range(30, 60):
+        tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), i / fps)
+    ids = [int(tracker.update(np.array([first_box]), np.array([0.9]), np.array([0]), 60 / fps)[0])]
+    for i in range(61, 70):
+        ids.append(int(tracker.update(np.array([later_path(i)]), np.array([0.9]), np.array([0]), i / fps)[0]))
+    return ids
+
+
+def test_a_false_positive_in_a_long_lost_tracks_gate_does_not_take_it_off_its_object():
+    # (a track lost 1 s, its gate grown wide, took a false positive of its class 120 px off its path,
+    # seen once; the object, back on its path, got a new ID. The match is in doubt until the next frame)
+    on_path = lambda i: _box(100 + 100 * i / 30, 240, 30)
+    assert _lost_for_a_second_then(_box(300, 360, 30), on_path) == [1] * 10  # (its ID shown meanwhile)
+    # and an object that comes back off its path, and goes on from there, keeps its ID as before
+    off_path = lambda i: _box(100 + 100 * i / 30, 300, 30)
+    assert _lost_for_a_second_then(off_path(60), off_path) == [1] * 10
+
 def test_a_subclass_with_its_own_init_settles_ambiguities_as_a_tracker():
     # (the lookahead replays the other way on a Tracker of its own: a program that subclasses
     # Tracker, e.g. to log its IDs, and changes __init__'s signature must still run)
@@ -1534,9 +1558,11 @@ def test_bad_track_options_are_one_sentence(options, message):
 
 def test_the_appearance_veto_and_the_memory_on_noisy_ground_truth():
     """The frames' colours on two held-out sequences where motion alone goes wrong. Measured: the
-    veto alone (no memory), "hard" at 30 FPS IDF1 0.852 -> 0.884 (ID switches 5 -> 3), "fast" at 10
-    FPS 0.730 -> 0.795 (8 -> 4); the memory of ended tracks then takes "hard" to 0.921 (3 -> 1:
-    objects back after 1.5 s or more, out of the frame or behind another)."""
+    veto alone (no memory), "hard" at 30 FPS IDF1 0.869 -> 0.884 (ID switches 4 -> 3; 0.852 -> 0.884
+    and 5 -> 3 before a long-lost track's motion match was in doubt until the next frame, which
+    helps motion alone there), "fast" at 10 FPS 0.730 -> 0.892 (8 -> 1); the memory of ended tracks
+    then takes "hard" to 0.930 (3 -> 0: objects back after 1.5 s or more, out of the frame or
+    behind another)."""
     from edge_fpn.tracking_eval import ground_truth_sequence, noisy_detections, run_ours, score
     no_memory = TrackerConfig(recall_seconds=0)
     for motion, step in (("hard", 1), ("fast", 3)):
@@ -1544,7 +1570,7 @@ def test_the_appearance_veto_and_the_memory_on_noisy_ground_truth():
         detections = noisy_detections(truth, seed=3)
         boxes_only = score(truth, *run_ours(detections, step)[:2])
         with_frames = score(truth, *run_ours(detections, step, no_memory, images=images)[:2])
-        assert with_frames["idf1"] >= boxes_only["idf1"] + 0.02, (motion, boxes_only, with_frames)
+        assert with_frames["idf1"] >= boxes_only["idf1"] + 0.01, (motion, boxes_only, with_frames)
         assert with_frames["id_switches"] < boxes_only["id_switches"], (motion, boxes_only, with_frames)
         if motion == "hard":
             remembered = score(truth, *run_ours(detections, step, images=images)[:2])

@@ -7,6 +7,14 @@ the next frame's detections settle it, before they are associated: the other way
 from the tracks' states before this frame, and if its predictions fit the new boxes better
 (``lookahead_margin``) the tracks take its motion state. At 10 FPS two same-class objects passing
 each other a box apart are a coin toss on one frame and plain on two.
+
+A track lost for longer than ``reid_seconds`` that takes a box by motion alone is in doubt the same
+way, its other way being that it stays lost; its ID is shown meanwhile (most such matches are an
+object back from behind another). Its filter's gate has grown with the time lost, and a false
+positive of its class inside it, seen once, took the track off its object for good; the next
+frame's boxes fit the track that stayed lost better, and it goes back. (Tuning seeds: the model's
+"hard" 0.859 -> 0.863 at 30 FPS, ID switches 6.8 -> 6.3, noisy "hard" with coasting 0.957 ->
+0.961; at 10 FPS the model's "hard" 0.872 -> 0.870, nothing else by more than 0.0005.)
 """
 from __future__ import annotations
 
@@ -45,7 +53,9 @@ class Lookahead(Association):
         ``reid_seconds`` whose cost for that box is within ``lookahead_reach`` of the taker's. On one
         frame both are a coin toss at low frame rates; on two, one way's predictions fit and the
         other's do not. A way the appearance veto refuses (a box that looks nothing like the other
-        track) is no other way. Returns the detections whose IDs wait."""
+        track) is no other way. A track lost beyond ``reid_seconds`` that took its box by motion is in
+        doubt the same way, without waiting: the other way is its staying lost. Returns the detections
+        whose IDs wait."""
         cfg = self.config
         rows = track_of_det[matched_dets]
         moved = (self._ids[rows] >= 0) & ~by_iou[rows]
@@ -80,6 +90,15 @@ class Lookahead(Association):
                     self._remember(np.array([rows[alone[k]], lost[f]]), z[[d, d]], det_scores[[d, d]],
                                    np.array([False, True]), now)
                     waiting.append(int(d))
+        # a track lost beyond reid_seconds that took a box by motion alone (its filter's gate grown wide)
+        # is in doubt too: the other way is its not taking the box, and the next frame settles it. Its
+        # ID is shown meanwhile: an object back from behind another is most such matches, while a false
+        # positive inside the gate is seen once (a track lost 1 s behind the occluder took one 300 px
+        # from where its object came out, and the object got a new ID)
+        doubtful = ~paired & self._lost[rows] & ~self._seen_within(cfg.reid_seconds, rows)
+        for k in doubtful.nonzero()[0]:
+            # (an ambiguity of the track with itself: both of its rows take the box one way, neither the other)
+            self._remember(rows[[k, k]], z[dets[[k, k]]], det_scores[dets[[k, k]]], np.array([False, False]), now)
         return np.asarray(waiting, np.int64)
 
     def _remember(self, rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray, takes: np.ndarray, now: float) -> None:
