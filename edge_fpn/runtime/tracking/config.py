@@ -43,7 +43,7 @@ class TrackerConfig:
     appearance_rate: float = 0.3  # weight of each first-stage match's colours in its track's (a running average)
     filter_first: bool = True  # stage d matches those tracks' filter predictions before anything by turn reach
     reid_reach: float = 1.2  # stage e: a lost track takes a confident detection of its class within this x speed x time lost of its last centre
-    reid_seconds: float = 0.45  # ... for a track lost at most this long
+    reid_seconds: float = 0.45  # ... for a track lost at most this long (lost longer, its motion match is in doubt until the next frame: lookahead.py)
     inherit: bool = True  # a track being confirmed takes the ID of a lost one that stage e would have given its first detection
     inherit_hits: int = 2  # ... and one that would take a lost track's ID takes it at this many hits (an object known, back)
     turn_gain: float = 0.5  # weight of each measured turn rate in a track's turn rate (0: constant velocity only)
