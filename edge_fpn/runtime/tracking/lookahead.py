@@ -111,17 +111,18 @@ class Lookahead(Association):
         each one's other way is replayed from the two tracks' states before that frame and predicted
         to now; if its predictions fit this frame's boxes of their class better, by ``lookahead_margin``
         (an optimal assignment's cost, a box missed costing the gate), the two tracks take its motion
-        state: each follows the box it should have taken. IDs stay with their tracks."""
+        state: each follows the box it should have taken. IDs stay with their tracks. A long-lost
+        track's doubt is the track twice, taking its box one way and nothing the other."""
         cfg = self.config
+        # (the other way is replayed on a plain Tracker's table: not type(self), whose __init__ a
+        # subclass may have changed; imported here, as tracker.py imports this module)
+        from .tracker import Tracker
         for ambiguity in self._pending:
             rows = [(self._ids == track_id).nonzero()[0] for track_id in ambiguity.ids]
             if not (rows[0].shape[0] and rows[1].shape[0]):
                 continue  # (a track ended)
             rows = np.array([rows[0][0], rows[1][0]])
             boxes = (det_labels == self._label[rows[0]]).nonzero()[0]
-            # (a plain Tracker, the other way replayed on its own table: not type(self), whose __init__ a
-            # subclass may have changed; imported here, as tracker.py imports this module)
-            from .tracker import Tracker
             other = Tracker(cfg)
             for name in TRACK_FIELDS:
                 setattr(other, "_" + name, ambiguity.before[name].copy())

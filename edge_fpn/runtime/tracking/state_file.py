@@ -72,10 +72,10 @@ def read_state_file(path: str, sources: Sequence[str]) -> Optional[Dict[str, Any
     if [str(s) for s in saved_sources] != [str(s) for s in sources]:  # (a camera's URI may change: said, not refused)
         logger.warning(f"--track-state {path!r} was saved for {', '.join(map(str, saved_sources))}; resuming its IDs on "
                        f"{', '.join(map(str, sources))}")
-    from .tracker import Tracker
-    for state in trackers:  # (each state checked now, before anything loads)
+    from .state import parsed_state
+    for state in trackers:  # (each state checked now, before anything loads: set_state's own checks)
         try:
-            Tracker().set_state(state)
+            parsed_state(state)
         except EdgeFpnError as exc:
             raise EdgeFpnError(f"--track-state {path!r} is damaged ({exc}); delete it to start with fresh IDs") from None
     return saved
