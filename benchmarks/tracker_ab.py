@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -44,9 +44,11 @@ def package_root(side: str, scratch: str) -> str:
     return target
 
 
-def load_tracker(root: str) -> Any:
-    """The Tracker class of the edge_fpn package under `root`, the whole package loaded afresh."""
-    for name in [name for name in sys.modules if name == "edge_fpn" or name.startswith("edge_fpn.")]:
+def load_tracker(root: str) -> Tuple[Any, Dict[str, Any]]:
+    """The Tracker class of the edge_fpn package under `root`, the whole package loaded afresh, and
+    that package's modules (put back in sys.modules before each of its calls: a version that imports
+    one of its own modules at run time must find its own, not the other side's)."""
+    for name in _own_modules():
         del sys.modules[name]
     sys.path.insert(0, root)
     try:
@@ -55,7 +57,11 @@ def load_tracker(root: str) -> Any:
         sys.path.pop(0)
     if not os.path.abspath(module.__file__).startswith(root):
         raise SystemExit(f"tracker_ab: loaded {module.__file__}, not the one under {root}")
-    return module.Tracker
+    return module.Tracker, {name: sys.modules[name] for name in _own_modules()}
+
+
+def _own_modules() -> List[str]:
+    return [name for name in sys.modules if name == "edge_fpn" or name.startswith("edge_fpn.")]
 
 
 def sequences(seed: int, frames: int, bundle: str) -> List[Tuple[list, list]]:
@@ -87,10 +93,11 @@ def main() -> int:
         order = (0, 1) if round_index % 2 == 0 else (1, 0)
         times: List[List[float]] = [[], []]
         for detections, images in data:
-            trackers = [sides[0](), sides[1]()]
+            trackers = [sides[0][0](), sides[1][0]()]
             for (t, boxes, scores, labels), image in zip(detections, images):
                 ids = [None, None]
                 for side in order:
+                    sys.modules.update(sides[side][1])  # (outside the timing)
                     start = time.perf_counter()
                     if args.boxes_only:
                         ids[side] = trackers[side].update(boxes, scores, labels, t)

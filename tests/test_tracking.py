@@ -1621,3 +1621,13 @@ def test_tracker_ab_loads_each_side_whole(tmp_path):
     assert "IDs on every frame: the same" in run(same, repo)
     out = run(same, changed)
     assert "IDs on every frame: DIFFERENT" in out and "(A first)" in out and "(B first)" in out
+    # a version that imports one of its own modules while it runs (the lookahead once did) finds its
+    # own, not the side loaded last
+    lazy = tmp_path / "lazy"
+    shutil.copytree(same, lazy)
+    tracker = lazy / "edge_fpn" / "runtime" / "tracking" / "tracker.py"
+    step = "        boxes, scores, labels, usable = checked_detections(boxes, scores, labels)\n"
+    assert step in tracker.read_text()
+    tracker.write_text(tracker.read_text().replace(step, "        from .tracker import Tracker as own\n"
+                                                         "        assert isinstance(self, own), 'the other side'\n" + step, 1))
+    assert "IDs on every frame: the same" in run(lazy, same)

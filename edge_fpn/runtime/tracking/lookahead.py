@@ -114,16 +114,17 @@ class Lookahead(Association):
         state: each follows the box it should have taken. IDs stay with their tracks. A long-lost
         track's doubt is the track twice, taking its box one way and nothing the other."""
         cfg = self.config
-        # (the other way is replayed on a plain Tracker's table: not type(self), whose __init__ a
-        # subclass may have changed; imported here, as tracker.py imports this module)
-        from .tracker import Tracker
         for ambiguity in self._pending:
             rows = [(self._ids == track_id).nonzero()[0] for track_id in ambiguity.ids]
             if not (rows[0].shape[0] and rows[1].shape[0]):
                 continue  # (a track ended)
             rows = np.array([rows[0][0], rows[1][0]])
             boxes = (det_labels == self._label[rows[0]]).nonzero()[0]
-            other = Tracker(cfg)
+            # (the other way is replayed on a bare table of the two tracks: no __init__ runs, neither a
+            # Tracker's nor a subclass's own, and nothing is imported at run time, so a second copy of
+            # the package loaded beside this one, as benchmarks/tracker_ab.py does, is never mixed in)
+            other = Lookahead.__new__(Lookahead)
+            other.config = cfg
             for name in TRACK_FIELDS:
                 setattr(other, "_" + name, ambiguity.before[name].copy())
             other._time = ambiguity.time
