@@ -85,6 +85,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
     parser.add_argument("--boxes-only", action="store_true", help="without the frames (no colours)")
     args = parser.parse_args()
+    for name in ("frames", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
     data = sequences(args.seed, args.frames, args.bundle)  # (with the edge_fpn installed here)
     with tempfile.TemporaryDirectory() as scratch:
         sides = [load_tracker(package_root(side, scratch)) for side in (args.a, args.b)]
