@@ -271,25 +271,24 @@ class Association(TrackTable):
                       matched_track: np.ndarray) -> None:
         cfg = self.config
         high = scores[dets] >= cfg.high_threshold
-        # only the tracks and detections with a pair the rules below could match take part: with a
-        # real detector most boxes left here are low-score clutter, which only a track being tracked
-        # may take, and a box of another class is never one (the same matches: a row or column with
-        # no such pair is never matched, and each pair's cost and colour checks are its own)
+        # the pairs the rules allow: a low-score detection only continues a track being tracked (as in
+        # stage b), a lost track is found again off its IoU only by a detection confident enough to
+        # start a track, and never a box of another class
         tracked = ~(self._lost[tracks] | (self._ids[tracks] < 0))
         possible = (((tracked[:, None] | high[None, :]) & ~self._other_class(tracks, dets, det_labels))
                     & ~(self._lost[tracks][:, None] & (scores[dets] < cfg.new_track_threshold)[None, :]))
         if not possible.any():
             return
+        # only the tracks and detections with such a pair take part: with a real detector most boxes
+        # left here are low-score clutter (the same matches: a row or column with no allowed pair is
+        # never matched, and each pair's cost and colour checks are its own)
         keep_tracks, keep_dets = possible.any(axis=1), possible.any(axis=0)
         tracks, dets, high = tracks[keep_tracks], dets[keep_dets], high[keep_dets]
         zd = z[dets]
         by_filter, cost = self._motion_distances(tracks, zd, high)  # (by_filter >= cost: the turn reach only lowers a cost)
+        cost[~possible[np.ix_(keep_tracks, keep_dets)]] = np.inf
         self._refuse_near(cost, cfg.motion_gate,
                           lambda near: self._never_one(tracks, dets[near], zd[near], det_labels, hists, matched_track))
-        # a low-score detection only continues a track being tracked (as in stage b)
-        cost[(self._lost[tracks] | (self._ids[tracks] < 0))[:, None] & ~high[None, :]] = np.inf
-        # a lost track is found again off its IoU only by a detection confident enough to start a track
-        cost[self._lost[tracks][:, None] & (scores[dets] < cfg.new_track_threshold)[None, :]] = np.inf
         passes = []
         if cfg.filter_first:
             # first the confirmed tracks matched lately, by their filters (and min_gate_size) alone:
