@@ -23,9 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, NoReturn, Tuple
 
 import numpy as np
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2 (bad input: a side, a bundle)."""
+    print(f"tracker_ab: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def package_root(side: str, scratch: str) -> str:
@@ -38,8 +44,8 @@ def package_root(side: str, scratch: str) -> str:
     try:
         archive = subprocess.run(["git", "-C", repo, "archive", side, "edge_fpn"], check=True, capture_output=True).stdout
     except subprocess.CalledProcessError as exc:
-        raise SystemExit(f"tracker_ab: {side!r} is neither a folder with an edge_fpn package nor a git revision "
-                         f"({exc.stderr.decode().strip()})") from None
+        fail(f"{side!r} is neither a folder with an edge_fpn package nor a git revision "
+             f"({exc.stderr.decode().strip()})")
     subprocess.run(["tar", "-x", "-C", target], input=archive, check=True)
     return target
 
@@ -56,7 +62,7 @@ def load_tracker(root: str) -> Tuple[Any, Dict[str, Any]]:
     finally:
         sys.path.pop(0)
     if not os.path.abspath(module.__file__).startswith(root):
-        raise SystemExit(f"tracker_ab: loaded {module.__file__}, not the one under {root}")
+        fail(f"loaded {module.__file__}, not the one under {root}")
     return module.Tracker, {name: sys.modules[name] for name in _own_modules()}
 
 
@@ -88,7 +94,11 @@ def main() -> int:
     for name in ("frames", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
-    data = sequences(args.seed, args.frames, args.bundle)  # (with the edge_fpn installed here)
+    from edge_fpn.errors import EdgeFpnError
+    try:
+        data = sequences(args.seed, args.frames, args.bundle)  # (with the edge_fpn installed here)
+    except EdgeFpnError as exc:
+        fail(str(exc))
     with tempfile.TemporaryDirectory() as scratch:
         sides = [load_tracker(package_root(side, scratch)) for side in (args.a, args.b)]
     same = True
