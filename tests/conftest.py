@@ -67,14 +67,13 @@ def shapes_bundle(tmp_path_factory):
 
     def make(layout="engine"):
         if layout not in bundles:
-            from edge_fpn.export.onnx_export import ExportOptions, export_bundle
+            from edge_fpn.cli import main
             from edge_fpn.model.loading import load_shipped_model
 
-            model, meta = load_shipped_model("shapes")
+            # exported as a user does (`edge-fpn export --model shapes`); tests only read it
             out = str(tmp_path_factory.mktemp("shapes") / layout)
-            export_bundle(model, meta["architecture"], meta["class_names"], tuple(meta["input_size"]), out,
-                          ExportOptions(progress=False, layout=layout))
-            bundles[layout] = model, out
+            assert main(["export", "--model", "shapes", "--postprocess", layout, "--output", out, "--quiet"]) == 0
+            bundles[layout] = load_shipped_model("shapes")[0], out
         return bundles[layout]
     return make
 

@@ -223,12 +223,12 @@ def test_sensitivity_quantizes_one_layer_at_a_time(tiny_bundle, calibration):
     assert ranking[0].drop == pytest.approx(0.03)
 
 
-def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, capsys):
+def test_int8_ap_report_and_fallback_on_shapes_classes(shapes_bundle, tmp_path, capsys):
     """The AP report and automatic fallback, end to end, on the shipped model's engine-layout bundle
     calibrated on 2 scenes: the report is the AP of the bundles it names, and a drop within
     --max-ap-drop keeps every layer in INT8 (the accuracy itself: the test below and test_qdq.py)."""
     from edge_fpn.evaluate import evaluate_bundle
-    bundle, cal, out = _calibrated_shapes_classes_bundle(tiny_bundle, tmp_path)
+    bundle, cal, out = _calibrated_shapes_classes_bundle(shapes_bundle, tmp_path)
     # measured here: FP32 AP 0.836, INT8 0.815 on these 2 scenes (0.022 below); within 0.05 auto must
     # keep nothing (a drop beyond it is test_choose_fallback_finds_the_fewest_layers's case)
     assert main(["build", bundle, "--precision", "int8", "--calibration", cal, "--backend", "onnxruntime",
@@ -249,8 +249,8 @@ def test_int8_ap_report_and_fallback_on_shapes_classes(tiny_bundle, tmp_path, ca
         assert json.load(f)["quantization"]["ap"]["data"] == "synthetic:2"
 
 
-def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle, tmp_path, monkeypatch, capsys,
-                                                                   caplog):
+def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle, shapes_bundle, tmp_path, monkeypatch,
+                                                                   capsys, caplog):
     """JetPack without pycocotools: the INT8 build stops up front with one line naming the fix, not
     with a traceback from coco_metrics after the whole FP32 evaluation; --eval-data none builds."""
     import sys
@@ -258,7 +258,7 @@ def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle,
     from edge_fpn.builder import builder, precision
     from edge_fpn.bundle import load_manifest
     # the synthetic scenes can score this bundle: the AP report is due
-    bundle, cal, out = _calibrated_shapes_classes_bundle(tiny_bundle, tmp_path)
+    bundle, cal, out = _calibrated_shapes_classes_bundle(shapes_bundle, tmp_path)
     capsys.readouterr()
 
     work = []
@@ -292,12 +292,12 @@ def test_int8_without_pycocotools_is_one_line_before_any_evaluation(tiny_bundle,
 
 
 @pytest.mark.slow
-def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path, caplog):
+def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(shapes_bundle, tmp_path, caplog):
     """The goal, on the shipped model in the default (engine) layout: entropy calibration on synthetic
     scenes, INT8 Q/DQ bundle AP >= 99% of the FP32 bundle's on held-out scenes. 64 calibration and 100
     evaluation images here (about a minute); the README's figure uses 128 and 500."""
-    bundle, cal, out = str(tmp_path / "shapes"), str(tmp_path / "cal"), str(tmp_path / "shapes-int8")
-    assert main(["export", "--model", "shapes", "--output", bundle, "--quiet"]) == 0
+    _, bundle = shapes_bundle("engine")  # the session's export: calibrate and build only read it
+    cal, out = str(tmp_path / "cal"), str(tmp_path / "shapes-int8")
     assert _manifest(bundle)["layout"] == "engine"
     assert main(["calibrate", bundle, "--data", "synthetic:64", "--method", "entropy", "--output", cal, "--quiet"]) == 0
     from edge_fpn.builder.builder import BuildRequest, build_engine
@@ -316,12 +316,11 @@ def test_shipped_model_int8_keeps_99_percent_of_fp32_ap(tmp_path, caplog):
     _assert_qdq_stays_out_of_postprocessing(out)
 
 
-def _calibrated_shapes_classes_bundle(tiny_bundle, tmp_path):
+def _calibrated_shapes_classes_bundle(shapes_bundle, tmp_path):
     """The shipped model's engine-layout bundle (the synthetic scenes' classes, which the AP report
     evaluates), calibrated on two scenes: (bundle, calibration, an INT8 output path). Relabelling
     the test bundle's classes instead is what the loader refuses: its predictor has other classes."""
-    bundle = str(tmp_path / "shapes-classes")
-    assert main(["export", "--model", "shapes", "--output", bundle]) == 0
+    _, bundle = shapes_bundle("engine")  # the session's export: calibrate and build only read it
     cal, out = str(tmp_path / "cal"), str(tmp_path / "int8")
     assert main(["calibrate", bundle, "--data", "synthetic:2", "--output", cal, "--quiet"]) == 0
     return bundle, cal, out
