@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -20,7 +18,6 @@ from edge_fpn import Detector
 from edge_fpn.bundle import load_manifest
 from edge_fpn.errors import EdgeFpnError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHS = ["fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn"]
 BATCH = 3
 
@@ -140,17 +137,14 @@ def test_pipeline_runs_the_frames_of_all_sources_in_one_call(bundle_factory, bat
             assert_same_sequence(ref.boxes, ref.scores, got.boxes, got.scores)
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "edge_fpn.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
-
-
-def test_bad_batch_sizes_are_one_line(batch_bundle, tmp_path):
+def test_bad_batch_sizes_are_one_line(batch_bundle, tmp_path, capsys):
+    from edge_fpn.cli import main
     for args, message in ((["--batch", "0"], "--batch must be a whole number of at least 1"),
                           (["--batch", "2", "--postprocess", "host"], "--batch 2 needs the engine layout")):
-        run = _cli("export", "--model", "shapes", "--output", str(tmp_path / "out"), "--quiet", *args)
-        assert run.returncode == 2, run.stderr
-        assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+        code = main(["export", "--model", "shapes", "--output", str(tmp_path / "out"), "--quiet", *args])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert message in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "out").exists()
     # a manifest whose batch is not its graph's
     import shutil
