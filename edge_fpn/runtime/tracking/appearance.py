@@ -68,3 +68,18 @@ def unlike(a: np.ndarray, b: np.ndarray, veto: float) -> np.ndarray:
         out[np.ix_(rows, cols)] = shared(a[rows][:, None, :], b[cols][None, :, :]) < veto
     return out
 
+
+
+def still_in_sight(image: Any, boxes: np.ndarray, own: np.ndarray, cover: np.ndarray, share: float,
+                   margin: float) -> np.ndarray:
+    """(N,) True where the colours of `boxes` (N, 4 xyxy: lost tracks' predicted boxes, each inside
+    another track's box) in `image` share at least `share` with their own tracks' histograms `own`
+    (N, BINS) and `margin` more than with those of the tracks covering them, `cover` (N, BINS): the
+    object is in front, only missed by the detector, not behind. False where `own` is unknown."""
+    out = np.zeros(boxes.shape[0], bool)
+    rows = known(own).nonzero()[0]
+    if rows.shape[0]:
+        sampled = colour_histograms(image, boxes[rows])
+        mine, theirs = shared(sampled, own[rows]), shared(sampled, cover[rows])
+        out[rows] = (mine >= share) & (mine >= theirs + margin)
+    return out

@@ -73,7 +73,9 @@ class TrackerConfig:
     class_flip_iou: float = 0.5  # stage f: a confirmed track seen within reid_seconds that took no box takes one of another class at this IoU with its prediction, where no track of that class overlaps it; the box gets no ID (0: off)
     duplicate_iou: float = 0.5  # no new track from a detection this close to one a confirmed track took (any class)
     coast_reach: float = 2.0  # tracks() marks "guessed" a lost track predicted to have moved more than this x its box size since its last match (0: none)
-    hidden_cover: float = 0.8  # a lost track this much inside the box of one seen now is hidden: not coasted, not re-found by stage e (0: never)
+    hidden_cover: float = 0.8  # a lost track this much inside the box of one seen now is hidden: not coasted, not re-found by stage e (0: never) ...
+    in_sight_share: float = 0.6  # ... but, given the frame, tracks() does not call it hidden where its predicted box's colours share this much with its own (the object is in front, only missed; 0: off) ...
+    in_sight_margin: float = 0.1  # ... and this much more than with the colours of the track that covers it
     max_detections: int = 300  # detections a frame that take part (the best scores)
     measurement_noise: float = 0.05  # std of a measured box coordinate, x box size (ByteTrack's 1/20)
     position_noise: float = 0.075  # variance of the position random walk, x size^2 per second
@@ -86,7 +88,7 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name in ("high_threshold", "low_threshold", "new_track_threshold", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "appearance_veto", "appearance_rate", "rival_margin", "rival_similarity", "recall_similarity", "confirm_score", "early_confirm_score", "score_rate",
+                     "tentative_match_iou", "duplicate_iou", "hidden_cover", "in_sight_share", "in_sight_margin", "appearance_veto", "appearance_rate", "rival_margin", "rival_similarity", "recall_similarity", "confirm_score", "early_confirm_score", "score_rate",
                      "report_score", "partial_ratio", "class_flip_iou"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):

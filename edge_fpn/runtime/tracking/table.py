@@ -49,6 +49,7 @@ class TrackTable:
         self._hist = np.zeros((0, BINS))  # colour histograms (appearance.py); zeros: never seen in a frame
         self._cut = np.zeros((0, 2))  # seconds each axis's box has been read as a partial view on end (0: not)
         self._flip = np.zeros((0,))  # seconds a track has taken boxes of another class on end (stage f; 0: not)
+        self._behind_rows = np.zeros((0,), bool)  # which tracks are lost behind a seen one after the last frame (tracker.py)
 
     def _take(self, keep: np.ndarray) -> None:
         """Only the tracks of the `keep` mask stay."""
@@ -90,9 +91,16 @@ class TrackTable:
 
     def _behind(self, boxes: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Which `boxes` (xyxy) are at least ``hidden_cover`` inside one of the `seen` boxes (xyxy)."""
+        return self._covered_by(boxes, seen) >= 0
+
+    def _covered_by(self, boxes: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """For each of `boxes` (xyxy), the index of the `seen` box (xyxy) it is most inside, where that
+        is at least ``hidden_cover``; -1 where none is."""
         if self.config.hidden_cover <= 0 or not (boxes.shape[0] and seen.shape[0]):
-            return np.zeros(boxes.shape[0], bool)
-        return (cover_matrix(boxes, seen) >= self.config.hidden_cover).any(axis=1)
+            return np.full(boxes.shape[0], -1, np.intp)
+        cover = cover_matrix(boxes, seen)
+        best = cover.argmax(axis=1)
+        return np.where(cover[np.arange(boxes.shape[0]), best] >= self.config.hidden_cover, best, -1)
 
     def _whole_boxes(self, rows: np.ndarray, z: np.ndarray, now: float) -> np.ndarray:
         """The measured boxes (cx, cy, w, h) with partial views made whole: where a confirmed-size

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ...errors import EdgeFpnError
-from .appearance import BINS, colour_histograms
+from .appearance import BINS, colour_histograms, still_in_sight
 from .config import TrackerConfig
 from .geometry import checked_frame_size, out_of_frame, to_cxcywh, to_xyxy
 from .inputs import checked_detections, checked_timestamp
@@ -108,8 +108,9 @@ class Tracker(Lookahead, TrackLife):
         ``velocities`` (centre, pixels per second), ``lost``, ``last_seen`` (timestamp), ``scores``
         (the running score of its detections; under ``report_score`` the ID is withheld) and
         ``hidden``: lost tracks whose predicted box is at least ``hidden_cover`` inside the box of a
-        track seen in the last frame (behind that object, or in front of it and unseen: either way
-        not a box to show) or, given `frame_size` (width, height), more than half out of the frame or
+        track seen in the last frame (behind that object: not a box to show), unless the last frame
+        given to ``update`` showed the track's own colours there (``in_sight_share``: it is in front,
+        only missed by the detector), or, given `frame_size` (width, height), more than half out of the frame or
         leaving it (poking out, under LEAVING_COVER inside, through an edge it moves towards: geometry.out_of_frame);
         ``guessed``: lost tracks predicted to have moved more than ``coast_reach`` box sizes since
         their last match (a fast object at a low frame rate: where it is now is a guess).
@@ -123,7 +124,7 @@ class Tracker(Lookahead, TrackLife):
         lost = self._lost[keep].copy()
         hidden = lost.copy()
         if hidden.any():
-            covered = self._behind(boxes[hidden], boxes[~lost])
+            covered = self._behind_rows[keep][hidden]  # (update's, on these boxes)
             if frame is not None:
                 covered |= out_of_frame(boxes[hidden], self._x[keep, 4:6][hidden], *frame)
             hidden[hidden] = covered
@@ -212,7 +213,36 @@ class Tracker(Lookahead, TrackLife):
                 self.next_id += int(new.shape[0])
                 result[chosen[new]] = ids
             self._add(z[new], det_scores[new], det_labels[new], ids, now, None if hists is None else hists[new])
+        self._behind_rows = self._lost_behind(image if hists is not None else None)
         return result
+
+    def _lost_behind(self, image: Any = None) -> np.ndarray:
+        """Which tracks (a mask over the rows) are confirmed, lost, and predicted at least
+        ``hidden_cover`` inside the box of a confirmed track seen now (tracks()' ``hidden``), less
+        those seen within ``reid_seconds`` whose predicted box in `image` still shows their own
+        colours (appearance.still_in_sight): in front of that object and missed by the detector. Of
+        the boxes hidden by the boxes alone on noisy ground truth of the "hard" scene (tuning seeds
+        4-9, 30 FPS, lost at most 0.15 s), 167 of 544 covered their object; the colours show 161 of
+        them and 6 of the 377 others."""
+        cfg = self.config
+        confirmed = self._ids >= 0
+        lost, seen = confirmed & self._lost, confirmed & ~self._lost
+        out = np.zeros(confirmed.shape[0], bool)
+        if not (lost.any() and seen.any()):
+            return out
+        lost, seen = lost.nonzero()[0], seen.nonzero()[0]
+        boxes = to_xyxy(self._x[lost, :4])
+        covering = self._covered_by(boxes, to_xyxy(self._x[seen, :4]))
+        behind = covering >= 0
+        # (only where its prediction is still trusted, seen within reid_seconds: past that the colours
+        # are looked for where it may not be, and the colours cost a frame ~0.1 ms)
+        recent = behind & self._seen_within(cfg.reid_seconds, lost) if image is not None and cfg.in_sight_share > 0 else None
+        if recent is not None and recent.any():
+            rows, coverers = lost[recent], seen[covering[recent]]
+            behind[recent] = ~still_in_sight(image, boxes[recent], self._hist[rows], self._hist[coverers],
+                                             cfg.in_sight_share, cfg.in_sight_margin)
+        out[lost] = behind
+        return out
 
     def get_state(self) -> Dict[str, Any]:
         """Everything the tracker knows, as JSON-able data (lists and numbers), for ``set_state``."""
@@ -242,6 +272,7 @@ class Tracker(Lookahead, TrackLife):
         self.next_id, self._time, self.frames, self.skipped_detections = (parsed.next_id, parsed.time, parsed.frames,
                                                                           parsed.skipped)
         self._resume_after = resume_after if parsed.time is not None else None
+        self._behind_rows = self._lost_behind()  # (by the boxes alone: the colours are the next frame's)
 
     def _next_time(self, timestamp: Any) -> float:
         """This frame's timestamp, checked (inputs.py) and not before the last frame's (after
