@@ -69,7 +69,6 @@ def unlike(a: np.ndarray, b: np.ndarray, veto: float) -> np.ndarray:
     return out
 
 
-
 def still_in_sight(image: Any, boxes: np.ndarray, own: np.ndarray, cover: np.ndarray, share: float,
                    margin: float) -> np.ndarray:
     """(N,) True where the colours of `boxes` (N, 4 xyxy: lost tracks' predicted boxes, each inside

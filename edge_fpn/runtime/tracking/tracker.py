@@ -124,6 +124,8 @@ class Tracker(Lookahead, TrackLife):
         lost = self._lost[keep].copy()
         hidden = lost.copy()
         if hidden.any():
+            if self._behind_rows.shape[0] != self._ids.shape[0]:  # (an update that raised midway: by the boxes alone)
+                self._behind_rows = self._lost_behind()
             covered = self._behind_rows[keep][hidden]  # (update's, on these boxes)
             if frame is not None:
                 covered |= out_of_frame(boxes[hidden], self._x[keep, 4:6][hidden], *frame)
@@ -236,8 +238,8 @@ class Tracker(Lookahead, TrackLife):
         behind = covering >= 0
         # (only where its prediction is still trusted, seen within reid_seconds: past that the colours
         # are looked for where it may not be, and the colours cost a frame ~0.1 ms)
-        recent = behind & self._seen_within(cfg.reid_seconds, lost) if image is not None and cfg.in_sight_share > 0 else None
-        if recent is not None and recent.any():
+        if image is not None and cfg.in_sight_share > 0 and behind.any():
+            recent = behind & self._seen_within(cfg.reid_seconds, lost)
             rows, coverers = lost[recent], seen[covering[recent]]
             behind[recent] = ~still_in_sight(image, boxes[recent], self._hist[rows], self._hist[coverers],
                                              cfg.in_sight_share, cfg.in_sight_margin)
