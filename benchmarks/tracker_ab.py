@@ -39,8 +39,8 @@ def package_root(side: str, scratch: str) -> str:
     if os.path.isdir(os.path.join(side, "edge_fpn")):
         return os.path.abspath(side)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    target = os.path.join(scratch, side.replace("/", "_"))
-    os.makedirs(target)
+    # (a folder of its own: the same revision on both sides, to see the order effect, is a fair question)
+    target = tempfile.mkdtemp(prefix=side.replace("/", "_") + "-", dir=scratch)
     try:
         archive = subprocess.run(["git", "-C", repo, "archive", side, "edge_fpn"], check=True, capture_output=True).stdout
     except subprocess.CalledProcessError as exc:

@@ -1653,6 +1653,7 @@ def test_tracker_ab_loads_each_side_whole(tmp_path):
         return done.stdout
 
     assert "IDs on every frame: the same" in run(same, repo)
+    assert "IDs on every frame: the same" in run("HEAD", "HEAD")  # (one revision twice: the order effect)
     out = run(same, changed)
     assert "IDs on every frame: DIFFERENT" in out and "(A first)" in out and "(B first)" in out
     # a version that imports one of its own modules while it runs (the lookahead once did) finds its
