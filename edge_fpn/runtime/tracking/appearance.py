@@ -23,6 +23,8 @@ from ...errors import EdgeFpnError
 GRID = 8  # samples a side of each box
 LEVELS = 4  # levels of each colour channel
 BINS = LEVELS ** 3
+_CELLS = (np.arange(GRID) + 0.5) / GRID  # the cell centres, as a share of the box's side
+_LEVEL_SHIFT = 6  # a channel's level: its value >> 6 (256 // LEVELS == 64); below 64, so the bin fits in uint8
 
 
 def colour_histograms(image: Any, boxes: np.ndarray) -> np.ndarray:
@@ -33,19 +35,26 @@ def colour_histograms(image: Any, boxes: np.ndarray) -> np.ndarray:
         raise EdgeFpnError(f"the tracker's image must be the H x W x 3 uint8 frame the boxes came from (BGR, as OpenCV "
                            f"reads it), not {image.dtype} of shape {image.shape}")
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    out = np.zeros((boxes.shape[0], BINS))
     finite = np.isfinite(boxes).all(axis=1)
-    if not finite.any():
-        return out
-    b = boxes[finite]
-    cells = (np.arange(GRID) + 0.5) / GRID
+    every = bool(finite.all())  # (most frames: no mask to apply, nothing to scatter back)
+    b = boxes if every else boxes[finite]
+    n = b.shape[0]
+    if not n:
+        return np.zeros((boxes.shape[0], BINS))
+    corner = b[:, :2, None]
+    points = corner + _CELLS * (b[:, 2:, None] - corner)  # (D, 2, GRID): x then y of the cells' centres
     height, width = image.shape[:2]
-    xs = np.clip(b[:, 0:1] + cells[None, :] * (b[:, 2:3] - b[:, 0:1]), 0, width - 1).astype(np.intp)  # (D, GRID)
-    ys = np.clip(b[:, 1:2] + cells[None, :] * (b[:, 3:4] - b[:, 1:2]), 0, height - 1).astype(np.intp)
-    levels = (image[ys[:, :, None], xs[:, None, :]] // (256 // LEVELS)).astype(np.intp)  # (D, GRID, GRID, 3)
-    bins = (levels[..., 0] * LEVELS + levels[..., 1]) * LEVELS + levels[..., 2]
-    flat = (np.arange(b.shape[0])[:, None] * BINS + bins.reshape(b.shape[0], -1)).ravel()
-    out[finite] = np.bincount(flat, minlength=b.shape[0] * BINS).reshape(-1, BINS) / float(GRID * GRID)
+    np.clip(points, 0, [[width - 1], [height - 1]], out=points)
+    points = points.astype(np.intp)
+    levels = image[points[:, 1, :, None], points[:, 0, None, :]] >> _LEVEL_SHIFT  # (D, GRID, GRID, 3), uint8
+    bins = ((levels[..., 0] * LEVELS + levels[..., 1]) * LEVELS + levels[..., 2]).reshape(n, -1).astype(np.intp)
+    if n > 1:
+        bins += np.arange(n)[:, None] * BINS  # (each box its own BINS: one bincount for all)
+    counts = np.bincount(bins.ravel(), minlength=n * BINS).reshape(n, BINS) / float(GRID * GRID)
+    if every:
+        return counts
+    out = np.zeros((boxes.shape[0], BINS))
+    out[finite] = counts
     return out
 
 
