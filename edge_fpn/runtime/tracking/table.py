@@ -49,7 +49,9 @@ class TrackTable:
         self._hist = np.zeros((0, BINS))  # colour histograms (appearance.py); zeros: never seen in a frame
         self._cut = np.zeros((0, 2))  # seconds each axis's box has been read as a partial view on end (0: not)
         self._flip = np.zeros((0,))  # seconds a track has taken boxes of another class on end (stage f; 0: not)
-        self._behind_rows = np.zeros((0,), bool)  # which tracks are lost behind a seen one after the last frame (tracker.py)
+        # which tracks are lost behind a seen one after the last frame, where update() had the frame's
+        # colours to judge it (tracker.py); None: tracks() judges by the boxes alone when asked
+        self._behind_rows: Optional[np.ndarray] = None
 
     def _take(self, keep: np.ndarray) -> None:
         """Only the tracks of the `keep` mask stay."""

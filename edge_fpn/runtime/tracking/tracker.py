@@ -124,9 +124,9 @@ class Tracker(Lookahead, TrackLife):
         lost = self._lost[keep].copy()
         hidden = lost.copy()
         if hidden.any():
-            if self._behind_rows.shape[0] != self._ids.shape[0]:  # (an update that raised midway: by the boxes alone)
+            if self._behind_rows is None:  # (no frame's colours this time: by the boxes alone, once)
                 self._behind_rows = self._lost_behind()
-            covered = self._behind_rows[keep][hidden]  # (update's, on these boxes)
+            covered = self._behind_rows[keep][hidden]
             if frame is not None:
                 covered |= out_of_frame(boxes[hidden], self._x[keep, 4:6][hidden], *frame)
             hidden[hidden] = covered
@@ -171,6 +171,7 @@ class Tracker(Lookahead, TrackLife):
             hists[high] = colour_histograms(image, det_boxes[high])
         result = np.full(scores.shape[0], -1, np.int64)
         self.frames += 1
+        self._behind_rows = None  # (the rows change below; an update that raises midway leaves None too)
         z = to_cxcywh(det_boxes)
         dt = 0.0 if self._time is None else now - self._time
         self._time = now
@@ -215,7 +216,8 @@ class Tracker(Lookahead, TrackLife):
                 self.next_id += int(new.shape[0])
                 result[chosen[new]] = ids
             self._add(z[new], det_scores[new], det_labels[new], ids, now, None if hists is None else hists[new])
-        self._behind_rows = self._lost_behind(image if hists is not None else None)
+        if hists is not None and cfg.in_sight_share > 0:  # (the colours need this frame; else tracks() asks the boxes)
+            self._behind_rows = self._lost_behind(image)
         return result
 
     def _lost_behind(self, image: Any = None) -> np.ndarray:
@@ -238,7 +240,7 @@ class Tracker(Lookahead, TrackLife):
         behind = covering >= 0
         # (only where its prediction is still trusted, seen within reid_seconds: past that the colours
         # are looked for where it may not be, and the colours cost a frame ~0.1 ms)
-        if image is not None and cfg.in_sight_share > 0 and behind.any():
+        if image is not None and behind.any():
             recent = behind & self._seen_within(cfg.reid_seconds, lost)
             rows, coverers = lost[recent], seen[covering[recent]]
             behind[recent] = ~still_in_sight(image, boxes[recent], self._hist[rows], self._hist[coverers],
@@ -274,7 +276,7 @@ class Tracker(Lookahead, TrackLife):
         self.next_id, self._time, self.frames, self.skipped_detections = (parsed.next_id, parsed.time, parsed.frames,
                                                                           parsed.skipped)
         self._resume_after = resume_after if parsed.time is not None else None
-        self._behind_rows = self._lost_behind()  # (by the boxes alone: the colours are the next frame's)
+        self._behind_rows = None  # (tracks() judges by the boxes alone: the colours are the next frame's)
 
     def _next_time(self, timestamp: Any) -> float:
         """This frame's timestamp, checked (inputs.py) and not before the last frame's (after
