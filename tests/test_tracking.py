@@ -1666,3 +1666,42 @@ def test_tracker_ab_loads_each_side_whole(tmp_path):
     tracker.write_text(tracker.read_text().replace(step, "        from .tracker import Tracker as own\n"
                                                          "        assert isinstance(self, own), 'the other side'\n" + step, 1))
     assert "IDs on every frame: the same" in run(lazy, same)
+
+
+def _tracking_benchmark():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "tracking.py"
+    spec = importlib.util.spec_from_file_location("tracking_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tracking_benchmark_takes_seed_ranges_and_times_alone(capsys):
+    """benchmarks/tracking.py --seeds 300-339 (forty fresh scenes) and --speed-only (the update()
+    goal checked without minutes of quality runs); bad values are its usage line, exit 2."""
+    bench = _tracking_benchmark()
+    assert bench.parse_seeds("1,2,3") == [1, 2, 3]
+    assert bench.parse_seeds("300-303") == [300, 301, 302, 303]
+    assert bench.parse_seeds("1-3, 10,2") == [1, 2, 3, 10]
+    for bad in ("3-1", "a", "1-", "-1", ""):
+        with pytest.raises(ValueError):
+            bench.parse_seeds(bad)
+    assert bench.main(["--speed-only", "--updates", "30", "--rounds", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "noisy_ground_truth" not in report and len(report["speed"]) == 2
+    assert all(run["tracks"] > 0 and run["ours_ms"]["median"] > 0 for run in report["speed"])
+    for argv in (["--seeds", "5-2"], ["--speed-only", "some-bundle"], ["--rounds", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            bench.main(argv)
+        assert stop.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
+def test_tracking_benchmark_reports_each_scenes_drop_at_every_third_frame():
+    """The 10 FPS goal's figure: 30 FPS IDF1 minus every-third-frame IDF1, in points, per scene."""
+    bench = _tracking_benchmark()
+    report = {"drift@30fps": {"ours": {"idf1": 0.95}}, "drift@10fps": {"ours": {"idf1": 0.91}},
+              "cross@30fps": {"ours": {"idf1": 0.90}}}
+    assert bench.drops(report) == {"drift": 4.0}
