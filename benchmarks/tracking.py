@@ -39,8 +39,8 @@ import numpy as np
 from edge_fpn.bundle import load_manifest
 from edge_fpn.errors import EdgeFpnError
 from edge_fpn.runtime.tracking import TrackerConfig
-from edge_fpn.tracking_eval import (HELD_OUT_SEEDS, TRACK_SEQUENCES, compare, format_scores, ground_truth_sequence, mean_scores,
-                                    model_detections, noisy_detections, run_ideal, score)
+from edge_fpn.tracking_eval import (HELD_OUT_SEEDS, TRACK_SEQUENCES, compare, format_drops, format_scores, ground_truth_sequence,
+                                    idf1_drops, mean_scores, model_detections, noisy_detections, run_ideal, score)
 
 LOST_SECONDS = TrackerConfig().lost_seconds
 
@@ -114,12 +114,6 @@ def parse_seeds(text: str) -> List[int]:
     return seeds
 
 
-def drops(report: Dict[str, Any], name: str = "ours") -> Dict[str, float]:
-    """Each scene's IDF1 drop, in points, from 30 FPS to every third frame (the issue's 10 FPS goal: <= 5)."""
-    return {motion: round(100 * (report[f"{motion}@30fps"][name]["idf1"] - report[f"{motion}@10fps"][name]["idf1"]), 1)
-            for motion in TRACK_SEQUENCES if f"{motion}@30fps" in report and f"{motion}@10fps" in report}
-
-
 def _spread(seconds: List[float]) -> Dict[str, float]:
     ms = np.asarray(seconds) * 1000
     return {"min": round(float(ms.min()), 4), "median": round(float(np.median(ms)), 4),
@@ -185,10 +179,10 @@ def main(argv: Any = None) -> int:
         if not args.speed_only:
             report["seeds"] = seeds
             report["noisy_ground_truth"] = noisy_runs(args.frames, seeds, [1, 3], progress)
-            report["noisy_ground_truth_drops"] = drops(report["noisy_ground_truth"])
+            report["noisy_ground_truth_drops"] = idf1_drops(report["noisy_ground_truth"])
         if args.bundle:
             report["model_detections"] = model_runs(args.bundle, args.device, args.frames, seeds, [1, 3], progress)
-            report["model_detections_drops"] = drops(report["model_detections"])
+            report["model_detections_drops"] = idf1_drops(report["model_detections"])
     except EdgeFpnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -199,8 +193,7 @@ def main(argv: Any = None) -> int:
         return 0
     for kind in ("noisy_ground_truth", "model_detections"):
         if f"{kind}_drops" in report:
-            print(f"IDF1 drop at every third frame, points ({kind.replace('_', ' ')}, ours; goal <= 5): "
-                  + ", ".join(f"{motion} {drop:.1f}" for motion, drop in report[f"{kind}_drops"].items()))
+            print(format_drops(report[f"{kind}_drops"], f"{kind.replace('_', ' ')}, ours"))
 
     def line(name: str, ms: Dict[str, float]) -> str:
         return f"{name}: min {ms['min']:.3f}  median {ms['median']:.3f}  p99 {ms['p99']:.3f}  max {ms['max']:.3f} ms"

@@ -261,6 +261,19 @@ def format_scores(name: str, scores: Dict[str, float]) -> str:
             f"precision {precision}  recall {scores['recall']:.3f}")
 
 
+def idf1_drops(report: Dict[str, Any], name: str = "ours") -> Dict[str, float]:
+    """Each scene's IDF1 drop in points from 30 FPS to every third frame (a 10 FPS camera) of a
+    report keyed "motion@30fps" / "motion@10fps" (the issue's goal: at most 5)."""
+    return {motion: round(100 * (report[f"{motion}@30fps"][name]["idf1"] - report[f"{motion}@10fps"][name]["idf1"]), 1)
+            for motion in TRACK_SEQUENCES if f"{motion}@30fps" in report and f"{motion}@10fps" in report}
+
+
+def format_drops(drops: Dict[str, float], label: str) -> str:
+    """One line of idf1_drops for a person."""
+    return f"IDF1 drop at every third frame, points ({label}; goal <= 5): " + ", ".join(
+        f"{motion} {drop:.1f}" for motion, drop in drops.items())
+
+
 def evaluate_bundle_tracking(bundle: str, frames: int = 300, sequences: Sequence[str] = TRACK_SEQUENCES, frame_size: Tuple[int, int] = (640, 480),
                              device: str = "cpu", reference: bool = True, seeds: Sequence[int] = HELD_OUT_SEEDS,
                              progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:

@@ -33,11 +33,13 @@ def test_eval_track_takes_the_seed_and_refuses_too_few_frames(shapes_bundle, cap
     import edge_fpn.tracking_eval as tracking_eval
     bundle = shapes_bundle("engine")[1]
     asked = {}
-    monkeypatch.setattr(tracking_eval, "evaluate_bundle_tracking", lambda bundle, **kwargs: asked.update(kwargs) or {})
+    scored = {"fast@30fps": {"ours": {"idf1": 0.9}}, "fast@10fps": {"ours": {"idf1": 0.83}}}
+    monkeypatch.setattr(tracking_eval, "evaluate_bundle_tracking", lambda bundle, **kwargs: asked.update(kwargs) or scored)
     assert main(["eval", bundle, "--track", "--seed", "7", "--synthetic", "40"]) == 0
     assert asked["seeds"] == (7,) and asked["frames"] == 40  # (--seed was ignored: always seed 1)
     out = capsys.readouterr().out
     assert "seed 7" in out and "ideal" in out
+    assert "IDF1 drop at every third frame, points (ours; goal <= 5): fast 7.0" in out  # (the 10 FPS goal, per scene)
     assert main(["eval", bundle, "--track", "--synthetic", "40"]) == 0 and asked["seeds"] == (1, 2, 3)  # held out from tuning
     # 1 or 2 frames scored every tracker 0 (no track is confirmed before its third frame)
     assert main(["eval", bundle, "--track", "--synthetic", "2"]) == 2
