@@ -137,10 +137,11 @@ def _eval_tracking(args: argparse.Namespace) -> int:
             print("note: the reference ByteTrack (pip install cjm-byte-track) is not installed: edge-fpn's tracker only")
     report = evaluate_bundle_tracking(args.bundle, frames=frames, seeds=seeds, device=args.device,
                                       reference=reference, progress=None if args.json else print)
+    drops = idf1_drops(report)  # (the 10 FPS goal's figure, per scene)
     if args.json:
         print(json.dumps(report))
-    elif idf1_drops(report):  # (the 10 FPS goal's figure, per scene)
-        print(format_drops(idf1_drops(report), "ours"))
+    elif drops:
+        print(format_drops(drops, "ours"))
     return 0
 
 
