@@ -44,3 +44,13 @@ def test_eval_track_takes_the_seed_and_refuses_too_few_frames(shapes_bundle, cap
     # 1 or 2 frames scored every tracker 0 (no track is confirmed before its third frame)
     assert main(["eval", bundle, "--track", "--synthetic", "2"]) == 2
     assert "15 or more frames" in capsys.readouterr().err
+
+
+def test_idf1_drops_are_each_scenes_drop_at_every_third_frame():
+    """The 10 FPS goal's figure (eval --track and benchmarks/tracking.py print it): 30 FPS IDF1 minus
+    every-third-frame IDF1, in points, per scene."""
+    from edge_fpn.tracking_eval import format_drops, idf1_drops
+    report = {"drift@30fps": {"ours": {"idf1": 0.95}}, "drift@10fps": {"ours": {"idf1": 0.91}},
+              "cross@30fps": {"ours": {"idf1": 0.90}}}
+    assert idf1_drops(report) == {"drift": 4.0}
+    assert format_drops(idf1_drops(report), "ours").endswith("(ours; goal <= 5): drift 4.0")

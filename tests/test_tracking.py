@@ -1699,11 +1699,3 @@ def test_tracking_benchmark_takes_seed_ranges_and_times_alone(capsys):
         assert stop.value.code == 2
         assert "error:" in capsys.readouterr().err
 
-
-def test_tracking_benchmark_reports_each_scenes_drop_at_every_third_frame():
-    """The 10 FPS goal's figure: 30 FPS IDF1 minus every-third-frame IDF1, in points, per scene."""
-    from edge_fpn.tracking_eval import format_drops, idf1_drops
-    report = {"drift@30fps": {"ours": {"idf1": 0.95}}, "drift@10fps": {"ours": {"idf1": 0.91}},
-              "cross@30fps": {"ours": {"idf1": 0.90}}}
-    assert idf1_drops(report) == {"drift": 4.0}
-    assert format_drops(idf1_drops(report), "ours").endswith("(ours; goal <= 5): drift 4.0")
