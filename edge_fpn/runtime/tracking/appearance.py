@@ -36,7 +36,7 @@ def colour_histograms(image: Any, boxes: np.ndarray) -> np.ndarray:
                            f"reads it), not {image.dtype} of shape {image.shape}")
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     finite = np.isfinite(boxes).all(axis=1)
-    every = bool(finite.all())  # (most frames: no mask to apply, nothing to scatter back)
+    every = np.count_nonzero(finite) == finite.size  # (most frames: no mask to apply, nothing to scatter back)
     b = boxes if every else boxes[finite]
     n = b.shape[0]
     if not n:
@@ -74,7 +74,7 @@ def unlike(a: np.ndarray, b: np.ndarray, veto: float) -> np.ndarray:
     out = np.zeros((a.shape[0], b.shape[0]), bool)
     rows, cols = known(a).nonzero()[0], known(b).nonzero()[0]
     if rows.shape[0] and cols.shape[0]:  # (the known pairs only)
-        out[np.ix_(rows, cols)] = shared(a[rows][:, None, :], b[cols][None, :, :]) < veto
+        out[rows[:, None], cols] = shared(a[rows][:, None, :], b[cols][None, :, :]) < veto
     return out
 
 

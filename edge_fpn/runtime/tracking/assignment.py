@@ -39,7 +39,7 @@ def linear_assignment(cost: np.ndarray, limit: float) -> Tuple[np.ndarray, np.nd
     taken = np.zeros(cost.shape[1], bool)
     taken[cols] = True
     rest_cols = ((col_degree > 0) & ~taken).nonzero()[0]
-    sub = cost[np.ix_(rest_rows, rest_cols)]
+    sub = cost.take(rest_rows, 0).take(rest_cols, 1)
     sub = np.minimum(np.where(np.isnan(sub), limit, sub), limit)
     if sub.shape[0] <= sub.shape[1]:
         r, c = np.arange(sub.shape[0]), _hungarian(sub)

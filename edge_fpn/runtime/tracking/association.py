@@ -104,7 +104,7 @@ class Association(TrackTable):
         # b: low detections x the tracks still unmatched, lost ones too (ByteTrack: tracked ones only; a
         #    track that missed one frame and is half hidden in the next is found by IoU with its prediction)
         low = ~high
-        if low.any():
+        if np.count_nonzero(low):
             takers = ~matched_track & (confirmed | cfg.tentative_low)
             self._match_iou(takers.nonzero()[0], low.nonzero()[0], iou_cost, cfg.low_match_iou, track_of_det, matched_track)
         # c: high detections left x tentative tracks
@@ -116,11 +116,11 @@ class Association(TrackTable):
         # d: what is left, by motion (boxes that stopped overlapping); low detections only for tracked tracks
         free = (track_of_det < 0) & (high | cfg.low_motion)
         free_tracks = (~matched_track).nonzero()[0]
-        if cfg.motion_gate > 0 and free.any() and free_tracks.shape[0]:
+        if cfg.motion_gate > 0 and np.count_nonzero(free) and free_tracks.shape[0]:
             self._match_motion(free_tracks, free.nonzero()[0], z, det_labels, det_scores, hists, track_of_det,
                                matched_track)
         # e: lost tracks left x confident detections left, within reach of where the track was last seen
-        if cfg.reid_reach > 0 and self._lost.any():
+        if cfg.reid_reach > 0 and np.count_nonzero(self._lost):
             # (tracks whose running score is still a real object's: a lost clutter track is let go)
             lost = (self._lost & ~matched_track & self._seen_within(cfg.reid_seconds)
                      & (self._score >= cfg.confirm_score)).nonzero()[0]
@@ -209,7 +209,7 @@ class Association(TrackTable):
         if hists is None or cfg.appearance_veto <= 0:
             return out
         mine, seen = known(self._hist[tracks]), known(hists[dets])
-        if not (mine.any() and seen.any()):
+        if not (np.count_nonzero(mine) and np.count_nonzero(seen)):
             return out
         own = shared(self._hist[tracks][:, None, :], hists[dets][None, :, :])  # (T, D)
         out = mine[:, None] & seen[None, :] & (own < cfg.appearance_veto)
@@ -231,7 +231,7 @@ class Association(TrackTable):
         """Stages a-c: `tracks` and `dets` matched by IoU (>= `min_iou`; `iou_cost`: 1 - IoU of all, inf across classes)."""
         if not tracks.shape[0] or not dets.shape[0]:
             return
-        rows, cols = linear_assignment(iou_cost[np.ix_(tracks, dets)], 1.0 - min_iou + 1e-9)
+        rows, cols = linear_assignment(iou_cost.take(tracks, 0).take(dets, 1), 1.0 - min_iou + 1e-9)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
@@ -277,7 +277,7 @@ class Association(TrackTable):
         tracked = ~(self._lost[tracks] | (self._ids[tracks] < 0))
         possible = (((tracked[:, None] | high[None, :]) & ~self._other_class(tracks, dets, det_labels))
                     & ~(self._lost[tracks][:, None] & (scores[dets] < cfg.new_track_threshold)[None, :]))
-        if not possible.any():
+        if not np.count_nonzero(possible):
             return
         # only the tracks and detections with such a pair take part: with a real detector most boxes
         # left here are low-score clutter (the same matches: a row or column with no allowed pair is
@@ -286,7 +286,7 @@ class Association(TrackTable):
         tracks, dets, high = tracks[keep_tracks], dets[keep_dets], high[keep_dets]
         zd = z[dets]
         by_filter, cost = self._motion_distances(tracks, zd, high)  # (by_filter >= cost: the turn reach only lowers a cost)
-        cost[~possible[np.ix_(keep_tracks, keep_dets)]] = np.inf
+        cost[~possible[keep_tracks][:, keep_dets]] = np.inf
         self._refuse_near(cost, cfg.motion_gate,
                           lambda near: self._never_one(tracks, dets[near], zd[near], det_labels, hists, matched_track))
         passes = []
@@ -296,10 +296,10 @@ class Association(TrackTable):
             # takes (a disc about the last centre, where clutter near it is cheaper than the object
             # on its curve); then the rest, turn reach included
             recent = (self._ids[tracks] >= 0) & self._seen_within(cfg.turn_seconds, tracks)
-            if recent.any():
+            if np.count_nonzero(recent):
                 passes.append(np.where(recent[:, None] & np.isfinite(cost), by_filter, np.inf))
         passes.append(cost)
-        if not high.all():
+        if np.count_nonzero(high) < high.size:
             # the high detections before the low ones, as in stages a and b (a detector's low-score
             # second box of an object, nearer the prediction than its real box, took the track)
             passes = [np.where(high[None, :], step, np.inf) for step in passes] + [cost]

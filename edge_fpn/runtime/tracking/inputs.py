@@ -47,7 +47,7 @@ def checked_detections(boxes: Any, scores: Any, labels: Any) -> Tuple[np.ndarray
     labels = labels.astype(np.int64, copy=False)
     usable = (np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
               & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
-    if not usable.all():
+    if np.count_nonzero(usable) < usable.size:
         boxes = np.where(usable[:, None], boxes, 0.0)
         scores = np.where(usable, scores, 0.0)
     return boxes, scores, labels, usable

@@ -18,6 +18,9 @@ from .config import TrackerConfig
 # where a step's process noise Q goes in P: the diagonals of its (position, velocity) blocks
 _Q_ROWS = np.array([0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7])
 _Q_COLS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7])
+_Q_NOISE = np.array([0, 1, 2, 3] * 4)  # which of the four noises (centre x, y, width, height) each is
+_WHWH = np.array([0, 1, 0, 1])
+_CENTRE = np.array([True, True, False, False])
 
 
 def initial_state(z: np.ndarray, cfg: TrackerConfig) -> Tuple[np.ndarray, np.ndarray]:
@@ -44,19 +47,15 @@ def predict(x: np.ndarray, P: np.ndarray, q: np.ndarray, turn: np.ndarray, dt: f
         return
     F = _transition(turn[:, 0], dt)
     x[:] = (F @ x[:, :, None])[:, :, 0]
-    P[:] = F @ P @ np.swapaxes(F, 1, 2)
+    P[:] = F @ P @ F.transpose(0, 2, 1)
     np.maximum(x[:, 2:4], 1.0, out=x[:, 2:4])
     size2 = x[:, 2:4] * x[:, 2:4]
-    scale2 = np.concatenate([size2, size2], axis=1)  # (N, 4): w, h, w, h, squared
-    noise = np.empty_like(scale2)
-    noise[:, :2] = cfg.acceleration_noise * q[:, None]
-    noise[:, 2:] = cfg.size_acceleration_noise
-    noise *= scale2
+    scale2 = size2[:, _WHWH]  # (N, 4): w, h, w, h, squared
+    # the acceleration noise of the centre (x each track's manoeuvre factor) and of the size
+    noise = scale2 * np.where(_CENTRE, cfg.acceleration_noise * q[:, None], cfg.size_acceleration_noise)
     # Q's four diagonals (position, position-velocity twice, velocity) added in one scatter
-    Q = np.empty((x.shape[0], 16))
-    Q[:, :4] = cfg.position_noise * dt * scale2 + noise * (dt ** 3 / 3.0)
-    Q[:, 4:8] = Q[:, 8:12] = noise * (dt * dt / 2.0)
-    Q[:, 12:] = noise * dt
+    Q = noise[:, _Q_NOISE] * np.array([dt ** 3 / 3.0] * 4 + [dt * dt / 2.0] * 8 + [dt] * 4)
+    Q[:, :4] += cfg.position_noise * dt * scale2
     P[:, _Q_ROWS, _Q_COLS] += Q
 
 
@@ -72,7 +71,8 @@ def _transition(rate: np.ndarray, dt: float) -> np.ndarray:
     where the track has a turn rate (rad/s: the velocity rotates by rate dt and the centre moves
     along the arc). One batched F P F' for every track costs half of a straight pass by blocks plus
     a turning one."""
-    F = np.broadcast_to(_EYE + dt * _VELOCITY, (rate.shape[0], 8, 8)).copy()
+    F = np.empty((rate.shape[0], 8, 8))
+    F[:] = _EYE + dt * _VELOCITY  # (not np.broadcast_to(...).copy(): its Python wrapper costs six times as much)
     turning = (rate != 0.0).nonzero()[0]
     if turning.shape[0]:
         w = rate[turning]
@@ -94,7 +94,7 @@ def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: floa
     size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
     usable = np.hypot(chord[:, 0], chord[:, 1]) * span >= cfg.min_turn_chord * size
     known = usable & (memo[:, 5] > 0)
-    if known.any():  # (at 30 FPS most chords are jitter-short: nothing to learn, the rates stay)
+    if np.count_nonzero(known):  # (at 30 FPS most chords are jitter-short: nothing to learn, the rates stay)
         before = memo[:, 3:5]
         angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
         between = np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
@@ -155,11 +155,11 @@ def correct(x: np.ndarray, P: np.ndarray, q: np.ndarray, z: np.ndarray,
     s_inv[:, 2, 2] = 1.0 / (P[:, 2, 2] + r2[:, 0])
     s_inv[:, 3, 3] = 1.0 / (P[:, 3, 3] + r2[:, 1])
     HP = P[:, :4, :]  # (K, 4, 8); P is symmetric, so P H' is its transpose
-    gain = np.swapaxes(HP, 1, 2) @ s_inv  # K = P H' S^-1
+    gain = HP.transpose(0, 2, 1) @ s_inv  # K = P H' S^-1
     innovation = z - x[:, :4]
     if cfg.manoeuvre > 0:
         q = _manoeuvre(q, innovation[:, :2], sxx, syy, sxy, cfg)
     x = x + (gain @ innovation[:, :, None])[:, :, 0]
     P = P - gain @ HP
     x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
-    return x, 0.5 * (P + np.swapaxes(P, 1, 2)), q
+    return x, 0.5 * (P + P.transpose(0, 2, 1)), q

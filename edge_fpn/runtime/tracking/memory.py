@@ -48,7 +48,7 @@ class TrackMemory:
     def expire(self, now: float, seconds: float) -> None:
         """Forget what was last seen more than `seconds` before `now`."""
         fresh = now - self.time <= seconds
-        if not fresh.all():
+        if np.count_nonzero(fresh) < fresh.size:
             self._keep(fresh)
 
     def add(self, now: float, seconds: float, ids: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
@@ -56,7 +56,7 @@ class TrackMemory:
         """Remember the tracks given (those that ended this frame) whose colours are known and that
         were seen within `seconds` of `now`; the oldest go past LIMIT."""
         seen = known(hists) & (now - times <= seconds)
-        if seen.any():
+        if np.count_nonzero(seen):
             for name, new in zip(self.FIELDS, (ids, labels, boxes, times, hists)):
                 setattr(self, name, np.concatenate([getattr(self, name), new[seen]])[-LIMIT:])
 

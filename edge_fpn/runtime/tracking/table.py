@@ -55,7 +55,7 @@ class TrackTable:
 
     def _take(self, keep: np.ndarray) -> None:
         """Only the tracks of the `keep` mask stay."""
-        if keep.all():  # (most frames: no track ends)
+        if np.count_nonzero(keep) == keep.size:  # (most frames: no track ends)
             return
         for name in TRACK_FIELDS:
             setattr(self, "_" + name, getattr(self, "_" + name)[keep])
@@ -124,8 +124,8 @@ class TrackTable:
         x = self._x[rows]
         sized = self._hits[rows] >= cfg.min_hits  # (a new track's size is its first box's)
         shrunk = sized[:, None] & (z[:, 2:4] < cfg.partial_ratio * x[:, 2:4])  # (K, 2): the only candidates
-        if not shrunk.any():  # (most frames: one check on the per-frame path)
-            if self._cut.any():
+        if not np.count_nonzero(shrunk):  # (most frames: one check on the per-frame path)
+            if np.count_nonzero(self._cut):
                 self._cut[rows] = 0.0
             return z
         z = z.copy()
@@ -140,7 +140,7 @@ class TrackTable:
             cut_for = self._cut[rows, axis] + step
             partial = (sized & (measured < cfg.partial_ratio * size) & (kept_off <= cfg.partial_edge * size)
                        & (cut_for <= cfg.partial_seconds + TIME_SLACK))
-            if partial.any():
+            if np.count_nonzero(partial):
                 centre = np.where(low_cut, m_high - size / 2, m_low + size / 2)
                 z[:, axis] = np.where(partial, centre, z[:, axis])
                 z[:, 2 + axis] = np.where(partial, size, measured)

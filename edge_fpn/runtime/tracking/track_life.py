@@ -53,7 +53,7 @@ class TrackLife(Association):
         """Confirmed tracks that missed this frame are lost; tentative ones with enough hits get IDs
         (in track order: deterministic IDs)."""
         newly_lost = ~matched_track & (self._ids >= 0) & ~self._lost
-        if newly_lost.any():
+        if np.count_nonzero(newly_lost):
             self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
             self._lost |= newly_lost
         cfg = self.config
@@ -65,7 +65,7 @@ class TrackLife(Association):
             # that far apart is no flicker of clutter)
             confirm |= (ready & (self._hits >= max(cfg.min_hits - 1, 1)) & (self._score >= cfg.early_confirm_score)
                         & (self._time - self._born[:, 0] >= cfg.early_confirm_seconds - TIME_SLACK))
-        if confirm.any():
+        if np.count_nonzero(confirm):
             order = confirm.nonzero()[0]
             if inheriting:
                 order = self._inherit(order, matched_track)
@@ -76,7 +76,7 @@ class TrackLife(Association):
         # an object known, back: a track that a lost one would hand its ID to takes it sooner (the
         # rest wait for min_hits; at 10 FPS a frame sooner is 0.1 s of an object in view with no ID)
         early = ready & ~confirm & (self._hits >= cfg.inherit_hits)
-        if inheriting and early.any():
+        if inheriting and np.count_nonzero(early):
             self._inherit(early.nonzero()[0], matched_track)
 
     def _inherit(self, new: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
@@ -114,7 +114,7 @@ class TrackLife(Association):
         measured centre and size (a lost track's prediction has drifted on) and colours."""
         seconds = self.config.recall_seconds + TIME_SLACK
         self._memory.expire(now, seconds)
-        if keep.all():  # (most frames: no track ends)
+        if np.count_nonzero(keep) == keep.size:  # (most frames: no track ends)
             return
         # (an inherited lost track has handed its ID on: its last_seen is -inf)
         ending = (~keep & (self._ids >= 0) & np.isfinite(self._last_seen)).nonzero()[0]
@@ -164,7 +164,7 @@ class TrackLife(Association):
         ids = candidates.recall(self._label[new], self._born[new, 1:3], self._hist[new], reach, cfg.recall_similarity,
                                 cfg.per_class, box_size(self._x[new]), cfg.max_size_ratio)
         back = ids >= 0
-        if not back.any():
+        if not np.count_nonzero(back):
             return new
         self._hand_over(lost[np.argmax(self._ids[lost][None, :] == ids[back][:, None], axis=1)], new[back])
         return new[~back]
