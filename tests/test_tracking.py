@@ -1692,7 +1692,10 @@ def test_tracking_benchmark_takes_seed_ranges_and_times_alone(capsys):
     report = json.loads(capsys.readouterr().out)
     assert "noisy_ground_truth" not in report and len(report["speed_rounds"]) == 2
     assert report["speed"] == report["speed_rounds"][0]
-    assert all(run["tracks"] > 0 and run["ours_ms"]["median"] > 0 for run in report["speed_rounds"])
+    assert all(run["tracks"] > 0 and run["ours_ms"]["median"] > 0 and run["ours_alone_ms"]["median"] > 0
+               for run in report["speed_rounds"])
+    assert bench.main(["--speed-only", "--updates", "30"]) == 0
+    assert "ours alone (nothing between the calls): min " in capsys.readouterr().out
     for argv in (["--seeds", "5-2"], ["--speed-only", "some-bundle"], ["--rounds", "0"]):
         with pytest.raises(SystemExit) as stop:
             bench.main(argv)
