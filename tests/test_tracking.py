@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -1668,20 +1669,12 @@ def test_tracker_ab_loads_each_side_whole(tmp_path):
     assert "IDs on every frame: the same" in run(lazy, same)
 
 
-def _tracking_benchmark():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "tracking.py"
-    spec = importlib.util.spec_from_file_location("tracking_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tracking_benchmark_takes_seed_ranges_and_times_alone(capsys):
+def test_tracking_benchmark_takes_seed_ranges_and_times_alone(capsys, monkeypatch):
     """benchmarks/tracking.py --seeds 300-339 (forty fresh scenes) and --speed-only (the update()
     goal checked without minutes of quality runs); bad values are its usage line, exit 2."""
-    bench = _tracking_benchmark()
+    # (imported from the benchmarks folder, as test_tensorrt_data_flow imports its script)
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import tracking as bench
     assert bench.parse_seeds("1,2,3") == [1, 2, 3]
     assert bench.parse_seeds("300-303") == [300, 301, 302, 303]
     assert bench.parse_seeds("1-3, 10,2") == [1, 2, 3, 10]
