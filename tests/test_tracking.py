@@ -990,6 +990,13 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
     boxes = np.array([[np.nan, 0, 10, 10], _box(101, 100), [5, 5, 5, 9]])
     ids = tracker.update(boxes, np.array([0.9, 0.9, 0.9]), None, 1.1)
     assert ids.tolist() == [-1, 1, -1] and tracker.skipped_detections == 2
+    # a box far out (its area overflows at 1e154) is garbage like NaN; a score over 1 is taken as 1:
+    # either, taken as it was, left a state that set_state refused
+    boxes = np.array([_box(102, 100), [1e300, 1e300, 1.1e300, 1.1e300], [-2e6, 0, 30, 30], _box(300, 300)])
+    ids = tracker.update(boxes, np.array([0.9, 0.9, 0.9, 7.0]), None, 1.15)
+    assert ids.tolist() == [1, -1, -1, 2] and tracker.skipped_detections == 4
+    assert tracker.get_state()["tracks"]["score"][-1] == 1.0
+    Tracker().set_state(json.loads(json.dumps(tracker.get_state(), allow_nan=False)))
     # empty frames, in any shape numpy gives them
     assert tracker.update(np.zeros((0, 4)), np.zeros(0), None, 1.2).shape == (0,)
     assert tracker.update([], [], None, 1.3).shape == (0,)

@@ -1,8 +1,10 @@
 """A frame's input to the tracker, checked: detections as arrays, and a timestamp in seconds.
 
 Bad input raises EdgeFpnError with one sentence, before the tracker changes anything; detections
-with non-finite or empty boxes are not errors (a detector's odd box must not stop a pipeline):
-they are marked unusable, and the tracker leaves them out and counts them.
+with non-finite, empty or far-out boxes (a coordinate beyond MAX_COORDINATE) or a non-finite score
+are not errors (a detector's odd box must not stop a pipeline): they are marked unusable, and the
+tracker leaves them out and counts them. Scores are probabilities: one over 1 is taken as 1 (a
+detector's rounding past it; the tracker's running score must stay a probability).
 """
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ from ...errors import EdgeFpnError
 # the largest timestamp taken, in seconds (3000 years; the Unix time now is 1.8e9): a larger one is
 # milli- or nanoseconds, and a gap of more than 1e102 s would overflow the filter's dt ** 3
 MAX_TIMESTAMP = 1e11
+# the largest box coordinate taken, in pixels (50 times the widest camera sensor): a box beyond it
+# is a detector's garbage, and from about 1e154 its area overflows, which put inf and NaN into the
+# filter of the track it started (a state get_state wrote and set_state refused)
+MAX_COORDINATE = 1e6
 
 
 def checked_detections(boxes: Any, scores: Any, labels: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (N, 4) float64, scores (N,) float64, labels (N,) int64 (None: all 0) and which
-    detections are usable (finite, non-empty boxes and finite scores; the others' box and score
-    are zeros)."""
+    """Boxes (N, 4) float64, scores (N,) float64 (at most 1), labels (N,) int64 (None: all 0) and which
+    detections are usable (non-empty boxes with finite coordinates within MAX_COORDINATE, and
+    finite scores; the others' box and score are zeros)."""
     if boxes is None or scores is None:
         raise EdgeFpnError("the tracker needs boxes (N,4) and scores (N,) for each frame; pass empty arrays for a frame with none")
     try:
@@ -45,8 +51,12 @@ def checked_detections(boxes: Any, scores: Any, labels: Any) -> Tuple[np.ndarray
         else:
             raise EdgeFpnError(f"tracker labels must be integers, not {labels.dtype}")
     labels = labels.astype(np.int64, copy=False)
-    usable = (np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+    # (NaN compares False and inf is beyond the bound: one test for finite and within it)
+    usable = ((np.abs(boxes) <= MAX_COORDINATE).all(axis=1) & np.isfinite(scores)
               & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+    # (a new array: the caller's scores are never written; NaN stays NaN; a score under 0 is under
+    # low_threshold, never taken, and stays)
+    scores = np.minimum(scores, 1.0)
     if np.count_nonzero(usable) < usable.size:
         boxes = np.where(usable[:, None], boxes, 0.0)
         scores = np.where(usable, scores, 0.0)

@@ -30,8 +30,8 @@ keeps counting unless told to restart). ``get_state`` / ``set_state`` carry a tr
 restart as plain JSON-able data (with the ambiguities waiting for the next frame; ``resume_after``
 puts its times on the new process's clock, state_file.py keeps it in a file). Bad input (boxes of the wrong shape, out-of-order or non-finite
 timestamps) raises EdgeFpnError with one sentence and leaves the tracker as it was; detections
-with non-finite or empty boxes are left out of the matching (their ID is -1) and counted in
-``skipped_detections``. At most ``max_detections`` detections a frame (the best scores) take
+with non-finite, empty or far-out boxes (inputs.MAX_COORDINATE) or a non-finite score are left out
+of the matching (their ID is -1) and counted in ``skipped_detections``; a score over 1 is taken as 1. At most ``max_detections`` detections a frame (the best scores) take
 part: the rest get -1.
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Tracker(Lookahead, TrackLife):
             raise EdgeFpnError(f"tracker config must be a TrackerConfig, not {type(config).__name__}")
         self.config = config
         self.next_id = 1
-        self.skipped_detections = 0  # non-finite or empty boxes left out of the matching
+        self.skipped_detections = 0  # non-finite, empty or far-out boxes left out of the matching
         self.frames = 0
         self._time: Optional[float] = None
         self._pending: List[Ambiguity] = []  # this frame's motion matches that the next frame settles
