@@ -1012,7 +1012,10 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
 @pytest.mark.parametrize("field, value, message", [
     ("time", float("inf"), "non-finite"), ("time", -1e300, "beyond"), ("score", float("nan"), "non-finite"),
     ("score", 5.0, "outside 0-1"), ("q", float("nan"), "non-finite"), ("q", 0.0, "noise scales"),
-    ("turn", float("nan"), "non-finite"), ("last_seen", 1e200, "beyond"), ("born", float("inf"), "non-finite")])
+    ("turn", float("nan"), "non-finite"), ("last_seen", 1e200, "beyond"), ("born", float("inf"), "non-finite"),
+    # (found by test_tracking_fuzz.py: each, taken, put inf and NaN into the tracks on the next frames)
+    ("x", 1e30, "boxes beyond"), ("P", 1e45, "variances beyond"), ("P", -1.0, "not positive definite"),
+    ("ids", 2.0 ** 70, "not a tracker state")])
 def test_state_with_bad_numbers_is_refused_and_loses_nothing(field, value, message):
     # (each of these, taken, broke the tracker for good: every ID withheld, every frame refused, an
     # OverflowError from the filter on every frame)

@@ -16,6 +16,12 @@ from .memory import TrackMemory
 from .table import ADDED_FIELDS, TRACK_FIELDS
 
 STATE_VERSION = 1
+# the largest magnitudes in a state: of any number, of the filters' boxes and velocities (a
+# tracker's own stay under 1e7 px, its variances under 1e25 but for extreme configs) and of their
+# covariances; past them an edited state put inf and NaN into the tracks on the next frames
+MAX_STATE_NUMBER = 1e50
+MAX_STATE_BOX = 1e15
+MAX_STATE_VARIANCE = 1e40
 
 
 class ParsedState(NamedTuple):
@@ -84,7 +90,7 @@ def parsed_state(state: Any) -> ParsedState:
             memory.load(state["remembered"])
     except EdgeFpnError:
         raise
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:  # (OverflowError: an int past 64 bits)
         raise EdgeFpnError(f"not a tracker state ({type(exc).__name__}: {exc}); pass what Tracker.get_state() returned") from None
     # (every number, not only the filter's: a NaN score withholds every ID for good, a time of
     # inf refuses every frame)
@@ -93,6 +99,17 @@ def parsed_state(state: Any) -> ParsedState:
     floats += [value for a in waiting for value in (a.before["x"], a.before["P"], a.boxes, a.scores)]
     if not all(np.isfinite(value).all() for value in floats):
         raise EdgeFpnError("tracker state holds non-finite numbers; pass what Tracker.get_state() returned")
+    floats += [memory.box, memory.hist]
+    if any(np.abs(value).max(initial=0.0) > MAX_STATE_NUMBER for value in floats):
+        raise EdgeFpnError(f"tracker state holds numbers beyond {MAX_STATE_NUMBER:.0e}; pass what Tracker.get_state() returned")
+    boxes = [arrays["x"]] + [a.before["x"] for a in waiting]
+    variances = [arrays["P"]] + [a.before["P"] for a in waiting]
+    if (any(np.abs(x).max(initial=0.0) > MAX_STATE_BOX for x in boxes)
+            or any(np.abs(P).max(initial=0.0) > MAX_STATE_VARIANCE for P in variances)):
+        raise EdgeFpnError(f"tracker state holds boxes beyond {MAX_STATE_BOX:.0e} px or variances beyond "
+                           f"{MAX_STATE_VARIANCE:.0e}; pass what Tracker.get_state() returned")
+    if not all(_positive_definite(P) for P in variances):
+        raise EdgeFpnError("tracker state holds a covariance that is not positive definite; pass what Tracker.get_state() returned")
     times = [arrays["last_seen"], arrays["born"][:, 0], memory.time] + ([] if time_ is None else [np.array([time_])])
     if any(np.abs(value).max(initial=0.0) > MAX_TIMESTAMP for value in times):
         raise EdgeFpnError(f"tracker state holds times beyond {MAX_TIMESTAMP:.0e} s; pass what Tracker.get_state() returned")
@@ -102,3 +119,16 @@ def parsed_state(state: Any) -> ParsedState:
     if next_id <= largest:
         raise EdgeFpnError(f"tracker state's next_id {next_id} is not above its largest track ID {largest}")
     return ParsedState(arrays, next_id, time_, frames, skipped, waiting, memory)
+
+
+def _positive_definite(P: np.ndarray) -> bool:
+    """Whether every covariance of P (N, 8, 8) is symmetric positive definite, up to rounding (a
+    filter's own P can be off by its last bits): an edited one made variances negative on the
+    next frames."""
+    if not P.shape[0]:
+        return True
+    if not np.allclose(P, P.transpose(0, 2, 1), rtol=1e-9, atol=0.0):
+        return False
+    eigenvalues = np.linalg.eigvalsh(P)
+    return bool((eigenvalues[:, 0] > -1e-9 * np.abs(eigenvalues).max(axis=1)).all()
+                and (np.diagonal(P, axis1=1, axis2=2) > 0).all())
