@@ -146,7 +146,11 @@ def test_rtsp_pipeline_string():
 @pytest.mark.parametrize("uri, message", [
     ("foo://bar", "unknown source scheme"),
     ("/no/such/file.mp4", "does not exist"),
-    ("test://?width=10", "width, height >= 32"),
+    ("test://?width=10", "width and height from 32 to 8192"),
+    # (found by trying random options: a traceback, and a MemoryError for terabytes of background)
+    ("test://?fps=inf", "fps above 0, at most 1000"),
+    ("test://?fps=nan", "fps above 0"),
+    ("test://?height=99999999999", "width and height from 32 to 8192"),
     ("test://?colour=red", "unknown option 'colour'"),
     ("test://?fps=fast", "not a valid value"),
     ("/dev/video97", "camera /dev/video97 does not exist"),

@@ -344,6 +344,11 @@ class _Motion:
 
 # the motion scenarios of the test:// camera (``motion=``); all but "drift" are tracker tests
 MOTIONS = ("drift", "cross", "occlude", "exit", "fast", "hard")
+# the largest frame side and rate of a synthetic camera: 8K, and a rate a frame's time can show
+# (its background is drawn once at full size, 0.8 GB at 8192 x 8192: a larger one asked for
+# terabytes)
+MAX_CAMERA_SIDE = 8192
+MAX_CAMERA_FPS = 1000.0
 
 
 def _bounce(start: float, speed: float, t: float, low: float, high: float) -> float:
@@ -386,8 +391,9 @@ class SyntheticCamera:
     """
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 1, motion: str = "drift"):
-        if width < 32 or height < 32 or fps <= 0:
-            raise ValueError(f"a synthetic camera needs width, height >= 32 and fps > 0, not {width}x{height} at {fps}")
+        if not (32 <= width <= MAX_CAMERA_SIDE and 32 <= height <= MAX_CAMERA_SIDE and 0 < fps <= MAX_CAMERA_FPS):
+            raise ValueError(f"a synthetic camera needs width and height from 32 to {MAX_CAMERA_SIDE} and fps above 0, at "
+                             f"most {MAX_CAMERA_FPS:g}, not {width}x{height} at {fps}")
         if motion not in MOTIONS:
             raise ValueError(f"unknown motion {motion!r}; use one of {', '.join(MOTIONS)}")
         self.width, self.height, self.fps, self.seed = int(width), int(height), float(fps), int(seed)
