@@ -1004,7 +1004,10 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
                          ("partial_ratio", 1.5), ("partial_edge", float("nan")), ("inherit_hits", 0),
                          ("early_confirm_score", 1.2), ("early_confirm_seconds", -0.1), ("filter_first", "yes"), ("per_class", 1),
                          ("acceleration_noise", 1e308), ("initial_velocity", 1e7), ("max_manoeuvre", 1e300),
-                         ("max_manoeuvre", "x")):
+                         ("max_manoeuvre", "x"),
+                         # (found by test_tracking_fuzz.py: each overflowed, or left a state set_state refused)
+                         ("manoeuvre", 1e30), ("turn_gain", 2.0), ("max_size_ratio", float("inf")),
+                         ("measurement_noise", 1e-9), ("motion_gate", 1e300), ("reid_reach", 1e7)):
         with pytest.raises(EdgeFpnError, match=field):
             TrackerConfig(**{field: value})
 
@@ -1014,7 +1017,7 @@ def test_bad_input_is_one_sentence_and_loses_nothing():
     ("score", 5.0, "outside 0-1"), ("q", float("nan"), "non-finite"), ("q", 0.0, "noise scales"),
     ("turn", float("nan"), "non-finite"), ("last_seen", 1e200, "beyond"), ("born", float("inf"), "non-finite"),
     # (found by test_tracking_fuzz.py: each, taken, put inf and NaN into the tracks on the next frames)
-    ("x", 1e30, "boxes beyond"), ("P", 1e45, "variances beyond"), ("P", -1.0, "not positive definite"),
+    ("x", 1e30, "boxes beyond"), ("P", 1e45, "variances beyond"), ("P", -1.0, "not positive semi-definite"),
     ("ids", 2.0 ** 70, "not a tracker state")])
 def test_state_with_bad_numbers_is_refused_and_loses_nothing(field, value, message):
     # (each of these, taken, broke the tracker for good: every ID withheld, every frame refused, an

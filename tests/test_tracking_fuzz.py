@@ -6,11 +6,14 @@ one ID per detection or one sentence of EdgeFpnError that changes nothing; no nu
 IDs of a frame are unique; tracks() and get_state() hold finite numbers only; and a tracker
 restored from get_state() (through JSON) goes on exactly as the one it was saved from.
 
+Then the same for saved states with numbers edited, and for settings (TrackerConfig) of any value.
 Hand-picked bad input is in test_tracking.py; this searches the space between (it found that a
-box at 1e300 px put NaN into its track's filter, and a score of 7 a running score set_state then
-refused). derandomize: CI runs the same examples every time."""
+box at 1e300 px put NaN into its track's filter, a score of 7 a running score set_state then
+refused, and more: each test says what). derandomize: CI runs the same examples every time."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import warnings
@@ -169,3 +172,40 @@ def test_a_state_with_any_number_changed_is_refused_in_one_sentence_or_tracks_on
             given_ids = ids[ids >= 0]
             assert np.unique(given_ids).shape == given_ids.shape, "two detections of one frame share an ID"
             _finite_state(restored)
+
+
+SETTINGS = [0, 1, -1, 0.5, 2, 1e-300, 1e-9, 1e-3, 1e6, 1e7, 1e30, 1e300, math.inf, math.nan, True, False, 10 ** 20]
+
+
+@functools.lru_cache(maxsize=1)
+def _hard_scene():
+    """40 frames of the "hard" scene (tuning seed 4), noisy ground truth, with the frames."""
+    from edge_fpn.tracking_eval import ground_truth_sequence, noisy_detections
+    truth, images = ground_truth_sequence("hard", 40, seed=4, images=True)
+    return noisy_detections(truth, seed=4), images
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.tuples(st.sampled_from([field.name for field in dataclasses.fields(TrackerConfig)]),
+                          st.sampled_from(SETTINGS)), min_size=1, max_size=3),
+       st.sampled_from([1, 3]), st.booleans())
+def test_any_setting_is_refused_in_one_sentence_or_tracks_without_a_warning(changes, step, colours):
+    """A TrackerConfig (`--track-option`) with any value in any field: refused in one sentence, or a
+    tracker that tracks a real scene with no numpy warning and saves a state it takes back (it
+    found settings of 1e300, a manoeuvre of 1e30 and reaches of 0 that overflowed or divided by 0,
+    and tiny filter noises whose covariances rounding left not positive definite)."""
+    try:
+        config = TrackerConfig(**dict(changes))
+    except EdgeFpnError as exc:
+        assert "\n" not in str(exc)
+        return
+    detections, images = _hard_scene()
+    tracker = Tracker(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for index in range(0, len(detections), step):
+            t, boxes, scores, labels = detections[index]
+            ids = tracker.update(boxes, scores, labels, t, images[index] if colours else None)
+            given_ids = ids[ids >= 0]
+            assert np.unique(given_ids).shape == given_ids.shape
+        Tracker(config).set_state(json.loads(_finite_state(tracker)))

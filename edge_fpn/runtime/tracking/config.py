@@ -17,6 +17,11 @@ TIME_SLACK = 1e-6
 _FILTER_SCALES = ("position_noise", "acceleration_noise", "size_acceleration_noise", "initial_velocity",
                   "initial_size_velocity", "max_manoeuvre")
 MAX_FILTER_SCALE = 1e6
+# the largest time, reach, gate or count of box sizes taken (a million: 11 days, a million box
+# sizes); 1e300 overflowed the costs they scale, and a manoeuvre exponent over 10 the factor it raises
+MAX_SETTING = 1e6
+MAX_MANOEUVRE_EXPONENT = 10.0
+MIN_MEASUREMENT_NOISE = 1e-3  # (1e-9 left the filter's covariances to rounding: not positive definite)
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,17 @@ class TrackerConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise EdgeFpnError(f"tracker {name} must be a finite number >= 0, not {value!r}")
-        if not (isinstance(self.measurement_noise, (int, float)) and 0 < self.measurement_noise < 10):
-            raise EdgeFpnError(f"tracker measurement_noise must be in (0, 10), not {self.measurement_noise!r}")
+            if value > MAX_SETTING:
+                raise EdgeFpnError(f"tracker {name} must be at most {MAX_SETTING:g}, not {value!r}")
+        if self.manoeuvre > MAX_MANOEUVRE_EXPONENT:
+            raise EdgeFpnError(f"tracker manoeuvre must be at most {MAX_MANOEUVRE_EXPONENT:g}, not {self.manoeuvre!r}: "
+                               "an exponent on the surprise, 0.5 by default")
+        if self.turn_gain > 1:
+            raise EdgeFpnError(f"tracker turn_gain must be between 0 and 1, not {self.turn_gain!r}: the share of a "
+                               "measured turn a track's rate takes")
+        if not (isinstance(self.measurement_noise, (int, float)) and MIN_MEASUREMENT_NOISE <= self.measurement_noise < 10):
+            raise EdgeFpnError(f"tracker measurement_noise must be from {MIN_MEASUREMENT_NOISE:g} to under 10 (a share "
+                               f"of the box size), not {self.measurement_noise!r}")
         if not (isinstance(self.max_manoeuvre, (int, float)) and 1 <= self.max_manoeuvre < math.inf):
             raise EdgeFpnError(f"tracker max_manoeuvre must be a finite number >= 1, not {self.max_manoeuvre!r}")
         # (after the checks of kind: each of these is a number by now)
@@ -124,8 +138,8 @@ class TrackerConfig:
             if getattr(self, name) > MAX_FILTER_SCALE:
                 raise EdgeFpnError(f"tracker {name} must be at most {MAX_FILTER_SCALE:g}, not {getattr(self, name)!r}: "
                                    "larger overflows the motion filter (no track would ever be confirmed)")
-        if not (isinstance(self.max_size_ratio, (int, float)) and self.max_size_ratio >= 1):
-            raise EdgeFpnError(f"tracker max_size_ratio must be >= 1, not {self.max_size_ratio!r}")
+        if not (isinstance(self.max_size_ratio, (int, float)) and 1 <= self.max_size_ratio <= MAX_SETTING):
+            raise EdgeFpnError(f"tracker max_size_ratio must be from 1 to {MAX_SETTING:g}, not {self.max_size_ratio!r}")
 
 
 

@@ -48,7 +48,9 @@ def motion_distances(x: np.ndarray, P: np.ndarray, turn: np.ndarray, elapsed: np
     # plain reach is not charged: it is bounded by the box size or the track's own speed (charged,
     # a fast object missed for one frame at 10 FPS was lost for good)
     if cfg.min_gate_size > 0:
-        distance = np.minimum(distance, (dx * dx + dy * dy) / (cfg.min_gate_size * size_t) ** 2 * cfg.motion_gate)
+        # (floored: a min_gate_size of 1e-300, squared, is 0)
+        gate = np.maximum((cfg.min_gate_size * size_t) ** 2, 1e-12)
+        distance = np.minimum(distance, (dx * dx + dy * dy) / gate * cfg.motion_gate)
     by_filter = distance
     if cfg.turn_reach > 0:
         elapsed = elapsed[:, None]
@@ -71,6 +73,7 @@ def reid_distance(x: np.ndarray, turn: np.ndarray, centres: np.ndarray, elapsed:
     ``min_gate_size`` box sizes; 1 is the edge of the reach (stage e and inheriting an ID)."""
     size_t = box_size(x)[:, None]
     reach = cfg.reid_reach * np.hypot(x[:, 4], x[:, 5])[:, None] * np.maximum(elapsed, 0.0) + cfg.min_gate_size * size_t
+    reach = np.maximum(reach, 1e-6)  # (reid_reach and min_gate_size 0, or a still track: no reach, not a division by 0)
     last = turn[:, 1:3]  # the last measured centre
     ex, ey = centres[None, :, 0] - last[:, 0][:, None], centres[None, :, 1] - last[:, 1][:, None]
     return (ex * ex + ey * ey) / (reach * reach)

@@ -72,8 +72,10 @@ class TrackMemory:
         if not (len(self) and labels.shape[0]) or np.all(np.asarray(reach) <= 0):
             return out
         mine = box_size(self.box)
-        cost = (np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1])
-                / (mine[:, None] * reach))
+        scale = np.broadcast_to(mine[:, None] * reach, (len(self), labels.shape[0]))
+        # (a pair of reach 0 is never one: inf, not a division by 0)
+        cost = np.divide(np.hypot(self.box[:, None, 0] - centres[None, :, 0], self.box[:, None, 1] - centres[None, :, 1]),
+                         scale, out=np.full(scale.shape, np.inf), where=scale > 0)
         cost[:, ~known(hists)] = np.inf
         if per_class:
             cost[self.label[:, None] != labels[None, :]] = np.inf

@@ -109,7 +109,7 @@ def parsed_state(state: Any) -> ParsedState:
         raise EdgeFpnError(f"tracker state holds boxes beyond {MAX_STATE_BOX:.0e} px or variances beyond "
                            f"{MAX_STATE_VARIANCE:.0e}; pass what Tracker.get_state() returned")
     if not all(_positive_definite(P) for P in variances):
-        raise EdgeFpnError("tracker state holds a covariance that is not positive definite; pass what Tracker.get_state() returned")
+        raise EdgeFpnError("tracker state holds a covariance that is not positive semi-definite; pass what Tracker.get_state() returned")
     times = [arrays["last_seen"], arrays["born"][:, 0], memory.time] + ([] if time_ is None else [np.array([time_])])
     if any(np.abs(value).max(initial=0.0) > MAX_TIMESTAMP for value in times):
         raise EdgeFpnError(f"tracker state holds times beyond {MAX_TIMESTAMP:.0e} s; pass what Tracker.get_state() returned")
@@ -122,13 +122,14 @@ def parsed_state(state: Any) -> ParsedState:
 
 
 def _positive_definite(P: np.ndarray) -> bool:
-    """Whether every covariance of P (N, 8, 8) is symmetric positive definite, up to rounding (a
-    filter's own P can be off by its last bits): an edited one made variances negative on the
+    """Whether every covariance of P (N, 8, 8) is symmetric positive semi-definite, up to rounding
+    (a filter's own P can be off by its last bits): an edited one made variances negative on the
     next frames."""
     if not P.shape[0]:
         return True
     if not np.allclose(P, P.transpose(0, 2, 1), rtol=1e-9, atol=0.0):
         return False
     eigenvalues = np.linalg.eigvalsh(P)
-    return bool((eigenvalues[:, 0] > -1e-9 * np.abs(eigenvalues).max(axis=1)).all()
-                and (np.diagonal(P, axis1=1, axis2=2) > 0).all())
+    # (semi-definite: a config's initial velocity so small that its variance underflows to 0 is the filter's own)
+    return bool((eigenvalues[:, 0] >= -1e-9 * np.abs(eigenvalues).max(axis=1)).all()
+                and (np.diagonal(P, axis1=1, axis2=2) >= 0).all())
