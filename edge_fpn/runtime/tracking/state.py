@@ -108,7 +108,7 @@ def parsed_state(state: Any) -> ParsedState:
             or any(np.abs(P).max(initial=0.0) > MAX_STATE_VARIANCE for P in variances)):
         raise EdgeFpnError(f"tracker state holds boxes beyond {MAX_STATE_BOX:.0e} px or variances beyond "
                            f"{MAX_STATE_VARIANCE:.0e}; pass what Tracker.get_state() returned")
-    if not all(_positive_definite(P) for P in variances):
+    if not all(_positive_semi_definite(P) for P in variances):
         raise EdgeFpnError("tracker state holds a covariance that is not positive semi-definite; pass what Tracker.get_state() returned")
     times = [arrays["last_seen"], arrays["born"][:, 0], memory.time] + ([] if time_ is None else [np.array([time_])])
     if any(np.abs(value).max(initial=0.0) > MAX_TIMESTAMP for value in times):
@@ -121,7 +121,7 @@ def parsed_state(state: Any) -> ParsedState:
     return ParsedState(arrays, next_id, time_, frames, skipped, waiting, memory)
 
 
-def _positive_definite(P: np.ndarray) -> bool:
+def _positive_semi_definite(P: np.ndarray) -> bool:
     """Whether every covariance of P (N, 8, 8) is symmetric positive semi-definite, up to rounding
     (a filter's own P can be off by its last bits): an edited one made variances negative on the
     next frames."""
