@@ -411,3 +411,42 @@ def test_a_stop_signal_is_a_request_that_no_finalizer_can_lose():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1.0)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_an_engines_nan_boxes_and_bad_labels_are_dropped_not_drawn_or_written(tiny_bundle, tmp_path, caplog):
+    """An FP16 or INT8 engine that overflows gives NaN or inf boxes and scores (a broken one, labels
+    past its classes): the Detector drops them, counts them and warns once; the pipeline with a
+    video, an image-folder and a JSON-lines sink and the tracker runs on (a NaN box stopped every
+    drawing sink, and JSON has no NaN)."""
+    from conftest import textured_image
+    from edge_fpn.runtime import Detector
+    from edge_fpn.runtime.postprocess import RawDetections
+    frames = [textured_image(60 + i, 240, 320) for i in range(4)]
+    with Detector(tiny_bundle) as detector:
+        finish = detector.layout.finish
+        labels = len(detector.class_names)
+
+        def overflowing(outputs, letterbox):
+            raw = finish(outputs, letterbox)
+            bad_boxes = np.array([[np.nan, 1, 20, 20], [5, 5, np.inf, 30], [5, 5, 40, 40], [5, 5, 40, 40],
+                                  [5, 5, 40, 40]], np.float32)
+            return RawDetections(np.concatenate([raw.boxes, bad_boxes]),
+                                 np.concatenate([raw.scores, np.array([0.9, 0.9, np.nan, 0.9, 0.9], np.float32)]),
+                                 np.concatenate([raw.labels, np.array([1, 1, 1, labels, -1])]))
+
+        detector.layout.finish = overflowing
+        good = detector(frames[0])
+        assert detector.invalid_detections == 5 and np.isfinite(good.boxes).all() and np.isfinite(good.scores).all()
+        assert ((good.labels >= 0) & (good.labels < labels)).all()
+        warnings = [r for r in caplog.records if "non-finite" in r.getMessage()]
+        assert len(warnings) == 1
+        out = tmp_path / "out"
+        sinks = [str(out) + ".mp4", str(out) + ".jsonl", str(tmp_path / "annotated")]
+        with Pipeline(detector, ListSource(frames), sinks, quiet=True, tracker=True) as pipeline:
+            results = list(pipeline)
+        assert len(results) == 4 and pipeline.stats.snapshot()["bad_frames"] == 0
+        assert detector.invalid_detections == 5 * 5
+        assert len([r for r in caplog.records if "non-finite" in r.getMessage()]) == 1  # (once, not a frame)
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line, parse_constant=lambda name: pytest.fail(name)) for line in lines)
+    assert os.path.getsize(str(out) + ".mp4") > 0 and len(os.listdir(tmp_path / "annotated")) == 4

@@ -1,6 +1,7 @@
 """Detector: a bundle made callable on a frame (preprocess -> engine call(s) -> detections in frame pixels)."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -15,6 +16,8 @@ from .boxes import scale_boxes
 from .layouts import HostLayout, open_layout
 from .postprocess import RawDetections
 from .preprocess import Letterbox
+
+logger = logging.getLogger("edge_fpn.runtime")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Detector:
             raise
         # seconds spent in each step of the last __call__ (the pipeline keeps its own statistics)
         self.last_timings: Dict[str, float] = {}
+        self.invalid_detections = 0  # detections the engine gave with NaN or inf numbers or a bad label (_to_frame)
 
     @property
     def engine_steps(self) -> Tuple[str, ...]:
@@ -156,7 +160,14 @@ class Detector:
 
     def _to_frame(self, raw: RawDetections, letterbox: Letterbox) -> Detections:
         boxes = scale_boxes(raw.boxes, letterbox.resized_size, letterbox.frame_size)
-        keep = np.ones(raw.scores.shape[0], dtype=bool)
+        # the engine's numbers as a device gives them: an FP16 or INT8 engine that overflows gives NaN
+        # or inf boxes and scores, a broken one labels past the class table; such detections are
+        # dropped (counted, warned about once), never drawn, tracked or written (a NaN box stopped
+        # every drawing sink, and JSON has no NaN)
+        keep = (np.isfinite(raw.scores) & np.isfinite(boxes).all(axis=1)
+                & (raw.labels >= 0) & (raw.labels < self._name_table.shape[0]))
+        if np.count_nonzero(keep) < keep.shape[0]:
+            self._drop_invalid(int(keep.shape[0] - np.count_nonzero(keep)))
         if self.score_threshold is not None:
             keep &= raw.scores >= self.score_threshold
         if self.class_filter is not None:
@@ -164,6 +175,14 @@ class Detector:
         labels = raw.labels[keep]
         return Detections(boxes=boxes[keep], scores=raw.scores[keep], labels=labels,
                           names=self._name_table[labels].tolist())
+
+    def _drop_invalid(self, count: int) -> None:
+        if not self.invalid_detections:
+            logger.warning("%s: the engine gave %d detection(s) with a non-finite box or score or a label past its %d "
+                           "classes; they are dropped (and counted in Detector.invalid_detections). An FP16 or INT8 "
+                           "engine that overflows does this: check it with `edge-fpn eval`, or rebuild it in FP32",
+                           self.bundle_dir, count, len(self.class_names) - 1)
+        self.invalid_detections += count
 
     def stream(self, source: Any, track: Any = False, **options: Any):
         """Yield (frame, detections) for every frame of a source (URI or Source), pipelined.
