@@ -83,13 +83,14 @@ def test_detection_candidates_beyond_tensorrts_top_k_are_refused(tmp_path, check
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "unreadable", "other_arch", "other_classes", "size", "exists"])
+@pytest.mark.parametrize("case", ["missing", "unreadable", "other_arch", "other_classes", "size", "huge", "exists"])
 def test_export_bad_input(tmp_path, checkpoint, capsys, case):
     out = tmp_path / "bundle"
     args = ["export", "--arch", ARCH, "--checkpoint", checkpoint, "--num-classes", "3", "--input-size", "320x320",
             "--output", str(out), "--quiet"]
     expect = {"missing": "does not exist", "unreadable": "cannot be read", "other_arch": "does not fit",
-              "other_classes": "shape mismatch", "size": "multiple of the largest stride", "exists": "already exists"}[case]
+              "other_classes": "shape mismatch", "size": "multiple of the largest stride",
+              "huge": "larger than 4096 on a side", "exists": "already exists"}[case]
     if case == "missing":
         args[4] = str(tmp_path / "nope.pth")
     elif case == "unreadable":
@@ -102,6 +103,8 @@ def test_export_bad_input(tmp_path, checkpoint, capsys, case):
         args[6] = "7"
     elif case == "size":
         args[8] = "300x300"
+    elif case == "huge":  # (torch was asked for 120 GB: a traceback)
+        args[8] = "100000x100000"
     elif case == "exists":
         out.mkdir()
         (out / "keep.txt").write_text("mine")

@@ -22,10 +22,13 @@ OPSET = 17
 LARGEST_STRIDE = 32  # the backbone's; torchvision pads its batches to a multiple of it
 PROPOSALS_AXIS = "num_proposals"
 TOPK_MAX_K = 3840  # TensorRT 8.5-10's largest TopK K: the engine graph's cap on its candidates
+# the largest engine side taken: 4096 is three times torchvision's own largest (1333), and its first
+# backbone activation alone is 4 GB; 100000x100000 asked torch for 120 GB and ended in a traceback
+MAX_INPUT_SIDE = 4096
 
 
 def parse_input_size(text: str) -> Tuple[int, int]:
-    """'HxW' or 'S' -> (H, W), both multiples of the largest backbone stride."""
+    """'HxW' or 'S' -> (H, W), both multiples of the largest backbone stride (check_input_size)."""
     try:
         parts = [int(p) for p in text.lower().split("x")]
     except ValueError:
@@ -34,7 +37,17 @@ def parse_input_size(text: str) -> Tuple[int, int]:
         parts = parts * 2
     if len(parts) != 2 or min(parts) <= 0:
         raise EdgeFpnError(f"input size {text!r} is not HxW (e.g. 320x320) or a single number")
-    height, width = parts
+    return check_input_size((parts[0], parts[1]))
+
+
+def check_input_size(size: Tuple[int, int]) -> Tuple[int, int]:
+    """(H, W) as given, if both are positive multiples of the largest stride, at most MAX_INPUT_SIDE."""
+    height, width = (int(side) for side in size)
+    if min(height, width) <= 0:
+        raise EdgeFpnError(f"input size {height}x{width} must be positive, e.g. 320x320")
+    if max(height, width) > MAX_INPUT_SIDE:
+        raise EdgeFpnError(f"input size {height}x{width} is larger than {MAX_INPUT_SIDE} on a side; detectors of this "
+                           "kind run at 320-1344 (torchvision's default is 800x1333)")
     if height % LARGEST_STRIDE or width % LARGEST_STRIDE:
         raise EdgeFpnError(f"input size {height}x{width} is not a multiple of the largest stride ({LARGEST_STRIDE}); "
                            f"use e.g. {_round_up(height)}x{_round_up(width)}")
@@ -159,6 +172,7 @@ def export_bundle(model: Any, architecture: str, class_names: Sequence[str], inp
     force, check, progress, layout = options.force, options.check, options.progress, options.layout
     check_output_dir(output, force)
     model = model.eval()
+    input_size = check_input_size(input_size)  # (the API's callers too, not only the CLI's)
     configure_transform(model, input_size)
     if len(class_names) != model.roi_heads.box_predictor.cls_score.out_features:
         raise EdgeFpnError(f"{len(class_names)} class names for a model with {model.roi_heads.box_predictor.cls_score.out_features} classes")
