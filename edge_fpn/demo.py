@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 from .errors import EdgeFpnError
 
 DEMO_SOURCE = "test://?width=640&height=480&fps=30&seed=7"
+MAX_DEMO_SECONDS = 86400  # the live run's longest: a day
 
 
 def _say(text: str) -> None:
@@ -63,12 +64,11 @@ class DemoOptions:
     track: Any = False  # True, or a TrackerConfig (detect's --track-option)
 
     def __post_init__(self) -> None:
-        import math
-
         if self.precision not in ("fp32", "int8"):
             raise EdgeFpnError(f"--precision must be fp32 or int8, not {self.precision!r}")
-        if not math.isfinite(self.seconds) or self.seconds <= 0:
-            raise EdgeFpnError(f"--seconds must be a positive number, not {self.seconds}")
+        if not 0 < self.seconds <= MAX_DEMO_SECONDS:  # (1e300 got past this, wrote the bundles, then overflowed)
+            raise EdgeFpnError(f"--seconds must be a positive number of seconds, at most {MAX_DEMO_SECONDS} (a day), "
+                               f"not {self.seconds}")
         if self.eval_images < 1:
             raise EdgeFpnError(f"--eval-images must be at least 1, not {self.eval_images}")
         if self.precision == "int8" and self.calibration_images < 1:

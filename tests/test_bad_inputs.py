@@ -267,6 +267,7 @@ def test_detect_refuses_a_foreign_graph_at_load(tiny_bundle, tiny_host_bundle, t
 @pytest.mark.parametrize("args, words", [
     (["demo", "--seconds", "nan"], "--seconds must be a positive number"),
     (["demo", "--seconds", "0"], "--seconds must be a positive number"),
+    (["demo", "--seconds", "1e300"], "at most 86400"),  # (it wrote the bundles, then overflowed: a traceback)
     (["demo", "--eval-images", "0"], "--eval-images must be at least 1"),
     (["demo", "--calibration-images", "0"], "--calibration-images must be at least 1"),
     (["export", "--model", "shapes", "--num-classes", "3"], "brings its own classes"),

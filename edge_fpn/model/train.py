@@ -30,6 +30,7 @@ from .shapes import SHAPES_INPUT_SIZE, build_shapes_model, load_shapes_model  # 
 
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_LR = 2e-3
+MAX_LR = 1.0  # (SGD with momentum diverges far below it; a larger one is a typo)
 WARMUP_ITERATIONS = 300
 DEFAULT_CAMERA_SHARE = 0.0  # the shipped model's recipe: 320x320 scenes only (docs/tracking.md: camera frames)
 # RoIs the box head learns from per image, and the most of them that may be objects: few RoIs with
@@ -166,8 +167,10 @@ class TrainConfig:
         if not 0.0 < self.positive_fraction <= 1.0:
             raise OptionError(f"--positive-fraction is a share of the RoIs, above 0 and at most 1, not "
                               f"{self.positive_fraction:g}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise OptionError(f"--lr must be a positive number, not {self.lr:g}")
+        if not (0 < self.lr <= MAX_LR):
+            # (1e300 overflowed torch's float32 schedule: a traceback)
+            raise OptionError(f"--lr must be a positive number, at most {MAX_LR:g}, not {self.lr:g} (the default is "
+                              f"{DEFAULT_LR:g})")
 
 
 def train(output: str, config: TrainConfig, progress: bool = True) -> str:
