@@ -139,7 +139,8 @@ def test_pipeline_runs_the_frames_of_all_sources_in_one_call(bundle_factory, bat
 
 def test_bad_batch_sizes_are_one_line(batch_bundle, tmp_path, capsys):
     from edge_fpn.cli import main
-    for args, message in ((["--batch", "0"], "--batch must be a whole number of at least 1"),
+    for args, message in ((["--batch", "0"], "--batch must be a whole number from 1 to 64"),
+                          (["--batch", "100000"], "--batch must be a whole number from 1 to 64"),  # (was a traceback)
                           (["--batch", "2", "--postprocess", "host"], "--batch 2 needs the engine layout")):
         code = main(["export", "--model", "shapes", "--output", str(tmp_path / "out"), "--quiet", *args])
         err = capsys.readouterr().err

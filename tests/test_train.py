@@ -201,6 +201,7 @@ def test_fine_tune_starts_from_init_with_the_rois_asked_for(tmp_path):
     (["--positive-fraction", "1.5"], "--positive-fraction is a share of the RoIs"),
     (["--lr", "nan"], "--lr must be a positive number"),
     (["--lr", "1e300"], "at most 1"),  # (torch's float32 schedule overflowed: a traceback)
+    (["--batch-size", "100000"], "--batch-size must be at most 64"),  # (minutes of scenes, then out of memory)
 ])
 def test_train_cli_refuses_bad_fine_tune_options(tmp_path, capsys, args, words):
     from edge_fpn.cli import main

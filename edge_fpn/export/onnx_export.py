@@ -25,6 +25,9 @@ TOPK_MAX_K = 3840  # TensorRT 8.5-10's largest TopK K: the engine graph's cap on
 # the largest engine side taken: 4096 is three times torchvision's own largest (1333), and its first
 # backbone activation alone is 4 GB; 100000x100000 asked torch for 120 GB and ended in a traceback
 MAX_INPUT_SIDE = 4096
+# the largest batch (cameras on one engine): DeepStream's largest Orin setups run 32 streams; the
+# export traces the whole batch at once (100000 asked torch for 30 GB and ended in a traceback)
+MAX_BATCH = 64
 
 
 def parse_input_size(text: str) -> Tuple[int, int]:
@@ -154,8 +157,8 @@ class ExportOptions:
         if candidates is not None and not 1 <= candidates <= TOPK_MAX_K:
             raise EdgeFpnError(f"--detection-candidates must be between 1 and {TOPK_MAX_K} (TensorRT's largest top-k), "
                                f"not {candidates}")
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise EdgeFpnError(f"--batch must be a whole number of at least 1, not {batch!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+            raise EdgeFpnError(f"--batch must be a whole number from 1 to {MAX_BATCH} (cameras on one engine), not {batch!r}")
         if batch > 1 and layout != "engine":
             raise EdgeFpnError(f"--batch {batch} needs the engine layout (--postprocess engine); the host layout runs "
                                "one image a call")

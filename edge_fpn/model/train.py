@@ -29,6 +29,7 @@ from ..runtime.synthetic import CLASS_NAMES, MOTIONS, SyntheticCamera, make_scen
 from .shapes import SHAPES_INPUT_SIZE, build_shapes_model, load_shapes_model  # noqa: F401 (re-export)
 
 DEFAULT_BATCH_SIZE = 4
+MAX_BATCH_SIZE = 64
 DEFAULT_LR = 2e-3
 MAX_LR = 1.0  # (SGD with momentum diverges far below it; a larger one is a typo)
 WARMUP_ITERATIONS = 300
@@ -159,6 +160,9 @@ class TrainConfig:
         if self.iterations < 1 or self.batch_size < 1:
             raise OptionError(f"--iterations and --batch-size must be at least 1, not {self.iterations} and "
                               f"{self.batch_size}")
+        if self.batch_size > MAX_BATCH_SIZE:  # (100000 drew scenes for minutes, then ran out of memory)
+            raise OptionError(f"--batch-size must be at most {MAX_BATCH_SIZE} on this CPU trainer, not {self.batch_size} "
+                              f"(the default is {DEFAULT_BATCH_SIZE})")
         if not 0.0 <= self.camera_share <= 1.0:
             raise OptionError(f"--camera-share is a share of the training images, between 0 and 1, not "
                               f"{self.camera_share:g}")
