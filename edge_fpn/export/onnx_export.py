@@ -23,7 +23,7 @@ LARGEST_STRIDE = 32  # the backbone's; torchvision pads its batches to a multipl
 PROPOSALS_AXIS = "num_proposals"
 TOPK_MAX_K = 3840  # TensorRT 8.5-10's largest TopK K: the engine graph's cap on its candidates
 # the largest engine side taken: 4096 is three times torchvision's own largest (1333), and its first
-# backbone activation alone is 4 GB; 100000x100000 asked torch for 120 GB and ended in a traceback
+# backbone activation alone is 1 GB (ResNet-50); 100000x100000 asked torch for 120 GB: a traceback
 MAX_INPUT_SIDE = 4096
 # the largest batch (cameras on one engine): DeepStream's largest Orin setups run 32 streams; the
 # export traces the whole batch at once (100000 asked torch for 30 GB and ended in a traceback)
