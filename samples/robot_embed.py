@@ -134,6 +134,8 @@ def main(argv=None) -> int:
         parser.error(f"--rate must be above 0 Hz, not {args.rate}")
     if not args.max_age > 0:
         parser.error(f"--max-age must be above 0 s, not {args.max_age}")
+    if args.steps < 0:  # (a negative count ran until Ctrl-C, as 0 does)
+        parser.error(f"--steps must be 0 (until Ctrl-C) or more, not {args.steps}")
     try:
         with DetectionService(args.bundle, args.source, args.score_threshold, track=not args.no_track) as service:
             names = service.detector.class_names[1:]  # (0 is the background)

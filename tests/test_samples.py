@@ -57,6 +57,9 @@ def test_robot_embed_refuses_a_bad_rate_in_one_line(tiny_bundle):
         done = _run("robot_embed.py", ["--source", "test://", "--bundle", tiny_bundle, "--steps", "1", flag, value])
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert f"{flag} must be above 0" in done.stderr.strip().splitlines()[-1]
+    # a negative step count: one line (it ran until Ctrl-C, as 0 does)
+    done = _run("robot_embed.py", ["--source", "test://", "--bundle", tiny_bundle, "--steps", "-1"])
+    assert done.returncode == 2 and "--steps must be 0 (until Ctrl-C) or more" in done.stderr.strip().splitlines()[-1]
     # a class the bundle does not know: one line naming the ones it does (not a search that never ends)
     done = _run("robot_embed.py", ["--source", "test://", "--bundle", tiny_bundle, "--steps", "1", "--target", "unicorn"])
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
