@@ -33,6 +33,8 @@ GARBAGE_BOXES = [[math.nan, 0, 10, 10], [0, 0, math.inf, 5], [-math.inf, 1, 2, 3
                  [-1e200, -1e200, 1e200, 1e200], [5, 5, 5, 9], [9, 9, 3, 3], [2e6, 10, 2e6 + 30, 40],
                  [-3e5, -3e5, 3e5, 3e5], [0, 0, 1e-30, 1e-30]]
 GARBAGE_SCORES = [math.nan, math.inf, -math.inf, -5.0, 7.0, 1.0 + 1e-7, 0.0, 1e308]
+# every test here: the same examples on every run (derandomize), no example database left behind
+CI = settings(deadline=None, derandomize=True, database=None)
 STEPS = [0.0, 1e-9, 1 / 30, 1 / 30, 1 / 30, 1 / 10, 0.5, 2.0, 120.0]  # seconds to the next frame
 
 
@@ -77,7 +79,7 @@ def _finite_state(tracker: Tracker) -> str:
     return text
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@settings(CI, max_examples=150)
 @given(scenes(), st.integers(0, 24))
 def test_any_input_gives_ids_or_one_sentence_and_a_state_that_restores(scene, split):
     config, frames, images = scene
@@ -126,7 +128,7 @@ def _leaves(node, path=()):
         yield path
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@settings(CI, max_examples=300)
 @given(scenes(), st.data())
 def test_a_state_with_any_number_changed_is_refused_in_one_sentence_or_tracks_on(scene, data):
     """A state file edited or damaged on disk: set_state refuses it in one sentence, or the tracker
@@ -185,7 +187,7 @@ def _hard_scene():
     return noisy_detections(truth, seed=4), images
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@settings(CI, max_examples=200)
 @given(st.lists(st.tuples(st.sampled_from([field.name for field in dataclasses.fields(TrackerConfig)]),
                           st.sampled_from(SETTINGS)), min_size=1, max_size=3),
        st.sampled_from([1, 3]), st.booleans())

@@ -166,8 +166,9 @@ class Detector:
         # every drawing sink, and JSON has no NaN)
         keep = (np.isfinite(raw.scores) & np.isfinite(boxes).all(axis=1)
                 & (raw.labels >= 0) & (raw.labels < self._name_table.shape[0]))
-        if np.count_nonzero(keep) < keep.shape[0]:
-            self._drop_invalid(int(keep.shape[0] - np.count_nonzero(keep)))
+        invalid = keep.shape[0] - np.count_nonzero(keep)  # (per frame: one count)
+        if invalid:
+            self._drop_invalid(int(invalid))
         if self.score_threshold is not None:
             keep &= raw.scores >= self.score_threshold
         if self.class_filter is not None:
