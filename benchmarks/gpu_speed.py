@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import os
 import statistics
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
 
+from ort_profile import format_profile  # noqa: E402
 from host_speed import (MODELS, detector_providers, engine_seconds, export_layouts, first_line,  # noqa: E402
                         fmt_spread, interleave, make_model, naive_whole_model, open_detector, test_image, to_tensor)
 
@@ -95,15 +95,38 @@ def fidelity(reference: List[Any], ours: List[Any]) -> float:
     return matched / wanted if wanted else 1.0
 
 
-def bench_ratio(bundle: str, frames: int) -> str:
+def bench_ratio(bundle: str, frames: int, device: str = "cuda") -> str:
+    """`edge-fpn bench`'s pipeline FPS over engine-only FPS, as the README quotes it, or why not."""
     from edge_fpn.runtime.app import bench
-    if "device" not in inspect.signature(bench).parameters:
-        return "n/a (bench has no device keyword)"
     try:
-        report = bench(bundle, frames=frames, warmup=5, quiet=True, device="cuda")
+        report = bench(bundle, frames=frames, warmup=5, quiet=True, device=device)
     except Exception as exc:
         return f"n/a ({type(exc).__name__}: {first_line(exc)[:80]})"
     return f"{report['ratio']:.3f} ({report['pipeline_fps']:.0f}/{report['engine_only_fps']:.0f} FPS)"
+
+
+def profile_paths(detectors: Dict[str, Any], bundles: Dict[str, str], naive_path: str, frame: np.ndarray,
+                  runs: int) -> Dict[str, Dict[str, Any]]:
+    """ONNX Runtime's own profile of the engine layout's graph and of the naive whole-model graph,
+    each on the CUDA provider with the inputs its path gives it: time per op type, nodes per provider."""
+    import onnxruntime as ort
+    from edge_fpn.runtime.backends.onnxruntime_backend import provider_options
+    from ort_profile import profile_session
+
+    providers = [(CUDA, provider_options(ort, CUDA)), "CPUExecutionProvider"]
+    jobs = {}
+    if "engine" in detectors:
+        inputs, _ = detectors["engine"].layout.preprocess(frame)
+        jobs["edge-fpn engine"] = (os.path.join(bundles["engine"], "detector.onnx"), inputs)
+    chw = np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255
+    jobs["naive onnx"] = (naive_path, chw)
+    found = {}
+    for name, (path, inputs) in jobs.items():
+        try:
+            found[name] = profile_session(path, inputs, providers, runs=runs)
+        except Exception as exc:  # a profile is a diagnosis: its failure must not lose the timings
+            print(f"  profile of {name} failed: {type(exc).__name__}: {first_line(exc)}", flush=True)
+    return found
 
 
 def measure_model(key: str, args: argparse.Namespace, workdir: str) -> Optional[Dict[str, Any]]:
@@ -116,7 +139,8 @@ def measure_model(key: str, args: argparse.Namespace, workdir: str) -> Optional[
     model, arch, class_names = make_model(key)
     bundles = export_layouts(model, arch, class_names, spec.size, workdir, key, args.layouts)
     frame = test_image(key, *spec.frame)
-    naive = naive_whole_model(model, to_tensor(test_image(key, *spec.frame, seed=4)), os.path.join(workdir, key + "_whole.onnx"),
+    naive_path = os.path.join(workdir, key + "_whole.onnx")
+    naive = naive_whole_model(model, to_tensor(test_image(key, *spec.frame, seed=4)), naive_path,
                               providers=[(CUDA, provider_options(ort, CUDA)), "CPUExecutionProvider"])
     naive_provider = naive.session.get_providers()[0]  # type: ignore[attr-defined]
     model_gpu = copy.deepcopy(model).cuda().eval()
@@ -152,6 +176,7 @@ def measure_model(key: str, args: argparse.Namespace, workdir: str) -> Optional[
             ours.append((found.boxes, found.scores, found.labels))
         fid[f"edge-fpn {layout}"] = fidelity(reference, ours)
     fid["eager fp16"] = fidelity(reference, [torch_detections(model_gpu, image, fp16=True) for image in images])
+    profiles = profile_paths(detectors, bundles, naive_path, frame, args.profile_runs) if args.profile_runs else {}
     for d in detectors.values():
         d.close()
     ratios = {f"edge-fpn {layout}": (bench_ratio(path, args.bench_frames) if args.bench_frames else "skipped")
@@ -160,7 +185,7 @@ def measure_model(key: str, args: argparse.Namespace, workdir: str) -> Optional[
     torch.cuda.empty_cache()
     return {"model": f"{key}: {arch} {spec.size[0]}x{spec.size[1]}, frame {spec.frame[1]}x{spec.frame[0]}",
             "times": times, "host_ms": host_ms, "fidelity": fid, "bench": ratios,
-            "providers": {f"edge-fpn {k}": v for k, v in providers.items()}}
+            "providers": {f"edge-fpn {k}": v for k, v in providers.items()}, "profiles": profiles}
 
 
 def report(rows: List[Dict[str, Any]], args: argparse.Namespace) -> None:
@@ -181,6 +206,12 @@ def report(rows: List[Dict[str, Any]], args: argparse.Namespace) -> None:
             print(f"    {name:22} {fmt_spread(values):>26} {med['eager fp32'] / med[name]:12.2f}x "
                   f"{med['eager fp16'] / med[name]:12.2f}x {med[naive_name] / med[name]:10.2f}x {host:>16} "
                   f"{r['bench'].get(name, ''):>24} {fid:>9}  {r['providers'].get(name, '')}")
+    for r in rows:
+        if r.get("profiles"):
+            print(f"\n  ONNX Runtime profile on the CUDA provider, {r['model']} (host-side time per node: a "
+                  "kernel that waits for the GPU or copies to the host shows its wait; nodes off CUDA are named):")
+            for name, summary in r["profiles"].items():
+                print(format_profile(name, summary))
     print(f"\nfidelity: share of torchvision eager FP32 (CUDA, no TF32) detections with score >= {MIN_SCORE} matched at "
           "IoU >= 0.99 and |score diff| <= 1e-3 (eager fp16's row: autocast against the same reference)")
 
@@ -192,6 +223,8 @@ def main() -> int:
     parser.add_argument("--models", default="mobilenet320,resnet50,shapes", help=f"comma-separated: {', '.join(MODELS)}")
     parser.add_argument("--layouts", default="engine,host", help="bundle layouts to measure (default engine,host)")
     parser.add_argument("--bench-frames", type=int, default=100, help="frames of `edge-fpn bench` per layout (0: skip)")
+    parser.add_argument("--profile-runs", type=int, default=20,
+                        help="runs of ONNX Runtime's profiler per graph, engine layout and naive (0: skip)")
     parser.add_argument("--fidelity-images", type=int, default=5, help="images for the fidelity check (default 5)")
     args = parser.parse_args()
     args.layouts = [layout for layout in args.layouts.split(",") if layout]
@@ -199,8 +232,8 @@ def main() -> int:
     unknown = [k for k in keys if k not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    if args.frames < 1 or args.warmup < 0 or args.fidelity_images < 1:
-        parser.error("--frames and --fidelity-images must be at least 1, --warmup at least 0")
+    if args.frames < 1 or args.warmup < 0 or args.fidelity_images < 1 or args.profile_runs < 0:
+        parser.error("--frames and --fidelity-images must be at least 1, --warmup and --profile-runs at least 0")
     missing = gpu_missing()
     if missing:
         print(f"gpu_speed: nothing measured: {missing}")
