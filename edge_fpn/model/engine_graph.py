@@ -15,8 +15,8 @@ writes every data-dependent step of torchvision's postprocessing with fixed size
   (proposal, class) pairs (**the one cap that can differ from torchvision**, which sends every
   pair above the score threshold to NMS; TensorRT's NMS considers at most 5000 boxes per image
   and top-k at most 3840; the default, 2000, keeps the final NMS small and changed no detection
-  of the tested models), class-wise NMS (one-hot
-  class scores: each candidate competes only within its class), the best ``detections_per_img``.
+  of the tested models), class-wise NMS (as one class, each class's boxes moved apart by a class
+  offset, as torchvision's batched_nms does), the best ``detections_per_img``.
 
 The postprocessing modules are attributes named ``proposals``, ``roi_pool`` and ``detections``, so
 their ONNX nodes carry those scopes (graph_names.POSTPROCESS_SCOPES) and the builder keeps them FP32.
@@ -90,6 +90,18 @@ def _kept_masks(boxes: torch.Tensor, class_scores: torch.Tensor, max_output: int
     box_hits = (selected[:, 2:3].to(torch.int32) == torch.arange(count, dtype=torch.int32)[None, :]).to(torch.float32)
     item_hits = (selected[:, 0:1].to(torch.int32) == torch.arange(items, dtype=torch.int32)[None, :]).to(torch.float32)
     return torch.matmul(item_hits.transpose(0, 1), box_hits) > 0.5
+
+
+def _class_offsets(labels: torch.Tensor, longest_side: torch.Tensor) -> torch.Tensor:
+    """Class-wise NMS as ONE class: each class's boxes moved (label x (longest side + 1)) px along
+    both axes, so that boxes of two classes never overlap (torchvision's batched_nms does the same).
+    One class, not one per label: ONNX Runtime's CUDA NMS runs each class separately and copies its
+    count to the host (onnxruntime cuda/object_detection/non_max_suppression_impl.h), 90 waits a
+    frame for COCO's classes. The kept boxes and their order are the same (a class's boxes are never
+    suppressed by another's); the postprocessing is FP32 in every engine, where a moved box is
+    rounded to 1/128 px at 90 classes of an 800 px image (IoU moves by ~1e-4; torchvision rounds
+    the same way in its batched_nms)."""
+    return labels.to(torch.float32) * (longest_side.to(torch.float32) + 1.0)
 
 
 def _gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -221,9 +233,8 @@ class DetectionStep(nn.Module):
         # the named cap: the best `candidates` pairs go to NMS (torchvision sends them all)
         scores, best = scores.topk(min(self.candidates, int(scores.shape[0])))
         boxes, labels = boxes[best], labels[best]
-        one_hot = labels[None, :] == torch.arange(1, classes, dtype=torch.int32)[:, None]  # [classes - 1, K]
-        class_scores = torch.where(one_hot, scores[None, :], torch.full_like(one_hot, MASKED, dtype=scores.dtype))
-        kept = _kept_mask(boxes, class_scores, self.roi.detections_per_img, self.roi.nms_thresh)
+        apart = boxes + _class_offsets(labels, image_size.max())[:, None]
+        kept = _kept_mask(apart, scores[None, :], self.roi.detections_per_img, self.roi.nms_thresh)
         scores = torch.where(kept, scores, torch.full_like(scores, MASKED))
         scores, best = scores.topk(min(self.roi.detections_per_img, int(scores.shape[0])))
         found = scores > NMS_SCORE_THRESHOLD
@@ -249,9 +260,8 @@ class DetectionStep(nn.Module):
         scores = torch.where(ok, scores, torch.full_like(scores, MASKED))
         scores, best = scores.topk(min(self.candidates, int(scores.shape[1])), dim=1)
         boxes, labels = _gather_rows(boxes, best), labels[best]
-        one_hot = labels[:, None, :] == torch.arange(1, classes, dtype=torch.int32)[None, :, None]  # [N, C - 1, M]
-        class_scores = torch.where(one_hot, scores[:, None, :], torch.full_like(one_hot, MASKED, dtype=scores.dtype))
-        kept = _kept_masks(boxes, class_scores, self.roi.detections_per_img, self.roi.nms_thresh)
+        apart = boxes + _class_offsets(labels, image_size.max(dim=1, keepdim=True).values)[:, :, None]
+        kept = _kept_masks(apart, scores[:, None, :], self.roi.detections_per_img, self.roi.nms_thresh)
         scores = torch.where(kept, scores, torch.full_like(scores, MASKED))
         scores, best = scores.topk(min(self.roi.detections_per_img, int(scores.shape[1])), dim=1)
         found = scores > NMS_SCORE_THRESHOLD
