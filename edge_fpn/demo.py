@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import EdgeFpnError
 
@@ -159,6 +159,7 @@ def _report(output: str, options: DemoOptions, engine: str, live: str, why: str,
         "bundle": os.path.relpath(engine, output),
         "live_bundle": os.path.relpath(live, output),
         "live_choice": why,
+        "live_runs_on": runs_on(detector),
         "source": DEMO_SOURCE,
         "seconds": options.seconds,
         "score_threshold": shown_from,
@@ -171,6 +172,16 @@ def _report(output: str, options: DemoOptions, engine: str, live: str, why: str,
         "stages_ms": {name: _ms(value) for name, value in stats.get("stages", {}).items()},
         "eval_images": options.eval_images,
     }
+
+
+def runs_on(detector: Any) -> List[str]:
+    """Where the live engine runs: ONNX Runtime's provider per stage (CUDA or CPU), or "TensorRT"."""
+    found: List[str] = []
+    for backend in detector.backends():
+        where = getattr(backend, "provider", None) or ("TensorRT" if "TensorRT" in type(backend).__name__ else "?")
+        if where not in found:
+            found.append(where)
+    return found
 
 
 def run_live(detector: Any, output: str, seconds: float, progress: bool = True,
@@ -196,7 +207,8 @@ def summary(report: Dict[str, Any], output: str) -> str:
     stages = report.get("stages_ms", {})
     parts = ", ".join(f"{k} {v.get('median', 0):.1f}" for k, v in stages.items())
     return "\n".join([
-        f"edge-fpn demo: live {report['live_precision'].upper()} on {report['backend']}, {report['frames']} frames in "
+        f"edge-fpn demo: live {report['live_precision'].upper()} on {report['backend']} "
+        f"({', '.join(report.get('live_runs_on', [])) or '?'}), {report['frames']} frames in "
         f"{report['seconds']:g} s: {report['fps']:.1f} FPS ({report['dropped_frames']} dropped, newest-frame policy)",
         f"  live engine: {report['live_choice']}",
         f"  per-stage median ms: {parts}",

@@ -65,6 +65,10 @@ def test_auto_says_in_one_line_that_tensorrt_was_not_found(tiny_bundle, calibrat
     lines = capsys.readouterr().out.splitlines()
     said = [line for line in lines if "TensorRT not found" in line]
     assert len(said) == 1 and "ONNX Runtime INT8 bundle instead" in said[0]
+    import onnxruntime
+    gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert said[0].endswith("(it runs on the GPU here, by onnxruntime-gpu's CUDA provider)" if gpu else
+                            "(it runs on the CPU here; on a GPU with onnxruntime-gpu)"), said[0]
     # the default evaluation data (synthetic shapes) cannot score this model's classes: one note, no failure
     assert any(line.startswith("note: AP not measured") for line in lines)
 

@@ -24,6 +24,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert report["backend"] == ("tensorrt" if import_tensorrt()[0] is not None else "onnxruntime")
     # live: the fastest engine here; without TensorRT that is FP32 (ONNX Runtime fakes INT8 Q/DQ)
     assert report["live_precision"] == ("int8" if report["backend"] == "tensorrt" else "fp32"), report["live_choice"]
+    import onnxruntime
+    expected = (["TensorRT"] if report["backend"] == "tensorrt" else
+                ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else
+                ["CPUExecutionProvider"])
+    assert report["live_runs_on"] == expected  # what a GPU user reads to know the GPU was used
+    assert f"live FP32 on onnxruntime ({expected[0]}), " in captured.out or report["backend"] == "tensorrt"
     # 4 s of the live step deliver ~80 frames here: fewer than 2 is a stalled live step (a hang bound,
     # not a speed goal; the speed figures are benchmarks/); the figures are measured, not left at 0
     assert report["frames"] >= 2 and report["fps"] > 0

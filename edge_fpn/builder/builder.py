@@ -159,6 +159,17 @@ def _load_calibration(request: BuildRequest, manifest: Manifest, source_hash: st
                        expected_hash=source_hash)
 
 
+def _where_onnxruntime_runs() -> str:
+    """Where this machine's ONNX Runtime runs a bundle by default (--device auto), in words."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "where ONNX Runtime is installed"
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return "on the GPU here, by onnxruntime-gpu's CUDA provider"
+    return "on the CPU here; on a GPU with onnxruntime-gpu"
+
+
 def _choose_backend(request: BuildRequest) -> Any:
     """The tensorrt module to build with (its options and parser checked first), or None for an
     ONNX Runtime bundle (said where the user asked for auto)."""
@@ -168,7 +179,7 @@ def _choose_backend(request: BuildRequest) -> Any:
         return trt
     if request.backend == "auto":
         logger.info(f"TensorRT not found ({why_not}); building an ONNX Runtime {request.precision.upper()} bundle "
-                    "instead (runs on the CPU)")
+                    f"instead (it runs {_where_onnxruntime_runs()})")
     ignored = [flag for flag, value in (("--workspace", request.workspace_mib), ("--timing-cache", request.timing_cache))
                if value is not None]
     if ignored:
