@@ -11,8 +11,8 @@
 #                                               # background (setsid), while the next calls carry parts
 #   bash benchmarks/gpu_session.sh add DIR      # each next call: keep DIR's part; show the build's log
 #   bash benchmarks/gpu_session.sh run          # last call: install onnxruntime-gpu; gpu_speed.py on an
-#                                               # idle machine, then the gpu-marked tests, then the demo
-#                                               # on CUDA; every log into $OUT
+#                                               # idle machine, then the data-flow figures and the
+#                                               # gpu-marked tests, then the demo on CUDA; logs in $OUT
 #
 # Each step has its own time limit, so that one that hangs leaves the others' figures. The first
 # run (2026-12-04) took 336 s for gpu_speed.py and the demo, after 4 calls of 10-20 s carrying parts
@@ -92,6 +92,11 @@ tarfile.open('/tmp/ort.tar.xz', 'r:xz').extractall('$SITE')" || { echo "gpu_sess
     cp "$LOGS/background.log" "$OUT/pycuda_build.log"; tail -n 5 "$OUT/pycuda_build.log"
     echo "== benchmarks/gpu_speed.py"
     timeout 300 "$PYTHON" benchmarks/gpu_speed.py 2>&1 | tee "$OUT/gpu_speed.log"
+    echo "== benchmarks/tensorrt_data_flow.py (device memory through the TensorRT backend, both layouts)"
+    mkdir -p /tmp/edge-fpn-flow && "$PYTHON" -m edge_fpn.cli export --model shapes --output /tmp/edge-fpn-flow/engine --force --quiet &&
+        "$PYTHON" -m edge_fpn.cli export --model shapes --postprocess host --output /tmp/edge-fpn-flow/host --force --quiet &&
+        timeout 150 "$PYTHON" benchmarks/tensorrt_data_flow.py /tmp/edge-fpn-flow/engine /tmp/edge-fpn-flow/host \
+            --frames 60 2>&1 | tee "$OUT/data_flow.log"
     echo "== gpu-marked tests (cuda-python, and pycuda where it built)"
     timeout 180 "$PYTHON" -m pytest -q -rs -m gpu -p no:cacheprovider tests/test_tensorrt_data_flow.py \
         tests/test_tensorrt_backend.py tests/test_tensorrt_builder.py 2>&1 | tee "$OUT/gpu_tests.log"
