@@ -366,7 +366,8 @@ class Pipeline:
         # frames that a newer one then replaces; files: small blocking queues, nothing dropped
         lives = [feed.live for feed in self.feeds]
         self._to_preprocess = SourceSlots(lives, 1)
-        self._to_infer = SourceSlots(lives, queue_size)
+        # preprocessing takes a frame only when the inference slots have room: one lock for both
+        self._to_infer = SourceSlots(lives, queue_size, condition=self._to_preprocess.condition)
         self._to_post = _Channel(max(queue_size, self.batch))
         self._to_sinks = _Channel(queue_size)
         self._out = _Channel(queue_size)

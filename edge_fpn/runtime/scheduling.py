@@ -46,7 +46,10 @@ ENDED = object()  # every source ended and drained (or the pipeline stops)
 class SourceSlots:
     """One channel per source, read round-robin (``get``) or one frame per source (``get_batch``)."""
 
-    def __init__(self, live: Sequence[bool], capacity: int = 2):
+    def __init__(self, live: Sequence[bool], capacity: int = 2, condition: Optional[threading.Condition] = None):
+        """`condition`: share the lock of the slots whose readers wait for room in these (``get``'s
+        `accept`): a frame taken from here makes that room, and only a shared condition wakes
+        them (with two, the reader slept its whole timeout, 0.1 s, once every few frames)."""
         self.count = len(live)
         self.live = [bool(flag) for flag in live]
         self.capacity = max(1, int(capacity))
@@ -58,7 +61,12 @@ class SourceSlots:
         # it has (no starvation from thread timing), at most max_lag frames behind the most served
         self._served = [0] * self.count
         self.max_lag = 2 * self.count
-        self._cond = threading.Condition()
+        self._cond = condition if condition is not None else threading.Condition()
+
+    @property
+    def condition(self) -> threading.Condition:
+        """The lock and condition of these slots (to share with slots whose room is waited for here)."""
+        return self._cond
 
     # ------------------------------------------------------------ producer side
     def put(self, source: int, item: Any, stop: threading.Event) -> int:
