@@ -14,7 +14,7 @@ import collections
 import json
 import os
 import tempfile
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,6 +28,7 @@ def summarize(trace: Sequence[Mapping[str, Any]], runs: int) -> Dict[str, Any]:
     op_nodes: Dict[str, set] = collections.defaultdict(set)
     provider_ms: Dict[str, float] = collections.defaultdict(float)
     provider_nodes: Dict[str, set] = collections.defaultdict(set)
+    node_ms: Dict[Tuple[str, str], float] = collections.defaultdict(float)
     events = 0
     for event in trace:
         name = str(event.get("name", ""))
@@ -42,12 +43,15 @@ def summarize(trace: Sequence[Mapping[str, Any]], runs: int) -> Dict[str, Any]:
         op_nodes[op].add(node)
         provider_ms[provider] += milliseconds
         provider_nodes[provider].add((node, op))
+        node_ms[node, op] += milliseconds
     return {
         "runs": runs,
         "kernel_events": events,
         "kernel_ms": round(sum(op_ms.values()), 4),
         "ops": sorted(({"op": op, "ms": round(ms, 4), "nodes": len(op_nodes[op])} for op, ms in op_ms.items()),
                       key=lambda row: -row["ms"]),
+        "slowest_nodes": [{"node": node, "op": op, "ms": round(ms, 4)}
+                          for (node, op), ms in sorted(node_ms.items(), key=lambda item: -item[1])[:10]],
         "providers": {provider: {"nodes": len(nodes), "ms": round(provider_ms[provider], 4),
                                  "ops": sorted({op for _, op in nodes})}
                       for provider, nodes in provider_nodes.items()},
@@ -68,7 +72,8 @@ def profile_session(path: str, inputs: Union[Mapping[str, np.ndarray], np.ndarra
         options.profile_file_prefix = os.path.join(folder, "profile")
         options.log_severity_level = 3
         session = ort.InferenceSession(path, sess_options=options, providers=providers)
-        feed = dict(inputs) if isinstance(inputs, Mapping) else {session.get_inputs()[0].name: inputs}  # one array: the only input
+        # one array: the graph's only input
+        feed = dict(inputs) if isinstance(inputs, Mapping) else {session.get_inputs()[0].name: inputs}
         for _ in range(warmup + runs):
             session.run(None, feed)
         with open(session.end_profiling(), encoding="utf-8") as f:
@@ -87,4 +92,6 @@ def format_profile(label: str, summary: Mapping[str, Any], top: int = 8) -> str:
         lines.append(f"      {provider}: {row['nodes']} nodes, {row['ms']:.2f} ms ({named})")
     for row in summary["ops"][:top]:
         lines.append(f"      {row['op']:<20} {row['ms']:8.3f} ms  {row['nodes']:4d} nodes")
+    lines.append("      slowest nodes: " + "; ".join(f"{row['node']} ({row['op']}) {row['ms']:.3f} ms"
+                                                     for row in summary.get("slowest_nodes", [])[:4]))
     return "\n".join(lines)

@@ -57,7 +57,9 @@ def test_the_summary_sums_kernels_per_op_and_provider_per_run():
     assert summary["ops"] == [{"op": "Conv", "ms": 3.5, "nodes": 2}, {"op": "NonMaxSuppression", "ms": 2.0, "nodes": 1}]
     assert summary["providers"] == {"CUDAExecutionProvider": {"nodes": 2, "ms": 3.5, "ops": ["Conv"]},
                                     "CPUExecutionProvider": {"nodes": 1, "ms": 2.0, "ops": ["NonMaxSuppression"]}}
+    assert [(row["node"], row["ms"]) for row in summary["slowest_nodes"]] == [("conv1", 3.0), ("nms", 2.0), ("conv2", 0.5)]
     text = ort_profile.format_profile("x", summary)
+    assert "slowest nodes: conv1 (Conv) 3.000 ms; nms (NonMaxSuppression) 2.000 ms" in text
     assert "CPUExecutionProvider: 1 nodes, 2.00 ms (NonMaxSuppression)" in text
 
 
