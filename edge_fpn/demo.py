@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .errors import EdgeFpnError
 
@@ -148,6 +148,7 @@ def _report(output: str, options: DemoOptions, engine: str, live: str, why: str,
             stats: Dict[str, Any], shown_from: float) -> Dict[str, Any]:
     """The report's bundles, live run and timings (the AP and the machine are added by run_demo)."""
     from .bundle import LAYOUT_STAGES, load_manifest
+    from .runtime.app import engine_providers
 
     built = load_manifest(engine)
     stage = built.stages[LAYOUT_STAGES[built.layout][0]]  # "detector", or "stage1" (host)
@@ -159,7 +160,7 @@ def _report(output: str, options: DemoOptions, engine: str, live: str, why: str,
         "bundle": os.path.relpath(engine, output),
         "live_bundle": os.path.relpath(live, output),
         "live_choice": why,
-        "live_runs_on": runs_on(detector),
+        "live_runs_on": engine_providers(detector),
         "source": DEMO_SOURCE,
         "seconds": options.seconds,
         "score_threshold": shown_from,
@@ -172,16 +173,6 @@ def _report(output: str, options: DemoOptions, engine: str, live: str, why: str,
         "stages_ms": {name: _ms(value) for name, value in stats.get("stages", {}).items()},
         "eval_images": options.eval_images,
     }
-
-
-def runs_on(detector: Any) -> List[str]:
-    """Where the live engine runs: ONNX Runtime's provider per stage (CUDA or CPU), or "TensorRT"."""
-    found: List[str] = []
-    for backend in detector.backends():
-        where = getattr(backend, "provider", None) or ("TensorRT" if "TensorRT" in type(backend).__name__ else "?")
-        if where not in found:
-            found.append(where)
-    return found
 
 
 def run_live(detector: Any, output: str, seconds: float, progress: bool = True,

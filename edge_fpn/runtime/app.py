@@ -297,7 +297,7 @@ def bench(bundle: str, source: str = DEFAULT_BENCH_SOURCE, options: Optional[Ben
         "pipeline_latency_ms": {"median": snapshot["latency"]["median_ms"], "p95": snapshot["latency"]["p95_ms"]},
         "dropped": snapshot["dropped"],
         "backends": sorted({spec.backend for spec in detector.manifest.stages.values()}),
-        "providers": _providers(detector),
+        "providers": engine_providers(detector),
     }
     if not options.quiet:
         if options.json:
@@ -356,12 +356,15 @@ def _time_pipeline(detector: Any, source: str, frames: int, warmup: int) -> Tupl
     return len(measured) / (measured[-1] - first), snapshot
 
 
-def _providers(detector: Any) -> List[str]:
-    """The execution providers the Detector's engines really run on (ONNX Runtime backends record theirs)."""
+def engine_providers(detector: Any) -> List[str]:
+    """Where the Detector's engines really run: ONNX Runtime's provider per stage (its backends
+    record the one that loaded: CUDA or CPU), "TensorRT" for TensorRT engines."""
     found: List[str] = []
     for backend in detector.backends():
         provider = getattr(backend, "provider", None)
-        if isinstance(provider, str) and provider not in found:
+        if not isinstance(provider, str):
+            provider = "TensorRT" if "TensorRT" in type(backend).__name__ else None
+        if provider is not None and provider not in found:
             found.append(provider)
     return found
 
