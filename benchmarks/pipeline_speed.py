@@ -59,7 +59,7 @@ def stand_in_engine_speed(bundle: str, engine_ms: float, frames: int = 200,
     import numpy as np
 
     from edge_fpn import Detector
-    from edge_fpn.runtime.pipeline import Pipeline
+    from edge_fpn.runtime.app import _time_pipeline  # bench's own pipeline timing
 
     with Detector(bundle) as detector:
         inputs, letterbox = detector.layout.preprocess(np.zeros((480, 640, 3), np.uint8))
@@ -70,11 +70,8 @@ def stand_in_engine_speed(bundle: str, engine_ms: float, frames: int = 200,
             return outputs
 
         detector.layout.infer = engine  # type: ignore[method-assign]
-        done = []
-        Pipeline(detector, source, max_frames=frames, quiet=True,
-                 on_result=lambda result: done.append(time.perf_counter())).run()
-    fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 else 0.0
-    return {"engine_ms": engine_ms, "frames": len(done), "pipeline_fps": round(fps, 1),
+        fps, _ = _time_pipeline(detector, source, frames, warmup=5)
+    return {"engine_ms": engine_ms, "frames": frames, "pipeline_fps": round(fps, 1),
             "engine_fps": round(1000.0 / engine_ms, 1), "ratio": round(fps * engine_ms / 1000.0, 3)}
 
 

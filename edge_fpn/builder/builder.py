@@ -160,12 +160,14 @@ def _load_calibration(request: BuildRequest, manifest: Manifest, source_hash: st
 
 
 def _where_onnxruntime_runs() -> str:
-    """Where this machine's ONNX Runtime runs a bundle by default (--device auto), in words."""
+    """Where this machine's ONNX Runtime runs a bundle by default (--device auto), in words: the
+    runtime's own provider choice."""
+    from ..runtime.backends.onnxruntime_backend import CUDA, select_providers
     try:
         import onnxruntime as ort
     except ImportError:
         return "where ONNX Runtime is installed"
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if CUDA in select_providers(ort, "auto", tensorrt=False).providers:
         return "on the GPU here, by onnxruntime-gpu's CUDA provider"
     return "on the CPU here; on a GPU with onnxruntime-gpu"
 

@@ -157,7 +157,8 @@ class SourceSlots:
     def get(self, stop: threading.Event, timeout: float = 0.1, accept: Optional[Callable[[int], bool]] = None) -> Any:
         """The next frame round-robin; a ``SourceEnd``; ``ENDED``; or None on timeout. `accept`:
         the sources that may be served now (the next stage's has_room: a thread that takes a
-        frame it cannot pass on would block on it while the batch waits for another source)."""
+        frame it cannot pass on would block on it while the batch waits for another source); the
+        next stage's slots must share this condition, or room made there does not wake it."""
         with self._cond:
             return self._wait_for(stop, timeout, lambda: self._pop_next(accept))
 
