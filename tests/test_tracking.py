@@ -146,7 +146,6 @@ def test_colour_histograms_of_boxes():
             colour_histograms(bad, boxes)
 
 
-
 def test_colour_histograms_leave_out_the_corners_of_a_box():
     # a red disc on a blue and on a green background: the corners outside its inscribed circle are
     # the background's; sampled inside it, the two boxes share all their colours (0.81 with them)
@@ -160,6 +159,7 @@ def test_colour_histograms_leave_out_the_corners_of_a_box():
         images.append(image)
     box = np.array([[60.0, 60.0, 140.0, 140.0]])
     assert shared(colour_histograms(images[0], box)[0], colour_histograms(images[1], box)[0]) == pytest.approx(1.0)
+
 
 def test_a_box_that_looks_nothing_like_a_track_does_not_take_it():
     """A red square tracked, then missed while a blue square of its class appears just off its path
@@ -581,7 +581,6 @@ def test_the_turn_rate_is_learned_and_a_bounce_is_not_a_turn():
     tracker = Tracker(TrackerConfig(min_hits=1))
     _circle(tracker, 10.0, 13, missed={10, 11}, omega=6.0)
     assert tracker.get_state()["tracks"]["turn"][0][0] == pytest.approx(6.0, rel=0.15)
-
 
 
 def test_a_box_read_as_cut_teaches_no_turn():
