@@ -205,6 +205,8 @@ def test_detector_on_fake_tensorrt_equals_onnxruntime(monkeypatch, tiny_host_bun
         assert detector.layout.stage1.mode == ("mapped" if integrated else "pinned")
         assert detector.layout.stage1.cuda == detector.layout.stage2.cuda == binding
         assert detector.layout.stage1.session is detector.layout.stage2.session  # one context, one stream
+        from edge_fpn.runtime.app import engine_providers
+        assert engine_providers(detector) == ["TensorRT"]  # what bench and the demo report say it ran on
         result = detector(image)
         # stage 1's feature maps came back as device handles, and stage 2 took them as they were
         outputs1 = detector.run_stage1(detector.preprocess(image)[0])

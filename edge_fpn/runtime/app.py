@@ -357,14 +357,12 @@ def _time_pipeline(detector: Any, source: str, frames: int, warmup: int) -> Tupl
 
 
 def engine_providers(detector: Any) -> List[str]:
-    """Where the Detector's engines really run: ONNX Runtime's provider per stage (its backends
-    record the one that loaded: CUDA or CPU), "TensorRT" for TensorRT engines."""
+    """Where the Detector's engines really run: each backend's ``provider`` (ONNX Runtime's records
+    the one that loaded, CUDA or CPU; a TensorRT engine's is "TensorRT"), each once."""
     found: List[str] = []
     for backend in detector.backends():
         provider = getattr(backend, "provider", None)
-        if not isinstance(provider, str):
-            provider = "TensorRT" if "TensorRT" in type(backend).__name__ else None
-        if provider is not None and provider not in found:
+        if isinstance(provider, str) and provider not in found:
             found.append(provider)
     return found
 

@@ -133,6 +133,8 @@ class TensorRTBackend:
     ``stage_key`` come from the manifest bundle.load_manifest read (the provenance says which
     TensorRT and GPU built it; the other stages say which outputs stay on the device)."""
 
+    provider = "TensorRT"  # where it runs, as the ONNX Runtime backend's `provider` says its own
+
     def __init__(self, path: str, stage: StageSpec, *, provenance: Dict[str, Any], stages: Dict[str, StageSpec],
                  stage_key: str, gpu_index: int = 0, cuda: str = "auto", memory: str = "auto"):
         """cuda: "auto" (cuda-python, else pycuda), "cuda-python" or "pycuda". memory: "auto"

@@ -30,8 +30,8 @@ _CELLS = (np.arange(GRID) + 0.5) / GRID  # the cell centres, as a share of the b
 # round or pointed object, and two objects of a class passing one spot share it (on noisy "occlude"
 # at 10 FPS an object coming out of the occluder shared 0.58 of its box's colours with another
 # that had just gone in there, 0.32 with its own track's, learned on the far side)
-_INSIDE = (((_CELLS[:, None] - 0.5) ** 2 + (_CELLS[None, :] - 0.5) ** 2) <= 0.25).ravel()
-SAMPLES = int(np.count_nonzero(_INSIDE))
+_ROWS, _COLS = (((_CELLS[:, None] - 0.5) ** 2 + (_CELLS[None, :] - 0.5) ** 2) <= 0.25).nonzero()
+SAMPLES = int(_ROWS.shape[0])
 _LEVEL_SHIFT = 6  # a channel's level: its value >> 6 (256 // LEVELS == 64); below 64, so the bin fits in uint8
 
 
@@ -54,9 +54,9 @@ def colour_histograms(image: Any, boxes: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     np.clip(points, 0, [[width - 1], [height - 1]], out=points)
     points = points.astype(np.intp)
-    levels = image[points[:, 1, :, None], points[:, 0, None, :]] >> _LEVEL_SHIFT  # (D, GRID, GRID, 3), uint8
-    bins = ((levels[..., 0] * LEVELS + levels[..., 1]) * LEVELS + levels[..., 2]).reshape(n, -1).astype(np.intp)
-    bins = bins[:, _INSIDE]
+    # only the cells inside the ellipse are read (y from a cell's row, x from its column)
+    levels = image[points[:, 1, _ROWS], points[:, 0, _COLS]] >> _LEVEL_SHIFT  # (D, SAMPLES, 3), uint8
+    bins = ((levels[..., 0] * LEVELS + levels[..., 1]) * LEVELS + levels[..., 2]).astype(np.intp)
     if n > 1:
         bins += np.arange(n)[:, None] * BINS  # (each box its own BINS: one bincount for all)
     counts = np.bincount(bins.ravel(), minlength=n * BINS).reshape(n, BINS) / float(SAMPLES)
