@@ -134,12 +134,13 @@ def test_colour_histograms_of_boxes():
     assert h.shape == (5, BINS)
     assert np.allclose(h[[0, 1, 2, 4]].sum(axis=1), 1.0) and (h[3] == 0).all()  # a box that is not finite: unknown
     assert h[0].max() == 1.0 and h[1].max() == 1.0 and h[0].argmax() != h[1].argmax()  # one colour each
-    assert 0.4 < h[2, h[0].argmax()] < 0.8  # the same red square with grey around it (40 px in 50)
+    assert h[2, h[0].argmax()] == 1.0  # the same red square boxed wider: the grey around it is the background's
     veto = unlike(h[:3], h[:3], 0.3)
     assert not veto.diagonal().any()  # a box is like itself
     assert veto[0, 1] and veto[1, 0]  # red and blue are not alike
     assert not veto[0, 2]  # the red square, boxed wider: still alike
-    assert unlike(h[:1], colour_histograms(image, np.array([_box(100, 100, 120)])), 0.3)[0, 0]  # mostly grey: not
+    grey = colour_histograms(image, np.array([_box(400, 300, 60)]))  # (nothing but the background: kept whole)
+    assert grey.max() == 1.0 and unlike(h[:1], grey, 0.3)[0, 0]
     assert not unlike(h[:1], np.zeros((1, BINS)), 0.3).any()  # unknown: never a veto
     for bad in (np.zeros((480, 640), np.uint8), np.zeros((480, 640, 3), np.float32), np.zeros((0, 640, 3), np.uint8)):
         with pytest.raises(EdgeFpnError, match="H x W x 3 uint8 frame"):
@@ -159,6 +160,32 @@ def test_colour_histograms_leave_out_the_corners_of_a_box():
         images.append(image)
     box = np.array([[60.0, 60.0, 140.0, 140.0]])
     assert shared(colour_histograms(images[0], box)[0], colour_histograms(images[1], box)[0]) == pytest.approx(1.0)
+
+
+def test_colour_histograms_leave_out_the_background_around_a_box():
+    # two rings of one class, red and blue, over one green occluder: their boxes hold the green of
+    # their holes and corners (half of what the ellipse samples), but the ring of samples around
+    # each box sees that green too, and without it the two share nothing
+    from edge_fpn.runtime.tracking.appearance import RING_MARGIN, colour_histograms, shared
+    red_bin, blue_bin = 3, 48  # (BGR levels 0,0,3 and 3,0,0)
+    image = np.full((240, 320, 3), 128, np.uint8)
+    image[20:220, 20:300] = (0, 255, 0)
+    yy, xx = np.mgrid[:240, :320]
+    for cx, colour in ((100, (0, 0, 255)), (220, (255, 0, 0))):
+        distance2 = (xx - cx) ** 2 + (yy - 120) ** 2
+        image[(distance2 <= 30 ** 2) & (distance2 >= 18 ** 2)] = colour
+    red, blue = colour_histograms(image, np.array([_box(100, 120, 60), _box(220, 120, 60)]))
+    assert red[red_bin] == 1.0 and blue[blue_bin] == 1.0 and shared(red, blue) == 0.0
+    # a partial view: the box ends 20 px short of a red disc (x 130-190), so the ring's right side
+    # (RING_MARGIN x 40 px out) falls on the disc, but the disc fills more of the box than of the
+    # ring: its colour is the object's and stays, the grey goes
+    disc = np.full((240, 320, 3), 128, np.uint8)
+    disc[(xx - 160) ** 2 + (yy - 120) ** 2 <= 30 ** 2] = (0, 0, 255)
+    assert 170 + RING_MARGIN * 40 < 190
+    assert colour_histograms(disc, np.array([[130.0, 90.0, 170.0, 150.0]]))[0, red_bin] == 1.0
+    # an object the colour of what is around it keeps its box's colours (nothing would be left)
+    same = np.full((240, 320, 3), 128, np.uint8)
+    assert colour_histograms(same, np.array([_box(160, 120, 40)])).max() == 1.0
 
 
 def test_a_box_that_looks_nothing_like_a_track_does_not_take_it():
