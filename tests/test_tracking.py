@@ -188,6 +188,22 @@ def test_colour_histograms_leave_out_the_background_around_a_box():
     assert colour_histograms(same, np.array([_box(160, 120, 40)])).max() == 1.0
 
 
+def test_colour_histograms_of_a_frame_that_is_a_view_and_of_boxes_past_its_edges():
+    # a frame that is a view into a larger array (a crop, a flipped image) is read where it is, not
+    # as the flat array it is not; a box whose ring lies wholly off the frame keeps its colours
+    from edge_fpn.runtime.tracking.appearance import colour_histograms
+    rng = np.random.default_rng(3)
+    big = rng.integers(0, 256, (300, 400, 3), np.uint8)
+    view = big[50:250, 100:300][:, ::-1]
+    assert not view.flags.c_contiguous
+    boxes = np.array([[10.0, 20.0, 60.0, 90.0], [150.0, 150.0, 199.0, 199.0], [-30.0, -30.0, 240.0, 240.0]])
+    hists = colour_histograms(view, boxes)
+    assert np.array_equal(hists, colour_histograms(np.ascontiguousarray(view), boxes))
+    assert np.allclose(hists.sum(axis=1), 1.0)
+    whole = colour_histograms(big, np.array([[-100.0, -100.0, 500.0, 400.0]]))  # (no ring sample on the frame)
+    assert np.allclose(whole.sum(), 1.0)
+
+
 def test_a_box_that_looks_nothing_like_a_track_does_not_take_it():
     """A red square tracked, then missed while a blue square of its class appears just off its path
     (within the motion stage's reach, not overlapping its prediction): with the frames the blue one
