@@ -38,13 +38,13 @@ SAMPLES = int(_ROWS.shape[0])
 # object there. 0.35, not nearer: a box 2 px short of a 22 px object put a nearer ring on the
 # object itself
 RING_MARGIN = 0.35
-_ALONG = (np.arange(GRID) + 0.5) / GRID
 _NEAR, _FAR = np.full(GRID, -RING_MARGIN), np.full(GRID, 1.0 + RING_MARGIN)
 RING = 4 * GRID
 # every sample of a box as a share of its width (row 0) and height (row 1) from its top-left
-# corner: SAMPLES inside the ellipse, then the RING (left, right, top and bottom sides)
-_SAMPLE_XY = np.stack([np.concatenate([_CELLS[_COLS], _NEAR, _FAR, _ALONG, _ALONG]),
-                       np.concatenate([_CELLS[_ROWS], _ALONG, _ALONG, _NEAR, _FAR])])
+# corner: SAMPLES inside the ellipse, then the RING (left, right, top and bottom sides, each at
+# the cell centres along it)
+_SAMPLE_XY = np.stack([np.concatenate([_CELLS[_COLS], _NEAR, _FAR, _CELLS, _CELLS]),
+                       np.concatenate([_CELLS[_ROWS], _CELLS, _CELLS, _NEAR, _FAR])])
 _IN_RING = (np.arange(SAMPLES + RING) >= SAMPLES).astype(np.intp)
 _CHANNEL_WEIGHTS = np.array([LEVELS * LEVELS, LEVELS, 1])  # a pixel's bin from its B, G and R levels
 BACKGROUND_SHARE = 0.1  # a colour on this much of the ring, and on as much of it as of the box, is the background's ...
