@@ -10,15 +10,18 @@
 #   bash benchmarks/gpu_session.sh start DIR    # first call: keep DIR's files; build pycuda in the
 #                                               # background (setsid), while the next calls carry parts
 #   bash benchmarks/gpu_session.sh add DIR      # each next call: keep DIR's part; show the build's log
-#   bash benchmarks/gpu_session.sh run          # last call: install onnxruntime-gpu; gpu_speed.py on an
-#                                               # idle machine, then the data-flow figures and the
-#                                               # gpu-marked tests, then the demo on CUDA; logs in $OUT
+#   bash benchmarks/gpu_session.sh run          # last call: install onnxruntime-gpu; the data-flow
+#                                               # figures, the gpu-marked tests, the pipeline with and
+#                                               # without --track, the demo on CUDA, gpu_speed.py; logs in $OUT
 #
 # Each step has its own time limit, so that one that hangs leaves the others' figures. The first
 # run (2026-12-04) took 336 s for gpu_speed.py and the demo, after 4 calls of 10-20 s carrying parts
 # and a start of about 30 s; its tests ran in the background beside gpu_speed.py, and their log was
 # copied before they ended: now they run after it, in the foreground. The second run (197 s:
 # gpu_speed.py on two models and the data flow) carried the parts with plain `cp` and no pycuda.
+# The third (2026-12-04, evening) put the checks not run before first: pycuda's data flow and tests,
+# the pipeline's FPS with and without --track on CUDA, the demo with --track; gpu_speed.py last
+# (GPU_SPEED_ARGS narrows it).
 set -u
 PARTS=/tmp/edge-fpn-parts
 SITE=/tmp/edge-fpn-site
@@ -93,20 +96,25 @@ tarfile.open('/tmp/ort.tar.xz', 'r:xz').extractall('$SITE')" || { echo "gpu_sess
         for i in $(seq 1 60); do [ -f "$LOGS/background.done" ] && break; sleep 2; done
         cp "$LOGS/background.log" "$OUT/pycuda_build.log"; tail -n 5 "$OUT/pycuda_build.log"
     fi
-    echo "== benchmarks/gpu_speed.py"
-    timeout 300 "$PYTHON" benchmarks/gpu_speed.py 2>&1 | tee "$OUT/gpu_speed.log"
+    # The new checks first (pycuda's data flow and tests, tracking in the pipeline), the repeat last.
     echo "== benchmarks/tensorrt_data_flow.py (device memory through the TensorRT backend, both layouts)"
     mkdir -p /tmp/edge-fpn-flow && "$PYTHON" -m edge_fpn.cli export --model shapes --output /tmp/edge-fpn-flow/engine --force --quiet &&
         "$PYTHON" -m edge_fpn.cli export --model shapes --postprocess host --output /tmp/edge-fpn-flow/host --force --quiet &&
-        timeout 150 "$PYTHON" benchmarks/tensorrt_data_flow.py /tmp/edge-fpn-flow/engine /tmp/edge-fpn-flow/host \
+        timeout 120 "$PYTHON" benchmarks/tensorrt_data_flow.py /tmp/edge-fpn-flow/engine /tmp/edge-fpn-flow/host \
             --frames 60 2>&1 | tee "$OUT/data_flow.log"
     echo "== gpu-marked tests (cuda-python, and pycuda where it built)"
-    timeout 180 "$PYTHON" -m pytest -q -rs -m gpu -p no:cacheprovider tests/test_tensorrt_data_flow.py \
+    timeout 150 "$PYTHON" -m pytest -q -rs -m gpu -p no:cacheprovider tests/test_tensorrt_data_flow.py \
         tests/test_tensorrt_backend.py tests/test_tensorrt_builder.py 2>&1 | tee "$OUT/gpu_tests.log"
-    echo "== edge-fpn demo --device cuda"
-    timeout 90 "$PYTHON" -m edge_fpn.cli demo --device cuda --seconds 10 --output /tmp/edge-fpn-demo --quiet \
+    echo "== benchmarks/track_overhead.py --device cuda (the pipeline's FPS with and without --track)"
+    timeout 150 "$PYTHON" benchmarks/track_overhead.py --bundle /tmp/edge-fpn-flow/engine --device cuda \
+        --rounds ${TRACK_ROUNDS:-5} --frames 300 2>&1 | tee "$OUT/track_overhead.log"
+    echo "== edge-fpn demo --device cuda --track"
+    timeout 90 "$PYTHON" -m edge_fpn.cli demo --device cuda --track --seconds 10 --output /tmp/edge-fpn-demo --quiet \
         2>&1 | tee "$OUT/demo.log"
     cp /tmp/edge-fpn-demo/report.json "$OUT/demo_report.json" 2>/dev/null
+    echo "== benchmarks/gpu_speed.py ${GPU_SPEED_ARGS:-}"
+    # shellcheck disable=SC2086
+    timeout 240 "$PYTHON" benchmarks/gpu_speed.py ${GPU_SPEED_ARGS:-} 2>&1 | tee "$OUT/gpu_speed.log"
     nvidia-smi --query-gpu=name,memory.used --format=csv
     ;;
 *)
