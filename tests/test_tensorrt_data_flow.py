@@ -7,6 +7,7 @@ binding and memory mode, in a subprocess, so that a warning at interpreter exit 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -53,19 +54,19 @@ def test_the_script_says_why_it_skips_without_a_gpu():
 @pytest.mark.skipif(flow.gpu_problem() is not None, reason=f"needs an NVIDIA GPU with cuda-python: {flow.gpu_problem()}")
 def test_data_flow_on_a_gpu(tiny_bundle, tiny_host_bundle):
     """60 frames per binding and memory mode equal to ONNX Runtime's; nothing left allocated; no
-    warning at exit; cuda-python's host overhead per call no higher than pycuda's."""
+    warning at exit; both bindings where pycuda is installed. Which binding costs less per call is
+    the benchmark's figure, not an assertion: on the H200 (2026-12-04) the order flipped between two
+    runs minutes apart (engine layout, pinned: cuda-python 130 and 166 us, pycuda 140 and 142)."""
     done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "tensorrt_data_flow.py"), tiny_bundle,
                            tiny_host_bundle, "--frames", "60", "--json"], capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "warning" not in done.stderr.lower() and "clean-up" not in done.stderr.lower(), done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["ok"], report
-    assert "cuda-python" in report["bindings"]
+    bindings = ["cuda-python"] + (["pycuda"] if importlib.util.find_spec("pycuda") is not None else [])
+    assert report["bindings"] == bindings, report["bindings"]
+    assert sorted((r["binding"], r["memory"]) for r in report["data_flow"]) == sorted(
+        (b, m) for b in bindings for m in ("pinned", "mapped") for _ in (tiny_bundle, tiny_host_bundle))
     for row in report["data_flow"]:
-        assert row["equal"] == row["frames"] == 60, row
-    if "pycuda" in report["bindings"]:
-        for bundle in (tiny_bundle, tiny_host_bundle):
-            for memory in ("pinned", "mapped"):
-                rows = {r["binding"]: r["median_us"] for r in report["host_overhead"]
-                        if r["bundle"] == bundle and r["memory"] == memory}
-                assert rows["cuda-python"] <= rows["pycuda"] * 1.1, (bundle, memory, rows)
+        assert row["equal"] == row["frames"] == 60 and row["left_allocated"] == 0, row
+    assert all(r["median_us"] > 0 for r in report["host_overhead"]), report["host_overhead"]
