@@ -61,7 +61,7 @@ tracker runs on motion alone.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class Association(TrackTable):
         # IoU of every predicted track box and detection, once for stages a-c (as 1 - IoU, never across
         # classes) and f (across classes); nothing moves the tracks while they are matched
         overlap = iou_matrix(to_xyxy(self._x[:, :4]), det_boxes)
-        other_class = self._other_class(np.arange(self._x.shape[0]), np.arange(det_boxes.shape[0]), det_labels)
+        other_class = self._other_class(slice(None), slice(None), det_labels)  # (every pair: views, no gathers)
         iou_cost = np.where(other_class, np.inf, 1.0 - overlap)
         high = det_scores >= cfg.high_threshold
         confirmed = self._ids >= 0
@@ -165,12 +165,15 @@ class Association(TrackTable):
             by_iou[tracks[rows]] = True  # (an IoU match: the lookahead leaves it alone)
             flipped[dets[cols]] = True
 
-    def _other_class(self, tracks: np.ndarray, dets: np.ndarray, det_labels: np.ndarray) -> np.ndarray:
+    def _other_class(self, tracks: Union[np.ndarray, slice], dets: Union[np.ndarray, slice],
+                     det_labels: np.ndarray) -> np.ndarray:
         """(T, D) True where a track and a detection have different labels (never matched: a star
-        never takes a ring's ID); all False with ``per_class`` off."""
+        never takes a ring's ID); all False with ``per_class`` off. `tracks` and `dets`: rows, or
+        slice(None) for all."""
+        track_labels, labels = self._label[tracks], det_labels[dets]
         if not self.config.per_class:
-            return np.zeros((tracks.shape[0], dets.shape[0]), bool)
-        return self._label[tracks][:, None] != det_labels[dets][None, :]
+            return np.zeros((track_labels.shape[0], labels.shape[0]), bool)
+        return track_labels[:, None] != labels[None, :]
 
     def _unlike(self, tracks: np.ndarray, hists: Optional[np.ndarray], dets: np.ndarray) -> np.ndarray:
         """(T, D) True where a track's colours and those of `hists`[dets] share less than

@@ -47,6 +47,8 @@ class TrackMemory:
 
     def expire(self, now: float, seconds: float) -> None:
         """Forget what was last seen more than `seconds` before `now`."""
+        if not self.time.shape[0]:
+            return
         fresh = now - self.time <= seconds
         if np.count_nonzero(fresh) < fresh.size:
             self._keep(fresh)

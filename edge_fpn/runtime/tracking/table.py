@@ -162,8 +162,8 @@ class TrackTable:
         self._turn[rows] = learn_turn(self._turn[rows], self._last_seen[rows], z, now, cfg)
         z = self._whole_boxes(rows, z, now)
         self._x[rows], self._P[rows], self._q[rows] = correct(self._x[rows], self._P[rows], self._q[rows], z, cfg)
-        counts = (self._ids[rows] >= 0) | (scores >= cfg.high_threshold)
-        self._hits[rows] += counts.astype(np.int64)
+        hits = self._hits[rows] + ((self._ids[rows] >= 0) | (scores >= cfg.high_threshold))
+        self._hits[rows] = hits
         self._last_seen[rows] = now
         self._lost[rows] = False
         if hists is not None:
@@ -171,4 +171,5 @@ class TrackTable:
             mixed = np.where(known(had)[:, None], (1.0 - cfg.appearance_rate) * had + cfg.appearance_rate * hists, hists)
             self._hist[rows] = np.where((scores >= cfg.high_threshold)[:, None], mixed, had)
         # the running score: the mean of the first 1/score_rate matches, then a running average
-        self._score[rows] += np.maximum(cfg.score_rate, 1.0 / np.maximum(self._hits[rows], 1)) * (scores - self._score[rows])
+        score = self._score[rows]
+        self._score[rows] = score + np.maximum(cfg.score_rate, 1.0 / np.maximum(hits, 1)) * (scores - score)

@@ -59,6 +59,8 @@ class TrackLife(Association):
         cfg = self.config
         inheriting = cfg.inherit and cfg.reid_reach > 0
         ready = matched_track & (self._ids < 0) & (self._score >= cfg.confirm_score)
+        if not np.count_nonzero(ready):  # (most frames: every matched track has its ID)
+            return
         confirm = ready & (self._hits >= cfg.min_hits)
         if cfg.early_confirm_score < 1:
             # (at 10 FPS min_hits is 0.2 s of an object in view with no ID; a confident pair of hits

@@ -184,32 +184,41 @@ class Tracker(Lookahead, TrackLife):
         track_of_det = np.full(chosen.shape[0], -1, np.int64)
         flipped = np.zeros(chosen.shape[0], bool)  # (stage f's: taken by a track of another class, shown without an ID)
         matched_track = np.zeros(self._x.shape[0], bool)
-        by_iou = matched_track.copy()
         if self._x.shape[0] and chosen.shape[0]:
             by_iou = self._associate(det_boxes, det_scores, det_labels, z, hists, track_of_det, matched_track, flipped)
+        else:
+            by_iou = matched_track.copy()
         matched_dets = (track_of_det >= 0).nonzero()[0]
         waiting = np.zeros((0,), np.int64)
         if cfg.lookahead and matched_dets.shape[0]:  # (before the matched tracks take their boxes)
             waiting = self._ambiguous(track_of_det, matched_dets, matched_track, by_iou, z, det_scores, det_labels, now,
                                       hists)
+        any_flipped = np.count_nonzero(flipped)  # (most frames: none; each check below skips two numpy calls)
         if matched_dets.shape[0]:
             rows = track_of_det[matched_dets]
-            self._flip[rows] = np.where(flipped[matched_dets], self._flip[rows] + (now - self._last_seen[rows]), 0.0)
+            if any_flipped:
+                self._flip[rows] = np.where(flipped[matched_dets], self._flip[rows] + (now - self._last_seen[rows]), 0.0)
+            else:
+                self._flip[rows] = 0.0
             self._apply(rows, z[matched_dets], det_scores[matched_dets], now,
                         None if hists is None else hists[matched_dets])
         self._track_life(matched_track)
         if matched_dets.shape[0]:  # (rows: the matched tracks, as above; nothing has moved them)
             result[chosen[matched_dets]] = np.where(self._score[rows] >= cfg.report_score, self._ids[rows], -1)
-            result[chosen[waiting]] = -1
-            result[chosen[flipped]] = -1
-        identified = matched_dets[self._ids[track_of_det[matched_dets]] >= 0]  # (before the rows move)
+            if waiting.shape[0]:
+                result[chosen[waiting]] = -1
+            if any_flipped:
+                result[chosen[flipped]] = -1
+        # new tentative tracks from the confident detections nobody took
+        new = ((track_of_det < 0) & (det_scores >= cfg.new_track_threshold)).nonzero()[0]
+        checking_duplicates = new.shape[0] and cfg.duplicate_iou < 1
+        if checking_duplicates:
+            identified = matched_dets[self._ids[track_of_det[matched_dets]] >= 0]  # (before the rows move)
         keep = self._keep(matched_track, now)
         if cfg.recall_seconds > 0:
             self._remember_ended(keep, now)
         self._take(keep)
-        # new tentative tracks from the confident detections nobody took
-        new = ((track_of_det < 0) & (det_scores >= cfg.new_track_threshold)).nonzero()[0]
-        if new.shape[0] and cfg.duplicate_iou < 1:
+        if checking_duplicates:
             new = new[~self._duplicates(det_boxes, new, identified)]
         if new.shape[0]:
             ids = np.full(new.shape[0], -1, np.int64)
