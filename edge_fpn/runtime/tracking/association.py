@@ -107,8 +107,11 @@ class Association(TrackTable):
         if np.count_nonzero(low):
             takers = ~matched_track & (confirmed | cfg.tentative_low)
             self._match_iou(takers.nonzero()[0], low.nonzero()[0], iou_cost, cfg.low_match_iou, track_of_det, matched_track)
+        unmatched = track_of_det < 0
+        if not np.count_nonzero(unmatched):  # (every box taken by IoU: stages c-f have none to match)
+            return matched_track.copy()
         # c: high detections left x tentative tracks
-        free_high = (high & (track_of_det < 0)).nonzero()[0]
+        free_high = (high & unmatched).nonzero()[0]
         if free_high.shape[0]:
             self._match_iou((~confirmed & ~matched_track).nonzero()[0], free_high, iou_cost, cfg.tentative_match_iou,
                             track_of_det, matched_track)

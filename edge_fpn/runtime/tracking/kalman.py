@@ -8,7 +8,7 @@ tracks is a fixed number of numpy operations rather than a Python loop over filt
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -83,12 +83,12 @@ def _transition(rate: np.ndarray, dt: float) -> np.ndarray:
 
 
 def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: float, cfg: TrackerConfig) -> np.ndarray:
-    """The turn memos (K, 6) of tracks last matched at `last_seen` that take boxes z now: each
-    match's chord (from the last measured centre to this one) against the one before; the angle
-    between them over the time between their midpoints is a measured turn rate, which the track's
-    rate follows (``turn_gain``). Short chords (jitter) teach nothing; an angle over
-    ``max_turn_angle`` beyond what the rate foresees is a bounce, and the rate goes back to 0."""
-    memo = memo.copy()
+    """The turn memos `memo` (K, 6; updated in place and returned: the caller's gathered rows) of
+    tracks last matched at `last_seen` that take boxes z now: each match's chord (from the last
+    measured centre to this one) against the one before; the angle between them over the time
+    between their midpoints is a measured turn rate, which the track's rate follows
+    (``turn_gain``). Short chords (jitter) teach nothing; an angle over ``max_turn_angle`` beyond
+    what the rate foresees is a bounce, and the rate goes back to 0."""
     span = np.maximum(now - last_seen, 1e-9)
     chord = (z[:, :2] - memo[:, 1:3]) / span[:, None]
     size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
@@ -117,23 +117,24 @@ def measurement_std(sizes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
 
 
 def centre_distance(dx: np.ndarray, dy: np.ndarray, sxx: np.ndarray, syy: np.ndarray,
-                    sxy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+                    sxy: np.ndarray, det: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The squared Mahalanobis distance of centre offsets (dx, dy) under the 2x2 covariance
     [[sxx, sxy], [sxy, syy]] (its closed-form inverse), and that covariance's determinant, floored
-    at 1e-12 (the filter's surprise and stage d's costs)."""
-    det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
+    at 1e-12 (the filter's surprise and stage d's costs; `det`: that, where the caller has it)."""
+    if det is None:
+        det = np.maximum(sxx * syy - sxy * sxy, 1e-12)
     return (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / det, det
 
 
 def _manoeuvre(q: np.ndarray, innovation: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray,
-               cfg: TrackerConfig) -> np.ndarray:
+               det: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
     """Each track's acceleration noise follows its own surprises: the centre's normalized
     innovation (chi-square, 2 degrees of freedom: 2 on average when the filter is right; S's centre
-    block is [[sxx, sxy], [sxy, syy]]) scales it up for a track that turns or bounces and down again
+    block is [[sxx, sxy], [sxy, syy]], `det` its determinant floored at 1e-12) scales it up for a track that turns or bounces and down again
     for one that moves smoothly, between 1 and max_manoeuvre times acceleration_noise (an adaptive
     filter: a fast circling object gets the wide gate it needs, a slow one keeps a tight gate that
     clutter cannot get into)."""
-    nis, _ = centre_distance(innovation[:, 0], innovation[:, 1], sxx, syy, sxy)
+    nis, _ = centre_distance(innovation[:, 0], innovation[:, 1], sxx, syy, sxy, det)
     factor = (nis / 2.0).clip(0.1, 10.0) ** cfg.manoeuvre  # (the method: np.clip's wrapper costs as much again)
     return (q * factor).clip(1.0, cfg.max_manoeuvre)
 
@@ -145,21 +146,24 @@ def correct(x: np.ndarray, P: np.ndarray, q: np.ndarray, z: np.ndarray,
     # S = H P H' + R inverted by its blocks: the filter never couples a box's centre with its size
     # (F, Q and the turn act within (cx, cy, vx, vy), (w, vw) and (h, vh)), so S is a 2x2 centre
     # block and two sizes (a 2x2 and two divisions cost half of a batched 4x4 solve)
+    # (P's and S^-1's diagonals as strided views of their flat rows, every 9th and 5th entry: two
+    # entries an operation, where indexing each one costs a numpy call)
+    k = x.shape[0]
     r2 = measurement_std(z[:, 2:4], cfg) ** 2
-    sxx, syy, sxy = P[:, 0, 0] + r2[:, 0], P[:, 1, 1] + r2[:, 1], P[:, 0, 1]
+    flat = P.reshape(k, 64)
+    s = flat[:, 0:10:9] + r2  # S's centre variances (sxx, syy)
+    sxx, syy, sxy = s[:, 0], s[:, 1], P[:, 0, 1]
     det = sxx * syy - sxy * sxy
-    s_inv = np.zeros((x.shape[0], 4, 4))
-    s_inv[:, 0, 0] = syy / det
-    s_inv[:, 1, 1] = sxx / det
-    s_inv[:, 0, 1] = s_inv[:, 1, 0] = -sxy / det
-    s_inv[:, 2, 2] = 1.0 / (P[:, 2, 2] + r2[:, 0])
-    s_inv[:, 3, 3] = 1.0 / (P[:, 3, 3] + r2[:, 1])
+    s_inv = np.zeros((k, 16))
+    s_inv[:, 0:6:5] = s[:, ::-1] / det[:, None]  # (0, 0) and (1, 1): syy / det, sxx / det
+    s_inv[:, 1:5:3] = (-sxy / det)[:, None]  # (0, 1) and (1, 0)
+    s_inv[:, 10:16:5] = 1.0 / (flat[:, 18:28:9] + r2)  # (2, 2) and (3, 3): the sizes
     HP = P[:, :4, :]  # (K, 4, 8); P is symmetric, so P H' is its transpose
-    gain = HP.transpose(0, 2, 1) @ s_inv  # K = P H' S^-1
+    gain = HP.transpose(0, 2, 1) @ s_inv.reshape(k, 4, 4)  # K = P H' S^-1
     innovation = z - x[:, :4]
     if cfg.manoeuvre > 0:
-        q = _manoeuvre(q, innovation[:, :2], sxx, syy, sxy, cfg)
+        q = _manoeuvre(q, innovation[:, :2], sxx, syy, sxy, np.maximum(det, 1e-12), cfg)
     x = x + (gain @ innovation[:, :, None])[:, :, 0]
     P = P - gain @ HP
-    x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
+    np.maximum(x[:, 2:4], 1.0, out=x[:, 2:4])
     return x, 0.5 * (P + P.transpose(0, 2, 1)), q

@@ -57,6 +57,8 @@ class Lookahead(Association):
         doubt the same way, without waiting: the other way is its staying lost. Returns the detections
         whose IDs wait."""
         cfg = self.config
+        if not np.count_nonzero(matched_track & ~by_iou):  # (most frames: every match by IoU)
+            return np.zeros((0,), np.int64)
         rows = track_of_det[matched_dets]
         moved = (self._ids[rows] >= 0) & ~by_iou[rows]
         dets, rows = matched_dets[moved], rows[moved]

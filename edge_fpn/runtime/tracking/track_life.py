@@ -177,4 +177,6 @@ class TrackLife(Association):
         cfg = self.config
         age = now - self._last_seen
         tentative = self._ids < 0
+        if not np.count_nonzero(tentative):  # (most frames: every track has its ID)
+            return age <= cfg.lost_seconds + TIME_SLACK
         return np.where(tentative, matched_track | (age <= cfg.tentative_seconds + TIME_SLACK), age <= cfg.lost_seconds + TIME_SLACK)
