@@ -115,6 +115,40 @@ def test_correction_is_the_textbook_kalman_update_after_turns_and_manoeuvres():
     assert np.count_nonzero(P[:, centre][:, :, size]) == 0  # never coupled, exactly
 
 
+def test_prediction_is_the_textbook_one_and_takes_a_covariance_that_is_a_view():
+    """predict() adds Q through strided views of the flat P: the result is F P F' + Q written out
+    entry by entry (white-noise acceleration on each coordinate's (position, velocity) pair plus a
+    position random walk), also for a P that is not one C-ordered block (its flat form a copy)."""
+    from edge_fpn.runtime.tracking.kalman import initial_state, predict
+    cfg = TrackerConfig()
+    rng = np.random.default_rng(5)
+    z = np.c_[rng.uniform(50, 600, (5, 2)), rng.uniform(15, 80, (5, 2))]
+    x, P = initial_state(z, cfg)
+    x[:, 4:] = rng.normal(0, 40, (5, 4))
+    q = rng.uniform(1, 3, 5)
+    dt = 0.1
+    F = np.eye(8) + dt * np.eye(8, k=4)
+    x_pred = x @ F.T
+    size2 = np.maximum(x_pred[:, 2:4], 1.0) ** 2
+    expected = F @ P @ F.T
+    for k in range(5):
+        for i in range(4):
+            s2 = size2[k, i % 2]
+            a = s2 * (cfg.acceleration_noise * q[k] if i < 2 else cfg.size_acceleration_noise)
+            expected[k, i, i] += a * dt ** 3 / 3 + cfg.position_noise * dt * s2
+            expected[k, i, i + 4] += a * dt ** 2 / 2
+            expected[k, i + 4, i] += a * dt ** 2 / 2
+            expected[k, i + 4, i + 4] += a * dt
+    strided = np.zeros((5, 8, 8)).transpose(0, 2, 1)  # (each matrix column-major: reshape to (5, 64) copies it)
+    strided[:] = P
+    assert not np.shares_memory(strided.reshape(5, 64), strided)
+    for covariance in (P, strided):
+        predicted = x.copy()
+        predict(predicted, covariance, q, np.zeros((5, 6)), dt, cfg)
+        np.testing.assert_allclose(predicted, x_pred, rtol=1e-12)
+        np.testing.assert_allclose(covariance, expected, rtol=1e-9)
+
+
 
 # ---------------------------------------------------------------- appearance
 

@@ -237,7 +237,11 @@ class Association(TrackTable):
         """Stages a-c: `tracks` and `dets` matched by IoU (>= `min_iou`; `iou_cost`: 1 - IoU of all, inf across classes)."""
         if not tracks.shape[0] or not dets.shape[0]:
             return
-        rows, cols = linear_assignment(iou_cost.take(tracks, 0).take(dets, 1), 1.0 - min_iou + 1e-9)
+        if tracks.shape[0] < iou_cost.shape[0]:
+            iou_cost = iou_cost.take(tracks, 0)
+        if dets.shape[0] < iou_cost.shape[1]:  # (rows and columns in order, each once: all of them is the whole)
+            iou_cost = iou_cost.take(dets, 1)
+        rows, cols = linear_assignment(iou_cost, 1.0 - min_iou + 1e-9)
         track_of_det[dets[cols]] = tracks[rows]
         matched_track[tracks[rows]] = True
 
