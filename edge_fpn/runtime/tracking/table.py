@@ -11,7 +11,7 @@ So a frame costs a fixed number of numpy operations, not a Python loop over boxe
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -104,7 +104,7 @@ class TrackTable:
         best = cover.argmax(axis=1)
         return np.where(cover[np.arange(boxes.shape[0]), best] >= self.config.hidden_cover, best, -1)
 
-    def _whole_boxes(self, rows: np.ndarray, z: np.ndarray, now: float) -> np.ndarray:
+    def _whole_boxes(self, rows: Union[np.ndarray, slice], z: np.ndarray, now: float) -> np.ndarray:
         """The measured boxes (cx, cy, w, h) with partial views made whole: where a confirmed-size
         track's box comes back narrower (or shorter) than ``partial_ratio`` x its predicted size while
         one of its two edges on that axis is within ``partial_edge`` x the size of where the prediction
@@ -129,6 +129,8 @@ class TrackTable:
                 self._cut[rows] = 0.0
             return z
         z = z.copy()
+        if isinstance(rows, slice):  # (every track: x is a view, and the rows' numbers index the writes below)
+            x, rows = x.copy(), np.arange(self._x.shape[0])
         step = now - self._last_seen[rows]
         cut = np.zeros((rows.shape[0], 2))
         for axis in shrunk.any(axis=0).nonzero()[0]:
@@ -149,11 +151,13 @@ class TrackTable:
         self._cut[rows] = cut
         return z
 
-    def _apply(self, rows: np.ndarray, z: np.ndarray, scores: np.ndarray, now: float,
+    def _apply(self, rows: Union[np.ndarray, slice], z: np.ndarray, scores: np.ndarray, now: float,
                hists: Optional[np.ndarray] = None) -> None:
         """The matched tracks take their detections: the filter's update, a hit (a first-stage
         score only for a tentative track: clutter scoring low never confirms one), their score and,
-        from a first-stage detection, its colours (``appearance_rate``: a running average)."""
+        from a first-stage detection, its colours (``appearance_rate``: a running average). `rows`:
+        the tracks' rows, or slice(None) with z, scores and hists in row order when every track
+        takes one (most frames: the fields' views instead of a dozen gathers and scatters)."""
         cfg = self.config
         # the turn from the boxes as measured (before last_seen moves on): a partial view made whole
         # is a guess at the hidden edge, and a box jitter made short, read as cut, put its centre
@@ -161,7 +165,11 @@ class TrackTable:
         # frame while it was hidden (10 FPS, "occlude")
         self._turn[rows] = learn_turn(self._turn[rows], self._last_seen[rows], z, now, cfg)
         z = self._whole_boxes(rows, z, now)
-        self._x[rows], self._P[rows], self._q[rows] = correct(self._x[rows], self._P[rows], self._q[rows], z, cfg)
+        x, P, q = correct(self._x[rows], self._P[rows], self._q[rows], z, cfg)
+        if isinstance(rows, slice):
+            self._x, self._P, self._q = x, P, q
+        else:
+            self._x[rows], self._P[rows], self._q[rows] = x, P, q
         hits = self._hits[rows] + ((self._ids[rows] >= 0) | (scores >= cfg.high_threshold))
         self._hits[rows] = hits
         self._last_seen[rows] = now

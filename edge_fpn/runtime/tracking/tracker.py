@@ -200,8 +200,13 @@ class Tracker(Lookahead, TrackLife):
                 self._flip[rows] = np.where(flipped[matched_dets], self._flip[rows] + (now - self._last_seen[rows]), 0.0)
             else:
                 self._flip[rows] = 0.0
-            self._apply(rows, z[matched_dets], det_scores[matched_dets], now,
-                        None if hists is None else hists[matched_dets])
+            if matched_dets.shape[0] == self._x.shape[0]:  # (every track takes a box: in row order, the fields whole)
+                in_rows = np.empty_like(matched_dets)
+                in_rows[rows] = matched_dets
+                self._apply(slice(None), z[in_rows], det_scores[in_rows], now, None if hists is None else hists[in_rows])
+            else:
+                self._apply(rows, z[matched_dets], det_scores[matched_dets], now,
+                            None if hists is None else hists[matched_dets])
         self._track_life(matched_track)
         if matched_dets.shape[0]:  # (rows: the matched tracks, as above; nothing has moved them)
             result[chosen[matched_dets]] = np.where(self._score[rows] >= cfg.report_score, self._ids[rows], -1)
