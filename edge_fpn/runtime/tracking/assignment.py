@@ -23,9 +23,8 @@ def linear_assignment(cost: np.ndarray, limit: float) -> Tuple[np.ndarray, np.nd
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2:
         raise ValueError(f"cost must be a 2-D matrix, not of shape {cost.shape}")
-    empty = np.zeros((0,), np.int64)
     if cost.size == 0:
-        return empty, empty.copy()
+        return np.zeros((0,), np.int64), np.zeros((0,), np.int64)
     feasible = cost < limit  # NaN compares False: never matched
     row_degree = feasible.sum(axis=1)
     col_degree = feasible.sum(axis=0)

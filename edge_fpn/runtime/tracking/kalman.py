@@ -95,7 +95,8 @@ def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: floa
     chord = (z[:, :2] - memo[:, 1:3]) / span[:, None]
     size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
     usable = np.hypot(chord[:, 0], chord[:, 1]) * span >= cfg.min_turn_chord * size
-    known = usable & (memo[:, 5] > 0)
+    chorded = memo[:, 5] > 0  # (a chord before this one)
+    known = usable & chorded
     if np.count_nonzero(known):  # (at 30 FPS most chords are jitter-short: nothing to learn, the rates stay)
         before = memo[:, 3:5]
         angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
@@ -109,7 +110,7 @@ def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: floa
         memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
     memo[:, 1:3] = z[:, :2]
     memo[:, 3:5] = np.where(usable[:, None], chord, memo[:, 3:5])
-    memo[:, 5] = np.where(usable, span, np.where(memo[:, 5] > 0, memo[:, 5] + span, 0.0))
+    memo[:, 5] = np.where(usable, span, np.where(chorded, memo[:, 5] + span, 0.0))
     return memo
 
 

@@ -52,10 +52,11 @@ class TrackLife(Association):
     def _track_life(self, matched_track: np.ndarray) -> None:
         """Confirmed tracks that missed this frame are lost; tentative ones with enough hits get IDs
         (in track order: deterministic IDs)."""
-        newly_lost = ~matched_track & (self._ids >= 0) & ~self._lost
-        if np.count_nonzero(newly_lost):
-            self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
-            self._lost |= newly_lost
+        if np.count_nonzero(matched_track) < matched_track.size:  # (most frames: every track matched, none lost now)
+            newly_lost = ~matched_track & (self._ids >= 0) & ~self._lost
+            if np.count_nonzero(newly_lost):
+                self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
+                self._lost |= newly_lost
         cfg = self.config
         inheriting = cfg.inherit and cfg.reid_reach > 0
         ready = matched_track & (self._ids < 0) & (self._score >= cfg.confirm_score)
@@ -174,6 +175,8 @@ class TrackLife(Association):
     def _keep(self, matched_track: np.ndarray, now: float) -> np.ndarray:
         """The tracks that live on: a tentative one missed for at most tentative_seconds (by default
         none: ByteTrack drops it at its first miss), a confirmed one lost for at most lost_seconds."""
+        if np.count_nonzero(matched_track) == matched_track.size:  # (every track matched now: all live on; read only)
+            return matched_track
         cfg = self.config
         age = now - self._last_seen
         tentative = self._ids < 0
