@@ -96,8 +96,12 @@ def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: floa
     size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
     usable = np.hypot(chord[:, 0], chord[:, 1]) * span >= cfg.min_turn_chord * size
     chorded = memo[:, 5] > 0  # (a chord before this one)
+    memo[:, 1:3] = z[:, :2]
+    if not np.count_nonzero(usable):  # (at 30 FPS most frames: every chord jitter-short, nothing to learn)
+        memo[:, 5] = np.where(chorded, memo[:, 5] + span, 0.0)
+        return memo
     known = usable & chorded
-    if np.count_nonzero(known):  # (at 30 FPS most chords are jitter-short: nothing to learn, the rates stay)
+    if np.count_nonzero(known):
         before = memo[:, 3:5]
         angle = np.arctan2(before[:, 0] * chord[:, 1] - before[:, 1] * chord[:, 0], (before * chord).sum(axis=1))
         between = np.maximum(0.5 * (span + memo[:, 5]), 1e-9)
@@ -108,7 +112,6 @@ def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: floa
         surprise = np.abs(np.remainder(angle - memo[:, 0] * between + np.pi, 2 * np.pi) - np.pi)  # (wrapped to [-pi, pi))
         turn = np.where(known & (surprise > cfg.max_turn_angle), 0.0, turn)
         memo[:, 0] = np.where(np.abs(turn) < 1e-3, 0.0, turn)
-    memo[:, 1:3] = z[:, :2]
     memo[:, 3:5] = np.where(usable[:, None], chord, memo[:, 3:5])
     memo[:, 5] = np.where(usable, span, np.where(chorded, memo[:, 5] + span, 0.0))
     return memo
@@ -149,20 +152,17 @@ def correct(x: np.ndarray, P: np.ndarray, q: np.ndarray, z: np.ndarray,
     # S = H P H' + R inverted by its blocks: the filter never couples a box's centre with its size
     # (F, Q and the turn act within (cx, cy, vx, vy), (w, vw) and (h, vh)), so S is a 2x2 centre
     # block and two sizes (a 2x2 and two divisions cost half of a batched 4x4 solve)
-    # (P's and S^-1's diagonals as strided views of their flat rows, every 9th and 5th entry: two
-    # entries an operation, where indexing each one costs a numpy call)
-    k = x.shape[0]
     r2 = measurement_std(z[:, 2:4], cfg) ** 2
-    flat = P.reshape(k, 64)
-    s = flat[:, 0:10:9] + r2  # S's centre variances (sxx, syy)
-    sxx, syy, sxy = s[:, 0], s[:, 1], P[:, 0, 1]
+    sxx, syy, sxy = P[:, 0, 0] + r2[:, 0], P[:, 1, 1] + r2[:, 1], P[:, 0, 1]
     det = sxx * syy - sxy * sxy
-    s_inv = np.zeros((k, 16))
-    s_inv[:, 0:6:5] = s[:, ::-1] / det[:, None]  # (0, 0) and (1, 1): syy / det, sxx / det
-    s_inv[:, 1:5:3] = (-sxy / det)[:, None]  # (0, 1) and (1, 0)
-    s_inv[:, 10:16:5] = 1.0 / (flat[:, 18:28:9] + r2)  # (2, 2) and (3, 3): the sizes
+    s_inv = np.zeros((x.shape[0], 4, 4))
+    s_inv[:, 0, 0] = syy / det
+    s_inv[:, 1, 1] = sxx / det
+    s_inv[:, 0, 1] = s_inv[:, 1, 0] = -sxy / det
+    s_inv[:, 2, 2] = 1.0 / (P[:, 2, 2] + r2[:, 0])
+    s_inv[:, 3, 3] = 1.0 / (P[:, 3, 3] + r2[:, 1])
     HP = P[:, :4, :]  # (K, 4, 8); P is symmetric, so P H' is its transpose
-    gain = HP.transpose(0, 2, 1) @ s_inv.reshape(k, 4, 4)  # K = P H' S^-1
+    gain = HP.transpose(0, 2, 1) @ s_inv  # K = P H' S^-1
     innovation = z - x[:, :4]
     if cfg.manoeuvre > 0:
         q = _manoeuvre(q, innovation[:, :2], sxx, syy, sxy, np.maximum(det, 1e-12), cfg)
