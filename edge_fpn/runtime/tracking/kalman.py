@@ -136,10 +136,10 @@ def _manoeuvre(q: np.ndarray, innovation: np.ndarray, sxx: np.ndarray, syy: np.n
                det: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
     """Each track's acceleration noise follows its own surprises: the centre's normalized
     innovation (chi-square, 2 degrees of freedom: 2 on average when the filter is right; S's centre
-    block is [[sxx, sxy], [sxy, syy]], `det` its determinant floored at 1e-12) scales it up for a track that turns or bounces and down again
-    for one that moves smoothly, between 1 and max_manoeuvre times acceleration_noise (an adaptive
-    filter: a fast circling object gets the wide gate it needs, a slow one keeps a tight gate that
-    clutter cannot get into)."""
+    block is [[sxx, sxy], [sxy, syy]], `det` its determinant floored at 1e-12) scales it up for a
+    track that turns or bounces and down again for one that moves smoothly, between 1 and
+    max_manoeuvre times acceleration_noise (an adaptive filter: a fast circling object gets the
+    wide gate it needs, a slow one keeps a tight gate that clutter cannot get into)."""
     nis, _ = centre_distance(innovation[:, 0], innovation[:, 1], sxx, syy, sxy, det)
     factor = (nis / 2.0).clip(0.1, 10.0) ** cfg.manoeuvre  # (the method: np.clip's wrapper costs as much again)
     return (q * factor).clip(1.0, cfg.max_manoeuvre)

@@ -151,6 +151,17 @@ class TrackTable:
         self._cut[rows] = cut
         return z
 
+    def _apply_matches(self, rows: np.ndarray, dets: np.ndarray, z: np.ndarray, scores: np.ndarray, now: float,
+                       hists: Optional[np.ndarray] = None) -> None:
+        """_apply of the tracks `rows` to the detections `dets` (rows of z, scores and hists): where
+        every track takes one, in row order on the fields whole."""
+        if rows.shape[0] == self._x.shape[0]:
+            in_rows = np.empty_like(dets)
+            in_rows[rows] = dets
+            self._apply(slice(None), z[in_rows], scores[in_rows], now, None if hists is None else hists[in_rows])
+        else:
+            self._apply(rows, z[dets], scores[dets], now, None if hists is None else hists[dets])
+
     def _apply(self, rows: Union[np.ndarray, slice], z: np.ndarray, scores: np.ndarray, now: float,
                hists: Optional[np.ndarray] = None) -> None:
         """The matched tracks take their detections: the filter's update, a hit (a first-stage

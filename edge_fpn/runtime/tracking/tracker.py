@@ -196,17 +196,9 @@ class Tracker(Lookahead, TrackLife):
         any_flipped = np.count_nonzero(flipped)  # (most frames: none; each check below skips two numpy calls)
         if matched_dets.shape[0]:
             rows = track_of_det[matched_dets]
-            if any_flipped:
-                self._flip[rows] = np.where(flipped[matched_dets], self._flip[rows] + (now - self._last_seen[rows]), 0.0)
-            else:
-                self._flip[rows] = 0.0
-            if matched_dets.shape[0] == self._x.shape[0]:  # (every track takes a box: in row order, the fields whole)
-                in_rows = np.empty_like(matched_dets)
-                in_rows[rows] = matched_dets
-                self._apply(slice(None), z[in_rows], det_scores[in_rows], now, None if hists is None else hists[in_rows])
-            else:
-                self._apply(rows, z[matched_dets], det_scores[matched_dets], now,
-                            None if hists is None else hists[matched_dets])
+            self._flip[rows] = (np.where(flipped[matched_dets], self._flip[rows] + (now - self._last_seen[rows]), 0.0)
+                                if any_flipped else 0.0)
+            self._apply_matches(rows, matched_dets, z, det_scores, now, hists)
         self._track_life(matched_track)
         if matched_dets.shape[0]:  # (rows: the matched tracks, as above; nothing has moved them)
             result[chosen[matched_dets]] = np.where(self._score[rows] >= cfg.report_score, self._ids[rows], -1)
