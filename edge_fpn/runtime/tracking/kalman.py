@@ -85,12 +85,12 @@ def _transition(rate: np.ndarray, dt: float) -> np.ndarray:
 
 
 def learn_turn(memo: np.ndarray, last_seen: np.ndarray, z: np.ndarray, now: float, cfg: TrackerConfig) -> np.ndarray:
-    """The turn memos `memo` (K, 6; updated in place and returned: the caller's gathered rows) of
-    tracks last matched at `last_seen` that take boxes z now: each match's chord (from the last
-    measured centre to this one) against the one before; the angle between them over the time
-    between their midpoints is a measured turn rate, which the track's rate follows
-    (``turn_gain``). Short chords (jitter) teach nothing; an angle over ``max_turn_angle`` beyond
-    what the rate foresees is a bounce, and the rate goes back to 0."""
+    """The turn memos `memo` (K, 6; updated in place and returned: the caller's rows, gathered, or
+    the table's own when every track takes a box) of tracks last matched at `last_seen` that take
+    boxes z now: each match's chord (from the last measured centre to this one) against the one
+    before; the angle between them over the time between their midpoints is a measured turn rate,
+    which the track's rate follows (``turn_gain``). Short chords (jitter) teach nothing; an angle
+    over ``max_turn_angle`` beyond what the rate foresees is a bounce, and the rate goes back to 0."""
     span = np.maximum(now - last_seen, 1e-9)
     chord = (z[:, :2] - memo[:, 1:3]) / span[:, None]
     size = np.sqrt(np.maximum(z[:, 2] * z[:, 3], 1.0))
