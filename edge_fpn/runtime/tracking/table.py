@@ -174,13 +174,14 @@ class TrackTable:
         # is a guess at the hidden edge, and a box jitter made short, read as cut, put its centre
         # 6 px off: a straight mover took a turn of 1.4 rad/s that bent its prediction out of the
         # frame while it was hidden (10 FPS, "occlude")
-        self._turn[rows] = learn_turn(self._turn[rows], self._last_seen[rows], z, now, cfg)
+        whole = isinstance(rows, slice)
+        turn = learn_turn(self._turn[rows], self._last_seen[rows], z, now, cfg)  # (whole: the table's own, in place)
         z = self._whole_boxes(rows, z, now)
         x, P, q = correct(self._x[rows], self._P[rows], self._q[rows], z, cfg)
-        if isinstance(rows, slice):
+        if whole:
             self._x, self._P, self._q = x, P, q
         else:
-            self._x[rows], self._P[rows], self._q[rows] = x, P, q
+            self._turn[rows], self._x[rows], self._P[rows], self._q[rows] = turn, x, P, q
         hits = self._hits[rows] + ((self._ids[rows] >= 0) | (scores >= cfg.high_threshold))
         self._hits[rows] = hits
         self._last_seen[rows] = now

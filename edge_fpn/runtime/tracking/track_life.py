@@ -49,10 +49,10 @@ class TrackLife(Association):
     _memory: TrackMemory
     next_id: int
 
-    def _track_life(self, matched_track: np.ndarray) -> None:
+    def _track_life(self, matched_track: np.ndarray, every_matched: bool) -> None:
         """Confirmed tracks that missed this frame are lost; tentative ones with enough hits get IDs
-        (in track order: deterministic IDs)."""
-        if np.count_nonzero(matched_track) < matched_track.size:  # (most frames: every track matched, none lost now)
+        (in track order: deterministic IDs). `every_matched`: no track missed."""
+        if not every_matched:  # (most frames: every track matched, none lost now)
             newly_lost = ~matched_track & (self._ids >= 0) & ~self._lost
             if np.count_nonzero(newly_lost):
                 self._x[newly_lost, 6:] = 0.0  # a lost box keeps its size (ByteTrack stops its height velocity)
@@ -172,11 +172,12 @@ class TrackLife(Association):
         self._hand_over(lost[np.argmax(self._ids[lost][None, :] == ids[back][:, None], axis=1)], new[back])
         return new[~back]
 
-    def _keep(self, matched_track: np.ndarray, now: float) -> np.ndarray:
+    def _keep(self, matched_track: np.ndarray, now: float, every_matched: bool) -> np.ndarray:
         """The tracks that live on: a tentative one missed for at most tentative_seconds (by default
-        none: ByteTrack drops it at its first miss), a confirmed one lost for at most lost_seconds."""
-        if np.count_nonzero(matched_track) == matched_track.size:  # (every track matched now: all live on; read only)
-            return matched_track
+        none: ByteTrack drops it at its first miss), a confirmed one lost for at most lost_seconds.
+        `every_matched`: no track missed (then all live on)."""
+        if every_matched:
+            return matched_track  # (all True; only read)
         cfg = self.config
         age = now - self._last_seen
         tentative = self._ids < 0

@@ -163,14 +163,7 @@ class Tracker(Lookahead, TrackLife):
             best = np.argsort(-scores[chosen], kind="stable")[:cfg.max_detections]
             chosen = np.sort(chosen[best])
         det_boxes, det_scores, det_labels = boxes[chosen], scores[chosen], labels[chosen]
-        # (before anything changes: a bad image leaves the tracker as it was)
-        hists = None
-        if image is not None and cfg.appearance_veto > 0:
-            # (first-stage detections only: the ones a track's colours learn from and new tracks start
-            # from; a low-score box's colours stay unknown, never a veto, and cost nothing)
-            hists = np.zeros((chosen.shape[0], BINS))
-            high = det_scores >= cfg.high_threshold
-            hists[high] = colour_histograms(image, det_boxes[high])
+        hists = self._colours(image, det_boxes, det_scores)  # (before anything changes: a bad image leaves all as it was)
         result = np.full(scores.shape[0], -1, np.int64)
         self.frames += 1
         self._behind_rows = None  # (the rows change below; an update that raises midway leaves None too)
@@ -199,7 +192,8 @@ class Tracker(Lookahead, TrackLife):
             self._flip[rows] = (np.where(flipped[matched_dets], self._flip[rows] + (now - self._last_seen[rows]), 0.0)
                                 if any_flipped else 0.0)
             self._apply_matches(rows, matched_dets, z, det_scores, now, hists)
-        self._track_life(matched_track)
+        every_matched = matched_dets.shape[0] == matched_track.shape[0]  # (each match one track and one box)
+        self._track_life(matched_track, every_matched)
         if matched_dets.shape[0]:  # (rows: the matched tracks, as above; nothing has moved them)
             result[chosen[matched_dets]] = np.where(self._score[rows] >= cfg.report_score, self._ids[rows], -1)
             if waiting.shape[0]:
@@ -211,7 +205,7 @@ class Tracker(Lookahead, TrackLife):
         checking_duplicates = new.shape[0] and cfg.duplicate_iou < 1
         if checking_duplicates:
             identified = matched_dets[self._ids[track_of_det[matched_dets]] >= 0]  # (before the rows move)
-        keep = self._keep(matched_track, now)
+        keep = self._keep(matched_track, now, every_matched)
         if cfg.recall_seconds > 0:
             self._remember_ended(keep, now)
         self._take(keep)
@@ -227,6 +221,17 @@ class Tracker(Lookahead, TrackLife):
         if hists is not None and cfg.in_sight_share > 0:  # (the colours need this frame; else tracks() asks the boxes)
             self._behind_rows = self._lost_behind(image)
         return result
+
+    def _colours(self, image: Any, boxes: np.ndarray, scores: np.ndarray) -> Optional[np.ndarray]:
+        """The detections' colour histograms in `image` (None without a frame or the appearance veto):
+        of the first-stage detections only, the ones a track's colours learn from and new tracks
+        start from; a low-score box's colours stay unknown (zeros), never a veto, and cost nothing."""
+        if image is None or self.config.appearance_veto <= 0:
+            return None
+        hists = np.zeros((boxes.shape[0], BINS))
+        high = scores >= self.config.high_threshold
+        hists[high] = colour_histograms(image, boxes[high])
+        return hists
 
     def _lost_behind(self, image: Any = None) -> np.ndarray:
         """Which tracks (a mask over the rows) are confirmed, lost, and predicted at least
